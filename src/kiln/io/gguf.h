@@ -49,6 +49,7 @@ struct GgufValue {
   std::vector<GgufValue> array;
 
   bool is_integer() const;
+  bool is_unsigned() const;  // U8, U16, U32, U64 or BOOL: the payload is in u
   bool is_float() const { return type == GgufType::F32 || type == GgufType::F64; }
   int64_t as_int() const;      // any integer or bool; throws otherwise
   double as_double() const;    // any number; throws otherwise
@@ -66,10 +67,14 @@ class GgufFile {
   size_t alignment() const { return alignment_; }
   const std::string& path() const { return file_->path(); }
   size_t file_size() const { return file_->size(); }
+  // Byte offset of the data section in the file (tensor offsets count from here).
+  size_t data_offset() const { return data_offset_; }
 
   // Metadata, in file order.
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return kv_; }
   const GgufValue* find(std::string_view key) const;
+  // find(), but a missing key throws kiln::Error naming the key and the file.
+  const GgufValue& require(std::string_view key) const;
   bool has(std::string_view key) const { return find(key) != nullptr; }
 
   // Typed getters: throw kiln::Error naming the key if absent or of the wrong kind.
@@ -96,6 +101,7 @@ class GgufFile {
   std::unique_ptr<MappedFile> file_;
   uint32_t version_ = 0;
   size_t alignment_ = 32;
+  size_t data_offset_ = 0;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::map<std::string, size_t, std::less<>> kv_index_;
   std::vector<TensorView> tensors_;
