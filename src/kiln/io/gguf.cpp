@@ -350,7 +350,7 @@ namespace {
 
 [[noreturn]] void wrong_kind(const std::string& path, std::string_view key, const GgufValue& v,
                              const char* expected) {
-  fail(path, ": metadata key '", key, "' is ", describe(v), ", expected ", expected);
+  fail(path, ": metadata key '", key, "' has type ", describe(v), ", expected ", expected);
 }
 
 bool is_number(const GgufValue& v) { return v.is_integer() || v.is_float(); }
