@@ -122,6 +122,16 @@ TEST_F(GgufMalformed, HugeCountsFailBeforeAllocating) {
   expect_rejected(gguf(1, 0, {}, tn, 64), {"claims"});
 }
 
+// A corrupt count can point into gigabytes of tensor data, where "bytes
+// left" allows it: a ceiling on metadata array elements refuses it anyway.
+TEST_F(GgufMalformed, ArrayCountsHaveACeiling) {
+  Bytes a;
+  a.str("tokenizer.ggml.precompiled_charsmap").put<uint32_t>(uint32_t(GgufType::ARRAY));
+  a.put<uint32_t>(uint32_t(GgufType::U8)).put<uint64_t>((uint64_t(1) << 23) + 1);
+  expect_rejected(gguf(0, 1, a, {}, (size_t(1) << 23) + 64),
+                  {"'tokenizer.ggml.precompiled_charsmap'", "limit"});
+}
+
 TEST_F(GgufMalformed, UnknownMetadataTypes) {
   Bytes kv;
   kv.str("weird").put<uint32_t>(13).put<uint32_t>(0);

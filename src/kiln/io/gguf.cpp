@@ -1,5 +1,6 @@
 #include "kiln/io/gguf.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -14,6 +15,17 @@ constexpr uint32_t kMaxDims = 4;         // GGML_MAX_DIMS: llama.cpp writes no m
 // Arrays inside arrays are legal but nothing real nests deeply; a bound keeps
 // a hostile file from exhausting the stack through recursion.
 constexpr int kMaxArrayDepth = 8;
+// Checking a count against the bytes left is not enough in a multi-GB model:
+// a corrupt count can still point at gigabytes of tensor data, and each parsed
+// element costs ~100 bytes of GgufValue. These ceilings sit far above any real
+// file (the largest tokenizers have ~1M metadata array elements in total, a
+// few hundred keys, tens of thousands of tensors) and bound what a corrupt
+// file can make us allocate before it is refused.
+constexpr uint64_t kMaxKv = uint64_t(1) << 20;
+constexpr uint64_t kMaxTensors = uint64_t(1) << 22;
+constexpr uint64_t kMaxArrayElements = uint64_t(1) << 23;  // all arrays of a file together
+constexpr uint64_t kMaxString = uint64_t(1) << 26;          // 64 MiB; chat templates are KBs
+constexpr size_t kMaxReserve = 65536;  // growth beyond this follows actual parsing
 
 // Smallest encoding of one value of a type: bounds element counts against the
 // bytes left before anything is reserved.
@@ -60,6 +72,8 @@ class Cursor {
   }
   std::string read_string(const std::string& what) {
     uint64_t n = read<uint64_t>(what);
+    if (n > kMaxString && n <= remaining())
+      fail(path_, ": corrupt GGUF: ", what, " claims ", n, " bytes (limit ", kMaxString, ")");
     if (n > remaining())
       fail(path_, ": truncated or corrupt GGUF: ", what, " claims ", n, " bytes but only ",
            remaining(), " remain");
@@ -73,6 +87,9 @@ class Cursor {
   size_t size_;
   size_t pos_ = 0;
   const std::string& path_;
+
+ public:
+  uint64_t array_elements = 0;  // parsed so far, against kMaxArrayElements
 };
 
 GgufValue read_value(Cursor& in, GgufType type, const std::string& path, const std::string& key,
@@ -105,7 +122,11 @@ GgufValue read_value(Cursor& in, GgufType type, const std::string& path, const s
       if (n > in.remaining() / min_encoded_size(v.elem_type))
         fail(path, ": truncated or corrupt GGUF: metadata key '", key, "' claims ", n,
              " elements but only ", in.remaining(), " bytes remain");
-      v.array.reserve(size_t(n));
+      in.array_elements += n;
+      if (in.array_elements > kMaxArrayElements)
+        fail(path, ": corrupt GGUF: metadata key '", key, "' brings the metadata arrays to ",
+             in.array_elements, " elements (limit ", kMaxArrayElements, ")");
+      v.array.reserve(std::min<size_t>(size_t(n), kMaxReserve));
       for (uint64_t k = 0; k < n; ++k)
         v.array.push_back(read_value(in, v.elem_type, path, key, depth + 1));
       break;
@@ -242,12 +263,15 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   // Each entry takes some bytes at the least: absurd counts fail here, before
   // anything is reserved for them.
   constexpr uint64_t kMinKv = 8 + 4 + 1, kMinTensor = 8 + 4 + 4 + 8;
+  if (n_kv > kMaxKv || n_tensors > kMaxTensors)
+    fail(path, ": corrupt GGUF: header claims ", n_kv, " metadata entries and ", n_tensors,
+         " tensors (limits ", kMaxKv, " and ", kMaxTensors, ")");
   if (n_kv > in.remaining() / kMinKv || n_tensors > in.remaining() / kMinTensor ||
       n_kv * kMinKv + n_tensors * kMinTensor > in.remaining())
     fail(path, ": truncated or corrupt GGUF: header claims ", n_kv, " metadata entries and ",
          n_tensors, " tensors but only ", in.remaining(), " bytes follow");
 
-  g->kv_.reserve(size_t(n_kv));
+  g->kv_.reserve(std::min<size_t>(size_t(n_kv), kMaxReserve));
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key = in.read_string(cat("metadata entry ", k, " of ", n_kv, " (key)"));
     const uint32_t type = in.read<uint32_t>(cat("the type of metadata key '", key, "'"));
@@ -275,7 +299,7 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
     uint64_t offset;
   };
   std::vector<Info> infos;
-  infos.reserve(size_t(n_tensors));
+  infos.reserve(std::min<size_t>(size_t(n_tensors), kMaxReserve));
   for (uint64_t t = 0; t < n_tensors; ++t) {
     Info info;
     info.name = in.read_string(cat("tensor entry ", t, " of ", n_tensors, " (name)"));
