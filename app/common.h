@@ -1,0 +1,50 @@
+// Flags and helpers that several subcommands share: where the model is, how
+// it runs (threads, device, context), how ids are given on the command line.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "kiln/runtime/engine.h"
+#include "kiln/runtime/sampler.h"
+
+namespace kiln::app {
+
+struct RuntimeFlags {
+  int threads = 0;
+  bool cpu = false;
+  int device = -1;
+  int ctx_size = 0;
+  std::string cache_type = "f32";
+};
+
+void add_runtime_flags(ArgParser& p, RuntimeFlags* f);
+std::unique_ptr<Engine> load_engine(const std::string& model, const RuntimeFlags& f,
+                                    bool need_tokenizer = true);
+StateOptions state_options(const RuntimeFlags& f);
+
+struct SamplingFlags {
+  bool greedy = false;
+  std::optional<float> temp, top_p, min_p;
+  std::optional<int> top_k;
+  float repeat_penalty = 1.0f;
+  int repeat_last_n = 64;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  std::optional<int> seed;
+};
+
+void add_sampling_flags(ArgParser& p, SamplingFlags* f);
+SamplingParams sampling_params(const SamplingFlags& f);
+
+// "1 2 3" or "1,2,3" -> ids; throws kiln::Error on anything else.
+std::vector<int32_t> parse_ids(const std::string& text);
+
+// The bundled model, for commands whose MODEL is optional.
+std::string bundled_model_path();
+
+}  // namespace kiln::app

@@ -1,0 +1,138 @@
+// The op set every model is written against, and the interface a compute
+// device implements for it. Activations are f32, row-major, in the backend's
+// own memory (host memory for the CPU, device memory for a GPU); weights stay
+// in their file's block format. Model code never branches on the device.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "kiln/core/tensor.h"
+#include "kiln/core/rope_style.h"
+
+namespace kiln {
+
+// A weight matrix {rows = outputs, cols = inputs} as resident on a backend.
+struct Weight {
+  TensorView view;            // file view (dtype, shape, host bytes)
+  const void* data = nullptr;  // where the backend reads it (== view.data on the CPU)
+  int64_t rows() const { return view.rows(); }
+  int64_t cols() const { return view.cols(); }
+  explicit operator bool() const { return data != nullptr; }
+};
+
+// One layer's key/value cache: [kv_head][position][head_dim] for K and V.
+struct KvLayer {
+  void* k = nullptr;
+  void* v = nullptr;
+  DType dtype = DType::F32;  // F32 or F16
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t capacity = 0;  // positions
+};
+
+struct AttentionParams {
+  int64_t n_tokens = 0;   // queries, at positions start .. start + n_tokens - 1
+  int64_t start = 0;      // position of the first query; keys 0 .. its own position are visible
+  int64_t n_heads = 0;
+  float scale = 1.0f;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // Memory in the backend's space. Freed by free().
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void free(void* p) = 0;
+  virtual void to_device(void* dst, const void* host, size_t bytes) = 0;
+  virtual void to_host(void* host, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(void* dst, size_t bytes) = 0;
+
+  // Makes a weight resident (the CPU uses the mapping as it is).
+  virtual Weight load_weight(const TensorView& view) = 0;
+
+  // y[t, :] = W x[t, :] for t < n_tokens; W {N, K}, x [T, K], y [T, N].
+  virtual void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) = 0;
+  // out[i, :] = row ids[i] of table (any dtype), as f32; ids are host memory.
+  virtual void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;
+  // y[r, :] = x[r, :] / rms(x[r, :]) * w; rows of length dim; w f32 [dim].
+  virtual void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
+                       float* y) = 0;
+  // Rotates the first rot_dims dims of each head of x [T, n_heads, head_dim]
+  // in place, token t at positions[t] (host memory); inv_freq[rot_dims / 2].
+  virtual void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
+                    int64_t rot_dims, const int32_t* positions, const float* inv_freq,
+                    RopeStyle style) = 0;
+  // Writes k, v [T, n_kv_heads, head_dim] into the cache at positions start...
+  virtual void store_kv(const KvLayer& cache, const float* k, const float* v, int64_t n_tokens,
+                        int64_t start) = 0;
+  // Causal attention of q [T, n_heads, head_dim] over the cache; out like q.
+  virtual void attention(const float* q, const KvLayer& cache, const AttentionParams& p,
+                         float* out) = 0;
+  // out = silu(gate) * up, element-wise over n.
+  virtual void silu_mul(const float* gate, const float* up, int64_t n, float* out) = 0;
+  // x += y over n.
+  virtual void add(float* x, const float* y, int64_t n) = 0;
+
+  // Mixture-of-experts routing: softmax over each token's expert logits,
+  // top-k, optionally renormalised. ids/weights [T, k] are written to HOST memory.
+  virtual void moe_route(const float* logits, int64_t n_tokens, int64_t n_experts, int64_t k,
+                         bool renormalise, int32_t* ids, float* weights) = 0;
+  // out[i, :] = x[rows[i], :]; rows host memory.
+  virtual void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t dim,
+                           float* out) = 0;
+  // y[rows[i], :] += scales[i] * x[i, :]; rows and scales host memory.
+  virtual void scatter_add_rows(float* y, const float* x, const int32_t* rows,
+                                const float* scales, int64_t n, int64_t dim) = 0;
+  // Waits for queued work (a no-op on the CPU).
+  virtual void synchronize() {}
+};
+
+// Owns a block of backend memory.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend& backend, size_t bytes)
+      : backend_(&backend), data_(bytes ? backend.alloc(bytes) : nullptr), bytes_(bytes) {}
+  ~DeviceBuffer() { release(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      backend_ = o.backend_;
+      data_ = o.data_;
+      bytes_ = o.bytes_;
+      o.data_ = nullptr;
+      o.bytes_ = 0;
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* get() const { return data_; }
+  float* f32() const { return static_cast<float*>(data_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void release() {
+    if (data_) backend_->free(data_);
+    data_ = nullptr;
+  }
+  Backend* backend_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+struct BackendOptions {
+  int threads = 0;  // CPU threads; 0 = physical cores
+};
+
+std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options);
+
+}  // namespace kiln

@@ -1,0 +1,38 @@
+#include "kiln/backend/cpu/cpu_backend.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kiln/core/error.h"
+
+namespace kiln {
+
+std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
+}
+
+std::string CpuBackend::name() const { return cat("CPU (", pool_.size(), " threads)"); }
+
+void* CpuBackend::alloc(size_t bytes) {
+  // 64-byte alignment: whole cache lines and aligned AVX-512 loads.
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void CpuBackend::free(void* p) { std::free(p); }
+void CpuBackend::to_device(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
+void CpuBackend::to_host(void* host, const void* src, size_t bytes) { std::memcpy(host, src, bytes); }
+void CpuBackend::fill_zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
+
+Weight CpuBackend::load_weight(const TensorView& view) {
+  KILN_CHECK(dtype_info(view.dtype).supported, "tensor ", view.name, ": block type ",
+             dtype_name(view.dtype), " is not supported");
+  Weight w;
+  w.view = view;
+  w.data = view.data;
+  return w;
+}
+
+}  // namespace kiln

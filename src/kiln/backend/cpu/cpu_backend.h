@@ -1,0 +1,50 @@
+// The CPU backend: activations in host memory, weights used in place from
+// the file mapping, every op split over one thread pool.
+#pragma once
+
+#include "kiln/backend/backend.h"
+#include "kiln/core/thread_pool.h"
+
+namespace kiln {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendOptions& options) : pool_(options.threads) {}
+
+  std::string name() const override;
+  ThreadPool& pool() { return pool_; }
+
+  void* alloc(size_t bytes) override;
+  void free(void* p) override;
+  void to_device(void* dst, const void* host, size_t bytes) override;
+  void to_host(void* host, const void* src, size_t bytes) override;
+  void fill_zero(void* dst, size_t bytes) override;
+  Weight load_weight(const TensorView& view) override;
+
+  void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
+  void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override;
+  void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
+               float* y) override;
+  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t rot_dims,
+            const int32_t* positions, const float* inv_freq, RopeStyle style) override;
+  void store_kv(const KvLayer& cache, const float* k, const float* v, int64_t n_tokens,
+                int64_t start) override;
+  void attention(const float* q, const KvLayer& cache, const AttentionParams& p,
+                 float* out) override;
+  void silu_mul(const float* gate, const float* up, int64_t n, float* out) override;
+  void add(float* x, const float* y, int64_t n) override;
+  void moe_route(const float* logits, int64_t n_tokens, int64_t n_experts, int64_t k,
+                 bool renormalise, int32_t* ids, float* weights) override;
+  void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t dim,
+                   float* out) override;
+  void scatter_add_rows(float* y, const float* x, const int32_t* rows, const float* scales,
+                        int64_t n, int64_t dim) override;
+
+ private:
+  ThreadPool pool_;
+};
+
+// f32 dot product, vectorised where the CPU allows.
+float dot_f32(const float* a, const float* b, int64_t n);
+
+}  // namespace kiln

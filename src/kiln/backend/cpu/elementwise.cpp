@@ -1,0 +1,105 @@
+// Norms, rotary embeddings, activations and the mixture-of-experts plumbing.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kiln/backend/cpu/cpu_backend.h"
+
+namespace kiln {
+
+void CpuBackend::rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
+                         float* y) {
+  auto body = [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;
+      const float mean_sq = dot_f32(xr, xr, dim) / float(dim);
+      const float inv = 1.0f / std::sqrt(mean_sq + eps);
+      if (w)
+        for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv * w[i];
+      else
+        for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv;
+    }
+  };
+  if (rows * dim < 16384)
+    body(0, rows, 0);
+  else
+    pool_.parallel_for(rows, body);
+}
+
+void CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
+                      int64_t rot_dims, const int32_t* positions, const float* inv_freq,
+                      RopeStyle style) {
+  const int64_t half = rot_dims / 2;
+  std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      // The angle is rounded to f32 before cos/sin, as the reference does.
+      const float angle = float(positions[t]) * inv_freq[i];
+      cos_t[i] = float(std::cos(double(angle)));
+      sin_t[i] = float(std::sin(double(angle)));
+    }
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t a = style == RopeStyle::Halves ? i : 2 * i;
+        const int64_t b = style == RopeStyle::Halves ? i + half : 2 * i + 1;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * cos_t[i] - x1 * sin_t[i];
+        v[b] = x1 * cos_t[i] + x0 * sin_t[i];
+      }
+    }
+  }
+}
+
+void CpuBackend::silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void CpuBackend::add(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void CpuBackend::moe_route(const float* logits, int64_t n_tokens, int64_t n_experts, int64_t k,
+                           bool renormalise, int32_t* ids, float* weights) {
+  std::vector<float> probs(static_cast<size_t>(n_experts));
+  std::vector<int32_t> order(static_cast<size_t>(n_experts));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* l = logits + t * n_experts;
+    const float m = *std::max_element(l, l + n_experts);
+    float total = 0;
+    for (int64_t e = 0; e < n_experts; ++e) total += probs[e] = std::exp(l[e] - m);
+    for (auto& p : probs) p /= total;
+    std::iota(order.begin(), order.end(), 0);
+    // Highest probability first; ties go to the lower expert id.
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+    });
+    float chosen = 0;
+    for (int64_t j = 0; j < k; ++j) chosen += probs[order[j]];
+    for (int64_t j = 0; j < k; ++j) {
+      ids[t * k + j] = order[j];
+      weights[t * k + j] = renormalise ? probs[order[j]] / chosen : probs[order[j]];
+    }
+  }
+}
+
+void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t dim,
+                             float* out) {
+  for (int64_t i = 0; i < n; ++i) std::copy_n(x + int64_t(rows[i]) * dim, dim, out + i * dim);
+}
+
+void CpuBackend::scatter_add_rows(float* y, const float* x, const int32_t* rows,
+                                  const float* scales, int64_t n, int64_t dim) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* yr = y + int64_t(rows[i]) * dim;
+    const float* xr = x + i * dim;
+    for (int64_t d = 0; d < dim; ++d) yr[d] += scales[i] * xr[d];
+  }
+}
+
+}  // namespace kiln

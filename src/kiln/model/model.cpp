@@ -1,0 +1,21 @@
+#include "kiln/model/model.h"
+
+#include "kiln/core/error.h"
+#include "kiln/model/transformer.h"
+
+namespace kiln {
+
+void SequenceState::truncate(int64_t pos) {
+  KILN_CHECK(pos >= 0 && pos <= n_past_, "cannot truncate a sequence of ", n_past_,
+             " positions to ", pos);
+  n_past_ = pos;
+}
+
+std::unique_ptr<Model> load_model(const ModelFile& file, Backend& backend) {
+  const std::string& arch = file.spec().arch;
+  if (arch == "llama" || arch == "qwen3" || arch == "qwen3moe" || arch == "smollm3")
+    return load_transformer(file, backend);
+  fail(file.path(), ": no forward pass for architecture '", arch, "'");
+}
+
+}  // namespace kiln

@@ -1,0 +1,71 @@
+// A loaded model: weights resident on a backend, and a forward pass that
+// turns token ids at given positions into logits, advancing a sequence's
+// state (its KV cache and, for hybrid models, recurrent state).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kiln/backend/backend.h"
+#include "kiln/model/model_file.h"
+#include "kiln/model/model_spec.h"
+
+namespace kiln {
+
+struct StateOptions {
+  int64_t context = 0;         // positions the cache holds; 0 = min(model's, 4096)
+  int64_t max_batch = 512;     // tokens per forward step (prompts are fed in chunks)
+  DType kv_dtype = DType::F32; // F32 or F16
+};
+
+// Everything one sequence carries between forward calls.
+class SequenceState {
+ public:
+  virtual ~SequenceState() = default;
+  int64_t position() const { return n_past_; }
+  int64_t capacity() const { return capacity_; }
+  // Forgets the sequence (the cache is reused).
+  virtual void reset() { n_past_ = 0; }
+  // Drops every position from `pos` on, so a shared prefix can be kept.
+  virtual void truncate(int64_t pos);
+  // Bytes of device memory this state holds.
+  virtual size_t bytes() const = 0;
+
+ protected:
+  friend class Model;
+  int64_t n_past_ = 0;
+  int64_t capacity_ = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  const ModelSpec& spec() const { return spec_; }
+  Backend& backend() { return *backend_; }
+
+  virtual std::unique_ptr<SequenceState> new_state(const StateOptions& options) = 0;
+
+  // Feeds tokens at the state's next positions. logits: host memory for
+  // [n, vocab] when all_logits, else [vocab] for the last token; may be null
+  // when no logits are wanted (a prompt chunk that is not the last).
+  virtual void forward(SequenceState& state, const int32_t* tokens, int64_t n, float* logits,
+                       bool all_logits) = 0;
+
+  // Bytes of weights the model reads per token (for bandwidth figures).
+  size_t weight_bytes() const { return weight_bytes_; }
+
+ protected:
+  Model(const ModelSpec& spec, Backend& backend) : spec_(spec), backend_(&backend) {}
+  static void advance(SequenceState& s, int64_t n) { s.n_past_ += n; }
+  static void set_capacity(SequenceState& s, int64_t c) { s.capacity_ = c; }
+
+  ModelSpec spec_;
+  Backend* backend_;
+  size_t weight_bytes_ = 0;
+};
+
+// Builds the model for file.spec().arch on the backend. The file must outlive it.
+std::unique_ptr<Model> load_model(const ModelFile& file, Backend& backend);
+
+}  // namespace kiln

@@ -1,0 +1,41 @@
+// The generation loop: prefill the prompt as one batch, then decode one
+// token at a time with the KV cache, sampling each next token, until a stop
+// token, the token limit, or the caller says stop.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kiln/model/model.h"
+#include "kiln/runtime/sampler.h"
+
+namespace kiln {
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;
+  int max_tokens = 128;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_ids;  // generating one of these ends the turn (it is not returned)
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated, stop token excluded
+  enum class Stop { Length, StopToken, Cancelled, ContextFull } stop = Stop::Length;
+  int64_t prompt_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+// Called with each generated token; return false to stop.
+using TokenCallback = std::function<bool(int32_t token)>;
+
+// Continues `state` (which may already hold earlier turns) with the prompt,
+// then generates.
+GenerateResult generate(Model& model, SequenceState& state, const GenerateRequest& request,
+                        const TokenCallback& on_token);
+
+const char* stop_reason_name(GenerateResult::Stop s);
+
+}  // namespace kiln

@@ -1,0 +1,41 @@
+// Turns logits into the next token: penalties on recent tokens, then the
+// top-k / top-p / min-p filters, temperature, and a draw from a seeded
+// generator (the same seed gives the same tokens). Temperature 0 is greedy.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace kiln {
+
+struct SamplingParams {
+  float temperature = 0.8f;  // <= 0: greedy
+  int top_k = 40;            // <= 0: off
+  float top_p = 0.95f;       // >= 1: off
+  float min_p = 0.05f;       // <= 0: off
+  float repeat_penalty = 1.0f;  // 1: off; divides positive logits of recent tokens
+  int repeat_last_n = 64;       // how many recent tokens the penalties look at
+  float presence_penalty = 0.0f;   // subtracted once from a recent token's logit
+  float frequency_penalty = 0.0f;  // subtracted per occurrence
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  // Picks a token from logits[vocab] (modified in place by the penalties),
+  // given the tokens of the sequence so far.
+  int32_t sample(float* logits, int64_t vocab, const std::vector<int32_t>& history);
+  const SamplingParams& params() const { return params_; }
+
+ private:
+  double uniform();  // [0, 1), the same sequence on every platform
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> candidates_;
+};
+
+int32_t argmax(const float* logits, int64_t vocab);
+
+}  // namespace kiln
