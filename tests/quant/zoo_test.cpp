@@ -129,8 +129,9 @@ TEST_P(Zoo, QuantizeMatchesGgml) {
       const bool same = std::memcmp(q.data(), t.row(r), t.row_bytes()) == 0;
       same_rows += same;
       ++rows_total;
-      if (!dtype_info(t.dtype).name.ends_with("_K"))
+      if (!dtype_info(t.dtype).name.ends_with("_K")) {
         EXPECT_TRUE(same) << t.name << " row " << r << " (" << dtype_name(t.dtype) << ")";
+      }
     }
     const double e_ours = test::rmse(x, ours.data(), size_t(n));
     const double e_ggml = test::rmse(x, ggml, size_t(n));
@@ -167,7 +168,7 @@ TEST(ZooRequantize, DequantizedRowsRoundTripExactly) {
 }
 
 // Writes zoo-f32.sample.safetensors from the full float32 zoo model:
-//   KILN_ZOO_F32=/path/zoo-f32.gguf test_quant --gtest_also_run_disabled_tests \
+//   KILN_ZOO_F32=/path/zoo-f32.gguf test_quant --gtest_also_run_disabled_tests
 //     --gtest_filter='ZooSample.*'
 TEST(ZooSample, DISABLED_Write) {
   const char* src = std::getenv("KILN_ZOO_F32");

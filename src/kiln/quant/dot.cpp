@@ -4,17 +4,7 @@
 
 #include "kiln/core/error.h"
 #include "kiln/quant/blocks.h"
-
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
-// GCC 12's AVX-512 intrinsics pass deliberately undefined vectors as merge
-// sources, which -Wuninitialized reports once they are inlined here.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "kiln/quant/simd.h"
 
 namespace kiln {
 namespace {

@@ -11,6 +11,7 @@
 
 #include "kiln/core/half.h"
 #include "kiln/quant/blocks.h"
+#include "kiln/quant/simd.h"
 
 namespace kiln::quant {
 namespace {
@@ -270,6 +271,22 @@ void dequant_q4_K(const void* src, float* y, int64_t n) {
       const float d1 = d * float(sc), m1 = dmin * float(m);
       scale_min_k4(is + 1, b[i].scales, &sc, &m);
       const float d2 = d * float(sc), m2 = dmin * float(m);
+#if defined(__AVX512F__)
+      // Multiply, then subtract (never fused): the same two roundings as GGML.
+      const __m512 vd1 = _mm512_set1_ps(d1), vm1 = _mm512_set1_ps(m1);
+      const __m512 vd2 = _mm512_set1_ps(d2), vm2 = _mm512_set1_ps(m2);
+      const __m512i mask = _mm512_set1_epi32(0xF);
+      for (int h = 0; h < 2; ++h) {
+        const __m512i v =
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * h)));
+        const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, mask));
+        const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+        _mm512_storeu_ps(y + 16 * h, _mm512_sub_ps(_mm512_mul_ps(vd1, lo), vm1));
+        _mm512_storeu_ps(y + 32 + 16 * h, _mm512_sub_ps(_mm512_mul_ps(vd2, hi), vm2));
+      }
+      y += 64;
+      continue;
+#endif
       for (int l = 0; l < 32; ++l) *y++ = d1 * float(q[l] & 0xF) - m1;
       for (int l = 0; l < 32; ++l) *y++ = d2 * float(q[l] >> 4) - m2;
     }
@@ -303,6 +320,33 @@ void dequant_q6_K(const void* src, float* y, int64_t n) {
     const uint8_t* qh = b[i].qh;
     const int8_t* sc = b[i].scales;
     for (int half = 0; half < 2; ++half, y += 128, ql += 64, qh += 32, sc += 8) {
+#if defined(__AVX512F__)
+      // (d * scale) * q, as the scalar path: one rounding per multiply.
+      const __m512i m4 = _mm512_set1_epi32(0xF), m2 = _mm512_set1_epi32(3);
+      const __m512i bias = _mm512_set1_epi32(32);
+      for (int g = 0; g < 2; ++g) {
+        const int l = 16 * g;
+        const auto load = [](const uint8_t* p) {
+          return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        };
+        const __m512i a = load(ql + l), c = load(ql + l + 32), h = load(qh + l);
+        const __m512i q[4] = {
+            _mm512_or_si512(_mm512_and_si512(a, m4), _mm512_slli_epi32(_mm512_and_si512(h, m2), 4)),
+            _mm512_or_si512(_mm512_and_si512(c, m4),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h, 2), m2), 4)),
+            _mm512_or_si512(_mm512_srli_epi32(a, 4),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h, 4), m2), 4)),
+            _mm512_or_si512(_mm512_srli_epi32(c, 4),
+                            _mm512_slli_epi32(_mm512_srli_epi32(h, 6), 4)),
+        };
+        for (int k = 0; k < 4; ++k) {
+          const __m512 ds = _mm512_set1_ps(d * float(sc[g + 2 * k]));
+          const __m512 qf = _mm512_cvtepi32_ps(_mm512_sub_epi32(q[k], bias));
+          _mm512_storeu_ps(y + 32 * k + l, _mm512_mul_ps(ds, qf));
+        }
+      }
+      continue;
+#endif
       for (int l = 0; l < 32; ++l) {
         const int is = l / 16;
         const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;

@@ -8,6 +8,7 @@
 
 #include "kiln/core/half.h"
 #include "kiln/quant/blocks.h"
+#include "kiln/quant/simd.h"
 
 namespace kiln::quant {
 namespace {
@@ -42,10 +43,22 @@ uint32_t load_u32(const uint8_t* p) {
 
 }  // namespace
 
+// The vector paths below compute the same single multiply per value as the
+// scalar ones, so they give identical results.
 void dequant_q4_0(const void* src, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ4_0*>(src);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d = f16_to_f32(b[i].d);
+#if defined(__AVX512F__)
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs)));
+    const __m512i eight = _mm512_set1_epi32(8), mask = _mm512_set1_epi32(0xF);
+    const __m512 vd = _mm512_set1_ps(d);
+    const __m512i lo = _mm512_sub_epi32(_mm512_and_si512(q, mask), eight);
+    const __m512i hi = _mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight);
+    _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_cvtepi32_ps(lo), vd));
+    _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(hi), vd));
+    continue;
+#endif
     for (int j = 0; j < kQK / 2; ++j) {
       y[j] = float((b[i].qs[j] & 0xF) - 8) * d;
       y[j + kQK / 2] = float((b[i].qs[j] >> 4) - 8) * d;
@@ -96,6 +109,14 @@ void dequant_q8_0(const void* src, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ8_0*>(src);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d = f16_to_f32(b[i].d);
+#if defined(__AVX512F__)
+    const __m512 vd = _mm512_set1_ps(d);
+    for (int h = 0; h < 2; ++h) {
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs + 16 * h));
+      _mm512_storeu_ps(y + 16 * h, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), vd));
+    }
+    continue;
+#endif
     for (int j = 0; j < kQK; ++j) y[j] = float(b[i].qs[j]) * d;
   }
 }
