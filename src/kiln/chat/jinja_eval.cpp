@@ -533,6 +533,9 @@ class Renderer {
     }
     const int64_t len = int64_t(items.size());
     for (int64_t i = 0; i < len; ++i) {
+      // Each iteration starts from the enclosing variables, as in Jinja: a
+      // `set` in the body does not carry over to the next iteration.
+      loop_scope.vars.clear();
       auto loop = std::make_shared<Object>();
       loop->attrs = {{"index", Value(i + 1)},
                      {"index0", Value(i)},
@@ -1395,7 +1398,7 @@ class Renderer {
     if (f == "attr") {
       if (a.args.empty()) eval_fail("attr needs a name");
       std::string name = to_str(a.args[0]);
-      if (v.is_dict()) return v.member(name);
+      // Python attributes only: the keys of a dict are items, not attributes.
       if (v.is_object()) {
         const Value* x = v.object().find(name);
         return x ? *x : Value();
