@@ -178,16 +178,20 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
   if (sym.empty()) return;
   sym.back().next = -1;
 
-  auto consider = [&](int32_t pos) {
-    if (pos < 0) return;
+  auto candidate = [&](int32_t pos) {
+    if (pos < 0) return false;
     const int32_t nx = sym[pos].next;
-    if (nx < 0) return;
+    if (nx < 0) return false;
     auto it = merges_.find(pair_key(sym[pos].id, sym[nx].id));
-    if (it == merges_.end()) return;
+    if (it == merges_.end()) return false;
     heap.push_back({it->second.rank, pos, sym[pos].id, sym[nx].id, it->second.merged});
-    std::push_heap(heap.begin(), heap.end(), std::greater<>());
+    return true;
   };
-  for (int32_t i = 0; i + 1 < static_cast<int32_t>(sym.size()); ++i) consider(i);
+  auto consider = [&](int32_t pos) {
+    if (candidate(pos)) std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  };
+  for (int32_t i = 0; i + 1 < static_cast<int32_t>(sym.size()); ++i) candidate(i);
+  std::make_heap(heap.begin(), heap.end(), std::greater<>());
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<>());
     const Candidate c = heap.back();
