@@ -29,6 +29,9 @@ class SequenceState {
   virtual void reset() { n_past_ = 0; }
   // Drops every position from `pos` on, so a shared prefix can be kept.
   virtual void truncate(int64_t pos);
+  // Whether truncate(pos) is possible: a recurrent state cannot be rewound
+  // (except to the start) unless it kept a checkpoint there.
+  virtual bool can_truncate(int64_t pos) const { return pos == 0 || pos <= n_past_; }
   // Bytes of device memory this state holds.
   virtual size_t bytes() const = 0;
 
