@@ -686,11 +686,22 @@ class Renderer {
     return Value();
   }
 
-  static std::string describe(const Expr& e) {
-    if (e.kind == Expr::Kind::Name) return "'" + e.name + "'";
-    if (e.kind == Expr::Kind::Attr) return describe(*e.args[0]) + "." + e.name;
-    return "the value";
+  // The source spelling of simple expressions, for error messages.
+  static std::string spelling(const Expr& e) {
+    switch (e.kind) {
+      case Expr::Kind::Name:
+        return e.name;
+      case Expr::Kind::Attr:
+        return spelling(*e.args[0]) + "." + e.name;
+      case Expr::Kind::Item:
+        if (e.args[1]->kind == Expr::Kind::Literal)
+          return spelling(*e.args[0]) + "[" + repr(Value(e.args[1]->literal)) + "]";
+        return spelling(*e.args[0]) + "[...]";
+      default:
+        return "(...)";
+    }
   }
+  static std::string describe(const Expr& e) { return "'" + spelling(e) + "'"; }
 
   Value get_attr(const Value& obj, const std::string& name, const Expr& obj_expr) {
     if (obj.is_dict()) return obj.member(name);

@@ -170,6 +170,7 @@ class Lexer {
     const char close = kind == TagKind::Var ? '}' : '%';
     const char* close_name = kind == TagKind::Var ? "}}" : "%}";
     int depth = 0;
+    std::string brackets;  // closers expected, innermost last
     const size_t n = src_.size();
     while (true) {
       while (i < n && is_ws(src_[i])) ++i;
@@ -205,8 +206,15 @@ class Lexer {
             fail_at(i, cat("unexpected character '", c, "' in tag"));
           op = std::string(1, c);
         }
-        if (op == "(" || op == "[" || op == "{") ++depth;
-        if ((op == ")" || op == "]" || op == "}") && depth > 0) --depth;
+        if (op == "(" || op == "[" || op == "{") {
+          brackets.push_back(op == "(" ? ')' : op == "[" ? ']' : '}');
+        } else if (op == ")" || op == "]" || op == "}") {
+          if (brackets.empty()) fail_at(i, cat("unexpected '", op, "'"));
+          if (brackets.back() != op[0])
+            fail_at(i, cat("unexpected '", op, "', expected '", brackets.back(), "'"));
+          brackets.pop_back();
+        }
+        depth = int(brackets.size());
         emit(TokType::Op, op, i);
         i += op.size();
       }

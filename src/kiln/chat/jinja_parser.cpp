@@ -89,7 +89,7 @@ class Parser {
       const Token& t = cur();
       if (t.type == TokType::Eof) {
         if (stops.size() == 0) return body;
-        error(t.line, "missing '{% ", *stops.begin(), " %}' at the end of the template");
+        error(t.line, "missing '{% ", *(stops.end() - 1), " %}' at the end of the template");
       }
       if (t.type == TokType::Text) {
         auto n = std::make_unique<Node>();
