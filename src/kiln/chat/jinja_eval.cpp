@@ -59,16 +59,49 @@ std::string type_name(const Value& v) {
 bool is_numeric(const Value& v) { return v.is_number() || v.is_bool(); }
 bool is_integral(const Value& v) { return v.is_int() || v.is_bool(); }
 
-std::string ascii_lower(std::string s) {
-  for (char& c : s)
-    if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
-  return s;
+// Simple case mapping: ASCII, Latin-1, Greek and Cyrillic (the letters whose
+// case pairs are a fixed offset apart); other characters are left as they are.
+uint32_t map_case(uint32_t c, bool upper) {
+  if (upper) {
+    if (c >= 'a' && c <= 'z') return c - 32;
+    if ((c >= 0xe0 && c <= 0xfe && c != 0xf7) || (c >= 0x3b1 && c <= 0x3c9 && c != 0x3c2) ||
+        (c >= 0x430 && c <= 0x44f))
+      return c - 32;
+    if (c == 0x3c2) return 0x3a3;
+    if (c >= 0x450 && c <= 0x45f) return c - 80;
+  } else {
+    if (c >= 'A' && c <= 'Z') return c + 32;
+    if ((c >= 0xc0 && c <= 0xde && c != 0xd7) || (c >= 0x391 && c <= 0x3a9 && c != 0x3a2) ||
+        (c >= 0x410 && c <= 0x42f))
+      return c + 32;
+    if (c >= 0x400 && c <= 0x40f) return c + 80;
+  }
+  return c;
 }
-std::string ascii_upper(std::string s) {
-  for (char& c : s)
-    if (c >= 'a' && c <= 'z') c = char(c - 'a' + 'A');
-  return s;
+
+std::string change_case(std::string s, bool upper) {
+  bool ascii = true;
+  for (char& c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) ascii = false;
+    else c = char(map_case(uint32_t(static_cast<unsigned char>(c)), upper));
+  }
+  if (ascii) return s;
+  std::string out;
+  for (std::string_view ch : utf8_chars(s)) {
+    if (ch.size() != 2) {  // the mapped ranges are all two-byte sequences
+      out += ch;
+      continue;
+    }
+    uint32_t c = ((uint32_t(static_cast<unsigned char>(ch[0])) & 0x1f) << 6) |
+                 (uint32_t(static_cast<unsigned char>(ch[1])) & 0x3f);
+    uint32_t m = map_case(c, upper);
+    out += char(0xc0 | (m >> 6));
+    out += char(0x80 | (m & 0x3f));
+  }
+  return out;
 }
+std::string str_lower(std::string s) { return change_case(std::move(s), false); }
+std::string str_upper(std::string s) { return change_case(std::move(s), true); }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 bool equals(const Value& a, const Value& b) {
@@ -320,7 +353,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
 }
 
 std::string capitalize(const std::string& s) {
-  std::string out = ascii_lower(s);
+  std::string out = str_lower(s);
   if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = char(out[0] - 'a' + 'A');
   return out;
 }
@@ -955,9 +988,9 @@ class Renderer {
       *result = Value(py_replace(s, str_arg(a, 0, "old", "replace"), str_arg(a, 1, "new", "replace"),
                                  int_arg(a, 2, "count", -1)));
     } else if (m == "lower") {
-      *result = Value(ascii_lower(s));
+      *result = Value(str_lower(s));
     } else if (m == "upper") {
-      *result = Value(ascii_upper(s));
+      *result = Value(str_upper(s));
     } else if (m == "capitalize") {
       *result = Value(capitalize(s));
     } else if (m == "title") {
@@ -965,7 +998,7 @@ class Renderer {
       bool prev_alpha = false;
       for (char& c : out) {
         if (is_alpha(c)) {
-          c = prev_alpha ? ascii_lower(std::string(1, c))[0] : ascii_upper(std::string(1, c))[0];
+          c = prev_alpha ? str_lower(std::string(1, c))[0] : str_upper(std::string(1, c))[0];
           prev_alpha = true;
         } else {
           prev_alpha = false;
@@ -1169,7 +1202,7 @@ class Renderer {
                             const std::string& attribute) {
     auto key = [&](const Value& v) {
       Value k = attribute.empty() ? v : attribute_path(v, attribute);
-      if (!case_sensitive && k.is_string()) return Value(ascii_lower(k.str()));
+      if (!case_sensitive && k.is_string()) return Value(str_lower(k.str()));
       return k;
     };
     std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
@@ -1183,8 +1216,8 @@ class Renderer {
     if (f == "safe") return v;
     if (f == "string") return v.is_string() ? v : Value(to_str(v));
     if (f == "trim") return Value(py_strip(to_str(v), arg(a, 0, "chars"), true, true));
-    if (f == "upper") return Value(ascii_upper(to_str(v)));
-    if (f == "lower") return Value(ascii_lower(to_str(v)));
+    if (f == "upper") return Value(str_upper(to_str(v)));
+    if (f == "lower") return Value(str_lower(to_str(v)));
     if (f == "capitalize") return Value(capitalize(to_str(v)));
     if (f == "title") {
       std::string out = to_str(v);
@@ -1299,7 +1332,7 @@ class Renderer {
         bool seen = false;
         for (const auto& o : out) {
           Value ok = attribute ? attribute_path(o, to_str(*attribute)) : o;
-          if (k.is_string() && ok.is_string() ? ascii_lower(k.str()) == ascii_lower(ok.str()) : equals(k, ok))
+          if (k.is_string() && ok.is_string() ? str_lower(k.str()) == str_lower(ok.str()) : equals(k, ok))
             seen = true;
         }
         if (!seen) out.push_back(item);
@@ -1463,11 +1496,11 @@ class Renderer {
     }
     if (t == "lower") {
       std::string s = to_str(v);
-      return s == ascii_lower(s);
+      return s == str_lower(s);
     }
     if (t == "upper") {
       std::string s = to_str(v);
-      return s == ascii_upper(s);
+      return s == str_upper(s);
     }
     eval_fail(cat("unsupported test '", t, "'"));
   }

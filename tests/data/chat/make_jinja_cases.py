@@ -212,6 +212,43 @@ CASES = [
      {"messages": [{"role": "user", "content": "x"}]}),
     ("{{ x + 1 }}", {}),
     ("{{ x.y.z }}", {"x": {}}),
+    # ---- more whitespace control
+    ("a\n\t{% if true %}x{% endif %}\n\tb", {}),
+    ("{% if true %}  \nx{% endif %}", {}),
+    ("a {# c #}\nb\n  {#- c2 #}\nc", {}),
+    ("{{ 'x' }}  {%- if true %}y{% endif %}", {}),
+    ("{% for a in [1, 2] %}{% for b in [1, 2, 3] %}{{ loop.index }}{% endfor %}:{{ loop.index }} {% endfor %}", {}),
+    ("{% set x = 1 %}{% macro f() %}{{ x }}{{ bos }}{% endmacro %}{{ f() }}", {"bos": "<s>"}),
+    ("{% for k in d %}{{ k }}{% endfor %} {{ d|tojson(indent=4) }}", {"d": {"b": [1], "a": {}}}),
+    # ---- constructs of other families' templates
+    ("{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+     "{% endif %}{{ message['role'][0] }}{% endfor %}", {"messages": MSGS[1:]}),
+    ("{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+     "{{ raise_exception('Conversation roles must alternate') }}{% endif %}{% endfor %}", {"messages": MSGS}),
+    ("{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}"
+     "{%- set loop_messages = messages[1:] %}{%- else %}{%- set loop_messages = messages %}{%- endif %}"
+     "[{{ system_message }}]{% for m in loop_messages %}{{ m.content }};{% endfor %}", {"messages": MSGS}),
+    ("{{ builtin_tools | reject('equalto', 'code_interpreter') | join(', ') }}",
+     {"builtin_tools": ["brave_search", "code_interpreter", "wolfram_alpha"]}),
+    ("{%- for tool_call in calls %}<function={{ tool_call.name }}>\n"
+     "{%- for args_name, args_value in tool_call.arguments|items %}"
+     "<parameter={{ args_name }}>\n"
+     "{%- set args_value = args_value | tojson | safe if args_value is mapping or "
+     "(args_value is sequence and args_value is not string) else args_value | string %}"
+     "{{ args_value }}\n</parameter>\n{% endfor %}</function>{% endfor %}",
+     {"calls": [{"name": "f", "arguments": {"city": "Paris", "days": 3, "opts": {"u": "C"},
+                                            "tags": ["a", "b"], "flag": True, "none": None}}]}),
+    ("{% if x is not none and x|length > 0 %}{{ x|length }}{% endif %}{{ y is none }}", {"x": "abc"}),
+    ("{% set content = message.content if message.content is string else '' %}[{{ content }}]",
+     {"message": {"content": [{"type": "text", "text": "t"}]}}),
+    ("{{ content is iterable and content is not mapping }} {{ d is iterable and d is not mapping }}",
+     {"content": [], "d": {}}),
+    ("{% set reasoning = m.reasoning_content|default('')|trim %}[{{ reasoning }}]", {"m": {}}),
+    ("{{ 'é'|upper }}{{ 'x\u00e9y'|length }}{{ '日本'[1] }}", {}),
+    ("{% if true %}{% set ns = namespace() %}{% set ns.a = 1 %}{{ ns.a }}{% endif %}", {}),
+    ("{{ ''.join(['a', 'b']) }}{{ ' '.join(l) }}", {"l": ["x", "y"]}),
+    ("{{ messages | selectattr('role', 'in', ['user', 'system']) | list | length }}", {"messages": MSGS}),
     # ---- whole templates
     (VL_TEMPLATE, {"messages": VL_MSGS, "add_generation_prompt": True}),
 ]
