@@ -28,7 +28,8 @@ std::string read_text(const std::string& path) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 struct TemplateSource {
@@ -42,7 +43,8 @@ std::string gguf_token(const GgufFile& f, const char* id_key) {
   const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
   if (!id || !tokens || !id->is_integer() || tokens->type != GgufType::ARRAY) return "";
   int64_t i = id->as_int();
-  if (i < 0 || size_t(i) >= tokens->array.size() || tokens->array[size_t(i)].type != GgufType::STRING)
+  if (i < 0 || size_t(i) >= tokens->array.size() ||
+      tokens->array[size_t(i)].type != GgufType::STRING)
     return "";
   return tokens->array[size_t(i)].str;
 }
@@ -60,8 +62,9 @@ TemplateSource load_template(const std::string& model) {
   KILN_CHECK(fs::exists(model), model, ": no such file or folder");
   if (fs::is_directory(model)) {
     auto text = find_chat_template(model);
-    KILN_CHECK(text, model, ": no chat template (no chat_template.jinja, and no \"chat_template\" in "
-                            "tokenizer_config.json)");
+    KILN_CHECK(text, model,
+               ": no chat template (no chat_template.jinja, and no \"chat_template\" in "
+               "tokenizer_config.json)");
     t.text = *text;
     tokens_from_config((fs::path(model) / "tokenizer_config.json").string(), &t);
     return t;
@@ -102,7 +105,8 @@ int template_command(const std::vector<std::string>& args) {
            "OpenAI-style message list, or a request object with \"messages\" (and \"tools\", "
            "\"chat_template_kwargs\")",
            &messages_path);
-  p.flag("--add-generation-prompt", "end with the header of the assistant's turn", &add_generation_prompt);
+  p.flag("--add-generation-prompt", "end with the header of the assistant's turn",
+         &add_generation_prompt);
   p.flag("--no-think", "pass enable_thinking=false (models with a thinking mode)", &no_think);
   p.epilog(
       "example:\n"
@@ -135,7 +139,8 @@ int template_command(const std::vector<std::string>& args) {
     if (doc.contains("tools")) opt.tools = doc["tools"];
     if (doc.contains("chat_template_kwargs")) opt.extra = doc["chat_template_kwargs"];
   }
-  KILN_CHECK(messages.is_array(), messages_path, ": messages must be a JSON list of {role, content}");
+  KILN_CHECK(messages.is_array(), messages_path,
+             ": messages must be a JSON list of {role, content}");
 
   std::string out = tmpl.render(messages, opt);
   std::fwrite(out.data(), 1, out.size(), stdout);

@@ -1,4 +1,6 @@
 // The ChatTemplate API, error reporting, and real templates beyond the goldens.
+#include "kiln/chat/chat_template.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -8,7 +10,6 @@
 #include <sstream>
 #include <string>
 
-#include "kiln/chat/chat_template.h"
 #include "kiln/core/error.h"
 
 using namespace kiln;
@@ -58,12 +59,16 @@ TEST(ChatTemplateErrors, UnsupportedFilterNamesLineAndFilter) {
 }
 
 TEST(ChatTemplateErrors, UnsupportedTestTagAndFunction) {
-  EXPECT_EQ(parse_error("{% if x is prime %}{% endif %}"), "chat template line 1: unsupported test 'prime'");
-  EXPECT_EQ(parse_error("\n{% include 'other.jinja' %}"), "chat template line 2: unsupported tag 'include'");
+  EXPECT_EQ(parse_error("{% if x is prime %}{% endif %}"),
+            "chat template line 1: unsupported test 'prime'");
+  EXPECT_EQ(parse_error("\n{% include 'other.jinja' %}"),
+            "chat template line 2: unsupported tag 'include'");
   EXPECT_EQ(parse_error("{% for x in y recursive %}{% endfor %}"),
             "chat template line 1: unsupported construct 'recursive' loop");
-  EXPECT_EQ(render_error("\n\n{{ lipsum(2) }}"), "chat template line 3: unsupported function 'lipsum'");
-  EXPECT_EQ(render_error("{{ 'abc'.zfill(5) }}"), "chat template line 1: unsupported method 'zfill' of str");
+  EXPECT_EQ(render_error("\n\n{{ lipsum(2) }}"),
+            "chat template line 3: unsupported function 'lipsum'");
+  EXPECT_EQ(render_error("{{ 'abc'.zfill(5) }}"),
+            "chat template line 1: unsupported method 'zfill' of str");
 }
 
 TEST(ChatTemplateErrors, SyntaxErrors) {
@@ -77,7 +82,8 @@ TEST(ChatTemplateErrors, SyntaxErrors) {
   EXPECT_EQ(parse_error("{% set x 1 %}"), "chat template line 1: expected '=', got '1'");
   EXPECT_EQ(parse_error("{{ a ; b }}"), "chat template line 1: unexpected character ';' in tag");
   EXPECT_EQ(parse_error("{{ 1 + 2 3 }}"), "chat template line 1: expected '}}', got '3'");
-  EXPECT_EQ(parse_error("{% if %}{% endif %}"), "chat template line 1: expected an expression, got '%}'");
+  EXPECT_EQ(parse_error("{% if %}{% endif %}"),
+            "chat template line 1: expected an expression, got '%}'");
 }
 
 TEST(ChatTemplateErrors, RuntimeErrorsNameTheLine) {
@@ -89,9 +95,10 @@ TEST(ChatTemplateErrors, RuntimeErrorsNameTheLine) {
             "chat template line 1: unsupported operand types for +: 'str' and 'int'");
   EXPECT_EQ(render_error("{{ messages[0].x.y }}", json::array({json::object()})),
             "chat template line 1: 'messages[0].x' is undefined (reading its attribute 'y')");
-  EXPECT_EQ(render_error("{% set x = 1 %}{% set x.a = 2 %}"),
-            "chat template line 1: cannot set attribute 'a' of 'x': only a namespace() has assignable "
-            "attributes");
+  EXPECT_EQ(
+      render_error("{% set x = 1 %}{% set x.a = 2 %}"),
+      "chat template line 1: cannot set attribute 'a' of 'x': only a namespace() has assignable "
+      "attributes");
   EXPECT_EQ(render_error("{% macro f(a) %}{% endmacro %}{{ f(1, 2) }}"),
             "chat template line 1: macro 'f' takes 1 arguments, got 2");
 }
@@ -102,14 +109,16 @@ TEST(ChatTemplateErrors, BadMessagesAreErrorsNotCrashes) {
   opt.extra = json::array();
   EXPECT_THROW(render("x", json::array(), opt), kiln::Error);
   // A template that recurses forever stops with an error.
-  EXPECT_NE(render_error("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").find("recurses too deep"),
-            std::string::npos);
+  EXPECT_NE(
+      render_error("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").find("recurses too deep"),
+      std::string::npos);
 }
 
 // ------------------------------------------------------------ interpreter
 
 TEST(Jinja, UndefinedRendersEmpty) {
-  EXPECT_EQ(render("[{{ nothing }}][{{ nothing is defined }}][{{ nothing ~ 'x' }}]"), "[][False][x]");
+  EXPECT_EQ(render("[{{ nothing }}][{{ nothing is defined }}][{{ nothing ~ 'x' }}]"),
+            "[][False][x]");
   EXPECT_EQ(render("{% for x in nothing %}x{% endfor %}{{ nothing|length }}{{ 'a' in nothing }}"),
             "0False");
   EXPECT_EQ(render("{{ messages[5] }}|{{ messages[5] is defined }}"), "|False");
@@ -126,7 +135,8 @@ TEST(Jinja, NamespaceAndReversedLoop) {
       "{% for m in messages[::-1] %}{% set i = (messages|length - 1) - loop.index0 %}"
       "{% if ns.last == -1 and m.role == 'user' %}{% set ns.last = i %}{% endif %}{% endfor %}"
       "{{ ns.last }}";
-  json msgs = json::parse(R"([{"role":"user"},{"role":"assistant"},{"role":"user"},{"role":"assistant"}])");
+  json msgs =
+      json::parse(R"([{"role":"user"},{"role":"assistant"},{"role":"user"},{"role":"assistant"}])");
   EXPECT_EQ(render(src, msgs), "2");
 }
 
@@ -142,7 +152,8 @@ TEST(Jinja, ContentParts) {
 }
 
 TEST(Jinja, TojsonKeepsKeyOrderOfOrderedInput) {
-  auto tools = nlohmann::ordered_json::parse(R"([{"type":"function","function":{"name":"f","b":1,"a":2}}])");
+  auto tools =
+      nlohmann::ordered_json::parse(R"([{"type":"function","function":{"name":"f","b":1,"a":2}}])");
   ChatTemplateOptions opt;
   opt.tools = tools;
   EXPECT_EQ(render("{{ tools[0] | tojson }}", json::array(), opt),
@@ -183,7 +194,8 @@ TEST(ChatTemplate, FindsTemplateInFolder) {
   EXPECT_FALSE(find_chat_template(dir.string()).has_value());
   {
     std::ofstream(dir / "tokenizer_config.json")
-        << R"({"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]})";
+        << R"({"chat_template": [{"name": "tool_use", "template": "T"},)"
+        << R"( {"name": "default", "template": "D"}]})";
   }
   EXPECT_EQ(find_chat_template(dir.string()).value_or("?"), "D");
   { std::ofstream(dir / "chat_template.jinja") << "J"; }
@@ -192,7 +204,8 @@ TEST(ChatTemplate, FindsTemplateInFolder) {
 
   auto config = json::parse(read(data("llama3.tokenizer_config.json")));
   EXPECT_EQ(special_token_from_config(config, "bos_token"), "<|begin_of_text|>");
-  EXPECT_EQ(special_token_from_config(json{{"eos_token", {{"content", "</s>"}}}}, "eos_token"), "</s>");
+  EXPECT_EQ(special_token_from_config(json{{"eos_token", {{"content", "</s>"}}}}, "eos_token"),
+            "</s>");
   EXPECT_EQ(special_token_from_config(json{{"bos_token", nullptr}}, "bos_token"), "");
 }
 
@@ -207,7 +220,10 @@ TEST(SmolLM3, RendersTwoTurns) {
     {"role": "user", "content": "Bye"}])");
   ChatTemplateOptions opt;
   std::string out = t.render(msgs, opt);
-  EXPECT_EQ(out.rfind("<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nToday Date: ", 0), 0u)
+  EXPECT_EQ(
+      out.rfind("<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nToday Date: ",
+                0),
+      0u)
       << out;
   EXPECT_NE(out.find("Reasoning Mode: /think\n\n"), std::string::npos);
   EXPECT_NE(out.find("## Custom Instructions\n\nYou are terse.\n\n"), std::string::npos);
@@ -219,7 +235,8 @@ TEST(SmolLM3, RendersTwoTurns) {
   opt.enable_thinking = false;
   out = t.render(msgs, opt);
   EXPECT_NE(out.find("Reasoning Mode: /no_think"), std::string::npos);
-  EXPECT_NE(out.find("<|im_start|>assistant\n<think>\n\n</think>\nHello.<|im_end|>"), std::string::npos);
+  EXPECT_NE(out.find("<|im_start|>assistant\n<think>\n\n</think>\nHello.<|im_end|>"),
+            std::string::npos);
   const std::string tail = "<|im_start|>assistant\n<think>\n\n</think>\n";
   EXPECT_EQ(out.substr(out.size() - tail.size()), tail);
 }
@@ -232,7 +249,8 @@ TEST(TemplateCommand, PrintsExactlyTheGolden) {
   const json& c = cases[2];  // generation prompt, enable_thinking=false
   ASSERT_FALSE(c["options"].value("enable_thinking", true));
   std::string msgs = (std::filesystem::temp_directory_path() /
-                      ("kiln_chat_msgs_" + std::to_string(::getpid()) + ".json")).string();
+                      ("kiln_chat_msgs_" + std::to_string(::getpid()) + ".json"))
+                         .string();
   { std::ofstream(msgs) << c["messages"].dump(); }
   std::string cmd = std::string(KILN_BINARY) + " template " + data("qwen3.tokenizer_config.json") +
                     " --messages " + msgs + " --add-generation-prompt --no-think";

@@ -17,7 +17,8 @@ ChatTemplate ChatTemplate::parse(const std::string& source) {
   return t;
 }
 
-std::string ChatTemplate::render(const nlohmann::json& messages, const ChatTemplateOptions& opt) const {
+std::string ChatTemplate::render(const nlohmann::json& messages,
+                                 const ChatTemplateOptions& opt) const {
   return render(nlohmann::ordered_json(messages), opt);
 }
 
@@ -35,7 +36,8 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages,
       {"tools", jinja::Value(opt.tools)},
       {"documents", jinja::Value(jinja::Json())},
   };
-  if (opt.enable_thinking) globals.emplace_back("enable_thinking", jinja::Value(*opt.enable_thinking));
+  if (opt.enable_thinking)
+    globals.emplace_back("enable_thinking", jinja::Value(*opt.enable_thinking));
   if (opt.extra.is_object()) {
     for (auto it = opt.extra.begin(); it != opt.extra.end(); ++it) {
       bool replaced = false;
@@ -102,7 +104,8 @@ std::optional<std::string> find_chat_template(const std::string& model_dir) {
     if (auto t = chat_template_from_config(read_json(dir / "chat_template.json", *text))) return t;
   }
   if (auto text = read_text(dir / "tokenizer_config.json")) {
-    if (auto t = chat_template_from_config(read_json(dir / "tokenizer_config.json", *text))) return t;
+    if (auto t = chat_template_from_config(read_json(dir / "tokenizer_config.json", *text)))
+      return t;
   }
   return std::nullopt;
 }

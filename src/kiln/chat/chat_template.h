@@ -5,10 +5,9 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace kiln {
 
@@ -56,6 +55,7 @@ std::optional<std::string> chat_template_from_config(const nlohmann::json& token
 
 // A special token of tokenizer_config.json ("bos_token", "eos_token"): a string
 // or {"content": ...}; empty if absent or null.
-std::string special_token_from_config(const nlohmann::json& tokenizer_config, const std::string& key);
+std::string special_token_from_config(const nlohmann::json& tokenizer_config,
+                                      const std::string& key);
 
 }  // namespace kiln

@@ -55,8 +55,9 @@ struct Node {
     Macro,     // macro name(params) body
     Break,
     Continue,
-    Block,     // a body rendered as is ({% generation %})
-    FilterBlock,  // filter name(args) %}body{% endfilter: expr is the filter, its args[0] a placeholder
+    Block,        // a body rendered as is ({% generation %})
+    FilterBlock,  // filter name(args) %}body{% endfilter: expr is the filter, its args[0] a
+                  // placeholder
   };
   Kind kind;
   int line = 0;
@@ -67,7 +68,7 @@ struct Node {
   std::string attr;
   std::vector<std::pair<ExprPtr, Body>> branches;
   Body body, else_body;
-  std::string name;                                    // Macro
+  std::string name;                                     // Macro
   std::vector<std::pair<std::string, ExprPtr>> params;  // Macro: name, default (may be null)
 };
 

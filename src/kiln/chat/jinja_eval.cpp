@@ -16,22 +16,21 @@ namespace {
 
 const std::set<std::string, std::less<>>& known_filters() {
   static const std::set<std::string, std::less<>> s = {
-      "abs",     "attr",    "capitalize", "count",    "d",      "default", "dictsort",
-      "e",       "escape",  "first",      "float",    "format", "indent",  "int",
-      "items",   "join",    "last",       "length",   "list",   "lower",   "map",
-      "max",     "min",     "reject",     "rejectattr", "replace", "reverse", "round",
-      "safe",    "select",  "selectattr", "sort",     "string", "sum",     "title",
-      "tojson",  "trim",    "unique",     "upper",    "forceescape"};
+      "abs",    "attr",   "capitalize", "count",      "d",          "default", "dictsort",
+      "e",      "escape", "first",      "float",      "format",     "indent",  "int",
+      "items",  "join",   "last",       "length",     "list",       "lower",   "map",
+      "max",    "min",    "reject",     "rejectattr", "replace",    "reverse", "round",
+      "safe",   "select", "selectattr", "sort",       "string",     "sum",     "title",
+      "tojson", "trim",   "unique",     "upper",      "forceescape"};
   return s;
 }
 
 const std::set<std::string, std::less<>>& known_tests() {
   static const std::set<std::string, std::less<>> s = {
-      "defined", "undefined", "none",     "boolean", "true",        "false",    "integer",
-      "float",   "number",    "string",   "mapping", "iterable",    "sequence", "callable",
-      "odd",     "even",      "divisibleby", "eq",   "equalto",     "ne",       "lt",
-      "lessthan", "le",       "gt",       "greaterthan", "ge",      "in",       "sameas",
-      "lower",   "upper"};
+      "defined",     "undefined", "none",    "boolean",  "true",     "false",    "integer", "float",
+      "number",      "string",    "mapping", "iterable", "sequence", "callable", "odd",     "even",
+      "divisibleby", "eq",        "equalto", "ne",       "lt",       "lessthan", "le",      "gt",
+      "greaterthan", "ge",        "in",      "sameas",   "lower",    "upper"};
   return s;
 }
 
@@ -41,10 +40,14 @@ const std::set<std::string, std::less<>>& known_tests() {
 
 std::string type_name(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::Undefined: return "Undefined";
-    case Value::Kind::Object: return v.object().is_namespace ? "namespace" : "LoopContext";
-    case Value::Kind::Callable: return "function";
-    case Value::Kind::Json: break;
+    case Value::Kind::Undefined:
+      return "Undefined";
+    case Value::Kind::Object:
+      return v.object().is_namespace ? "namespace" : "LoopContext";
+    case Value::Kind::Callable:
+      return "function";
+    case Value::Kind::Json:
+      break;
   }
   if (v.is_null()) return "NoneType";
   if (v.is_bool()) return "bool";
@@ -82,8 +85,10 @@ uint32_t map_case(uint32_t c, bool upper) {
 std::string change_case(std::string s, bool upper) {
   bool ascii = true;
   for (char& c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) ascii = false;
-    else c = char(map_case(uint32_t(static_cast<unsigned char>(c)), upper));
+    if (static_cast<unsigned char>(c) >= 0x80)
+      ascii = false;
+    else
+      c = char(map_case(uint32_t(static_cast<unsigned char>(c)), upper));
   }
   if (ascii) return s;
   std::string out;
@@ -218,12 +223,23 @@ std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -231,9 +247,7 @@ std::string html_escape(const std::string& s) {
 
 // ------------------------------------------------------ Python str methods
 
-std::vector<std::string_view> char_set(const Value& chars) {
-  return utf8_chars(chars.str());
-}
+std::vector<std::string_view> char_set(const Value& chars) { return utf8_chars(chars.str()); }
 
 std::string py_strip(const std::string& s, const Value* chars, bool left, bool right) {
   auto cs = utf8_chars(s);
@@ -284,7 +298,8 @@ Json py_split(const std::string& s, const Value* sep, int64_t maxsplit, bool fro
       } else {
         size_t keep = words.size() - size_t(maxsplit);
         out.push_back(py_strip(text(0, words[keep - 1].second), nullptr, true, false));
-        for (size_t k = keep; k < words.size(); ++k) out.push_back(text(words[k].first, words[k].second));
+        for (size_t k = keep; k < words.size(); ++k)
+          out.push_back(text(words[k].first, words[k].second));
       }
       return out;
     }
@@ -690,7 +705,8 @@ class Renderer {
         Value v = eval(*e.args[0], s);
         line_ = e.line;
         if (e.name == "not") return Value(!v.truthy());
-        if (!is_numeric(v)) eval_fail(cat("bad operand type for unary ", e.name, ": '", type_name(v), "'"));
+        if (!is_numeric(v))
+          eval_fail(cat("bad operand type for unary ", e.name, ": '", type_name(v), "'"));
         if (e.name == "+") return is_integral(v) ? Value(v.as_int()) : Value(v.as_double());
         return is_integral(v) ? Value(-v.as_int()) : Value(-v.as_double());
       }
@@ -834,7 +850,9 @@ class Renderer {
       }
     }
     if (op == "*") {
-      const Value* seq = a.is_string() || a.is_array() ? &a : b.is_string() || b.is_array() ? &b : nullptr;
+      const Value* seq = a.is_string() || a.is_array()   ? &a
+                         : b.is_string() || b.is_array() ? &b
+                                                         : nullptr;
       const Value* times = seq == &a ? &b : &a;
       if (seq && is_integral(*times)) {
         int64_t k = std::max<int64_t>(0, times->as_int());
@@ -923,7 +941,8 @@ class Renderer {
       const Json& d = obj.json();
       if (m == "items") {
         Json out = Json::array();
-        for (auto it = d.begin(); it != d.end(); ++it) out.push_back(Json::array({it.key(), it.value()}));
+        for (auto it = d.begin(); it != d.end(); ++it)
+          out.push_back(Json::array({it.key(), it.value()}));
         *result = Value(std::move(out));
       } else if (m == "keys") {
         Json out = Json::array();
@@ -970,8 +989,8 @@ class Renderer {
       for (const auto& o : options) {
         if (!o.is_string()) eval_fail(cat(m, "() arguments must be strings"));
         const std::string& p = o.str();
-        if (p.size() <= s.size() &&
-            (prefix ? s.compare(0, p.size(), p) == 0 : s.compare(s.size() - p.size(), p.size(), p) == 0))
+        if (p.size() <= s.size() && (prefix ? s.compare(0, p.size(), p) == 0
+                                            : s.compare(s.size() - p.size(), p.size(), p) == 0))
           return true;
       }
       return false;
@@ -985,8 +1004,8 @@ class Renderer {
     } else if (m == "split" || m == "rsplit") {
       *result = Value(py_split(s, arg(a, 0, "sep"), int_arg(a, 1, "maxsplit", -1), m == "rsplit"));
     } else if (m == "replace") {
-      *result = Value(py_replace(s, str_arg(a, 0, "old", "replace"), str_arg(a, 1, "new", "replace"),
-                                 int_arg(a, 2, "count", -1)));
+      *result = Value(py_replace(s, str_arg(a, 0, "old", "replace"),
+                                 str_arg(a, 1, "new", "replace"), int_arg(a, 2, "count", -1)));
     } else if (m == "lower") {
       *result = Value(str_lower(s));
     } else if (m == "upper") {
@@ -1039,7 +1058,8 @@ class Renderer {
       const std::string& p = str_arg(a, 0, "fix", m.c_str());
       std::string out = s;
       if (m == "removeprefix" && s.compare(0, p.size(), p) == 0) out = s.substr(p.size());
-      if (m == "removesuffix" && p.size() <= s.size() && s.compare(s.size() - p.size(), p.size(), p) == 0)
+      if (m == "removesuffix" && p.size() <= s.size() &&
+          s.compare(s.size() - p.size(), p.size(), p) == 0)
         out = s.substr(0, s.size() - p.size());
       *result = Value(out);
     } else if (m == "splitlines") {
@@ -1092,16 +1112,19 @@ class Renderer {
       o->is_namespace = true;
       for (const auto& x : a.args) {
         if (!x.is_dict()) eval_fail("namespace() takes a dict or keyword arguments");
-        for (auto it = x.json().begin(); it != x.json().end(); ++it) o->set(it.key(), Value(it.value()));
+        for (auto it = x.json().begin(); it != x.json().end(); ++it)
+          o->set(it.key(), Value(it.value()));
       }
       for (const auto& [k, v] : a.kwargs) o->set(k, v);
       return Value::object(o);
     });
     add("raise_exception", [](CallArgs& a) -> Value {
-      eval_fail("error raised by the template: " + (a.args.empty() ? std::string() : to_str(a.args[0])));
+      eval_fail("error raised by the template: " +
+                (a.args.empty() ? std::string() : to_str(a.args[0])));
     });
     add("strftime_now", [](CallArgs& a) -> Value {
-      if (a.args.empty() || !a.args[0].is_string()) eval_fail("strftime_now() needs a format string");
+      if (a.args.empty() || !a.args[0].is_string())
+        eval_fail("strftime_now() needs a format string");
       std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
       std::tm tm{};
       localtime_r(&now, &tm);
@@ -1180,7 +1203,8 @@ class Renderer {
     size_t start = 0;
     while (start <= path.size()) {
       size_t dot = path.find('.', start);
-      std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      std::string part =
+          path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
       if (cur.is_array() && !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit)) {
         size_t i = std::stoul(part);
         cur = i < cur.size() ? cur.at(i) : Value();
@@ -1229,8 +1253,10 @@ class Renderer {
           word_start = true;
           continue;
         }
-        if (c >= 'a' && c <= 'z' && word_start) c = char(c - 'a' + 'A');
-        else if (c >= 'A' && c <= 'Z' && !word_start) c = char(c - 'A' + 'a');
+        if (c >= 'a' && c <= 'z' && word_start)
+          c = char(c - 'a' + 'A');
+        else if (c >= 'A' && c <= 'Z' && !word_start)
+          c = char(c - 'A' + 'a');
         word_start = false;
       }
       return Value(out);
@@ -1292,7 +1318,8 @@ class Renderer {
       if (v.is_undefined()) eval_fail("tojson of an undefined value");
       const Value* indent = arg(a, 0, "indent");
       const Value* sort_keys = a.kwarg("sort_keys");
-      return Value(to_json_text(v.to_json(), indent && !indent->is_null() ? int(indent->as_int()) : -1,
+      return Value(to_json_text(v.to_json(),
+                                indent && !indent->is_null() ? int(indent->as_int()) : -1,
                                 sort_keys && sort_keys->truthy()));
     }
     if (f == "replace") {
@@ -1313,7 +1340,8 @@ class Renderer {
             if (const Value* def = a.kwarg("default")) x = *def;
           out.push_back(x);
         } else {
-          if (a.args.empty() || !a.args[0].is_string()) eval_fail("map() needs a filter name or attribute=");
+          if (a.args.empty() || !a.args[0].is_string())
+            eval_fail("map() needs a filter name or attribute=");
           std::string name = a.args[0].str();
           if (!is_known_filter(name)) eval_fail(cat("unsupported filter '", name, "'"));
           CallArgs rest;
@@ -1332,7 +1360,8 @@ class Renderer {
         bool seen = false;
         for (const auto& o : out) {
           Value ok = attribute ? attribute_path(o, to_str(*attribute)) : o;
-          if (k.is_string() && ok.is_string() ? str_lower(k.str()) == str_lower(ok.str()) : equals(k, ok))
+          if (k.is_string() && ok.is_string() ? str_lower(k.str()) == str_lower(ok.str())
+                                              : equals(k, ok))
             seen = true;
         }
         if (!seen) out.push_back(item);
@@ -1376,7 +1405,8 @@ class Renderer {
     }
     if (f == "abs") {
       if (!is_numeric(v)) eval_fail(cat("bad operand type for abs(): '", type_name(v), "'"));
-      return is_integral(v) ? Value(int64_t(std::llabs(v.as_int()))) : Value(std::fabs(v.as_double()));
+      return is_integral(v) ? Value(int64_t(std::llabs(v.as_int())))
+                            : Value(std::fabs(v.as_double()));
     }
     if (f == "int" || f == "float") {
       const Value* def = arg(a, 0, "default");
@@ -1406,17 +1436,22 @@ class Renderer {
       std::string m = method ? to_str(*method) : "common";
       double scale = std::pow(10.0, double(precision));
       double x = v.as_double() * scale;
-      if (m == "ceil") x = std::ceil(x);
-      else if (m == "floor") x = std::floor(x);
-      else x = std::nearbyint(x);  // Python's round(): half to even
+      if (m == "ceil")
+        x = std::ceil(x);
+      else if (m == "floor")
+        x = std::floor(x);
+      else
+        x = std::nearbyint(x);  // Python's round(): half to even
       return Value(x / scale);
     }
     if (f == "indent") {
       int64_t width = 4;
       std::string pad;
       if (const Value* w = arg(a, 0, "width")) {
-        if (w->is_string()) pad = w->str();
-        else width = w->as_int();
+        if (w->is_string())
+          pad = w->str();
+        else
+          width = w->as_int();
       }
       if (pad.empty()) pad = std::string(size_t(std::max<int64_t>(0, width)), ' ');
       const Value* first = arg(a, 1, "first");
@@ -1426,7 +1461,8 @@ class Renderer {
       bool is_first = true;
       while (true) {
         size_t nl = text.find('\n', start);
-        std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+        std::string line =
+            text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
         bool indent_it = (is_first ? first && first->truthy() : true) &&
                          (!line.empty() || (blank && blank->truthy()));
         if (indent_it) out += pad;
@@ -1489,7 +1525,8 @@ class Renderer {
     if (t == "in") return contains(other(), v);
     if (t == "sameas") {
       const Value& o = other();
-      if (v.is_json() && o.is_json() && (v.is_null() || v.is_bool()) && (o.is_null() || o.is_bool()))
+      if (v.is_json() && o.is_json() && (v.is_null() || v.is_bool()) &&
+          (o.is_null() || o.is_bool()))
         return v.json() == o.json();
       if (v.is_object() && o.is_object()) return v.object_ptr() == o.object_ptr();
       return false;

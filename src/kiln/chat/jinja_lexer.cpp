@@ -10,7 +10,9 @@ namespace {
 
 enum class TagKind { Var, Block, Comment };
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 
@@ -59,7 +61,9 @@ class Lexer {
       TagKind kind = TagKind::Var;
       char lmod = 0;
       if (t != std::string::npos) {
-        kind = src_[t + 1] == '{' ? TagKind::Var : src_[t + 1] == '%' ? TagKind::Block : TagKind::Comment;
+        kind = src_[t + 1] == '{'   ? TagKind::Var
+               : src_[t + 1] == '%' ? TagKind::Block
+                                    : TagKind::Comment;
         if (t + 2 < n && (src_[t + 2] == '-' || src_[t + 2] == '+')) lmod = src_[t + 2];
         text_end = strip_before(pos, text_end, kind, lmod);
       }
@@ -86,7 +90,8 @@ class Lexer {
  private:
   int line_of(size_t offset) const {
     return int(std::upper_bound(line_starts_.begin(), line_starts_.end(), offset) -
-               line_starts_.begin()) + 1;
+               line_starts_.begin()) +
+           1;
   }
 
   [[noreturn]] void fail_at(size_t offset, const std::string& what) const {
@@ -139,8 +144,9 @@ class Lexer {
 
   bool is_raw_open() const {
     size_t k = tokens_.size();
-    return k >= 3 && tokens_[k - 1].type == TokType::BlockEnd && tokens_[k - 2].type == TokType::Name &&
-           tokens_[k - 2].text == "raw" && tokens_[k - 3].type == TokType::BlockBegin;
+    return k >= 3 && tokens_[k - 1].type == TokType::BlockEnd &&
+           tokens_[k - 2].type == TokType::Name && tokens_[k - 2].text == "raw" &&
+           tokens_[k - 3].type == TokType::BlockBegin;
   }
 
   // {% raw %}...{% endraw %}: the content is text, tags in it are not parsed.
@@ -225,15 +231,18 @@ class Lexer {
     const size_t n = src_.size();
     auto digits = [&](size_t j) {
       while (j < n && (std::isdigit(static_cast<unsigned char>(src_[j])) ||
-                       (src_[j] == '_' && j + 1 < n && std::isdigit(static_cast<unsigned char>(src_[j + 1])))))
+                       (src_[j] == '_' && j + 1 < n &&
+                        std::isdigit(static_cast<unsigned char>(src_[j + 1])))))
         ++j;
       return j;
     };
     size_t j = digits(i);
     bool is_float = false;
     // After '.', as in messages.0, only an integer: the attribute index.
-    bool after_dot = !tokens_.empty() && tokens_.back().type == TokType::Op && tokens_.back().text == ".";
-    if (!after_dot && j + 1 < n && src_[j] == '.' && std::isdigit(static_cast<unsigned char>(src_[j + 1]))) {
+    bool after_dot =
+        !tokens_.empty() && tokens_.back().type == TokType::Op && tokens_.back().text == ".";
+    if (!after_dot && j + 1 < n && src_[j] == '.' &&
+        std::isdigit(static_cast<unsigned char>(src_[j + 1]))) {
       j = digits(j + 1);
       is_float = true;
     }
@@ -265,7 +274,8 @@ class Lexer {
       for (int k = 0; k < count; ++k) {
         char h = src_[at + k];
         if (!std::isxdigit(static_cast<unsigned char>(h))) return -1;
-        v = v * 16 + (std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+        v = v * 16 +
+            (std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
       }
       return v;
     };
@@ -282,17 +292,38 @@ class Lexer {
       char e = src_[j + 1];
       j += 2;
       switch (e) {
-        case '\n': break;
-        case '\\': out += '\\'; break;
-        case '\'': out += '\''; break;
-        case '"': out += '"'; break;
-        case 'a': out += '\a'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'v': out += '\v'; break;
+        case '\n':
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '\'':
+          out += '\'';
+          break;
+        case '"':
+          out += '"';
+          break;
+        case 'a':
+          out += '\a';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'v':
+          out += '\v';
+          break;
         case 'x':
         case 'u':
         case 'U': {

@@ -10,7 +10,19 @@
 
 namespace kiln::jinja {
 
-enum class TokType { Text, VarBegin, VarEnd, BlockBegin, BlockEnd, Name, String, Int, Float, Op, Eof };
+enum class TokType {
+  Text,
+  VarBegin,
+  VarEnd,
+  BlockBegin,
+  BlockEnd,
+  Name,
+  String,
+  Int,
+  Float,
+  Op,
+  Eof
+};
 
 struct Token {
   TokType type;

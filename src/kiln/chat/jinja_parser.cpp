@@ -11,13 +11,20 @@ namespace {
 
 const char* describe(const Token& t) {
   switch (t.type) {
-    case TokType::Text: return "text";
-    case TokType::VarBegin: return "'{{'";
-    case TokType::VarEnd: return "'}}'";
-    case TokType::BlockBegin: return "'{%'";
-    case TokType::BlockEnd: return "'%}'";
-    case TokType::Eof: return "the end of the template";
-    default: return nullptr;
+    case TokType::Text:
+      return "text";
+    case TokType::VarBegin:
+      return "'{{'";
+    case TokType::VarEnd:
+      return "'}}'";
+    case TokType::BlockBegin:
+      return "'{%'";
+    case TokType::BlockEnd:
+      return "'%}'";
+    case TokType::Eof:
+      return "the end of the template";
+    default:
+      return nullptr;
   }
 }
 

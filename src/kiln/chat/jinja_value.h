@@ -9,13 +9,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace kiln::jinja {
 
@@ -80,8 +79,8 @@ class Value {
 
   const Json& json() const { return *node_; }  // only when is_json()
   const std::string& str() const { return node_->get_ref<const std::string&>(); }
-  int64_t as_int() const;   // ints and bools
-  double as_double() const; // any number or bool
+  int64_t as_int() const;    // ints and bools
+  double as_double() const;  // any number or bool
   Object& object() const { return *object_; }
   const std::shared_ptr<Object>& object_ptr() const { return object_; }
   Callable& callable() const { return *callable_; }
