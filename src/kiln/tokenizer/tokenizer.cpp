@@ -16,7 +16,9 @@ void Tokenizer::index_tokens() {
   ids_.clear();
   ids_.reserve(tokens_.size());
   // The first id wins when a text repeats (padding entries in some vocabs).
-  for (size_t i = 0; i < tokens_.size(); ++i) ids_.emplace(tokens_[i], static_cast<int32_t>(i));
+  // Ids no token uses (gaps before added tokens) have empty text and no entry.
+  for (size_t i = 0; i < tokens_.size(); ++i)
+    if (!tokens_[i].empty()) ids_.emplace(tokens_[i], static_cast<int32_t>(i));
   special_.resize(tokens_.size(), 0);
 }
 
