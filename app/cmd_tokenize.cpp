@@ -44,8 +44,8 @@ int run_tokenize(const std::vector<std::string>& args) {
               "Print the token ids of a text as a JSON array on one line.");
   std::string model, text, file;
   bool plain = false, bos = false;
-  p.positional("MODEL", "a GGUF file, a tokenizer.json (or .json.gz), or a folder with one",
-               &model, true);
+  p.positional("MODEL", "a GGUF file, a tokenizer.json (or .json.gz), or a folder with one", &model,
+               true);
   p.option("-t,--text", "TEXT", "the text to tokenize", &text);
   p.option("-f,--file", "F", "read the text from file F ('-' for stdin)", &file);
   p.flag("--plain", "treat special-token text like <|im_end|> as plain text", &plain);

@@ -57,16 +57,17 @@ TEST(Command, TokenizePrintsJsonIds) {
   EXPECT_EQ(run_command("tokenize " + kData +
                         "/../../models/stories260K.gguf --bos --text 'Once upon a time'"),
             "[1, 403, 407, 261, 378]\n");
-  EXPECT_EQ(run_command("tokenize " + kData + "/tokenizers/qwen3.tokenizer.json.gz --text "
+  EXPECT_EQ(run_command("tokenize " + kData +
+                        "/tokenizers/qwen3.tokenizer.json.gz --text "
                         "'<|im_start|>Hello world'"),
             "[151644, 9707, 1879]\n");
-  const std::string plain = run_command("tokenize " + kData +
-                                        "/hf/qwen3 --plain --text '<|im_start|>'");
+  const std::string plain =
+      run_command("tokenize " + kData + "/hf/qwen3 --plain --text '<|im_start|>'");
   EXPECT_EQ(plain.find("998"), std::string::npos) << plain;
   test::TempFile text("prompt.txt", "Hello world");
-  EXPECT_EQ(run_command("tokenize " + kData + "/tokenizers/qwen3.tokenizer.json.gz --file " +
-                        text.path),
-            "[9707, 1879]\n");
+  EXPECT_EQ(
+      run_command("tokenize " + kData + "/tokenizers/qwen3.tokenizer.json.gz --file " + text.path),
+      "[9707, 1879]\n");
   EXPECT_NE(run_command("tokenize " + kData + "/hf/qwen3").find("exactly one of"),
             std::string::npos);
   EXPECT_NE(run_command("tokenize /no/such/model --text x").find("not found"), std::string::npos);

@@ -1,10 +1,11 @@
 // Tokenizers read from GGUF metadata: SentencePiece (stories260K) against
 // llama.cpp's prompt ids, and byte-level BPE GGUFs against the same model's
 // tokenizer.json. Exact ids, no tolerance.
+#include "kiln/io/gguf.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "kiln/io/gguf.h"
 #include "kiln/tokenizer/tokenizer.h"
 #include "test_util.h"
 

@@ -69,7 +69,9 @@ TEST(Streaming, BrokenBytesBecomeReplacementCharacters) {
   EXPECT_EQ(dec.push(lead[0]), "");  // could still become a character
   EXPECT_EQ(dec.flush(), "\xEF\xBF\xBD");
   EXPECT_EQ(dec.push(lead[0]), "");
-  EXPECT_EQ(dec.push(*tok.token_id("a")), "\xEF\xBF\xBD" "a");  // 'a' cannot continue it
+  EXPECT_EQ(dec.push(*tok.token_id("a")),
+            "\xEF\xBF\xBD"
+            "a");  // 'a' cannot continue it
 }
 
 TEST(Streaming, SkipsSpecialTokensWhenAsked) {
@@ -81,8 +83,7 @@ TEST(Streaming, SkipsSpecialTokensWhenAsked) {
 }
 
 TEST(Streaming, SentencePieceSpacesAndBytes) {
-  const auto tok =
-      Tokenizer::from_gguf(*GgufFile::open(kData + "/../../models/stories260K.gguf"));
+  const auto tok = Tokenizer::from_gguf(*GgufFile::open(kData + "/../../models/stories260K.gguf"));
   StreamingDecoder dec(*tok);
   std::string out;
   for (int32_t id : tok->encode("Once upon 日")) out += dec.push(id);
@@ -128,8 +129,7 @@ TEST(Throughput, LongSingleRunsStayFast) {
     for (const Tokenizer* tok : {&qwen3(), &llama3()}) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto ids = tok->encode(text);
-      const double s =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       EXPECT_LT(s, 1.0) << tok->kind() << " on 256 KB of '" << text[0] << "'";
       EXPECT_EQ(tok->decode(ids), text);
     }

@@ -38,8 +38,7 @@ inline nlohmann::json load_json(const std::string& path) {
 // A file under the system temp folder that is removed with this object.
 struct TempFile {
   explicit TempFile(const std::string& name, const std::string& contents)
-      : path((std::filesystem::temp_directory_path() /
-              (std::to_string(::getpid()) + "." + name))
+      : path((std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "." + name))
                  .string()) {
     std::ofstream(path, std::ios::binary) << contents;
   }

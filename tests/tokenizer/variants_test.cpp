@@ -14,7 +14,8 @@ namespace {
 using test::kData;
 
 constexpr const char* kQwen35Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N})"
+    R"(| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 // The variant tokenizer.json, built as gen_variant_goldens.py builds it.
 std::unique_ptr<Tokenizer> variant(const std::string& name) {
@@ -30,12 +31,14 @@ std::unique_ptr<Tokenizer> variant(const std::string& name) {
     tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = kQwen35Regex;
   } else {
     tj = test::load_json(kData + "/tokenizers/llama3.tokenizer.json.gz");
-    const json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                             {"trim_offsets", true}, {"use_regex", true}};
+    const json byte_level = {{"type", "ByteLevel"},
+                             {"add_prefix_space", false},
+                             {"trim_offsets", true},
+                             {"use_regex", true}};
     if (name == "smollm_full")
-      tj["pre_tokenizer"] = {{"type", "Sequence"},
-                             {"pretokenizers",
-                              {{{"type", "Digits"}, {"individual_digits", true}}, byte_level}}};
+      tj["pre_tokenizer"] = {
+          {"type", "Sequence"},
+          {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byte_level}}};
     else
       tj["pre_tokenizer"] = byte_level;
     tj["model"]["ignore_merges"] = false;
@@ -64,8 +67,8 @@ TEST_P(Variant, MatchesHuggingFace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokenizers, Variant,
-                         ::testing::Values("qwen35_full", "smollm_full", "gpt2_full",
-                                           "qwen35_tiny", "smollm_tiny", "gpt2_tiny"));
+                         ::testing::Values("qwen35_full", "smollm_full", "gpt2_full", "qwen35_tiny",
+                                           "smollm_tiny", "gpt2_tiny"));
 
 TEST(Variant, KindIsDetectedFromThePattern) {
   EXPECT_EQ(variant("qwen35_tiny")->kind(), "bpe/qwen35");

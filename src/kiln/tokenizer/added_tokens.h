@@ -19,8 +19,8 @@ struct AddedToken {
 };
 
 struct Fragment {
-  int32_t id;            // the added token, or -1 for text
-  uint32_t begin, end;   // the text's byte range (for id == -1)
+  int32_t id;           // the added token, or -1 for text
+  uint32_t begin, end;  // the text's byte range (for id == -1)
 };
 
 class AddedTokenMatcher {

@@ -25,8 +25,7 @@ std::string byte_level_decode(std::string_view text) {
   static const std::unordered_map<char32_t, uint8_t> to_byte = [] {
     std::unordered_map<char32_t, uint8_t> m;
     const auto& chars = byte_level_chars();
-    for (int b = 0; b < 256; ++b)
-      m[unicode::decode_utf8(chars[b], 0).cp] = static_cast<uint8_t>(b);
+    for (int b = 0; b < 256; ++b) m[unicode::decode_utf8(chars[b], 0).cp] = static_cast<uint8_t>(b);
     return m;
   }();
   std::string out;
@@ -109,8 +108,8 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec)
   for (size_t r = 0; r < spec.merges.size(); ++r) {
     const auto& [a, b] = spec.merges[r];
     auto ia = ids_.find(a), ib = ids_.find(b), im = ids_.find(a + b);
-    KILN_CHECK(ia != ids_.end() && ib != ids_.end() && im != ids_.end(), spec.source, ": merge ",
-               r, " ('", a, "' '", b, "') names a token that is not in the vocabulary");
+    KILN_CHECK(ia != ids_.end() && ib != ids_.end() && im != ids_.end(), spec.source, ": merge ", r,
+               " ('", a, "' '", b, "') names a token that is not in the vocabulary");
     merges_.emplace(pair_key(ia->second, ib->second),
                     Merge{static_cast<int32_t>(r), im->second});  // first rank wins
   }

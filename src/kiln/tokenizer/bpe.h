@@ -33,7 +33,7 @@ struct BpeSpec {
   bool ignore_merges = false;  // a piece that is itself a token is not merged (Llama 3)
   int32_t bos_id = -1, eos_id = -1;
   bool add_bos = false;
-  std::string source;          // for error messages
+  std::string source;  // for error messages
 };
 
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeSpec spec);

@@ -68,7 +68,8 @@ std::unique_ptr<Tokenizer> load_bpe(const GgufFile& gguf, std::vector<std::strin
   spec.bos_id = optional_id(gguf, "tokenizer.ggml.bos_token_id", tokens.size());
   spec.eos_id = optional_id(gguf, "tokenizer.ggml.eos_token_id", tokens.size());
   // llama.cpp's defaults: Llama 3 prompts start with BOS, other BPE ones not.
-  spec.add_bos = gguf.get_bool_or("tokenizer.ggml.add_bos_token", spec.pre == PreTokenizer::kLlama3);
+  spec.add_bos =
+      gguf.get_bool_or("tokenizer.ggml.add_bos_token", spec.pre == PreTokenizer::kLlama3);
   spec.tokens = std::move(tokens);
   return make_bpe_tokenizer(std::move(spec));
 }

@@ -169,7 +169,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf(const std::string& path_in) {
   const json& vocab = model.value("vocab", json::object());
   KILN_CHECK(vocab.is_object() && !vocab.empty(), path, ": model.vocab is missing or empty");
   int64_t max_id = -1;
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) max_id = std::max<int64_t>(max_id, it.value());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it)
+    max_id = std::max<int64_t>(max_id, it.value());
   const json added = root.value("added_tokens", json::array());
   for (const json& t : added) max_id = std::max<int64_t>(max_id, t.value("id", -1));
   KILN_CHECK(max_id < (int64_t{1} << 24), path, ": token id ", max_id, " is implausibly large");

@@ -11,11 +11,14 @@ using namespace kiln::unicode;
 constexpr std::string_view kGpt2Regex =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kQwen2Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
+    R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kQwen35Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N})"
+    R"(| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kLlama3Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3})"
+    R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 // The text as code points with their properties; off[i] is the byte offset
 // of code point i and off[n] the end of the text.
@@ -143,11 +146,16 @@ size_t match_gpt2(const Chars& t, size_t i, size_t end) {
 
 std::string_view pre_tokenizer_name(PreTokenizer kind) {
   switch (kind) {
-    case PreTokenizer::kGpt2: return "gpt-2";
-    case PreTokenizer::kQwen2: return "qwen2";
-    case PreTokenizer::kQwen35: return "qwen35";
-    case PreTokenizer::kLlama3: return "llama-bpe";
-    case PreTokenizer::kSmollm: return "smollm";
+    case PreTokenizer::kGpt2:
+      return "gpt-2";
+    case PreTokenizer::kQwen2:
+      return "qwen2";
+    case PreTokenizer::kQwen35:
+      return "qwen35";
+    case PreTokenizer::kLlama3:
+      return "llama-bpe";
+    case PreTokenizer::kSmollm:
+      return "smollm";
   }
   return "?";
 }

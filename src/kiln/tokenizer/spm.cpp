@@ -70,7 +70,9 @@ class SpmTokenizer final : public Tokenizer {
 };
 
 SpmTokenizer::SpmTokenizer(SpmSpec spec)
-    : scores_(std::move(spec.scores)), unk_id_(spec.unk_id), add_space_prefix_(spec.add_space_prefix) {
+    : scores_(std::move(spec.scores)),
+      unk_id_(spec.unk_id),
+      add_space_prefix_(spec.add_space_prefix) {
   kind_ = "spm";
   tokens_ = std::move(spec.tokens);
   scores_.resize(tokens_.size(), 0.0f);
@@ -181,8 +183,8 @@ void SpmTokenizer::encode_text(const std::string& text, std::vector<int32_t>& ou
     key.assign(text, sym[left].begin, sym[left].len + sym[right].len);
     auto it = ids_.find(key);
     if (it == ids_.end()) return;
-    queue.push({left, right, scores_[static_cast<size_t>(it->second)],
-                static_cast<uint32_t>(key.size())});
+    queue.push(
+        {left, right, scores_[static_cast<size_t>(it->second)], static_cast<uint32_t>(key.size())});
   };
   for (int32_t i = 1; i < static_cast<int32_t>(sym.size()); ++i) try_add(i - 1, i);
   while (!queue.empty()) {

@@ -103,8 +103,7 @@ Utf8Split split_incomplete_utf8(std::string_view s) {
       continue;
     }
     uint32_t k = 1;
-    while (k < n && i + k < s.size() &&
-           valid_continuation(b, k, static_cast<uint8_t>(s[i + k])))
+    while (k < n && i + k < s.size() && valid_continuation(b, k, static_cast<uint8_t>(s[i + k])))
       ++k;
     if (k == n) {
       i += n;
