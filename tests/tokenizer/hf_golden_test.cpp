@@ -84,6 +84,13 @@ TEST(HfGolden, PlainTextLeavesSpecialTokensAlone) {
   EXPECT_EQ(tok.encode("<think>", {.parse_special = false}), std::vector<int32_t>{151667});
 }
 
+// Qwen declares an NFC normalizer: a decomposed accent tokenizes as the
+// composed character; Llama 3 has none and keeps the combining mark.
+TEST(HfGolden, NormalizerIsApplied) {
+  EXPECT_EQ(full("qwen3").encode("cafe\u0301"), full("qwen3").encode("caf\u00e9"));
+  EXPECT_NE(full("llama3").encode("cafe\u0301"), full("llama3").encode("caf\u00e9"));
+}
+
 TEST(HfGolden, DecodeSkipsSpecial) {
   const Tokenizer& tok = full("qwen3");
   const auto ids = tok.encode("<|im_start|>user\nHi<|im_end|>");

@@ -117,14 +117,16 @@ Utf8Split split_incomplete_utf8(std::string_view s) {
 }
 
 std::string nfc(std::string_view s) {
-  bool ascii = true;
+  // Below U+0300 every character is NFC and none combines with what precedes
+  // it, so text without a lead byte of U+0300 or above (0xCC) is left as is.
+  bool below_combining = true;
   for (char c : s) {
-    if (static_cast<uint8_t>(c) >= 0x80) {
-      ascii = false;
+    if (static_cast<uint8_t>(c) >= 0xCC) {
+      below_combining = false;
       break;
     }
   }
-  if (ascii) return std::string(s);
+  if (below_combining) return std::string(s);
   // ICU would replace invalid bytes with U+FFFD; such text is left untouched
   // so that every input byte still reaches the byte-level model.
   for (size_t i = 0; i < s.size();) {

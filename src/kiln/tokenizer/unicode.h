@@ -38,7 +38,7 @@ struct Utf8Split {
 };
 Utf8Split split_incomplete_utf8(std::string_view s);
 
-// NFC, the normalizer Qwen tokenizers declare. ASCII input is returned as is.
+// NFC, the normalizer Qwen tokenizers declare.
 std::string nfc(std::string_view s);
 
 }  // namespace kiln::unicode
