@@ -129,6 +129,14 @@ class GgufWriter {
   void add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                   const void* data, size_t nbytes);
 
+  // A tensor whose bytes are produced during write(): fill(dst) must write
+  // all dtype_row_bytes(dtype, cols) * rows bytes of it at dst. Tensors are
+  // filled one at a time into one reused buffer, so a model much larger than
+  // memory can be written while only its largest tensor is held. An exception
+  // from fill aborts the write and leaves no file behind.
+  void add_tensor_fill(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                       std::function<void(void* dst)> fill);
+
   // progress(bytes_written, bytes_total) is called now and then, if given.
   void write(const std::string& path,
              const std::function<void(size_t, size_t)>& progress = nullptr) const;
@@ -140,7 +148,11 @@ class GgufWriter {
     std::vector<int64_t> shape;
     const void* data;
     size_t nbytes;
+    std::function<void(void*)> fill;  // set for add_tensor_fill
   };
+  // Shape and size checks shared by add_tensor and add_tensor_fill.
+  size_t check_new_tensor(const std::string& name, DType dtype,
+                          const std::vector<int64_t>& shape) const;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<PendingTensor> tensors_;
   size_t alignment_ = 32;

@@ -136,8 +136,8 @@ void GgufWriter::set_f32_array(const std::string& key, const std::vector<float>&
 }
 void GgufWriter::set_alignment(size_t alignment) { set_u32("general.alignment", uint32_t(alignment)); }
 
-void GgufWriter::add_tensor(const std::string& name, DType dtype,
-                            const std::vector<int64_t>& shape, const void* data, size_t nbytes) {
+size_t GgufWriter::check_new_tensor(const std::string& name, DType dtype,
+                                   const std::vector<int64_t>& shape) const {
   KILN_CHECK(dtype != DType::U8 && dtype_known(uint32_t(dtype)), "GGUF tensor '", name,
              "': type ", dtype_name(dtype), " cannot be stored in a GGUF");
   KILN_CHECK(shape.size() <= 4, "GGUF tensor '", name, "': ", shape.size(),
@@ -151,11 +151,24 @@ void GgufWriter::add_tensor(const std::string& name, DType dtype,
   }
   const int64_t cols = shape.empty() ? 1 : shape.back();
   KILN_CHECK(cols >= 0, "GGUF tensor '", name, "': negative dimension");
-  const size_t expect = dtype_row_bytes(dtype, cols) * size_t(rows);
+  return dtype_row_bytes(dtype, cols) * size_t(rows);
+}
+
+void GgufWriter::add_tensor(const std::string& name, DType dtype,
+                            const std::vector<int64_t>& shape, const void* data, size_t nbytes) {
+  const size_t expect = check_new_tensor(name, dtype, shape);
   KILN_CHECK(nbytes == expect, "GGUF tensor '", name, "': ", nbytes, " bytes given, ",
              dtype_name(dtype), " ", shape_string(shape), " needs ", expect);
   KILN_CHECK(data != nullptr || nbytes == 0, "GGUF tensor '", name, "': no data");
-  tensors_.push_back({name, dtype, shape, data, nbytes});
+  tensors_.push_back({name, dtype, shape, data, nbytes, nullptr});
+}
+
+void GgufWriter::add_tensor_fill(const std::string& name, DType dtype,
+                                 const std::vector<int64_t>& shape,
+                                 std::function<void(void* dst)> fill) {
+  const size_t nbytes = check_new_tensor(name, dtype, shape);
+  KILN_CHECK(fill != nullptr, "GGUF tensor '", name, "': no fill function");
+  tensors_.push_back({name, dtype, shape, nullptr, nbytes, std::move(fill)});
 }
 
 void GgufWriter::write(const std::string& path,
@@ -187,8 +200,18 @@ void GgufWriter::write(const std::string& path,
   out.write_zeros(data_start - head.bytes().size());
   if (progress) progress(out.written(), total);
   constexpr size_t kChunk = size_t(64) << 20;
+  std::vector<uint8_t> scratch;  // for add_tensor_fill, sized to the largest such tensor
   for (const auto& t : tensors_) {
     const auto* p = static_cast<const uint8_t*>(t.data);
+    if (t.fill) {
+      if (scratch.size() < t.nbytes) {
+        scratch.clear();
+        scratch.shrink_to_fit();
+        scratch.resize(t.nbytes);
+      }
+      t.fill(scratch.data());
+      p = scratch.data();
+    }
     for (size_t done = 0; done < t.nbytes; done += kChunk) {
       out.write(p + done, std::min(kChunk, t.nbytes - done));
       if (progress) progress(out.written(), total);

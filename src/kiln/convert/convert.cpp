@@ -1,0 +1,183 @@
+// kiln convert: a safetensors checkpoint (names mapped to llama.cpp's, q/k
+// permuted where llama.cpp permutes them, experts stacked) or a GGUF
+// (requantized as is) into a GGUF of the requested file type.
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "kiln/convert/parts.h"
+#include "kiln/core/error.h"
+#include "kiln/model/model_file.h"
+
+namespace kiln {
+namespace convert {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::vector<int64_t> drop_first(const std::vector<int64_t>& s) { return {s.begin() + 1, s.end()}; }
+
+// Where rows of a stacked expert tensor (blk.L.ffn_{gate,up,down}_exps.weight,
+// shape [E, R, C]) come from: one 2-D tensor per expert, or transformers 5's
+// fused [E, 2I, H] gate_up tensor.
+PlannedTensor plan_experts(const ModelFile& f, const TensorShape& ts, std::set<std::string>& used) {
+  PlannedTensor p{ts.name, ts.shape};
+  const std::string stem = ts.name.substr(0, ts.name.size() - std::string_view(".weight").size());
+  const int64_t E = ts.shape[0], R = ts.shape[1];
+  if (f.find(stem + ".0.weight")) {
+    std::vector<const TensorView*> views;
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string name = stem + "." + std::to_string(e) + ".weight";
+      const TensorView& v = f.get(name, drop_first(ts.shape));
+      KILN_CHECK(v.dtype == f.get(stem + ".0.weight").dtype, f.path(), ": experts of ", stem,
+                 " have different types");
+      views.push_back(&v);
+      used.insert(name);
+    }
+    p.source_dtype = views[0]->dtype;
+    p.raw_row = [views, R](int64_t r) { return views[size_t(r / R)]->row(r % R); };
+    return p;
+  }
+  const bool gate = ends_with(stem, "ffn_gate_exps"), up = ends_with(stem, "ffn_up_exps");
+  const std::string fused = stem.substr(0, stem.rfind('.') + 1) + "ffn_gate_up_exps.weight";
+  const TensorView* v = (gate || up) ? f.find(fused) : nullptr;
+  if (!v) fail(f.path(), ": tensor ", ts.name, " is missing (no per-expert or fused tensors either)");
+  KILN_CHECK(v->shape == std::vector<int64_t>({E, 2 * R, ts.shape[2]}), f.path(), ": tensor ",
+             fused, " has shape ", shape_string(v->shape), ", expected [", E, ", ", 2 * R, ", ",
+             ts.shape[2], "]");
+  used.insert(fused);
+  const int64_t offset = gate ? 0 : R;
+  p.source_dtype = v->dtype;
+  p.raw_row = [v, R, offset](int64_t r) { return v->row(r / R * 2 * R + offset + r % R); };
+  return p;
+}
+
+std::vector<PlannedTensor> plan_from_safetensors(const ModelFile& f, const ConvertArch& arch) {
+  const ModelSpec& s = f.spec();
+  std::vector<PlannedTensor> plan;
+  std::set<std::string> used;
+  for (const TensorShape& ts : model_tensor_shapes(s)) {
+    if (ts.name == "rope_freqs.weight") {
+      auto factors = std::make_shared<std::vector<float>>(llama3_rope_factors(s));
+      PlannedTensor p{ts.name, ts.shape};
+      p.generate = [factors](int64_t, float* dst) {
+        std::copy(factors->begin(), factors->end(), dst);
+      };
+      plan.push_back(std::move(p));
+      continue;
+    }
+    const TensorView* v = f.find(ts.name);
+    if (!v && ts.shape.size() == 3) {
+      plan.push_back(plan_experts(f, ts, used));
+      continue;
+    }
+    v = &f.get(ts.name, ts.shape);
+    used.insert(ts.name);
+    PlannedTensor p{ts.name, ts.shape, v->dtype};
+    const bool q = ends_with(ts.name, ".attn_q.weight"), k = ends_with(ts.name, ".attn_k.weight");
+    if (arch.permute_qk && (q || k)) {
+      // Hugging Face rotates dimension i with i + d/2; GGML's interleaved RoPE
+      // rotates 2i with 2i+1. Reordering the rows of q and k per head (row
+      // 2i+j of a head comes from row j*d/2 + i) makes both compute the same.
+      const int64_t hd = s.head_dim, half = hd / 2;
+      p.raw_row = [v, hd, half](int64_t r) {
+        const int64_t h = r / hd, w = r % hd;
+        return v->row(h * hd + (w % 2) * half + w / 2);
+      };
+    } else {
+      p.raw_row = [v](int64_t r) { return v->row(r); };
+    }
+    plan.push_back(std::move(p));
+  }
+  for (const auto& [name, view] : f.tensors())
+    KILN_CHECK(used.count(name), f.path(), ": tensor ", name, " (", shape_string(view.shape),
+               ") has no place in a ", s.arch, " GGUF; converting this variant is not supported yet");
+  return plan;
+}
+
+std::vector<PlannedTensor> plan_from_gguf(const ModelFile& f) {
+  std::vector<PlannedTensor> plan;
+  for (const TensorView& t : f.gguf()->tensors()) {
+    const TensorView* v = &t;
+    PlannedTensor p{t.name, t.shape, t.dtype};
+    p.raw_row = [v](int64_t r) { return v->row(r); };
+    plan.push_back(std::move(p));
+  }
+  return plan;
+}
+
+std::string model_name(const ModelFile& f) {
+  std::string name = f.spec().name;
+  if (!name.empty()) {
+    while (!name.empty() && name.back() == '/') name.pop_back();
+    return fs::path(name).filename().string();
+  }
+  fs::path dir = fs::absolute(fs::path(f.directory())).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();
+  return dir.filename().string();
+}
+
+}  // namespace
+
+// Adds the plan to the writer with the types `ft` gives, and tells the user
+// what went where.
+void add_plan(GgufWriter& w, ThreadPool& pool, std::vector<PlannedTensor> plan, FileType ft,
+              const ModelSpec& spec, const std::function<void(const std::string&)>& log) {
+  std::map<std::string, int> counts;
+  for (PlannedTensor& p : plan) {
+    const DType t = choose_tensor_type(ft, p.name, p.shape, spec);
+    counts[std::string(dtype_name(t))]++;
+    add_planned_tensor(w, pool, std::move(p), t);
+  }
+  if (log) {
+    std::string s;
+    for (const auto& [type, n] : counts) s += (s.empty() ? "" : ", ") + std::to_string(n) + " " + type;
+    log(std::to_string(plan.size()) + " tensors: " + s);
+  }
+}
+
+}  // namespace convert
+
+void convert_model(const std::string& src, const std::string& out, const ConvertOptions& o) {
+  using namespace convert;
+  auto f = ModelFile::open(src);
+  const ModelSpec& spec = f->spec();
+  const ConvertArch& arch = require_convert_arch(spec.arch);
+  ThreadPool pool(o.threads);
+  GgufWriter w;
+  std::vector<PlannedTensor> plan;
+  if (f->format() == ModelFormat::Gguf) {
+    for (const auto& [key, value] : f->gguf()->metadata())
+      if (key != "general.alignment") w.set(key, value);
+    w.set_u32("general.file_type", uint32_t(o.type));
+    w.set_u32("general.quantization_version", 2);
+    plan = plan_from_gguf(*f);
+    bool quantized = false;
+    for (const auto& t : plan) quantized |= dtype_is_quantized(t.source_dtype);
+    if (quantized && o.log)
+      o.log("warning: " + src + " is already quantized; requantizing adds its rounding to ours");
+  } else {
+    write_model_metadata(w, spec, o.type, model_name(*f));
+    bool have_tokenizer = false;
+    try {
+      have_tokenizer = write_hf_tokenizer(w, f->directory(), f->hf_config(), spec.vocab_size);
+    } catch (const Error& e) {
+      if (!o.allow_no_tokenizer) throw Error(std::string(e.what()) + " (--no-tokenizer converts without it)");
+    }
+    if (!have_tokenizer) {
+      KILN_CHECK(o.allow_no_tokenizer, src, ": no usable tokenizer.json beside the model; "
+                                            "--no-tokenizer writes a GGUF without one");
+      if (o.log) o.log("warning: no tokenizer written; run the result with --ids");
+    }
+    plan = plan_from_safetensors(*f, arch);
+  }
+  add_plan(w, pool, std::move(plan), o.type, spec, o.log);
+  w.write(out, o.progress);
+}
+
+}  // namespace kiln
