@@ -5,33 +5,83 @@
 #include "command.h"
 #include "common.h"
 #include "kiln/core/error.h"
+#include "kiln/runtime/conversation.h"
 #include "kiln/runtime/generate.h"
+#include "kiln/runtime/stop_strings.h"
 
 namespace kiln::app {
 namespace {
 
+void print_json(const std::vector<int32_t>& prompt_ids, const std::vector<int32_t>& ids,
+                const std::string& text, const std::string& thought, GenerateResult::Stop stop) {
+  nlohmann::json out;
+  out["prompt_ids"] = prompt_ids;
+  out["ids"] = ids;
+  out["text"] = text;
+  if (!thought.empty()) out["reasoning"] = thought;
+  out["stop_reason"] = stop_reason_name(stop);
+  std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+}
+
+void print_stream(const std::string& s, FILE* to) {
+  std::fputs(s.c_str(), to);
+  std::fflush(to);
+}
+
+// One user turn through the chat template: the answer on stdout, the
+// thought on stderr with --show-think.
+int run_chat_turn(Engine& engine, ChatFormat format, const std::string& prompt, int n_predict,
+                  const SamplingParams& sampling, const ChatFlags& cf, const RuntimeFlags& rt,
+                  bool json) {
+  TurnOptions turn;
+  turn.max_tokens = n_predict;
+  turn.sampling = sampling;
+  turn.enable_thinking = cf.enable_thinking();
+  turn.think_budget = cf.think_budget;
+  turn.stop_strings = cf.stop;
+  Conversation chat(engine, std::move(format), state_options(rt));
+  chat.set_system(cf.system);
+  TurnCallbacks cb;
+  if (!json) {
+    cb.on_answer = [](const std::string& s) { print_stream(s, stdout); };
+    if (cf.show_think) cb.on_thought = [](const std::string& s) { print_stream(s, stderr); };
+  }
+  TurnResult r = chat.say(prompt, turn, cb);
+  if (json)
+    print_json(r.prompt_ids, r.generation.tokens, r.answer, r.thought, r.generation.stop);
+  else
+    std::fputs("\n", stdout);
+  return 0;
+}
+
 int run_command(const std::vector<std::string>& args) {
   std::string model, prompt, ids_text;
   int n_predict = 256;
-  bool json = false, no_bos = false;
+  bool json = false, no_bos = false, raw = false;
   RuntimeFlags rt;
   SamplingFlags sf;
+  ChatFlags cf;
   ArgParser p("kiln run", "[MODEL] [-p TEXT | --ids \"1 2 3\"] [-n N] [options]",
               "Generate a continuation of a prompt and stream it to stdout.\n"
               "MODEL is a .gguf file, or a safetensors model (file or folder with config.json);\n"
-              "without one, the bundled stories260K model tells a story.");
+              "without one, the bundled stories260K model tells a story.\n"
+              "A prompt given with -p goes through the model's chat template when it has one\n"
+              "(as a user message); --raw and --ids skip the template.");
   p.positional("MODEL", "model file or folder (default: the bundled stories260K)", &model, false);
   p.option("-p,--prompt", "TEXT", "prompt text", &prompt);
   p.option("--ids", "IDS", "prompt as token ids (\"1 2 3\"), used as given", &ids_text);
   p.option("-n,--n-predict", "N", "tokens to generate (default 256)", &n_predict);
-  p.flag("--no-bos", "do not start the prompt with the BOS token", &no_bos);
+  p.flag("--raw", "send the prompt as it is, without the model's chat template", &raw);
+  p.flag("--no-bos", "do not start a raw prompt with the BOS token", &no_bos);
   p.flag("--json", "print one JSON object at the end: {\"prompt_ids\", \"ids\", \"text\"}", &json);
+  add_chat_flags(p, &cf);
   add_sampling_flags(p, &sf);
   add_runtime_flags(p, &rt);
   p.epilog(
       "examples:\n"
       "  kiln run                                  a story from the bundled model\n"
       "  kiln run model.gguf -p \"The sky is\" -n 32 --greedy\n"
+      "  kiln run Qwen3-0.6B/ -p \"Why is the sky blue?\" --think-budget 64 --show-think\n"
       "  kiln run model.gguf --ids \"1 415 2\" --json --seed 7");
   if (!p.parse(args)) return p.exit_code();
   KILN_CHECK(n_predict >= 0, "-n must be >= 0");
@@ -44,10 +94,16 @@ int run_command(const std::vector<std::string>& args) {
 
   auto engine = load_engine(model, rt, /*need_tokenizer=*/ids_text.empty());
   const Tokenizer* tok = engine->tokenizer();
+  const SamplingParams sampling = sampling_params(sf, default_sampling(engine->file()));
+  if (!raw && ids_text.empty()) {
+    ChatFormat format = load_chat_format(engine->file(), *tok);
+    if (format.chat_template)
+      return run_chat_turn(*engine, std::move(format), prompt, n_predict, sampling, cf, rt, json);
+  }
 
   GenerateRequest req;
   req.max_tokens = n_predict;
-  req.sampling = sampling_params(sf);
+  req.sampling = sampling;
   if (!ids_text.empty()) {
     req.prompt = parse_ids(ids_text);
   } else {
@@ -62,32 +118,22 @@ int run_command(const std::vector<std::string>& args) {
   std::string text;
   std::unique_ptr<StreamingDecoder> decoder;
   if (tok) decoder = std::make_unique<StreamingDecoder>(*tok, /*skip_special=*/true);
-  if (demo && !json) std::fputs(prompt.c_str(), stdout);
+  StopStrings stops(cf.stop);
+  if (demo && !json) print_stream(prompt, stdout);
+  auto show = [&](const std::string& piece) {
+    text += piece;
+    if (!json) print_stream(piece, stdout);
+  };
   auto result = generate(engine->model(), *state, req, [&](int32_t id) {
     if (!decoder) return true;
-    std::string piece = decoder->push(id);
-    text += piece;
-    if (!json) {
-      std::fputs(piece.c_str(), stdout);
-      std::fflush(stdout);
-    }
-    return true;
+    show(stops.push(decoder->push(id)));
+    return !stops.stopped();
   });
-  if (decoder) {
-    std::string rest = decoder->flush();
-    text += rest;
-    if (!json) std::fputs(rest.c_str(), stdout);
-  }
-  if (json) {
-    nlohmann::json out;
-    out["prompt_ids"] = req.prompt;
-    out["ids"] = result.tokens;
-    out["text"] = text;
-    out["stop_reason"] = stop_reason_name(result.stop);
-    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else {
+  if (decoder) show(stops.push(decoder->flush()) + stops.flush());
+  if (json)
+    print_json(req.prompt, result.tokens, text, "", result.stop);
+  else
     std::fputs("\n", stdout);
-  }
   return 0;
 }
 

@@ -32,7 +32,6 @@ std::unique_ptr<Engine> load_engine(const std::string& model, const RuntimeFlags
 
 StateOptions state_options(const RuntimeFlags& f) {
   StateOptions o;
-  o.context = f.ctx_size;
   if (f.cache_type == "f16")
     o.kv_dtype = DType::F16;
   else if (f.cache_type != "f32")
@@ -61,8 +60,7 @@ void add_sampling_flags(ArgParser& p, SamplingFlags* f) {
            &f->seed);
 }
 
-SamplingParams sampling_params(const SamplingFlags& f) {
-  SamplingParams s;
+SamplingParams sampling_params(const SamplingFlags& f, SamplingParams s) {
   if (f.temp) s.temperature = *f.temp;
   if (f.greedy) s.temperature = 0;
   if (f.top_k) s.top_k = *f.top_k;
@@ -79,6 +77,27 @@ SamplingParams sampling_params(const SamplingFlags& f) {
   s.seed = f.seed ? uint64_t(uint32_t(*f.seed))
                   : uint64_t(std::chrono::high_resolution_clock::now().time_since_epoch().count());
   return s;
+}
+
+void add_chat_flags(ArgParser& p, ChatFlags* f) {
+  p.option("--system", "TEXT", "system prompt", &f->system);
+  p.flag("--think", "ask a reasoning model to think first (the template's enable_thinking)",
+         &f->think);
+  p.flag("--no-think", "ask a reasoning model to answer directly", &f->no_think);
+  p.option("--think-budget", "N",
+           "end the thought after N tokens: a closing sentence and </think> are injected, "
+           "then the model answers",
+           &f->think_budget);
+  p.flag("--show-think", "print the thinking on stderr (by default only the answer is printed)",
+         &f->show_think);
+  p.option("--stop", "STR", "stop when the output contains STR (repeatable)", &f->stop);
+}
+
+std::optional<bool> ChatFlags::enable_thinking() const {
+  KILN_CHECK(!(think && no_think), "give --think or --no-think, not both");
+  if (think) return true;
+  if (no_think) return false;
+  return std::nullopt;
 }
 
 std::vector<int32_t> parse_ids(const std::string& text) {

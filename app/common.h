@@ -39,7 +39,18 @@ struct SamplingFlags {
 };
 
 void add_sampling_flags(ArgParser& p, SamplingFlags* f);
-SamplingParams sampling_params(const SamplingFlags& f);
+// The flags on top of base (the model's own defaults).
+SamplingParams sampling_params(const SamplingFlags& f, SamplingParams base = {});
+
+// Chat and thinking flags shared by run and chat.
+struct ChatFlags {
+  std::string system;
+  bool think = false, no_think = false, show_think = false;
+  int think_budget = -1;
+  std::vector<std::string> stop;
+  std::optional<bool> enable_thinking() const;
+};
+void add_chat_flags(ArgParser& p, ChatFlags* f);
 
 // "1 2 3" or "1,2,3" -> ids; throws kiln::Error on anything else.
 std::vector<int32_t> parse_ids(const std::string& text);

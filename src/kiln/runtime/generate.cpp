@@ -41,23 +41,42 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   auto t1 = clock::now();
   result.prefill_seconds = seconds(t0, t1);
 
-  for (int i = 0; i < req.max_tokens; ++i) {
-    const int32_t next = sampler.sample(logits.data(), vocab, history);
-    if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end()) {
-      result.stop = GenerateResult::Stop::StopToken;
-      break;
-    }
-    result.tokens.push_back(next);
-    history.push_back(next);
-    if (on_token && !on_token(next)) {
+  // Emits one token; false when generation must stop after it.
+  auto emit = [&](int32_t id) {
+    result.tokens.push_back(id);
+    history.push_back(id);
+    if (on_token && !on_token(id)) {
       result.stop = GenerateResult::Stop::Cancelled;
-      break;
+      return false;
     }
-    if (i + 1 == req.max_tokens) break;
+    if (int64_t(result.tokens.size()) >= req.max_tokens) return false;
     if (state.position() >= state.capacity()) {
       result.stop = GenerateResult::Stop::ContextFull;
-      break;
+      return false;
     }
+    return true;
+  };
+  while (int64_t(result.tokens.size()) < req.max_tokens) {
+    std::vector<int32_t> forced;
+    if (req.force) forced = req.force(result.tokens);
+    int32_t next;
+    if (!forced.empty()) {
+      // Every forced token but the last is fed here; the last like a sampled one.
+      bool go_on = true;
+      for (size_t i = 0; i + 1 < forced.size() && go_on; ++i) {
+        go_on = emit(forced[i]);
+        if (go_on) model.forward(state, &forced[i], 1, nullptr, false);
+      }
+      if (!go_on) break;
+      next = forced.back();
+    } else {
+      next = sampler.sample(logits.data(), vocab, history);
+      if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end()) {
+        result.stop = GenerateResult::Stop::StopToken;
+        break;
+      }
+    }
+    if (!emit(next)) break;
     model.forward(state, &next, 1, logits.data(), false);
   }
   result.decode_seconds = seconds(t1, clock::now());

@@ -18,6 +18,10 @@ struct GenerateRequest {
   int max_tokens = 128;
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // generating one of these ends the turn (it is not returned)
+  // Called before each token is chosen, with the tokens generated so far.
+  // Tokens it returns are emitted (and fed to the model) instead of a sampled
+  // one: how a thinking budget closes the thought. Counted in max_tokens.
+  std::function<std::vector<int32_t>(const std::vector<int32_t>& generated)> force;
 };
 
 struct GenerateResult {

@@ -1,0 +1,159 @@
+#include "kiln/runtime/conversation.h"
+
+#include <algorithm>
+
+#include "kiln/core/error.h"
+#include "kiln/runtime/stop_strings.h"
+#include "kiln/runtime/thinking.h"
+
+namespace kiln {
+namespace {
+
+// Texts of the special tokens, longest first (for spotting them in user text).
+std::vector<std::string> special_texts(const Tokenizer& tok) {
+  std::vector<std::string> out;
+  for (int32_t id = 0; id < tok.vocab_size(); ++id)
+    if (tok.is_special(id) && !tok.token_text(id).empty()) out.push_back(tok.token_text(id));
+  return out;
+}
+
+bool mentions_any(const std::string& text, const std::vector<std::string>& needles) {
+  for (const auto& n : needles)
+    if (text.find(n) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+Conversation::Conversation(Engine& engine, ChatFormat format, const StateOptions& so)
+    : engine_(engine), format_(std::move(format)), state_(engine.model().new_state(so)) {
+  if (const Tokenizer* tok = engine.tokenizer()) special_texts_ = special_texts(*tok);
+}
+
+void Conversation::set_system(const std::string& text) { system_ = text; }
+
+void Conversation::reset() {
+  messages_ = nlohmann::json::array();
+  raw_text_.clear();
+  // The cache keeps its contents; the next turn reuses whatever prefix
+  // (the system prompt) still matches.
+}
+
+std::vector<int32_t> Conversation::render_prompt(const TurnOptions& opt) const {
+  const Tokenizer& tok = engine_.require_tokenizer();
+  if (!has_template()) {
+    EncodeOptions eo;
+    eo.parse_special = false;
+    eo.add_bos = tok.add_bos_by_default();
+    return tok.encode(raw_text_, eo);
+  }
+  nlohmann::json all = nlohmann::json::array();
+  if (!system_.empty()) all.push_back({{"role", "system"}, {"content", system_}});
+  for (const auto& m : messages_) all.push_back(m);
+
+  ChatTemplateOptions co = format_.default_options();
+  co.add_generation_prompt = true;
+  co.enable_thinking = opt.enable_thinking;
+  const std::string text = format_.render(all, co);
+
+  // Template text is tokenized with its control tokens; user text must not
+  // be able to spell one. In the usual case the two agree and the whole
+  // prompt is tokenized at once, exactly as Hugging Face does.
+  bool injected = false;
+  for (const auto& m : all)
+    if (m["role"] != "assistant" && m["content"].is_string() &&
+        mentions_any(m["content"].get<std::string>(), special_texts_))
+      injected = true;
+  if (!injected) return tok.encode(text);
+
+  // Otherwise: cut the rendered text at each user-written content and
+  // tokenize those pieces as plain text.
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  EncodeOptions plain;
+  plain.parse_special = false;
+  for (const auto& m : all) {
+    if (m["role"] == "assistant" || !m["content"].is_string()) continue;
+    const std::string c = m["content"];
+    const size_t at = text.find(c, pos);
+    if (at == std::string::npos || c.empty()) continue;
+    auto head = tok.encode(text.substr(pos, at - pos));
+    auto body = tok.encode(c, plain);
+    ids.insert(ids.end(), head.begin(), head.end());
+    ids.insert(ids.end(), body.begin(), body.end());
+    pos = at + c.size();
+  }
+  auto tail = tok.encode(text.substr(pos));
+  ids.insert(ids.end(), tail.begin(), tail.end());
+  return ids;
+}
+
+TurnResult Conversation::say(const std::string& user_text, const TurnOptions& opt,
+                             const TurnCallbacks& cb) {
+  const Tokenizer& tok = engine_.require_tokenizer();
+  if (has_template())
+    messages_.push_back({{"role", "user"}, {"content", user_text}});
+  else
+    raw_text_ += user_text;
+  const std::vector<int32_t> prompt = render_prompt(opt);
+
+  // Keep the cached prefix that still matches; always feed at least one token.
+  size_t common = 0;
+  while (common < cached_.size() && common < prompt.size() && cached_[common] == prompt[common])
+    ++common;
+  if (common == prompt.size() && common > 0) --common;
+  if (!state_->can_truncate(int64_t(common))) common = 0;
+  state_->truncate(int64_t(common));
+  cached_.assign(prompt.begin(), prompt.begin() + common);
+
+  TurnResult result;
+  result.prompt_ids = prompt;
+  result.reused_tokens = int64_t(common);
+  GenerateRequest req;
+  req.prompt.assign(prompt.begin() + common, prompt.end());
+  req.max_tokens = opt.max_tokens;
+  req.sampling = opt.sampling;
+  req.stop_ids = format_.end_of_turn_ids;
+  const bool opened = prompt_opens_thought(prompt, format_);
+  std::unique_ptr<ThinkingBudget> budget;
+  if (opt.think_budget >= 0 && opt.enable_thinking.value_or(true)) {
+    budget = std::make_unique<ThinkingBudget>(format_, tok, opt.think_budget, opened);
+    req.force = [&](const std::vector<int32_t>& g) { return (*budget)(g); };
+  }
+
+  ThoughtTracker thought(format_, opened);
+  StreamingDecoder thought_text(tok, true), answer_text(tok, true);
+  StopStrings stops(opt.stop_strings);
+  std::vector<int32_t> generated;
+  result.generation = generate(engine_.model(), *state_, req, [&](int32_t id) {
+    generated.push_back(id);
+    if (thought.push(id)) {
+      std::string piece = thought_text.push(id);
+      result.thought += piece;
+      if (cb.on_thought && !piece.empty()) cb.on_thought(piece);
+    } else {
+      std::string piece = stops.push(answer_text.push(id));
+      result.answer += piece;
+      if (cb.on_answer && !piece.empty()) cb.on_answer(piece);
+      if (stops.stopped()) return false;
+    }
+    return !(cb.cancelled && cb.cancelled());
+  });
+  std::string rest = stops.push(answer_text.flush()) + stops.flush();
+  result.answer += rest;
+  if (cb.on_answer && !rest.empty()) cb.on_answer(rest);
+
+  // The cache now holds the prompt and every generated token but the last.
+  cached_.insert(cached_.end(), req.prompt.begin(), req.prompt.end());
+  cached_.insert(cached_.end(), generated.begin(), generated.end());
+  cached_.resize(size_t(state_->position()));
+
+  const std::string said = tok.decode(generated, /*skip_special=*/false);
+  if (has_template())
+    messages_.push_back({{"role", "assistant"}, {"content", result.thought.empty() ? result.answer : said}});
+  else
+    raw_text_ += said;
+  return result;
+}
+
+}  // namespace kiln
