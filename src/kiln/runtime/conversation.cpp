@@ -128,6 +128,8 @@ TurnResult Conversation::say(const std::string& user_text, const TurnOptions& op
   result.generation = generate(engine_.model(), *state_, req, [&](int32_t id) {
     generated.push_back(id);
     if (thought.push(id)) {
+      // The <think> markers themselves are not shown.
+      if (id == format_.think_start_id || id == format_.think_end_id) return true;
       std::string piece = thought_text.push(id);
       result.thought += piece;
       if (cb.on_thought && !piece.empty()) cb.on_thought(piece);
