@@ -26,12 +26,15 @@ std::unique_ptr<Engine> load_engine(const std::string& model, const RuntimeFlags
   o.threads = f.threads;
   o.force_cpu = f.cpu;
   o.device = f.device;
+  o.context = f.ctx_size;
+  if (f.cache_type == "f16") o.kv_dtype = DType::F16;
   o.need_tokenizer = need_tokenizer;
   return Engine::load(model, o);
 }
 
 StateOptions state_options(const RuntimeFlags& f) {
   StateOptions o;
+  o.context = f.ctx_size;
   if (f.cache_type == "f16")
     o.kv_dtype = DType::F16;
   else if (f.cache_type != "f32")

@@ -131,8 +131,19 @@ class DeviceBuffer {
 
 struct BackendOptions {
   int threads = 0;  // CPU threads; 0 = physical cores
+  int device = 0;   // GPU index (GPU backends)
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options);
+
+// The CUDA backend on GPU options.device. Throws kiln::Error when kiln was
+// built without CUDA or the device cannot be used.
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
+// CUDA devices this build can use: 0 without CUDA, without a driver or a GPU.
+int cuda_device_count();
+// Free and total memory of a CUDA device; false when it cannot be read.
+bool cuda_memory_info(int device, size_t* free_bytes, size_t* total_bytes);
+std::string cuda_device_name(int device);
+
 
 }  // namespace kiln

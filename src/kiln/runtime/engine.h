@@ -17,6 +17,9 @@ struct LoadOptions {
   int threads = 0;         // CPU threads; 0 = physical cores
   bool force_cpu = false;  // never use a GPU
   int device = -1;         // GPU index; -1 = the first one
+  // What the sequences will need, to decide whether the model fits on a GPU.
+  int64_t context = 0;     // positions per sequence; 0 = min(model's, 4096)
+  DType kv_dtype = DType::F32;
   bool need_tokenizer = true;
   // Progress/status lines for the user (stderr in the CLI); may be empty.
   std::function<void(const std::string&)> log;

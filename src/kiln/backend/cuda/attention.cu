@@ -1,0 +1,333 @@
+// Causal attention over the KV cache, f32 arithmetic throughout (the cache
+// may hold f16), online softmax.
+//
+// Decode (flash-decoding): each (query, head) spreads its keys over a fixed
+// number of splits; each split is a block of 4 warps, each warp takes 32
+// keys at a time (a lane per key for the scores, a lane per dimension for the
+// values), and a second kernel merges the splits. The grid depends only on
+// the cache capacity and the first position is read from device memory, so
+// the launch can be recorded once in a graph and replayed at every position.
+//
+// Prefill: a block takes 16 consecutive queries of one head and walks the
+// keys in tiles of 32 staged in shared memory, so each K/V tile is read from
+// memory once per 16 queries instead of once per query.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "kiln/backend/cuda/cuda_common.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <class KT>
+__device__ __forceinline__ float dot_row(const float* q, const KT* k, int hd) {
+  float s = 0.0f;
+  if constexpr (sizeof(KT) == 4) {
+    if ((hd & 3) == 0) {
+      for (int d = 0; d < hd; d += 4) {
+        const float4 kv = *reinterpret_cast<const float4*>(k + d);
+        s = fmaf(q[d], kv.x, s);
+        s = fmaf(q[d + 1], kv.y, s);
+        s = fmaf(q[d + 2], kv.z, s);
+        s = fmaf(q[d + 3], kv.w, s);
+      }
+      return s;
+    }
+  } else {
+    if ((hd & 1) == 0) {
+      for (int d = 0; d < hd; d += 2) {
+        const float2 kv = __half22float2(*reinterpret_cast<const __half2*>(k + d));
+        s = fmaf(q[d], kv.x, s);
+        s = fmaf(q[d + 1], kv.y, s);
+      }
+      return s;
+    }
+  }
+  for (int d = 0; d < hd; ++d) s = fmaf(q[d], to_f32(k[d]), s);
+  return s;
+}
+
+// DPL: head dimensions per lane (head_dim <= 32 * DPL).
+template <class KT, int DPL>
+__global__ void __launch_bounds__(kWarps * 32)
+    attn_split_kernel(const float* __restrict__ q, const KT* __restrict__ kc,
+                      const KT* __restrict__ vc, int hd, int64_t capacity, int n_heads,
+                      int group, float scale, const int32_t* __restrict__ start_dev, int S,
+                      float* __restrict__ partial, float* __restrict__ out) {
+  extern __shared__ float smem[];
+  float* qs = smem;                    // [hd]
+  float* wm = qs + hd;                 // [kWarps]
+  float* wl = wm + kWarps;             // [kWarps]
+  float* wacc = wl + kWarps;           // [kWarps][hd]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int bh = blockIdx.x, split = blockIdx.y;
+  const int t = bh / n_heads, h = bh % n_heads, kvh = h / group;
+  const int64_t n_keys = int64_t(*start_dev) + t + 1;
+  const int64_t chunk = ((n_keys + S - 1) / S + 31) / 32 * 32;
+  const int64_t k0 = split * chunk, k1 = min(k0 + chunk, n_keys);
+
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = q[int64_t(bh) * hd + d];
+  __syncthreads();
+
+  const KT* kb = kc + int64_t(kvh) * capacity * hd;
+  const KT* vb = vc + int64_t(kvh) * capacity * hd;
+  float m = -INFINITY, l = 0.0f, acc[DPL];
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) acc[i] = 0.0f;
+  for (int64_t base = k0 + warp * 32; base < k1; base += kWarps * 32) {
+    const int64_t j = base + lane;
+    float s = -INFINITY;
+    if (j < k1) s = dot_row(qs, kb + j * hd, hd) * scale;
+    const float m_new = fmaxf(m, warp_max(s));
+    const float corr = expf(m - m_new);
+    const float p = j < k1 ? expf(s - m_new) : 0.0f;
+    l = l * corr + warp_sum(p);
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) acc[i] *= corr;
+    const int nvalid = int(min(int64_t(32), int64_t(k1 - base)));
+    for (int jj = 0; jj < nvalid; ++jj) {
+      const float pj = __shfl_sync(0xffffffffu, p, jj);
+      const KT* vr = vb + (base + jj) * hd;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const int d = lane + 32 * i;
+        if (d < hd) acc[i] = fmaf(pj, to_f32(vr[d]), acc[i]);
+      }
+    }
+    m = m_new;
+  }
+  if (lane == 0) wm[warp] = m, wl[warp] = l;
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) {
+    const int d = lane + 32 * i;
+    if (d < hd) wacc[warp * hd + d] = acc[i];
+  }
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wm[w]);
+  float f[kWarps], L = 0.0f;
+  for (int w = 0; w < kWarps; ++w) {
+    f[w] = wm[w] == -INFINITY ? 0.0f : expf(wm[w] - M);
+    L += wl[w] * f[w];
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float a = 0.0f;
+    for (int w = 0; w < kWarps; ++w) a += wacc[w * hd + d] * f[w];
+    if (S == 1) {
+      out[int64_t(bh) * hd + d] = a / L;
+    } else {
+      float* pp = partial + (int64_t(bh) * S + split) * (hd + 2);
+      pp[2 + d] = a;
+      if (d == 0) pp[0] = M, pp[1] = L;
+    }
+  }
+}
+
+__global__ void attn_combine_kernel(const float* __restrict__ partial, int hd, int S,
+                                    float* __restrict__ out) {
+  const int bh = blockIdx.x;
+  const float* pp = partial + int64_t(bh) * S * (hd + 2);
+  float M = -INFINITY;
+  for (int s = 0; s < S; ++s) M = fmaxf(M, pp[s * (hd + 2)]);
+  float L = 0.0f;
+  for (int s = 0; s < S; ++s) {
+    const float ms = pp[s * (hd + 2)];
+    if (ms != -INFINITY) L += pp[s * (hd + 2) + 1] * expf(ms - M);
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float a = 0.0f;
+    for (int s = 0; s < S; ++s) {
+      const float ms = pp[s * (hd + 2)];
+      if (ms != -INFINITY) a += pp[s * (hd + 2) + 2 + d] * expf(ms - M);
+    }
+    out[int64_t(bh) * hd + d] = a / L;
+  }
+}
+
+constexpr int kQPerWarp = 4;
+constexpr int kQTile = kWarps * kQPerWarp;  // queries per block
+constexpr int kKTile = 32;                  // keys per tile
+
+template <class KT, int DPL>
+__global__ void __launch_bounds__(kWarps * 32)
+    attn_prefill_kernel(const float* __restrict__ q, const KT* __restrict__ kc,
+                        const KT* __restrict__ vc, int hd, int64_t capacity, int T, int n_heads,
+                        int group, float scale, const int32_t* __restrict__ start_dev,
+                        float* __restrict__ out) {
+  extern __shared__ float smem[];
+  const int kstride = hd + 1;             // padded: lane j reads row j conflict-free
+  float* ks = smem;                       // [kKTile][hd + 1]
+  float* vs = ks + kKTile * kstride;      // [kKTile][hd]
+  float* qsm = vs + kKTile * hd;          // [kQTile][hd]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int h = blockIdx.y, kvh = h / group;
+  const int t0 = blockIdx.x * kQTile;
+  const int64_t start = *start_dev;
+  const int t_last = min(T - 1, t0 + kQTile - 1);
+  const int64_t n_keys = start + t_last + 1;
+
+  for (int i = threadIdx.x; i < kQTile * hd; i += blockDim.x) {
+    const int qi = i / hd, d = i % hd, t = t0 + qi;
+    qsm[i] = t < T ? q[(int64_t(t) * n_heads + h) * hd + d] : 0.0f;
+  }
+  float m[kQPerWarp], l[kQPerWarp], acc[kQPerWarp][DPL];
+#pragma unroll
+  for (int a = 0; a < kQPerWarp; ++a) {
+    m[a] = -INFINITY, l[a] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) acc[a][i] = 0.0f;
+  }
+  const KT* kb = kc + int64_t(kvh) * capacity * hd;
+  const KT* vb = vc + int64_t(kvh) * capacity * hd;
+  for (int64_t base = 0; base < n_keys; base += kKTile) {
+    const int nk = int(min(int64_t(kKTile), int64_t(n_keys - base)));
+    __syncthreads();  // the previous tile is consumed (and q is staged)
+    for (int i = threadIdx.x; i < nk * hd; i += blockDim.x) {
+      const int j = i / hd, d = i % hd;
+      ks[j * kstride + d] = to_f32(kb[(base + j) * hd + d]);
+      vs[j * hd + d] = to_f32(vb[(base + j) * hd + d]);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int a = 0; a < kQPerWarp; ++a) {
+      const int qi = warp * kQPerWarp + a, t = t0 + qi;
+      if (t >= T) break;
+      const int64_t visible = start + t + 1;  // keys < visible
+      if (base >= visible) continue;
+      const int64_t j = base + lane;
+      float s = -INFINITY;
+      if (lane < nk && j < visible) {
+        const float* qv = qsm + qi * hd;
+        const float* kr = ks + lane * kstride;
+        float d0 = 0.0f;
+        for (int d = 0; d < hd; ++d) d0 = fmaf(qv[d], kr[d], d0);
+        s = d0 * scale;
+      }
+      const float m_new = fmaxf(m[a], warp_max(s));
+      const float corr = expf(m[a] - m_new);
+      const float p = s == -INFINITY ? 0.0f : expf(s - m_new);
+      l[a] = l[a] * corr + warp_sum(p);
+      const int nvalid = int(min(int64_t(nk), int64_t(visible - base)));
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) acc[a][i] *= corr;
+      for (int jj = 0; jj < nvalid; ++jj) {
+        const float pj = __shfl_sync(0xffffffffu, p, jj);
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) {
+          const int d = lane + 32 * i;
+          if (d < hd) acc[a][i] = fmaf(pj, vs[jj * hd + d], acc[a][i]);
+        }
+      }
+      m[a] = m_new;
+    }
+  }
+#pragma unroll
+  for (int a = 0; a < kQPerWarp; ++a) {
+    const int t = t0 + warp * kQPerWarp + a;
+    if (t >= T) break;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) out[(int64_t(t) * n_heads + h) * hd + d] = acc[a][i] / l[a];
+    }
+  }
+}
+
+template <template <class, int> class Launch>
+void by_head_dim(bool f16, int64_t hd, auto&&... args) {
+  const int dpl = int((hd + 31) / 32);
+  auto go = [&]<int D>() {
+    if (f16)
+      Launch<__half, D>::run(args...);
+    else
+      Launch<float, D>::run(args...);
+  };
+  if (dpl <= 1)
+    go.template operator()<1>();
+  else if (dpl <= 2)
+    go.template operator()<2>();
+  else if (dpl <= 4)
+    go.template operator()<4>();
+  else if (dpl <= 8)
+    go.template operator()<8>();
+  else
+    fail("attention: head_dim ", hd, " is over the CUDA backend's limit of 256");
+}
+
+template <class KT, int DPL>
+struct SplitLaunch {
+  static void run(const float* q, const void* kc, const void* vc, int64_t hd, int64_t capacity,
+                  int64_t T, int64_t n_heads, int64_t group, float scale, const int32_t* start,
+                  int S, float* partial, float* out, cudaStream_t s) {
+    const size_t smem = size_t(hd + 2 * kWarps + kWarps * hd) * sizeof(float);
+    auto kernel = attn_split_kernel<KT, DPL>;
+    if (smem > 48 * 1024)
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+            "attention shared memory");
+    kernel<<<dim3(unsigned(T * n_heads), unsigned(S)), kWarps * 32, smem, s>>>(
+        q, static_cast<const KT*>(kc), static_cast<const KT*>(vc), int(hd), capacity,
+        int(n_heads), int(group), scale, start, S, partial, out);
+  }
+};
+
+template <class KT, int DPL>
+struct PrefillLaunch {
+  static void run(const float* q, const void* kc, const void* vc, int64_t hd, int64_t capacity,
+                  int64_t T, int64_t n_heads, int64_t group, float scale, const int32_t* start,
+                  float* out, cudaStream_t s) {
+    const size_t smem = size_t(kKTile * (hd + 1) + kKTile * hd + kQTile * hd) * sizeof(float);
+    auto kernel = attn_prefill_kernel<KT, DPL>;
+    if (smem > 48 * 1024)
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+            "attention shared memory");
+    kernel<<<dim3(unsigned((T + kQTile - 1) / kQTile), unsigned(n_heads)), kWarps * 32, smem, s>>>(
+        q, static_cast<const KT*>(kc), static_cast<const KT*>(vc), int(hd), capacity, int(T),
+        int(n_heads), int(group), scale, start, out);
+  }
+};
+
+}  // namespace
+
+void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t n_kv_heads,
+               int64_t head_dim, int64_t capacity, int64_t T, int64_t n_heads, float scale,
+               const int32_t* start_dev, int splits, float* partial, float* out,
+               cudaStream_t s) {
+  if (T <= 0) return;
+  const int64_t group = n_heads / n_kv_heads;
+  by_head_dim<SplitLaunch>(f16, head_dim, q, kc, vc, head_dim, capacity, T, n_heads, group,
+                           scale, start_dev, splits, partial, out, s);
+  check_launch("attention");
+  if (splits > 1) {
+    attn_combine_kernel<<<unsigned(T * n_heads), 128, 0, s>>>(partial, int(head_dim), splits, out);
+    check_launch("attention (combine)");
+  }
+}
+
+void attention_prefill(const float* q, const void* kc, const void* vc, bool f16,
+                       int64_t n_kv_heads, int64_t head_dim, int64_t capacity, int64_t T,
+                       int64_t n_heads, float scale, const int32_t* start_dev, float* out,
+                       cudaStream_t s) {
+  if (T <= 0) return;
+  const int64_t group = n_heads / n_kv_heads;
+  by_head_dim<PrefillLaunch>(f16, head_dim, q, kc, vc, head_dim, capacity, T, n_heads, group,
+                             scale, start_dev, out, s);
+  check_launch("attention (prefill)");
+}
+
+}  // namespace kiln::cuda

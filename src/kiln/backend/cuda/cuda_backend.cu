@@ -1,0 +1,702 @@
+// The CUDA backend: activations and weights in device memory, every op a
+// kernel on one stream.
+//
+// Host-side arguments (token ids, positions, the first position of a step,
+// expert rows) never reach a kernel by value: they are written to a pinned
+// argument area and copied to its device mirror, and kernels read them
+// there. That keeps every launch's parameters fixed from one decode step to
+// the next, which is what lets a step be recorded as a CUDA graph and
+// replayed:
+//
+// A single-token embed starts a deferred step: ops are recorded (kind,
+// pointers, sizes, offsets into the argument area) instead of launched. The
+// first operation that needs the step's results (to_host, synchronize, a
+// routing decision made on the host, a memory transfer) ends it: the record
+// list is looked up among the graphs already built; a match replays the
+// graph after refreshing the arguments, a list seen for the second time is
+// captured into a new graph, anything else runs eagerly. Model code knows
+// nothing of this, and a step whose ops differ (a new state, another model)
+// simply gets its own graph.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "kiln/backend/backend.h"
+#include "kiln/backend/cuda/cuda_common.cuh"
+
+namespace kiln {
+namespace cuda {
+
+void fail_cuda(cudaError_t e, const char* what) {
+  fail("CUDA error in ", what, ": ", cudaGetErrorString(e), " (", cudaGetErrorName(e), ")");
+}
+
+}  // namespace cuda
+
+namespace {
+
+using cuda::check;
+
+void check_blas(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    fail("cuBLAS error in ", what, ": status ", int(st));
+}
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+enum class Op : uint8_t {
+  Matmul, Embed, Rmsnorm, Rope, StoreKv, Attention, SiluMul, Add, FillZero, Gather, ScatterAdd,
+  ToHost
+};
+
+// One recorded op. Compared bytewise, so always built from a zeroed value.
+struct Rec {
+  Op op;
+  uint8_t flag;
+  uint32_t dtype;
+  uint32_t arg, arg2;  // offsets into the argument area
+  float f;
+  const void* p[5];
+  int64_t n[6];
+};
+
+Rec blank(Op op) {
+  Rec r;
+  std::memset(&r, 0, sizeof r);
+  r.op = op;
+  return r;
+}
+
+uint64_t hash_recs(const std::vector<Rec>& recs) {
+  // FNV-1a over the bytes.
+  uint64_t h = 1469598103934665603ull;
+  const auto* b = reinterpret_cast<const uint8_t*>(recs.data());
+  for (size_t i = 0; i < recs.size() * sizeof(Rec); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const BackendOptions& o) : device_(o.device) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();
+      fail("no CUDA device is available (use --cpu)");
+    }
+    KILN_CHECK(device_ >= 0 && device_ < count, "--device ", device_, ": there are ", count,
+               " CUDA device(s), numbered from 0");
+    check(cudaSetDevice(device_), "cudaSetDevice");
+    cudaDeviceProp prop;
+    check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+    device_name_ = prop.name;
+    total_mem_ = prop.totalGlobalMem;
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaHostAlloc(reinterpret_cast<void**>(&args_host_), kArgBytes, cudaHostAllocDefault),
+          "pinned argument area");
+    args_dev_ = static_cast<uint8_t*>(raw_alloc(kArgBytes, "argument area"));
+    check(cudaHostAlloc(reinterpret_cast<void**>(&out_host_), kOutBytes, cudaHostAllocDefault),
+          "pinned output area");
+    partial_ = static_cast<float*>(raw_alloc(kPartialBytes, "attention scratch"));
+    const char* env = std::getenv("KILN_CUDA_GRAPHS");
+    graphs_enabled_ = !(env && std::string(env) == "0");
+  }
+
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    cudaStreamSynchronize(stream_);
+    for (auto& [h, g] : graphs_) cudaGraphExecDestroy(g.exec);
+    if (blas_) cublasDestroy(blas_);
+    for (void* c : chunks_) cudaFree(c);
+    if (dq_) cudaFree(dq_);
+    cudaFree(partial_);
+    cudaFree(args_dev_);
+    cudaFreeHost(args_host_);
+    cudaFreeHost(out_host_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override {
+    return cat("CUDA ", device_, " (", device_name_, ", ", int(total_mem_ / (kMiB * 1024) + 0.5),
+               " GiB)");
+  }
+
+  // ------------------------------------------------------------------ memory
+
+  void* alloc(size_t bytes) override {
+    flush();
+    return raw_alloc(bytes, "a buffer");
+  }
+  void free(void* p) override {
+    flush();
+    if (p) check(cudaFree(p), "cudaFree");
+  }
+  void to_device(void* dst, const void* host, size_t bytes) override {
+    flush();
+    check(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_), "copy to the GPU");
+    check(cudaStreamSynchronize(stream_), "copy to the GPU");
+  }
+  void to_host(void* host, const void* src, size_t bytes) override {
+    if (deferring_ && out_used_ + bytes <= kOutBytes) {
+      Rec r = blank(Op::ToHost);
+      r.p[0] = src;
+      r.n[0] = int64_t(bytes);
+      r.n[1] = int64_t(out_used_);
+      copy_out_.push_back({host, out_used_, bytes});
+      out_used_ += (bytes + 255) / 256 * 256;
+      recs_.push_back(r);
+      flush();
+      return;
+    }
+    flush();
+    check(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy from the GPU");
+    check(cudaStreamSynchronize(stream_), "copy from the GPU");
+  }
+  void fill_zero(void* dst, size_t bytes) override {
+    Rec r = blank(Op::FillZero);
+    r.p[0] = dst;
+    r.n[0] = int64_t(bytes);
+    submit(r);
+  }
+  void synchronize() override {
+    flush();
+    check(cudaStreamSynchronize(stream_), "synchronize");
+  }
+
+  Weight load_weight(const TensorView& view) override {
+    flush();
+    KILN_CHECK(cuda::format_supported(view.dtype), "tensor ", view.name, ": block type ",
+               dtype_name(view.dtype), " is not supported by the CUDA backend");
+    Weight w;
+    w.view = view;
+    // The same tensor loaded twice (a tied head loaded by name) is uploaded once.
+    const std::string key = cat(view.name, "@", view.data, "+", view.nbytes);
+    if (auto it = uploaded_.find(key); it != uploaded_.end()) {
+      w.data = it->second;
+      return w;
+    }
+    // Weights live in large chunks; the 64 bytes of slack after each let the
+    // matvec kernel's aligned 16-byte loads run past a row's last block.
+    const size_t need = (view.nbytes + 64 + 255) / 256 * 256;
+    if (chunk_left_ < need) {
+      const size_t size = std::max(need, kChunkBytes);
+      chunk_ = static_cast<uint8_t*>(raw_alloc(size, view.name.c_str()));
+      chunks_.push_back(chunk_);
+      chunk_left_ = size;
+    }
+    void* dst = chunk_;
+    chunk_ += need;
+    chunk_left_ -= need;
+    check(cudaMemcpyAsync(dst, view.data, view.nbytes, cudaMemcpyHostToDevice, stream_),
+          "uploading a weight");
+    check(cudaStreamSynchronize(stream_), "uploading a weight");
+    uploaded_[key] = dst;
+    w.data = dst;
+    return w;
+  }
+
+  // --------------------------------------------------------------------- ops
+
+  void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override {
+    Rec r = blank(Op::Matmul);
+    r.p[0] = w.data;
+    r.dtype = uint32_t(w.view.dtype);
+    r.n[0] = int64_t(w.view.row_bytes());
+    r.n[1] = w.rows();
+    r.n[2] = w.cols();
+    r.p[1] = x;
+    r.n[3] = n_tokens;
+    r.p[2] = y;
+    submit(r);
+  }
+
+  void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override {
+    if (n == 1 && graphs_enabled_ && !deferring_) begin_deferred();
+    Rec r = blank(Op::Embed);
+    r.p[0] = table.data;
+    r.dtype = uint32_t(table.view.dtype);
+    r.n[0] = int64_t(table.view.row_bytes());
+    r.n[1] = table.cols();
+    r.n[2] = n;
+    r.p[1] = out;
+    r.arg = push_args(ids, size_t(n) * sizeof(int32_t));
+    submit(r);
+  }
+
+  void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
+               float* y) override {
+    Rec r = blank(Op::Rmsnorm);
+    r.p[0] = x;
+    r.p[1] = w;
+    r.n[0] = rows;
+    r.n[1] = dim;
+    r.f = eps;
+    r.p[2] = y;
+    submit(r);
+  }
+
+  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t rot_dims,
+            const int32_t* positions, const float* inv_freq, RopeStyle style) override {
+    Rec r = blank(Op::Rope);
+    r.p[0] = x;
+    r.n[0] = n_tokens;
+    r.n[1] = n_heads;
+    r.n[2] = head_dim;
+    r.n[3] = rot_dims;
+    r.p[1] = inv_freq;
+    r.flag = uint8_t(style);
+    r.arg = push_args(positions, size_t(n_tokens) * sizeof(int32_t));
+    submit(r);
+  }
+
+  void store_kv(const KvLayer& c, const float* k, const float* v, int64_t n_tokens,
+                int64_t start) override {
+    KILN_CHECK(start + n_tokens <= c.capacity, "context full: ", start + n_tokens,
+               " positions needed, the cache holds ", c.capacity, " (raise --ctx-size)");
+    Rec r = blank(Op::StoreKv);
+    r.p[0] = c.k;
+    r.p[1] = c.v;
+    r.flag = c.dtype == DType::F16;
+    r.n[0] = c.n_kv_heads;
+    r.n[1] = c.head_dim;
+    r.n[2] = c.capacity;
+    r.p[2] = k;
+    r.p[3] = v;
+    r.n[3] = n_tokens;
+    const int32_t s = int32_t(start);
+    r.arg = push_args(&s, sizeof s);
+    submit(r);
+  }
+
+  void attention(const float* q, const KvLayer& c, const AttentionParams& p,
+                 float* out) override {
+    KILN_CHECK(c.head_dim <= 256, "attention: head_dim ", c.head_dim,
+               " is over the CUDA backend's limit of 256");
+    Rec r = blank(Op::Attention);
+    r.p[0] = q;
+    r.p[1] = c.k;
+    r.p[2] = c.v;
+    r.flag = c.dtype == DType::F16;
+    r.n[0] = c.n_kv_heads;
+    r.n[1] = c.head_dim;
+    r.n[2] = c.capacity;
+    r.n[3] = p.n_tokens;
+    r.n[4] = p.n_heads;
+    r.f = p.scale;
+    r.p[3] = out;
+    // Splits depend on the capacity, not the position, so a recorded step
+    // stays valid as the sequence grows; blocks past the last key exit early.
+    int splits = 1;
+    if (p.n_tokens == 1) {
+      splits = int(std::clamp<int64_t>((c.capacity + 255) / 256, 1, 32));
+      const size_t per = size_t(p.n_heads) * size_t(c.head_dim + 2) * sizeof(float);
+      while (splits > 1 && per * size_t(splits) > kPartialBytes) splits /= 2;
+    }
+    r.arg2 = uint32_t(splits);
+    const int32_t s = int32_t(p.start);
+    r.arg = push_args(&s, sizeof s);
+    submit(r);
+  }
+
+  void silu_mul(const float* gate, const float* up, int64_t n, float* out) override {
+    Rec r = blank(Op::SiluMul);
+    r.p[0] = gate;
+    r.p[1] = up;
+    r.n[0] = n;
+    r.p[2] = out;
+    submit(r);
+  }
+
+  void add(float* x, const float* y, int64_t n) override {
+    Rec r = blank(Op::Add);
+    r.p[0] = x;
+    r.p[1] = y;
+    r.n[0] = n;
+    submit(r);
+  }
+
+  // Routing is decided on the host (its results are host memory by contract),
+  // with exactly the CPU backend's arithmetic.
+  void moe_route(const float* logits, int64_t n_tokens, int64_t n_experts, int64_t k,
+                 bool renormalise, int32_t* ids, float* weights) override {
+    route_buf_.resize(size_t(n_tokens * n_experts));
+    to_host(route_buf_.data(), logits, route_buf_.size() * sizeof(float));
+    std::vector<float> probs(static_cast<size_t>(n_experts));
+    std::vector<int32_t> order(static_cast<size_t>(n_experts));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const float* l = route_buf_.data() + t * n_experts;
+      const float m = *std::max_element(l, l + n_experts);
+      float total = 0;
+      for (int64_t e = 0; e < n_experts; ++e) total += probs[e] = std::exp(l[e] - m);
+      for (auto& pr : probs) pr /= total;
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+        return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+      });
+      float chosen = 0;
+      for (int64_t j = 0; j < k; ++j) chosen += probs[order[j]];
+      for (int64_t j = 0; j < k; ++j) {
+        ids[t * k + j] = order[j];
+        weights[t * k + j] = renormalise ? probs[order[j]] / chosen : probs[order[j]];
+      }
+    }
+  }
+
+  void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t dim,
+                   float* out) override {
+    Rec r = blank(Op::Gather);
+    r.p[0] = x;
+    r.n[0] = n;
+    r.n[1] = dim;
+    r.p[1] = out;
+    r.arg = push_args(rows, size_t(n) * sizeof(int32_t));
+    submit(r);
+  }
+
+  void scatter_add_rows(float* y, const float* x, const int32_t* rows, const float* scales,
+                        int64_t n, int64_t dim) override {
+    Rec r = blank(Op::ScatterAdd);
+    r.p[0] = y;
+    r.p[1] = x;
+    r.n[0] = n;
+    r.n[1] = dim;
+    r.arg = push_args(rows, size_t(n) * sizeof(int32_t));
+    r.arg2 = push_args(scales, size_t(n) * sizeof(float));
+    submit(r);
+  }
+
+ private:
+  static constexpr size_t kArgBytes = 4 << 20;      // argument area, pinned + device
+  static constexpr size_t kStepArgBytes = 1 << 20;  // its first part: a deferred step's
+  static constexpr size_t kOutBytes = 8 << 20;      // pinned staging of a step's outputs
+  static constexpr size_t kPartialBytes = 8 << 20;  // flash-decoding partials
+  static constexpr size_t kChunkBytes = 256 << 20;  // weight chunk
+  static constexpr size_t kDequantBytes = 64 << 20; // prefill dequantization tile
+  static constexpr size_t kMaxGraphs = 16;
+
+  struct CopyOut {
+    void* host;
+    size_t offset, bytes;
+  };
+  struct Graph {
+    std::vector<Rec> recs;
+    size_t arg_bytes = 0;
+    cudaGraphExec_t exec = nullptr;
+  };
+
+  void* raw_alloc(size_t bytes, const char* what) {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 1));
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail("out of GPU memory allocating ", what, ": ", int64_t(double(bytes) / kMiB + 0.5),
+           " MiB needed, ", int64_t(double(free_b) / kMiB), " MiB free of ",
+           int64_t(double(total_b) / kMiB), " MiB on ", device_name_,
+           " (try a smaller --ctx-size, or --cpu)");
+    }
+    check(e, "cudaMalloc");
+    return p;
+  }
+
+  // Host arguments to device memory; returns their offset in the area.
+  uint32_t push_args(const void* src, size_t bytes) {
+    const size_t padded = (bytes + 15) / 16 * 16;
+    KILN_CHECK(padded <= kArgBytes - kStepArgBytes, "CUDA backend: ", bytes,
+               " bytes of op arguments is more than the argument area holds");
+    if (deferring_) {
+      if (step_used_ + padded <= kStepArgBytes) {
+        const size_t off = step_used_;
+        std::memcpy(args_host_ + off, src, bytes);
+        step_used_ += padded;
+        return uint32_t(off);
+      }
+      flush();  // an unusually large step: run it eagerly
+    }
+    if (ring_ + padded > kArgBytes) {
+      // The pinned ring wraps: earlier copies out of it must have finished.
+      check(cudaStreamSynchronize(stream_), "argument copy");
+      ring_ = kStepArgBytes;
+    }
+    const size_t off = ring_;
+    std::memcpy(args_host_ + off, src, bytes);
+    check(cudaMemcpyAsync(args_dev_ + off, args_host_ + off, bytes, cudaMemcpyHostToDevice,
+                          stream_),
+          "argument copy");
+    ring_ += padded;
+    return uint32_t(off);
+  }
+
+  void submit(const Rec& r) {
+    if (deferring_)
+      recs_.push_back(r);
+    else
+      execute(r);
+  }
+
+  void begin_deferred() {
+    // The previous step's graph may still be reading the step's arguments.
+    if (launched_) {
+      check(cudaStreamSynchronize(stream_), "graph replay");
+      launched_ = false;
+    }
+    deferring_ = true;
+    recs_.clear();
+    copy_out_.clear();
+    step_used_ = 0;
+    out_used_ = 0;
+  }
+
+  // Ends a deferred step: replays a matching graph, captures one for a
+  // step seen before, or runs the ops eagerly.
+  void flush() {
+    if (!deferring_) return;
+    deferring_ = false;
+    if (recs_.empty()) return;
+    const uint64_t h = hash_recs(recs_);
+    auto it = graphs_.find(h);
+    bool ran = false;
+    if (it != graphs_.end() && it->second.recs.size() == recs_.size() &&
+        std::memcmp(it->second.recs.data(), recs_.data(), recs_.size() * sizeof(Rec)) == 0) {
+      copy_step_args();
+      check(cudaGraphLaunch(it->second.exec, stream_), "graph replay");
+      ran = true;
+    } else if (seen_.count(h)) {
+      ran = capture(h);
+    }
+    if (!ran) {
+      seen_.insert(h);
+      if (seen_.size() > 1024) seen_.clear();
+      copy_step_args();
+      for (const Rec& r : recs_) execute(r);
+    }
+    launched_ = true;
+    if (!copy_out_.empty()) {
+      check(cudaStreamSynchronize(stream_), "decode step");
+      launched_ = false;
+      for (const CopyOut& c : copy_out_) std::memcpy(c.host, out_host_ + c.offset, c.bytes);
+    }
+    recs_.clear();
+    copy_out_.clear();
+  }
+
+  void copy_step_args() {
+    if (step_used_)
+      check(cudaMemcpyAsync(args_dev_, args_host_, step_used_, cudaMemcpyHostToDevice, stream_),
+            "argument copy");
+  }
+
+  bool capture(uint64_t h) {
+    if (graphs_.size() >= kMaxGraphs) {
+      for (auto& [k, g] : graphs_) cudaGraphExecDestroy(g.exec);
+      graphs_.clear();
+    }
+    cudaGraph_t graph = nullptr;
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
+    try {
+      // The argument copy is a node of the graph: every replay reads the
+      // pinned area afresh.
+      check(cudaMemcpyAsync(args_dev_, args_host_, std::max<size_t>(step_used_, 16),
+                            cudaMemcpyHostToDevice, stream_),
+            "argument copy");
+      for (const Rec& r : recs_) execute(r);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      return false;
+    }
+    check(cudaStreamEndCapture(stream_, &graph), "graph capture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    Graph g;
+    g.recs = recs_;
+    g.arg_bytes = step_used_;
+    g.exec = exec;
+    graphs_[h] = std::move(g);
+    check(cudaGraphLaunch(exec, stream_), "graph replay");
+    return true;
+  }
+
+  const int32_t* arg_ptr(uint32_t off) const {
+    return reinterpret_cast<const int32_t*>(args_dev_ + off);
+  }
+
+  void execute(const Rec& r) {
+    cudaStream_t s = stream_;
+    switch (r.op) {
+      case Op::Matmul: {
+        const DType t = DType(r.dtype);
+        const int64_t N = r.n[1], K = r.n[2], T = r.n[3];
+        const auto* x = static_cast<const float*>(r.p[1]);
+        auto* y = static_cast<float*>(const_cast<void*>(r.p[2]));
+        if (T <= cuda::kMaxMatvecTokens)
+          cuda::matvec(t, r.p[0], size_t(r.n[0]), N, K, x, T, y, s);
+        else
+          gemm(t, r.p[0], size_t(r.n[0]), N, K, x, T, y);
+        break;
+      }
+      case Op::Embed:
+        cuda::dequant_rows(DType(r.dtype), r.p[0], size_t(r.n[0]), 0, r.n[2], r.n[1],
+                           arg_ptr(r.arg), static_cast<float*>(const_cast<void*>(r.p[1])), s);
+        break;
+      case Op::Rmsnorm:
+        cuda::rmsnorm(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
+                      r.n[0], r.n[1], r.f, static_cast<float*>(const_cast<void*>(r.p[2])), s);
+        break;
+      case Op::Rope:
+        cuda::rope(static_cast<float*>(const_cast<void*>(r.p[0])), r.n[0], r.n[1], r.n[2],
+                   r.n[3], arg_ptr(r.arg), static_cast<const float*>(r.p[1]), RopeStyle(r.flag),
+                   s);
+        break;
+      case Op::StoreKv:
+        cuda::store_kv(const_cast<void*>(r.p[0]), const_cast<void*>(r.p[1]), r.flag, r.n[0],
+                       r.n[1], r.n[2], static_cast<const float*>(r.p[2]),
+                       static_cast<const float*>(r.p[3]), r.n[3], arg_ptr(r.arg), s);
+        break;
+      case Op::Attention: {
+        auto* out = static_cast<float*>(const_cast<void*>(r.p[3]));
+        const auto* q = static_cast<const float*>(r.p[0]);
+        if (r.n[3] == 1 || !prefill_attention_)
+          cuda::attention(q, r.p[1], r.p[2], r.flag, r.n[0], r.n[1], r.n[2], r.n[3], r.n[4], r.f,
+                          arg_ptr(r.arg), int(r.arg2), partial_, out, s);
+        else
+          cuda::attention_prefill(q, r.p[1], r.p[2], r.flag, r.n[0], r.n[1], r.n[2], r.n[3],
+                                  r.n[4], r.f, arg_ptr(r.arg), out, s);
+        break;
+      }
+      case Op::SiluMul:
+        cuda::silu_mul(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
+                       r.n[0], static_cast<float*>(const_cast<void*>(r.p[2])), s);
+        break;
+      case Op::Add:
+        cuda::add(static_cast<float*>(const_cast<void*>(r.p[0])),
+                  static_cast<const float*>(r.p[1]), r.n[0], s);
+        break;
+      case Op::FillZero:
+        check(cudaMemsetAsync(const_cast<void*>(r.p[0]), 0, size_t(r.n[0]), s), "fill_zero");
+        break;
+      case Op::Gather:
+        cuda::gather_rows(static_cast<const float*>(r.p[0]), arg_ptr(r.arg), r.n[0], r.n[1],
+                          static_cast<float*>(const_cast<void*>(r.p[1])), s);
+        break;
+      case Op::ScatterAdd:
+        cuda::scatter_add_rows(static_cast<float*>(const_cast<void*>(r.p[0])),
+                               static_cast<const float*>(r.p[1]), arg_ptr(r.arg),
+                               reinterpret_cast<const float*>(arg_ptr(r.arg2)), r.n[0], r.n[1], s);
+        break;
+      case Op::ToHost:
+        check(cudaMemcpyAsync(out_host_ + r.n[1], r.p[0], size_t(r.n[0]), cudaMemcpyDeviceToHost,
+                              s),
+              "copy from the GPU");
+        break;
+    }
+  }
+
+  // Prefill: cuBLAS SGEMM (full f32, as the CPU) on tiles of rows
+  // dequantized into a scratch buffer; f32 weights are used in place.
+  void gemm(DType t, const void* w, size_t row_bytes, int64_t N, int64_t K, const float* x,
+            int64_t T, float* y) {
+    if (!blas_) {
+      check_blas(cublasCreate(&blas_), "cublasCreate");
+      check_blas(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    }
+    check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
+    const float one = 1.0f, zero = 0.0f;
+    if (t == DType::F32) {
+      check_blas(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one,
+                             static_cast<const float*>(w), int(K), x, int(K), &zero, y, int(N)),
+                 "cublasSgemm");
+      return;
+    }
+    if (!dq_) dq_ = static_cast<float*>(raw_alloc(kDequantBytes, "the dequantization tile"));
+    const int64_t tile = std::max<int64_t>(1, int64_t(kDequantBytes / sizeof(float)) / K);
+    for (int64_t r0 = 0; r0 < N; r0 += tile) {
+      const int64_t rows = std::min(tile, N - r0);
+      cuda::dequant_rows(t, w, row_bytes, r0, rows, K, nullptr, dq_, stream_);
+      check_blas(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(T), int(K), &one,
+                             dq_, int(K), x, int(K), &zero, y + r0, int(N)),
+                 "cublasSgemm");
+    }
+  }
+
+  int device_ = 0;
+  std::string device_name_;
+  size_t total_mem_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+
+  uint8_t* args_host_ = nullptr;
+  uint8_t* args_dev_ = nullptr;
+  size_t ring_ = kStepArgBytes;
+  uint8_t* out_host_ = nullptr;
+  float* partial_ = nullptr;
+  float* dq_ = nullptr;
+  std::vector<float> route_buf_;
+  bool prefill_attention_ = true;
+
+  std::vector<void*> chunks_;
+  uint8_t* chunk_ = nullptr;
+  size_t chunk_left_ = 0;
+  std::unordered_map<std::string, void*> uploaded_;
+
+  bool graphs_enabled_ = true;
+  bool deferring_ = false;
+  bool launched_ = false;
+  size_t step_used_ = 0, out_used_ = 0;
+  std::vector<Rec> recs_;
+  std::vector<CopyOut> copy_out_;
+  std::unordered_map<uint64_t, Graph> graphs_;
+  std::unordered_set<uint64_t> seen_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options) {
+  return std::make_unique<CudaBackend>(options);
+}
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+bool cuda_memory_info(int device, size_t* free_bytes, size_t* total_bytes) {
+  int prev = 0;
+  if (cudaGetDevice(&prev) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const bool ok = cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess;
+  if (!ok) cudaGetLastError();
+  cudaSetDevice(prev);
+  return ok;
+}
+
+std::string cuda_device_name(int device) {
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "unknown GPU";
+  }
+  return prop.name;
+}
+
+}  // namespace kiln

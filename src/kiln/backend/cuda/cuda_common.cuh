@@ -1,0 +1,63 @@
+// Shared by the CUDA backend's translation units: error checks that end in a
+// kiln::Error, and the kernel launchers each .cu file provides.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kiln/core/dtype.h"
+#include "kiln/core/error.h"
+#include "kiln/core/rope_style.h"
+
+namespace kiln::cuda {
+
+[[noreturn]] void fail_cuda(cudaError_t e, const char* what);
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail_cuda(e, what);
+}
+// After a kernel launch: a bad configuration shows up here, a fault in the
+// kernel at the next synchronisation.
+inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+// Every block format the kernels decode (all that kiln computes on).
+bool format_supported(DType t);
+
+// y[t, :] = W x[t, :] for t < T (T <= kMaxMatvecTokens), one warp per row,
+// weight bytes staged through shared memory with 16-byte loads. x must be
+// 16-byte aligned.
+inline constexpr int kMaxMatvecTokens = 8;
+void matvec(DType t, const void* w, size_t row_bytes, int64_t N, int64_t K, const float* x,
+            int64_t T, float* y, cudaStream_t s);
+// out[i, :] = row (ids ? ids[i] : row0 + i) of W as f32, for i < rows.
+void dequant_rows(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
+                  int64_t K, const int32_t* ids, float* out, cudaStream_t s);
+
+// Element-wise and small ops. Arrays named *_dev live in device memory.
+void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y,
+             cudaStream_t s);
+void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t rot_dims,
+          const int32_t* positions_dev, const float* inv_freq, RopeStyle style, cudaStream_t s);
+void store_kv(void* kc, void* vc, bool f16, int64_t n_kv_heads, int64_t head_dim,
+              int64_t capacity, const float* k, const float* v, int64_t T,
+              const int32_t* start_dev, cudaStream_t s);
+void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t s);
+void add(float* x, const float* y, int64_t n, cudaStream_t s);
+void gather_rows(const float* x, const int32_t* rows_dev, int64_t n, int64_t dim, float* out,
+                 cudaStream_t s);
+void scatter_add_rows(float* y, const float* x, const int32_t* rows_dev,
+                      const float* scales_dev, int64_t n, int64_t dim, cudaStream_t s);
+
+// Attention over the cache with the first query at *start_dev. splits > 1
+// spreads each (query, head)'s keys over that many blocks (flash-decoding)
+// and needs partial = splits * T * n_heads * (head_dim + 2) floats.
+void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t n_kv_heads,
+               int64_t head_dim, int64_t capacity, int64_t T, int64_t n_heads, float scale,
+               const int32_t* start_dev, int splits, float* partial, float* out, cudaStream_t s);
+// Tiled prefill attention: a block shares each K/V tile among a group of queries.
+void attention_prefill(const float* q, const void* kc, const void* vc, bool f16,
+                       int64_t n_kv_heads, int64_t head_dim, int64_t capacity, int64_t T,
+                       int64_t n_heads, float scale, const int32_t* start_dev, float* out,
+                       cudaStream_t s);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,151 @@
+// Norms, rotary embeddings, the KV-cache write, activations and the
+// mixture-of-experts row plumbing. Same arithmetic as the CPU backend.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kiln/backend/cuda/cuda_common.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+unsigned grid_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+// One warp per row.
+__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                               int64_t rows, int64_t dim, float eps, float* y) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const float* xr = x + row * dim;
+  float* yr = y + row * dim;
+  float s = 0.0f;
+  for (int64_t i = lane; i < dim; i += 32) s = fmaf(xr[i], xr[i], s);
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  const float inv = 1.0f / sqrtf(s / float(dim) + eps);
+  if (w)
+    for (int64_t i = lane; i < dim; i += 32) yr[i] = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
+  else
+    for (int64_t i = lane; i < dim; i += 32) yr[i] = __fmul_rn(xr[i], inv);
+}
+
+__global__ void rope_kernel(float* x, int64_t T, int64_t n_heads, int64_t head_dim,
+                            int64_t half, const int32_t* __restrict__ positions,
+                            const float* __restrict__ inv_freq, bool halves) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * n_heads * half) return;
+  const int64_t f = i % half, th = i / half, t = th / n_heads;
+  // The angle is rounded to f32 before cos/sin, as the reference does.
+  const float angle = __fmul_rn(float(positions[t]), inv_freq[f]);
+  double sd, cd;
+  sincos(double(angle), &sd, &cd);
+  const float c = float(cd), s = float(sd);
+  float* v = x + th * head_dim;
+  const int64_t a = halves ? f : 2 * f, b = halves ? f + half : 2 * f + 1;
+  const float x0 = v[a], x1 = v[b];
+  v[a] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+  v[b] = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+}
+
+__global__ void store_kv_kernel(void* kc, void* vc, bool f16, int64_t n_kv_heads,
+                                int64_t head_dim, int64_t capacity, const float* __restrict__ k,
+                                const float* __restrict__ v, int64_t T,
+                                const int32_t* __restrict__ start) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * n_kv_heads * head_dim) return;
+  const int64_t d = i % head_dim, th = i / head_dim, h = th % n_kv_heads, t = th / n_kv_heads;
+  const int64_t off = (h * capacity + *start + t) * head_dim + d;
+  if (f16) {
+    static_cast<__half*>(kc)[off] = __float2half_rn(k[i]);
+    static_cast<__half*>(vc)[off] = __float2half_rn(v[i]);
+  } else {
+    static_cast<float*>(kc)[off] = k[i];
+    static_cast<float*>(vc)[off] = v[i];
+  }
+}
+
+__global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, float* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i];
+  out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+__global__ void gather_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+                              int64_t n, int64_t dim, float* __restrict__ out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * dim) return;
+  out[i] = x[int64_t(rows[i / dim]) * dim + i % dim];
+}
+
+// Rows within one call are distinct (a token meets an expert once), so the
+// adds do not race.
+__global__ void scatter_add_kernel(float* y, const float* __restrict__ x,
+                                   const int32_t* __restrict__ rows,
+                                   const float* __restrict__ scales, int64_t n, int64_t dim) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * dim) return;
+  const int64_t r = i / dim;
+  float* yr = y + int64_t(rows[r]) * dim + i % dim;
+  *yr = __fadd_rn(*yr, __fmul_rn(scales[r], x[i]));
+}
+
+}  // namespace
+
+void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y,
+             cudaStream_t s) {
+  if (rows <= 0) return;
+  rmsnorm_kernel<<<grid_for(rows, 8), 256, 0, s>>>(x, w, rows, dim, eps, y);
+  check_launch("rmsnorm");
+}
+
+void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t rot_dims,
+          const int32_t* positions, const float* inv_freq, RopeStyle style, cudaStream_t s) {
+  const int64_t half = rot_dims / 2, n = T * n_heads * half;
+  if (n <= 0) return;
+  rope_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, T, n_heads, head_dim, half, positions,
+                                               inv_freq, style == RopeStyle::Halves);
+  check_launch("rope");
+}
+
+void store_kv(void* kc, void* vc, bool f16, int64_t n_kv_heads, int64_t head_dim,
+              int64_t capacity, const float* k, const float* v, int64_t T, const int32_t* start,
+              cudaStream_t s) {
+  const int64_t n = T * n_kv_heads * head_dim;
+  if (n <= 0) return;
+  store_kv_kernel<<<grid_for(n, 256), 256, 0, s>>>(kc, vc, f16, n_kv_heads, head_dim, capacity,
+                                                   k, v, T, start);
+  check_launch("store_kv");
+}
+
+void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t s) {
+  if (n <= 0) return;
+  silu_mul_kernel<<<grid_for(n, 256), 256, 0, s>>>(gate, up, n, out);
+  check_launch("silu_mul");
+}
+
+void add(float* x, const float* y, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, y, n);
+  check_launch("add");
+}
+
+void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t dim, float* out,
+                 cudaStream_t s) {
+  if (n * dim <= 0) return;
+  gather_kernel<<<grid_for(n * dim, 256), 256, 0, s>>>(x, rows, n, dim, out);
+  check_launch("gather_rows");
+}
+
+void scatter_add_rows(float* y, const float* x, const int32_t* rows, const float* scales,
+                      int64_t n, int64_t dim, cudaStream_t s) {
+  if (n * dim <= 0) return;
+  scatter_add_kernel<<<grid_for(n * dim, 256), 256, 0, s>>>(y, x, rows, scales, n, dim);
+  check_launch("scatter_add_rows");
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,140 @@
+// The golden fixtures through Engine on the GPU: transformers' logits for one
+// prefill, and the greedy continuation decoded token by token (the decode
+// steps go through recorded CUDA graphs after the first two).
+//
+// Tolerances as tests/runtime/golden_logits_test.cpp: f32/bf16 weights, max
+// |logit - ref| / max |ref| <= 1e-4 (the GPU sums in another order than the
+// CPU, ~1e-6 relative); q8_0, the share of positions with cosine >= 0.99 is
+// at least 90% and at least llama.cpp's on the same file.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kiln/io/safetensors.h"
+#include "kiln/runtime/engine.h"
+#include "kiln/runtime/generate.h"
+
+namespace kiln {
+namespace {
+
+const std::string kData = KILN_TEST_DATA;
+
+std::vector<float> read_f32(const SafetensorsModel& st, const std::string& name) {
+  const TensorView* t = st.find_tensor(name);
+  if (!t) return {};
+  const float* p = static_cast<const float*>(t->data);
+  return std::vector<float>(p, p + t->numel());
+}
+
+std::vector<int32_t> read_i32(const SafetensorsModel& st, const std::string& name) {
+  const TensorView* t = st.find_tensor(name);
+  if (!t) return {};
+  const int32_t* p = static_cast<const int32_t*>(t->data);
+  return std::vector<int32_t>(p, p + t->numel());
+}
+
+double cosine(const float* a, const float* b, int64_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t i = 0; i < n; ++i)
+    ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
+  return ab / std::sqrt(aa * bb);
+}
+
+int positions_with_cosine(const std::vector<float>& a, const std::vector<float>& b, int64_t T,
+                          int64_t V) {
+  int n = 0;
+  for (int64_t t = 0; t < T; ++t) n += cosine(&a[t * V], &b[t * V], V) >= 0.99;
+  return n;
+}
+
+struct Case {
+  std::string arch, source;
+  bool exact;
+  DType kv = DType::F32;
+};
+
+class CudaGolden : public testing::TestWithParam<Case> {};
+
+TEST_P(CudaGolden, MatchesReference) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const Case& c = GetParam();
+  const std::string dir = kData + "/hf/" + c.arch;
+  const std::string model_path = c.source.empty() ? dir : dir + "/gguf/" + c.source;
+  auto ref = SafetensorsModel::open(dir + "/ref.safetensors");
+  const auto ids = read_i32(*ref, "input_ids");
+  const auto want = read_f32(*ref, "logits");
+  const auto greedy = read_i32(*ref, "greedy_ids");
+
+  LoadOptions lo;
+  lo.need_tokenizer = false;
+  lo.device = 0;  // the GPU or an error, never a silent CPU fallback
+  auto engine = Engine::load(model_path, lo);
+  ASSERT_EQ(engine->backend().name().rfind("CUDA", 0), 0u) << engine->backend().name();
+  const int64_t T = int64_t(ids.size()), V = engine->spec().vocab_size;
+  ASSERT_EQ(int64_t(want.size()), T * V);
+
+  StateOptions so;
+  so.context = T + 16;
+  so.kv_dtype = c.kv;
+  auto state = engine->model().new_state(so);
+  std::vector<float> got(size_t(T * V));
+  engine->model().forward(*state, ids.data(), T, got.data(), true);
+
+  if (c.exact) {
+    double max_ref = 0, max_err = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      max_ref = std::max(max_ref, std::abs(double(want[i])));
+      max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
+    }
+    const double tol = c.kv == DType::F16 ? 2e-3 : 1e-4;
+    EXPECT_LE(max_err / max_ref, tol) << "max abs error " << max_err << ", max |ref| " << max_ref;
+    std::printf("[ %s ] max relative logit error %.3g\n", model_path.c_str(), max_err / max_ref);
+  } else {
+    const int ours = positions_with_cosine(got, want, T, V);
+    auto peer = SafetensorsModel::open(model_path.substr(0, model_path.size() - 5) +
+                                       ".llamacpp.safetensors");
+    const int theirs = positions_with_cosine(read_f32(*peer, "logits"), want, T, V);
+    EXPECT_GE(ours, theirs) << "positions with cosine >= 0.99: kiln " << ours << ", llama.cpp "
+                            << theirs << " of " << T;
+    EXPECT_GE(ours, int(0.9 * double(T))) << "kiln " << ours << " of " << T;
+    std::printf("[ %s ] positions with cosine >= 0.99: %d of %lld (llama.cpp %d)\n",
+                model_path.c_str(), ours, (long long)T, theirs);
+  }
+
+  // Greedy continuation, twice: the second run replays recorded graphs from
+  // its first step and must agree with the first.
+  for (int run = 0; run < 2; ++run) {
+    auto st2 = engine->model().new_state(so);
+    GenerateRequest req;
+    req.prompt = ids;
+    req.max_tokens = int(greedy.size());
+    req.sampling.temperature = 0;
+    auto result = generate(engine->model(), *st2, req, nullptr);
+    if (c.exact && c.kv == DType::F32) EXPECT_EQ(result.tokens, greedy) << "run " << run;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Hf, CudaGolden,
+    testing::Values(Case{"llama", "", true}, Case{"llama", "llama-f32.gguf", true},
+                    Case{"llama", "llama-bf16.gguf", true}, Case{"llama", "llama-q8_0.gguf", false},
+                    Case{"qwen3", "", true}, Case{"qwen3", "qwen3-f32.gguf", true},
+                    Case{"qwen3", "qwen3-bf16.gguf", true}, Case{"qwen3", "qwen3-q8_0.gguf", false},
+                    Case{"qwen3_moe", "", true}, Case{"qwen3_moe", "qwen3_moe-f32.gguf", true},
+                    Case{"qwen3_moe", "qwen3_moe-q8_0.gguf", false},
+                    Case{"smollm3", "", true}, Case{"smollm3", "smollm3-f32.gguf", true},
+                    Case{"smollm3", "smollm3-q8_0.gguf", false},
+                    Case{"qwen3", "", true, DType::F16}),
+    [](const testing::TestParamInfo<Case>& info) {
+      std::string s = info.param.arch + "_" +
+                      (info.param.source.empty() ? "safetensors" : info.param.source) +
+                      (info.param.kv == DType::F16 ? "_kv16" : "");
+      for (char& ch : s)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return s;
+    });
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,273 @@
+// Every op of the CUDA backend against the CPU backend on random inputs.
+//
+// Tolerances (max |gpu - cpu| / max |cpu| unless said otherwise):
+// - embed (dequantization): exact; both sides decode the same bytes with the
+//   same multiplies, unfused.
+// - matmul: 2e-5. Weights decode identically; what differs is the f32
+//   summation order (warp-strided partial sums on the GPU, cuBLAS's order in
+//   prefill): ~1e-6 relative at K = 512.
+// - attention: 2e-5, online softmax and split merging against a two-pass one.
+// - rmsnorm, rope, silu_mul, add, gather/scatter: 1e-6 (at most an ulp or two:
+//   sum order, expf).
+// - moe_route: identical ids, weights equal (computed on the host the same way).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kiln/backend/backend.h"
+#include "kiln/core/error.h"
+#include "kiln/quant/quantize.h"
+
+namespace kiln {
+namespace {
+
+struct Fixture {
+  std::unique_ptr<Backend> cpu, gpu;
+};
+
+Fixture& fx() {
+  static Fixture f = [] {
+    Fixture x;
+    BackendOptions o;
+    x.cpu = make_cpu_backend(o);
+    if (cuda_device_count() > 0) x.gpu = make_cuda_backend(o);
+    return x;
+  }();
+  return f;
+}
+
+#define REQUIRE_GPU() \
+  if (!fx().gpu) GTEST_SKIP() << "no CUDA device"
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// A vector in GPU memory.
+struct Dev {
+  DeviceBuffer buf;
+  size_t n = 0;
+  Dev(Backend& b, const std::vector<float>& v) : buf(b, v.size() * 4), n(v.size()) {
+    b.to_device(buf.get(), v.data(), v.size() * 4);
+  }
+  Dev(Backend& b, size_t count) : buf(b, count * 4), n(count) { b.fill_zero(buf.get(), count * 4); }
+  float* f() const { return buf.f32(); }
+  std::vector<float> get(Backend& b) const {
+    std::vector<float> v(n);
+    b.to_host(v.data(), buf.get(), n * 4);
+    return v;
+  }
+};
+
+double rel_err(const std::vector<float>& got, const std::vector<float>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double max_ref = 0, max_err = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    max_ref = std::max(max_ref, std::abs(double(want[i])));
+    max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
+  }
+  return max_ref > 0 ? max_err / max_ref : max_err;
+}
+
+struct Quantized {
+  std::vector<uint8_t> bytes;
+  TensorView view;
+};
+
+Quantized make_weight(DType t, int64_t N, int64_t K, uint32_t seed) {
+  Quantized q;
+  const auto w = random_vec(size_t(N * K), seed, 0.5f);
+  const size_t rb = dtype_row_bytes(t, K);
+  q.bytes.resize(rb * size_t(N));
+  for (int64_t r = 0; r < N; ++r) quantize_row(t, w.data() + r * K, q.bytes.data() + r * rb, K);
+  q.view.name = "w";
+  q.view.dtype = t;
+  q.view.shape = {N, K};
+  q.view.data = q.bytes.data();
+  q.view.nbytes = q.bytes.size();
+  return q;
+}
+
+class MatmulTest : public testing::TestWithParam<DType> {};
+
+TEST_P(MatmulTest, MatchesCpu) {
+  REQUIRE_GPU();
+  Backend& cpu = *fx().cpu;
+  Backend& gpu = *fx().gpu;
+  const DType t = GetParam();
+  const bool plain = t == DType::F32 || t == DType::F16 || t == DType::BF16;
+  for (int64_t K : plain ? std::vector<int64_t>{512, 72} : std::vector<int64_t>{512, 1536}) {
+    const int64_t N = 203;
+    auto q = make_weight(t, N, K, uint32_t(K));
+    Weight wc = cpu.load_weight(q.view), wg = gpu.load_weight(q.view);
+    for (int64_t T : {1, 3, 8, 40}) {
+      const auto x = random_vec(size_t(T * K), uint32_t(T + 7));
+      std::vector<float> want(size_t(T * N));
+      cpu.matmul(wc, x.data(), T, want.data());
+      Dev xg(gpu, x), yg(gpu, size_t(T * N));
+      gpu.matmul(wg, xg.f(), T, yg.f());
+      EXPECT_LE(rel_err(yg.get(gpu), want), 2e-5) << dtype_name(t) << " K=" << K << " T=" << T;
+    }
+    // Embedding rows: the dequantization itself, exactly.
+    const std::vector<int32_t> ids = {5, 0, 202, 5, 77};
+    std::vector<float> want(ids.size() * size_t(K));
+    cpu.embed(wc, ids.data(), int64_t(ids.size()), want.data());
+    Dev out(gpu, want.size());
+    gpu.embed(wg, ids.data(), int64_t(ids.size()), out.f());
+    EXPECT_EQ(rel_err(out.get(gpu), want), 0.0) << dtype_name(t) << " embed";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, MatmulTest,
+                         testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0,
+                                         DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                                         DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
+                                         DType::Q6_K),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(CudaOps, RmsnormRopeElementwise) {
+  REQUIRE_GPU();
+  Backend& cpu = *fx().cpu;
+  Backend& gpu = *fx().gpu;
+  const int64_t rows = 37, dim = 320;
+  const auto x = random_vec(size_t(rows * dim), 1), w = random_vec(size_t(dim), 2);
+  std::vector<float> want(x.size());
+  cpu.rmsnorm(x.data(), w.data(), rows, dim, 1e-6f, want.data());
+  Dev xg(gpu, x), wg(gpu, w), yg(gpu, x.size());
+  gpu.rmsnorm(xg.f(), wg.f(), rows, dim, 1e-6f, yg.f());
+  EXPECT_LE(rel_err(yg.get(gpu), want), 1e-6);
+
+  for (RopeStyle style : {RopeStyle::Halves, RopeStyle::Interleaved}) {
+    const int64_t T = 5, heads = 3, hd = 64, rot = 48;
+    auto v = random_vec(size_t(T * heads * hd), 3);
+    std::vector<float> inv(size_t(rot / 2));
+    for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * float(i) / rot);
+    const std::vector<int32_t> pos = {0, 1, 17, 900, 4095};
+    Dev vg(gpu, v), ig(gpu, inv);
+    cpu.rope(v.data(), T, heads, hd, rot, pos.data(), inv.data(), style);
+    gpu.rope(vg.f(), T, heads, hd, rot, pos.data(), ig.f(), style);
+    EXPECT_LE(rel_err(vg.get(gpu), v), 1e-6) << "rope style " << int(style);
+  }
+
+  const auto a = random_vec(1000, 4), b = random_vec(1000, 5);
+  std::vector<float> sm(1000), ad = a;
+  cpu.silu_mul(a.data(), b.data(), 1000, sm.data());
+  cpu.add(ad.data(), b.data(), 1000);
+  Dev ag(gpu, a), bg(gpu, b), og(gpu, size_t(1000));
+  gpu.silu_mul(ag.f(), bg.f(), 1000, og.f());
+  EXPECT_LE(rel_err(og.get(gpu), sm), 1e-6);
+  gpu.add(ag.f(), bg.f(), 1000);
+  EXPECT_LE(rel_err(ag.get(gpu), ad), 1e-6);
+}
+
+TEST(CudaOps, MoePlumbing) {
+  REQUIRE_GPU();
+  Backend& cpu = *fx().cpu;
+  Backend& gpu = *fx().gpu;
+  const int64_t T = 9, E = 16, k = 3, dim = 40;
+  const auto logits = random_vec(size_t(T * E), 6);
+  for (bool renorm : {false, true}) {
+    std::vector<int32_t> ic(size_t(T * k)), ig(size_t(T * k));
+    std::vector<float> wc(size_t(T * k)), wgt(size_t(T * k));
+    cpu.moe_route(logits.data(), T, E, k, renorm, ic.data(), wc.data());
+    Dev lg(gpu, logits);
+    gpu.moe_route(lg.f(), T, E, k, renorm, ig.data(), wgt.data());
+    EXPECT_EQ(ic, ig);
+    EXPECT_EQ(wc, wgt);
+  }
+  const auto x = random_vec(size_t(T * dim), 7), add = random_vec(size_t(4 * dim), 8);
+  const std::vector<int32_t> rows = {8, 0, 3, 5};
+  const std::vector<float> scales = {0.5f, -1.0f, 2.0f, 0.25f};
+  std::vector<float> gathered(size_t(4 * dim)), y = x;
+  cpu.gather_rows(x.data(), rows.data(), 4, dim, gathered.data());
+  cpu.scatter_add_rows(y.data(), add.data(), rows.data(), scales.data(), 4, dim);
+  Dev xg(gpu, x), gg(gpu, gathered.size()), ag(gpu, add);
+  gpu.gather_rows(xg.f(), rows.data(), 4, dim, gg.f());
+  EXPECT_EQ(rel_err(gg.get(gpu), gathered), 0.0);
+  gpu.scatter_add_rows(xg.f(), ag.f(), rows.data(), scales.data(), 4, dim);
+  EXPECT_LE(rel_err(xg.get(gpu), y), 1e-6);
+}
+
+struct AttnCase {
+  DType kv;
+  int64_t head_dim, n_heads, n_kv_heads, capacity, start, T;
+};
+
+class AttentionTest : public testing::TestWithParam<AttnCase> {};
+
+TEST_P(AttentionTest, MatchesCpu) {
+  REQUIRE_GPU();
+  Backend& cpu = *fx().cpu;
+  Backend& gpu = *fx().gpu;
+  const AttnCase c = GetParam();
+  const size_t el = c.kv == DType::F16 ? 2 : 4;
+  const size_t plane = size_t(c.n_kv_heads * c.capacity * c.head_dim) * el;
+  std::vector<uint8_t> kh(plane), vh(plane);
+  KvLayer lc{kh.data(), vh.data(), c.kv, c.n_kv_heads, c.head_dim, c.capacity};
+  DeviceBuffer kd(gpu, plane), vd(gpu, plane);
+  KvLayer lg{kd.get(), vd.get(), c.kv, c.n_kv_heads, c.head_dim, c.capacity};
+  // Fill positions 0 .. start + T - 1 through store_kv, in two writes.
+  const int64_t total = c.start + c.T, per_tok = c.n_kv_heads * c.head_dim;
+  const auto k = random_vec(size_t(total * per_tok), 11), v = random_vec(size_t(total * per_tok), 12);
+  for (auto [s0, n] : {std::pair<int64_t, int64_t>{0, c.start}, {c.start, c.T}}) {
+    if (n == 0) continue;
+    cpu.store_kv(lc, k.data() + s0 * per_tok, v.data() + s0 * per_tok, n, s0);
+    std::vector<float> ks(k.begin() + s0 * per_tok, k.begin() + (s0 + n) * per_tok);
+    std::vector<float> vs(v.begin() + s0 * per_tok, v.begin() + (s0 + n) * per_tok);
+    Dev kg(gpu, ks), vg(gpu, vs);
+    gpu.store_kv(lg, kg.f(), vg.f(), n, s0);
+  }
+  const auto q = random_vec(size_t(c.T * c.n_heads * c.head_dim), 13);
+  AttentionParams p;
+  p.n_tokens = c.T;
+  p.start = c.start;
+  p.n_heads = c.n_heads;
+  p.scale = 1.0f / std::sqrt(float(c.head_dim));
+  std::vector<float> want(q.size());
+  cpu.attention(q.data(), lc, p, want.data());
+  Dev qg(gpu, q), og(gpu, q.size());
+  gpu.attention(qg.f(), lg, p, og.f());
+  EXPECT_LE(rel_err(og.get(gpu), want), 2e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, AttentionTest,
+    testing::Values(AttnCase{DType::F32, 128, 16, 8, 4096, 0, 1},
+                    AttnCase{DType::F32, 128, 16, 8, 4096, 1000, 1},
+                    AttnCase{DType::F16, 128, 16, 8, 4096, 3001, 1},
+                    AttnCase{DType::F32, 64, 4, 2, 96, 10, 1},
+                    AttnCase{DType::F32, 8, 8, 4, 64, 20, 1},
+                    AttnCase{DType::F32, 32, 4, 2, 128, 0, 80},
+                    AttnCase{DType::F16, 128, 16, 8, 1024, 100, 37},
+                    AttnCase{DType::F32, 256, 4, 1, 512, 7, 50},
+                    AttnCase{DType::F32, 8, 8, 4, 64, 3, 9}),
+    [](const auto& info) {
+      const AttnCase& c = info.param;
+      return cat(dtype_name(c.kv), "_hd", c.head_dim, "_start", c.start, "_T", c.T);
+    });
+
+TEST(CudaOps, CleanErrors) {
+  REQUIRE_GPU();
+  Backend& gpu = *fx().gpu;
+  // More memory than any GPU has: a kiln::Error naming the problem, not a crash.
+  try {
+    gpu.alloc(size_t(1) << 50);
+    FAIL() << "allocation should fail";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of GPU memory"), std::string::npos) << e.what();
+  }
+  BackendOptions o;
+  o.device = 999;
+  EXPECT_THROW(make_cuda_backend(o), Error);
+}
+
+}  // namespace
+}  // namespace kiln
