@@ -1,0 +1,111 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kiln/runtime/sampler.h"
+
+namespace kiln {
+namespace {
+
+std::vector<float> logits_of(std::vector<float> v) { return v; }
+
+TEST(Sampler, ZeroTemperatureIsArgmax) {
+  SamplingParams p;
+  p.temperature = 0;
+  Sampler s(p);
+  auto l = logits_of({0.1f, 2.0f, 1.9f, -1.0f});
+  EXPECT_EQ(s.sample(l.data(), 4, {}), 1);
+}
+
+TEST(Sampler, TopKOfOneIsGreedyAtAnyTemperature) {
+  SamplingParams p;
+  p.temperature = 5;
+  p.top_k = 1;
+  Sampler s(p);
+  for (int i = 0; i < 20; ++i) {
+    auto l = logits_of({0.1f, 2.0f, 1.9f, -1.0f});
+    EXPECT_EQ(s.sample(l.data(), 4, {}), 1);
+  }
+}
+
+TEST(Sampler, SameSeedSameDraws) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1;
+  p.min_p = 0;
+  p.seed = 1234;
+  Sampler a(p), b(p);
+  int differ = 0;
+  p.seed = 999;
+  Sampler c(p);
+  for (int i = 0; i < 50; ++i) {
+    auto l1 = logits_of({1, 1, 1, 1, 1, 1, 1, 1});
+    auto l2 = l1, l3 = l1;
+    const int32_t x = a.sample(l1.data(), 8, {});
+    EXPECT_EQ(x, b.sample(l2.data(), 8, {}));
+    differ += x != c.sample(l3.data(), 8, {});
+  }
+  EXPECT_GT(differ, 10);
+}
+
+TEST(Sampler, DrawsFollowTheDistribution) {
+  // p = softmax([0, ln 3]) = [0.25, 0.75]
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1;
+  p.min_p = 0;
+  p.seed = 7;
+  Sampler s(p);
+  int ones = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    auto l = logits_of({0.0f, std::log(3.0f)});
+    ones += s.sample(l.data(), 2, {});
+  }
+  EXPECT_NEAR(double(ones) / n, 0.75, 0.015);  // ~5 standard deviations
+}
+
+TEST(Sampler, TopPAndMinPCutTheTail) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.min_p = 0;
+  p.top_p = 0.5f;  // the first token alone has p > 0.5
+  p.seed = 3;
+  Sampler s(p);
+  for (int i = 0; i < 100; ++i) {
+    auto l = logits_of({3.0f, 1.0f, 1.0f, 1.0f});
+    EXPECT_EQ(s.sample(l.data(), 4, {}), 0);
+  }
+  p.top_p = 1;
+  p.min_p = 0.5f;  // tokens 1..3 have p/p0 = e^-2 < 0.5
+  Sampler m(p);
+  for (int i = 0; i < 100; ++i) {
+    auto l = logits_of({3.0f, 1.0f, 1.0f, 1.0f});
+    EXPECT_EQ(m.sample(l.data(), 4, {}), 0);
+  }
+}
+
+TEST(Sampler, PenaltiesPushRecentTokensDown) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.repeat_penalty = 2.0f;  // 2.0 / 2 = 1.0 < 1.5
+  Sampler s(p);
+  auto l = logits_of({2.0f, 1.5f});
+  EXPECT_EQ(s.sample(l.data(), 2, {0}), 1);
+  EXPECT_FLOAT_EQ(l[0], 1.0f);
+
+  SamplingParams q;
+  q.temperature = 0;
+  q.presence_penalty = 0.3f;
+  q.frequency_penalty = 0.2f;
+  Sampler t(q);
+  auto m = logits_of({2.0f, 1.5f});
+  EXPECT_EQ(t.sample(m.data(), 2, {0, 0}), 1);  // 2 - 0.3 - 2 * 0.2 = 1.3
+  EXPECT_FLOAT_EQ(m[0], 1.3f);
+}
+
+}  // namespace
+}  // namespace kiln
