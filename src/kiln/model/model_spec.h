@@ -56,6 +56,8 @@ struct ModelSpec {
   std::vector<int64_t> eos_ids;
 
   bool is_moe() const { return n_experts > 0; }
+  // Linear-attention (recurrent) layers mixed with attention ones.
+  bool is_hybrid() const { return false; }
   // Number of parameters implied by the shapes (for `kiln info`).
   // Throws kiln::Error when a value is missing or inconsistent.
   void validate() const;
