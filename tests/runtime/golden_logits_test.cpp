@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,11 @@ struct Case {
   std::string arch;    // folder under tests/data/hf
   std::string source;  // "" = the safetensors folder, else a file under gguf/
   bool exact;
+  // q8_0: the share of positions that must reach cosine 0.99 (besides never
+  // fewer than llama.cpp).
+  double min_share = 0.9;
+  // f32/bf16: max relative logit error.
+  double max_rel = 1e-4;
 };
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
@@ -99,7 +105,9 @@ TEST_P(GoldenLogits, MatchesReference) {
       max_ref = std::max(max_ref, std::abs(double(want[i])));
       max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
     }
-    EXPECT_LE(max_err / max_ref, 1e-4) << "max abs error " << max_err << ", max |ref| " << max_ref;
+    EXPECT_LE(max_err / max_ref, c.max_rel) << "max abs error " << max_err << ", max |ref| " << max_ref;
+    std::printf("[ measured ] %s: max relative logit error %.3g\n", model_path.c_str(),
+                max_err / max_ref);
   } else {
     const int ours = positions_with_cosine(got, want, T, V, 0.99);
     auto peer = SafetensorsModel::open(model_path.substr(0, model_path.size() - 5) +
@@ -107,7 +115,9 @@ TEST_P(GoldenLogits, MatchesReference) {
     const int theirs = positions_with_cosine(read_f32(*peer, "logits"), want, T, V, 0.99);
     EXPECT_GE(ours, theirs) << "positions with cosine >= 0.99: kiln " << ours << ", llama.cpp "
                             << theirs << " of " << T;
-    EXPECT_GE(ours, int(0.9 * double(T))) << "kiln " << ours << " of " << T;
+    EXPECT_GE(ours, int(c.min_share * double(T))) << "kiln " << ours << " of " << T;
+    std::printf("[ measured ] %s: cosine >= 0.99 at %d of %lld positions (llama.cpp %d)\n",
+                model_path.c_str(), ours, (long long)T, theirs);
   }
 
   // Greedy continuation with the KV cache, token by token.
@@ -129,7 +139,24 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"qwen3_moe", "", true}, Case{"qwen3_moe", "qwen3_moe-f32.gguf", true},
                     Case{"qwen3_moe", "qwen3_moe-q8_0.gguf", false},
                     Case{"smollm3", "", true}, Case{"smollm3", "smollm3-f32.gguf", true},
-                    Case{"smollm3", "smollm3-q8_0.gguf", false}),
+                    Case{"smollm3", "smollm3-q8_0.gguf", false},
+                    // Hybrids: 150-token prompts, so prefill crosses 64-token chunks.
+                    // On q8_0 these random models swing at many positions: llama.cpp
+                    // itself keeps cosine >= 0.99 at only ~65-69% of them, so the
+                    // floor is set below that and "no fewer than llama.cpp" decides.
+                    Case{"qwen3_5_text", "", true},
+                    Case{"qwen3_5_text", "qwen3_5_text-f32.gguf", true},
+                    Case{"qwen3_5_text", "qwen3_5_text-bf16.gguf", true},
+                    Case{"qwen3_5_text", "qwen3_5_text-q8_0.gguf", false, 0.6},
+                    // Qwen3-Next's random weights leave some DeltaNet heads with
+                    // outputs that nearly cancel (rms ~6e-4 at position 105), which
+                    // the gated RMSNorm (eps 1e-6) scales up ~1000x: f32 rounding
+                    // of the inputs alone moves the logits by ~1e-4. Measured
+                    // against transformers in float64: the f32 reference is 1.6e-5
+                    // off, kiln 1.6e-4, llama.cpp's f32 GGUF run 2.3e-4.
+                    Case{"qwen3_next", "", true, 0.9, 2.5e-4},
+                    Case{"qwen3_next", "qwen3_next-f32.gguf", true, 0.9, 2.5e-4},
+                    Case{"qwen3_next", "qwen3_next-q8_0.gguf", false, 0.6}),
     case_name);
 
 }  // namespace

@@ -34,6 +34,22 @@ struct KvLayer {
   int64_t capacity = 0;  // positions
 };
 
+// Shapes of one Gated DeltaNet (linear attention) layer for gated_delta_rule.
+struct DeltaRuleParams {
+  int64_t n_tokens = 0;
+  int64_t n_k_heads = 0;   // query/key heads
+  int64_t n_v_heads = 0;   // value heads, a multiple of n_k_heads; one recurrent state each
+  int64_t head_k_dim = 0;
+  int64_t head_v_dim = 0;
+  // Which key head value head h reads: false = grouped, h / (n_v_heads / n_k_heads)
+  // (Hugging Face's repeat_interleave); true = tiled, h % n_k_heads (llama.cpp's
+  // Qwen3.5 GGUF files regroup the value heads that way).
+  bool tiled_heads = false;
+  // Chunk length of the parallel (chunked) form used when n_tokens > 1;
+  // a single token always takes the O(1) recurrent form.
+  int64_t chunk = 64;
+};
+
 struct AttentionParams {
   int64_t n_tokens = 0;   // queries, at positions start .. start + n_tokens - 1
   int64_t start = 0;      // position of the first query; keys 0 .. its own position are visible
@@ -89,6 +105,35 @@ class Backend {
   // y[rows[i], :] += scales[i] * x[i, :]; rows and scales host memory.
   virtual void scatter_add_rows(float* y, const float* x, const int32_t* rows,
                                 const float* scales, int64_t n, int64_t dim) = 0;
+  // --- Hybrid (linear attention) models. Not every backend has these yet:
+  // the defaults throw, naming the op and the backend.
+
+  // Depthwise causal convolution over time, then SiLU: x [T, C]; weight f32
+  // [C, kernel]; state [kernel - 1, C] holds the inputs that precede x (oldest
+  // first) and is advanced to the last kernel - 1 inputs.
+  // out[t, c] = silu(sum_j weight[c, j] * in[t - kernel + 1 + j, c]); out [T, C], not x.
+  virtual void conv1d_silu(const float* x, int64_t n_tokens, int64_t channels,
+                           const float* weight, int64_t kernel, float* state, float* out);
+  // DeltaNet gates per token and value head, a, b [T, n_heads]:
+  // g = A[h] * softplus(a + dt_bias[h]) (A = -exp(A_log), f32 [n_heads]),
+  // beta = sigmoid(b). g and beta [T, n_heads] may alias a and b.
+  virtual void deltanet_gates(const float* a, const float* b, const float* A,
+                              const float* dt_bias, int64_t n_tokens, int64_t n_heads, float* g,
+                              float* beta);
+  // The gated delta rule. qkv [T, 2 * n_k_heads * head_k_dim + n_v_heads * head_v_dim]
+  // holds q, k, v of each token back to back (q and k are L2-normalised here,
+  // q scaled by 1/sqrt(head_k_dim)); g, beta [T, n_v_heads]; state f32
+  // [n_v_heads, head_k_dim, head_v_dim], read and advanced; out [T, n_v_heads, head_v_dim].
+  // Per token: S = exp(g) S; S += k (beta (v - S^T k))^T; o = S^T q.
+  virtual void gated_delta_rule(const float* qkv, const float* g, const float* beta,
+                                float* state, const DeltaRuleParams& p, float* out);
+  // y[r, :] = x[r, :] / rms(x[r, :]) * w * silu(z[r, :]); w f32 [dim].
+  virtual void rmsnorm_gated(const float* x, const float* w, const float* z, int64_t rows,
+                             int64_t dim, float eps, float* y);
+  // x[r, i] *= sigmoid(gate[r, i]) (gate [rows, dim]), or sigmoid(gate[r]) when per_row.
+  virtual void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim,
+                           bool per_row);
+
   // Waits for queued work (a no-op on the CPU).
   virtual void synchronize() {}
 };
@@ -144,6 +189,5 @@ int cuda_device_count();
 // Free and total memory of a CUDA device; false when it cannot be read.
 bool cuda_memory_info(int device, size_t* free_bytes, size_t* total_bytes);
 std::string cuda_device_name(int device);
-
 
 }  // namespace kiln

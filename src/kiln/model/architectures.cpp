@@ -10,6 +10,15 @@ constexpr std::array kArchs = {
     ArchEntry{"qwen3", "qwen3", "qwen3", "Qwen3ForCausalLM", RopeStyle::Halves},
     ArchEntry{"qwen3moe", "qwen3moe", "qwen3_moe", "Qwen3MoeForCausalLM", RopeStyle::Halves},
     ArchEntry{"smollm3", "smollm3", "smollm3", "SmolLM3ForCausalLM", RopeStyle::Interleaved},
+    // Hybrids: llama.cpp runs their (partial) RoPE in NEOX order, Qwen3.5's as
+    // M-RoPE whose sections all see the same position for text: half rotation.
+    ArchEntry{"qwen35", "qwen35", "qwen3_5_text", "Qwen3_5ForCausalLM", RopeStyle::Halves},
+    ArchEntry{"qwen35", "qwen35", "qwen3_5", "Qwen3_5ForConditionalGeneration", RopeStyle::Halves},
+    ArchEntry{"qwen35moe", "qwen35moe", "qwen3_5_moe_text", "Qwen3_5MoeForCausalLM",
+              RopeStyle::Halves},
+    ArchEntry{"qwen35moe", "qwen35moe", "qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration",
+              RopeStyle::Halves},
+    ArchEntry{"qwen3next", "qwen3next", "qwen3_next", "Qwen3NextForCausalLM", RopeStyle::Halves},
 };
 
 }  // namespace
@@ -28,7 +37,9 @@ const ArchEntry* find_arch_by_hf(std::string_view model_type, std::string_view c
 
 std::string supported_arch_list() {
   std::string s;
-  for (const auto& a : kArchs) {
+  for (size_t i = 0; i < kArchs.size(); ++i) {
+    const auto& a = kArchs[i];
+    if (i > 0 && kArchs[i - 1].kiln_name == a.kiln_name) continue;  // an alias row
     if (!s.empty()) s += ", ";
     s += a.kiln_name;
   }

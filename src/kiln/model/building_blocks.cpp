@@ -1,6 +1,8 @@
 #include "kiln/model/building_blocks.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kiln/core/error.h"
 #include "kiln/quant/dequantize.h"
@@ -79,6 +81,168 @@ size_t KvCache::bytes() const {
   size_t total = 0;
   for (const auto& b : buffers_) total += b.bytes();
   return total;
+}
+
+}  // namespace kiln
+
+namespace kiln {
+
+TensorView copy_rows(const TensorView& t, const std::vector<int64_t>& rows,
+                     const std::string& name, std::deque<std::vector<uint8_t>>& storage) {
+  const size_t rb = t.row_bytes();
+  std::vector<uint8_t>& buf = storage.emplace_back(rows.size() * rb);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    KILN_CHECK(rows[i] >= 0 && rows[i] < t.rows(), "tensor ", t.name, ": row ", rows[i],
+               " is outside its ", t.rows(), " rows");
+    std::memcpy(buf.data() + i * rb, t.row(rows[i]), rb);
+  }
+  TensorView v;
+  v.name = name;
+  v.dtype = t.dtype;
+  v.shape = {int64_t(rows.size()), t.cols()};
+  v.data = buf.data();
+  v.nbytes = buf.size();
+  return v;
+}
+
+TensorView row_slice(const TensorView& t, int64_t row0, int64_t n, const std::string& name) {
+  KILN_CHECK(row0 >= 0 && n >= 0 && row0 + n <= t.rows(), "tensor ", t.name, ": rows ", row0,
+             "..", row0 + n, " are outside its ", t.rows(), " rows");
+  TensorView v = t;
+  v.name = name;
+  v.shape = {n, t.cols()};
+  v.data = t.row(row0);
+  v.nbytes = size_t(n) * t.row_bytes();
+  return v;
+}
+
+namespace {
+
+// Expert e of a 3-D [E, rows, cols] tensor as a 2-D matrix, or a block of
+// its rows (for gate and up fused into one tensor).
+TensorView expert_slice(const TensorView& t, int64_t e, int64_t row0, int64_t rows) {
+  TensorView v = t;
+  const int64_t per_expert_rows = t.shape[1];
+  v.shape = {rows, t.shape[2]};
+  v.data = t.row(e * per_expert_rows + row0);
+  v.nbytes = size_t(rows) * v.row_bytes();
+  v.name = cat(t.name, "[", e, "]");
+  return v;
+}
+
+}  // namespace
+
+void MoeScratch::allocate(Backend& b, const ModelSpec& s, int64_t T) {
+  auto f32 = [&](int64_t n) { return DeviceBuffer(b, size_t(std::max<int64_t>(n, 1)) * 4); };
+  router_logits = f32(T * s.n_experts);
+  in = f32(T * s.hidden);
+  gate = f32(T * s.expert_ffn_hidden);
+  up = f32(T * s.expert_ffn_hidden);
+  out = f32(T * s.hidden);
+  if (s.shared_expert_ffn_hidden > 0) {
+    shared_gate = f32(T * s.shared_expert_ffn_hidden);
+    shared_up = f32(T * s.shared_expert_ffn_hidden);
+    shared_out = f32(T * s.hidden);
+    shared_logit = f32(T);
+  }
+  ids.resize(size_t(T * s.n_experts_used));
+  weights.resize(size_t(T * s.n_experts_used));
+  rows.resize(size_t(T));
+  scales.resize(size_t(T));
+}
+
+void MoeFfn::load(Backend& b, const ModelFile& f, const std::string& p, const ModelSpec& s,
+                  size_t& weight_bytes) {
+  const int64_t E = s.n_experts, I = s.expert_ffn_hidden, H = s.hidden;
+  router_ = b.load_weight(f.get(p + "ffn_gate_inp.weight", {E, H}));
+  weight_bytes += router_.view.nbytes;
+  experts_.resize(size_t(E));
+  // Each token reads k experts' weights, not all of them.
+  auto count = [&](const Weight& w) { weight_bytes += w.view.nbytes * s.n_experts_used / E; };
+  if (const TensorView* down = f.find(p + "ffn_down_exps.weight")) {
+    KILN_CHECK(down->shape == std::vector<int64_t>({E, H, I}), "tensor ", down->name,
+               " has shape ", shape_string(down->shape), ", expected ", shape_string({E, H, I}));
+    const TensorView* gate = f.find(p + "ffn_gate_exps.weight");
+    const TensorView* up = f.find(p + "ffn_up_exps.weight");
+    const TensorView* gate_up = f.find(p + "ffn_gate_up_exps.weight");
+    if (gate_up) {
+      KILN_CHECK(gate_up->shape == std::vector<int64_t>({E, 2 * I, H}), "tensor ", gate_up->name,
+                 " has shape ", shape_string(gate_up->shape));
+    } else {
+      KILN_CHECK(gate && up, f.path(), ": expert gate/up tensors of ", p, " are missing");
+      for (const TensorView* t : {gate, up})
+        KILN_CHECK(t->shape == std::vector<int64_t>({E, I, H}), "tensor ", t->name,
+                   " has shape ", shape_string(t->shape), ", expected ", shape_string({E, I, H}));
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      Expert& x = experts_[size_t(e)];
+      x.gate = b.load_weight(gate_up ? expert_slice(*gate_up, e, 0, I) : expert_slice(*gate, e, 0, I));
+      x.up = b.load_weight(gate_up ? expert_slice(*gate_up, e, I, I) : expert_slice(*up, e, 0, I));
+      x.down = b.load_weight(expert_slice(*down, e, 0, H));
+      count(x.gate), count(x.up), count(x.down);
+    }
+  } else {
+    for (int64_t e = 0; e < E; ++e) {
+      Expert& x = experts_[size_t(e)];
+      x.gate = b.load_weight(f.get(cat(p, "ffn_gate_exps.", e, ".weight"), {I, H}));
+      x.up = b.load_weight(f.get(cat(p, "ffn_up_exps.", e, ".weight"), {I, H}));
+      x.down = b.load_weight(f.get(cat(p, "ffn_down_exps.", e, ".weight"), {H, I}));
+      count(x.gate), count(x.up), count(x.down);
+    }
+  }
+  if (s.shared_expert_ffn_hidden > 0) {
+    const int64_t S = s.shared_expert_ffn_hidden;
+    shared_gate_ = b.load_weight(f.get(p + "ffn_gate_shexp.weight", {S, H}));
+    shared_up_ = b.load_weight(f.get(p + "ffn_up_shexp.weight", {S, H}));
+    shared_down_ = b.load_weight(f.get(p + "ffn_down_shexp.weight", {H, S}));
+    const TensorView& gate = f.get(p + "ffn_gate_inp_shexp.weight");
+    KILN_CHECK(gate.numel() == H, "tensor ", gate.name, " has ", gate.numel(), " values, expected ",
+               H);
+    TensorView g = gate;
+    g.shape = {1, H};  // a vector in GGUF, a [1, H] matrix in safetensors
+    shared_router_ = b.load_weight(g);
+    for (const Weight* w : {&shared_gate_, &shared_up_, &shared_down_, &shared_router_})
+      weight_bytes += w->view.nbytes;
+  }
+}
+
+// Routes every token to its top-k experts, then runs each expert once over
+// the tokens routed to it (a matrix product, not one product per token).
+void MoeFfn::forward(Backend& b, const ModelSpec& s, const float* h, int64_t T, MoeScratch& ws,
+                     float* out) const {
+  const int64_t H = s.hidden, I = s.expert_ffn_hidden, k = s.n_experts_used;
+  b.matmul(router_, h, T, ws.router_logits.f32());
+  b.moe_route(ws.router_logits.f32(), T, s.n_experts, k, s.expert_weights_norm, ws.ids.data(),
+              ws.weights.data());
+  b.fill_zero(out, size_t(T * H) * sizeof(float));
+  for (int64_t e = 0; e < s.n_experts; ++e) {
+    int64_t n = 0;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < k; ++j)
+        if (ws.ids[t * k + j] == e) {
+          ws.rows[n] = int32_t(t);
+          ws.scales[n] = ws.weights[t * k + j];
+          ++n;
+        }
+    if (n == 0) continue;
+    const Expert& ex = experts_[size_t(e)];
+    b.gather_rows(h, ws.rows.data(), n, H, ws.in.f32());
+    b.matmul(ex.gate, ws.in.f32(), n, ws.gate.f32());
+    b.matmul(ex.up, ws.in.f32(), n, ws.up.f32());
+    b.silu_mul(ws.gate.f32(), ws.up.f32(), n * I, ws.gate.f32());
+    b.matmul(ex.down, ws.gate.f32(), n, ws.out.f32());
+    b.scatter_add_rows(out, ws.out.f32(), ws.rows.data(), ws.scales.data(), n, H);
+  }
+  if (shared_gate_) {
+    const int64_t S = s.shared_expert_ffn_hidden;
+    b.matmul(shared_gate_, h, T, ws.shared_gate.f32());
+    b.matmul(shared_up_, h, T, ws.shared_up.f32());
+    b.silu_mul(ws.shared_gate.f32(), ws.shared_up.f32(), T * S, ws.shared_gate.f32());
+    b.matmul(shared_down_, ws.shared_gate.f32(), T, ws.shared_out.f32());
+    b.matmul(shared_router_, h, T, ws.shared_logit.f32());
+    b.sigmoid_mul(ws.shared_out.f32(), ws.shared_logit.f32(), T, H, /*per_row=*/true);
+    b.add(out, ws.shared_out.f32(), T * H);
+  }
 }
 
 }  // namespace kiln

@@ -1,7 +1,11 @@
 // Pieces shared by the forward passes of several architectures: small f32
-// parameter vectors, RoPE frequencies, the KV cache.
+// parameter vectors, RoPE frequencies, the KV cache, mixture-of-experts
+// feed-forward blocks, re-ordered copies of fused weights.
 #pragma once
 
+#include <cstdint>
+#include <deque>
+#include <string>
 #include <vector>
 
 #include "kiln/backend/backend.h"
@@ -30,6 +34,47 @@ class KvCache {
  private:
   std::vector<DeviceBuffer> buffers_;
   std::vector<KvLayer> layers_;
+};
+
+// Rows `rows` of matrix t, in that order, copied into a new buffer appended
+// to `storage` (which the model keeps for as long as the weights live). Rows
+// are self-contained in every block format, so this works on any of them.
+// Used where a file interleaves the parts of a fused projection.
+TensorView copy_rows(const TensorView& t, const std::vector<int64_t>& rows,
+                     const std::string& name, std::deque<std::vector<uint8_t>>& storage);
+// Rows [row0, row0 + n) of matrix t, without a copy.
+TensorView row_slice(const TensorView& t, int64_t row0, int64_t n, const std::string& name);
+
+// Activations of one MoE block for up to T tokens.
+struct MoeScratch {
+  DeviceBuffer router_logits, in, gate, up, out;
+  DeviceBuffer shared_gate, shared_up, shared_out, shared_logit;
+  std::vector<int32_t> ids, rows;
+  std::vector<float> weights, scales;
+  void allocate(Backend& backend, const ModelSpec& spec, int64_t max_tokens);
+};
+
+// A mixture-of-experts feed-forward block: a softmax router picking top-k
+// experts per token, and, where the model has one (Qwen3-Next, Qwen3.5-MoE),
+// a shared expert scaled by sigmoid(ffn_gate_inp_shexp . x).
+class MoeFfn {
+ public:
+  // Experts come as 3-D tensors (GGUF; transformers 5 with gate and up fused)
+  // or one 2-D tensor per expert (older safetensors). weight_bytes grows by
+  // what one token reads.
+  void load(Backend& backend, const ModelFile& file, const std::string& prefix,
+            const ModelSpec& spec, size_t& weight_bytes);
+  // out [T, hidden] = the block applied to h [T, hidden].
+  void forward(Backend& backend, const ModelSpec& spec, const float* h, int64_t n_tokens,
+               MoeScratch& ws, float* out) const;
+
+ private:
+  struct Expert {
+    Weight gate, up, down;
+  };
+  Weight router_;
+  std::vector<Expert> experts_;
+  Weight shared_gate_, shared_up_, shared_down_, shared_router_;
 };
 
 }  // namespace kiln

@@ -16,7 +16,7 @@ bool consume(std::string& s, std::string_view prefix) {
 }
 
 // Per-layer module paths (after "layers.N.") and their GGUF names.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 17> kLayerNames = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 29> kLayerNames = {{
     {"input_layernorm", "attn_norm"},
     {"post_attention_layernorm", "ffn_norm"},
     {"self_attn.q_proj", "attn_q"},
@@ -35,6 +35,19 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 17> kLayerNa
     {"mlp.experts.gate_proj", "ffn_gate_exps"},
     {"mlp.experts.up_proj", "ffn_up_exps"},
     {"mlp.shared_expert_gate", "ffn_gate_inp_shexp"},
+    {"mlp.shared_expert.gate_proj", "ffn_gate_shexp"},
+    {"mlp.shared_expert.up_proj", "ffn_up_shexp"},
+    {"mlp.shared_expert.down_proj", "ffn_down_shexp"},
+    // Gated DeltaNet (Qwen3.5 split projections, Qwen3-Next fused ones)
+    {"linear_attn.in_proj_qkv", "attn_qkv"},
+    {"linear_attn.in_proj_z", "attn_gate"},
+    {"linear_attn.in_proj_b", "ssm_beta"},
+    {"linear_attn.in_proj_a", "ssm_alpha"},
+    {"linear_attn.in_proj_qkvz", "ssm_in"},
+    {"linear_attn.in_proj_ba", "ssm_ba"},
+    {"linear_attn.conv1d", "ssm_conv1d"},
+    {"linear_attn.norm", "ssm_norm"},
+    {"linear_attn.out_proj", "ssm_out"},
 }};
 
 }  // namespace
@@ -59,6 +72,10 @@ std::string canonical_name_from_hf(const std::string& hf_name) {
   if (last == std::string::npos) return "";
   const std::string suffix = s.substr(last);  // ".weight" / ".bias"
   std::string module = s.substr(0, last);
+  // DeltaNet parameters that are not a module's weight. A_log keeps its own
+  // name: GGUF's ssm_a holds -exp(A_log), already transformed.
+  if (module == "linear_attn" && suffix == ".A_log") return "blk." + layer + ".ssm_a_log";
+  if (module == "linear_attn" && suffix == ".dt_bias") return "blk." + layer + ".ssm_dt.bias";
 
   // Per-expert tensors: mlp.experts.E.gate_proj -> ffn_gate_exps.E
   std::string expert;

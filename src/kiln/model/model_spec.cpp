@@ -4,6 +4,12 @@
 
 namespace kiln {
 
+bool ModelSpec::is_hybrid() const {
+  for (bool linear : layer_is_linear)
+    if (linear) return true;
+  return false;
+}
+
 void ModelSpec::validate() const {
   auto positive = [&](int64_t v, const char* what) {
     KILN_CHECK(v > 0, arch, " model: ", what, " must be positive, got ", v);
@@ -22,6 +28,18 @@ void ModelSpec::validate() const {
              layer_uses_rope.size(), " entries for ", n_layers, " layers");
   KILN_CHECK(int64_t(layer_is_moe.size()) == n_layers, arch, " model: MoE layer list has ",
              layer_is_moe.size(), " entries for ", n_layers, " layers");
+  if (is_hybrid()) {
+    KILN_CHECK(int64_t(layer_is_linear.size()) == n_layers, arch, " model: layer type list has ",
+               layer_is_linear.size(), " entries for ", n_layers, " layers");
+    positive(linear_k_heads, "linear-attention key head count");
+    positive(linear_v_heads, "linear-attention value head count");
+    positive(linear_k_dim, "linear-attention key head dimension");
+    positive(linear_v_dim, "linear-attention value head dimension");
+    positive(linear_conv_kernel, "linear-attention convolution width");
+    KILN_CHECK(linear_v_heads % linear_k_heads == 0, arch, " model: ", linear_v_heads,
+               " linear-attention value heads are not a multiple of ", linear_k_heads,
+               " key heads");
+  }
   if (is_moe()) {
     KILN_CHECK(n_experts_used > 0 && n_experts_used <= n_experts, arch, " model: ",
                n_experts_used, " experts per token out of ", n_experts);

@@ -20,7 +20,7 @@ struct RopeScaling {
 };
 
 struct ModelSpec {
-  std::string arch;          // kiln's family name: "llama", "qwen3", "qwen3moe", "smollm3"
+  std::string arch;          // kiln's family name: "llama", "qwen3", "qwen35", "qwen3next"...
   std::string source_arch;   // as the file names it (GGUF general.architecture or HF model_type)
   std::string name;          // human-readable, when the file has one
 
@@ -49,6 +49,28 @@ struct ModelSpec {
   bool expert_weights_norm = false;  // renormalise the top-k routing weights
   std::vector<bool> layer_is_moe;
 
+  // Shared expert beside the routed ones (Qwen3-Next, Qwen3.5-MoE): its size,
+  // 0 = none; its output is scaled by sigmoid(ffn_gate_inp_shexp . x).
+  int64_t shared_expert_ffn_hidden = 0;
+
+  // Hybrid models (Qwen3.5, Qwen3-Next): Gated DeltaNet layers between
+  // full-attention ones. Empty layer_is_linear: no linear layers.
+  std::vector<bool> layer_is_linear;
+  int64_t linear_k_heads = 0;     // query/key heads of a DeltaNet layer
+  int64_t linear_v_heads = 0;     // value heads (one recurrent state each)
+  int64_t linear_k_dim = 0;       // head dim of q and k
+  int64_t linear_v_dim = 0;       // head dim of v
+  int64_t linear_conv_kernel = 0; // causal conv1d width
+  // Value heads tiled over key heads (h -> h % k_heads) instead of grouped
+  // (h -> h / (v_heads / k_heads)): llama.cpp's Qwen3.5 GGUFs regroup them.
+  bool linear_tiled_heads = false;
+  // The q projection carries a per-head output gate: [q_h, gate_h] per head,
+  // attention output multiplied by sigmoid(gate).
+  bool attn_output_gate = false;
+  // RMSNorm weights stored zero-centred, applied as 1 + w (Hugging Face
+  // Qwen3-Next/3.5; llama.cpp's converter stores them with the 1 added).
+  bool norm_unit_offset = false;
+
   bool tied_embeddings = false;
 
   // Special tokens the model config names (-1: none).
@@ -56,8 +78,7 @@ struct ModelSpec {
   std::vector<int64_t> eos_ids;
 
   bool is_moe() const { return n_experts > 0; }
-  // Linear-attention (recurrent) layers mixed with attention ones.
-  bool is_hybrid() const { return false; }
+  bool is_hybrid() const;
   // Number of parameters implied by the shapes (for `kiln info`).
   // Throws kiln::Error when a value is missing or inconsistent.
   void validate() const;

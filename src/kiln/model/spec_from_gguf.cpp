@@ -56,13 +56,40 @@ ModelSpec spec_from_gguf(const GgufFile& g) {
   s.n_experts_used = g.get_int_or(p + "expert_used_count", 0);
   s.expert_ffn_hidden = g.get_int_or(p + "expert_feed_forward_length", s.ffn_hidden);
   // Qwen3-MoE renormalises its top-k weights; llama.cpp assumes it too.
-  s.expert_weights_norm = g.get_bool_or(p + "expert_weights_norm", s.arch == "qwen3moe");
+  s.expert_weights_norm = g.get_bool_or(p + "expert_weights_norm",
+                                        s.arch == "qwen3moe" || s.arch == "qwen3next" ||
+                                            s.arch == "qwen35moe");
   s.layer_is_moe.assign(size_t(s.n_layers), s.n_experts > 0);
   if (s.n_experts > 0)
     for (int64_t i = 0; i < s.n_layers; ++i)
       s.layer_is_moe[i] = g.find_tensor(cat("blk.", i, ".ffn_gate_inp.weight")) != nullptr;
 
-  s.qk_norm = g.find_tensor("blk.0.attn_q_norm.weight") != nullptr;
+  s.shared_expert_ffn_hidden = g.get_int_or(p + "expert_shared_feed_forward_length", 0);
+
+  // Hybrids: a layer with DeltaNet tensors is a linear-attention layer.
+  if (s.arch == "qwen35" || s.arch == "qwen35moe" || s.arch == "qwen3next") {
+    s.layer_is_linear.assign(size_t(s.n_layers), false);
+    for (int64_t i = 0; i < s.n_layers; ++i)
+      s.layer_is_linear[i] = g.find_tensor(cat("blk.", i, ".ssm_a")) != nullptr;
+    s.linear_conv_kernel = g.get_int(p + "ssm.conv_kernel");
+    s.linear_k_dim = g.get_int(p + "ssm.state_size");
+    s.linear_k_heads = g.get_int(p + "ssm.group_count");
+    s.linear_v_heads = g.get_int(p + "ssm.time_step_rank");
+    const int64_t inner = g.get_int(p + "ssm.inner_size");
+    KILN_CHECK(s.linear_v_heads > 0 && inner % s.linear_v_heads == 0, g.path(),
+               ": ssm.inner_size ", inner, " is not a multiple of ", s.linear_v_heads,
+               " value heads");
+    s.linear_v_dim = inner / s.linear_v_heads;
+    // The Qwen3.5 converter regroups value heads so that GGML's broadcast of
+    // key heads (tiling) applies; Qwen3-Next's keeps them grouped.
+    s.linear_tiled_heads = s.arch != "qwen3next";
+    s.attn_output_gate = true;
+    s.norm_unit_offset = false;  // the converter stored 1 + w
+  }
+
+  s.qk_norm = false;
+  for (int64_t i = 0; i < s.n_layers && !s.qk_norm; ++i)
+    s.qk_norm = g.find_tensor(cat("blk.", i, ".attn_q_norm.weight")) != nullptr;
   s.bos_id = g.get_int_or("tokenizer.ggml.bos_token_id", -1);
   if (g.has("tokenizer.ggml.eos_token_id")) s.eos_ids.push_back(g.get_int("tokenizer.ggml.eos_token_id"));
   if (g.has("tokenizer.ggml.eot_token_id")) {

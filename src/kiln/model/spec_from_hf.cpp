@@ -61,6 +61,33 @@ void read_rope(const json& c, ModelSpec& s) {
   }
 }
 
+// Layer types and Gated DeltaNet shapes of Qwen3.5 / Qwen3-Next.
+void read_hybrid(const json& c, ModelSpec& s) {
+  s.layer_is_linear.assign(size_t(s.n_layers), false);
+  if (auto it = c.find("layer_types"); it != c.end() && it->is_array()) {
+    KILN_CHECK(int64_t(it->size()) == s.n_layers, "config.json: layer_types has ", it->size(),
+               " entries for ", s.n_layers, " layers");
+    for (int64_t i = 0; i < s.n_layers; ++i) {
+      const std::string type = (*it)[i].is_string() ? (*it)[i].get<std::string>() : "";
+      KILN_CHECK(type == "linear_attention" || type == "full_attention",
+                 "config.json: unknown layer type '", type, "' for layer ", i);
+      s.layer_is_linear[i] = type == "linear_attention";
+    }
+  } else {
+    const int64_t interval = get_int(c, "full_attention_interval", 4);
+    KILN_CHECK(interval > 0, "config.json: full_attention_interval must be positive");
+    for (int64_t i = 0; i < s.n_layers; ++i) s.layer_is_linear[i] = (i + 1) % interval != 0;
+  }
+  s.linear_k_heads = require_int(c, "linear_num_key_heads");
+  s.linear_v_heads = require_int(c, "linear_num_value_heads");
+  s.linear_k_dim = require_int(c, "linear_key_head_dim");
+  s.linear_v_dim = require_int(c, "linear_value_head_dim");
+  s.linear_conv_kernel = get_int(c, "linear_conv_kernel_dim", 4);
+  s.linear_tiled_heads = false;  // Hugging Face order: value heads grouped per key head
+  s.attn_output_gate = c.value("attn_output_gate", true);
+  s.norm_unit_offset = true;  // zero-centred RMSNorm weights
+}
+
 std::vector<int64_t> token_ids(const json& v) {
   std::vector<int64_t> ids;
   if (v.is_number_integer()) ids.push_back(v.get<int64_t>());
@@ -103,9 +130,16 @@ ModelSpec spec_from_hf_config(const json& root) {
   s.norm_eps = float(get_float(c, "rms_norm_eps", 1e-6));
   s.rope_style = RopeStyle::Halves;  // Hugging Face weights are never permuted
   read_rope(c, s);
-  s.rope_dims = int64_t(s.head_dim * get_float(c, "partial_rotary_factor", 1.0));
+  // transformers 5 may keep partial_rotary_factor inside rope_parameters only.
+  double partial = get_float(c, "partial_rotary_factor", -1.0);
+  if (partial < 0 && c.contains("rope_parameters") && c["rope_parameters"].is_object())
+    partial = get_float(c["rope_parameters"], "partial_rotary_factor", -1.0);
+  if (partial < 0) partial = 1.0;
+  s.rope_dims = int64_t(double(s.head_dim) * partial);
   s.tied_embeddings = root.value("tie_word_embeddings", c.value("tie_word_embeddings", false));
-  s.qk_norm = s.arch == "qwen3" || s.arch == "qwen3moe";
+  const bool hybrid = s.arch == "qwen35" || s.arch == "qwen35moe" || s.arch == "qwen3next";
+  s.qk_norm = s.arch == "qwen3" || s.arch == "qwen3moe" || hybrid;
+  if (hybrid) read_hybrid(c, s);
 
   s.layer_uses_rope.assign(size_t(s.n_layers), true);
   if (auto it = c.find("no_rope_layers"); it != c.end() && it->is_array()) {
@@ -121,7 +155,9 @@ ModelSpec spec_from_hf_config(const json& root) {
   s.n_experts = get_int(c, "num_experts", get_int(c, "num_local_experts", 0));
   s.n_experts_used = get_int(c, "num_experts_per_tok", 0);
   s.expert_ffn_hidden = get_int(c, "moe_intermediate_size", s.ffn_hidden);
-  s.expert_weights_norm = c.value("norm_topk_prob", false);
+  // Qwen3.5-MoE configs may omit it: that model always renormalises.
+  s.expert_weights_norm = c.value("norm_topk_prob", s.arch == "qwen35moe");
+  s.shared_expert_ffn_hidden = get_int(c, "shared_expert_intermediate_size", 0);
   s.layer_is_moe.assign(size_t(s.n_layers), false);
   if (s.n_experts > 0) {
     const int64_t step = get_int(c, "decoder_sparse_step", 1);

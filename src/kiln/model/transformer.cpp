@@ -10,28 +10,21 @@
 namespace kiln {
 namespace {
 
-struct ExpertWeights {
-  Weight gate, up, down;
-};
-
 struct Layer {
   DeviceBuffer attn_norm, ffn_norm, q_norm, k_norm;
   Weight wq, wk, wv, wo;
   // dense feed-forward
   Weight w_gate, w_up, w_down;
-  // mixture of experts
-  Weight router;
-  std::vector<ExpertWeights> experts;
+  MoeFfn moe;
   bool uses_rope = true;
   bool is_moe = false;
 };
 
 // Activations for one forward step of up to max_batch tokens.
 struct Workspace {
-  DeviceBuffer x, h, q, k, v, attn, out, gate, up, router_logits, logits;
-  DeviceBuffer expert_in, expert_gate, expert_up, expert_out;
-  std::vector<int32_t> positions, expert_ids, expert_rows;
-  std::vector<float> expert_weights, expert_scales;
+  DeviceBuffer x, h, q, k, v, attn, out, gate, up, logits;
+  MoeScratch moe;
+  std::vector<int32_t> positions;
 };
 
 class TransformerState final : public SequenceState {
@@ -44,17 +37,13 @@ class TransformerState final : public SequenceState {
   int64_t max_batch = 0;
 };
 
-// Views expert e of a 3-D [E, rows, cols] tensor as a 2-D matrix, or a block
-// of its rows (for gate and up fused into one tensor).
-TensorView expert_slice(const TensorView& t, int64_t e, int64_t row0, int64_t rows) {
-  TensorView v = t;
-  const int64_t per_expert_rows = t.shape[1];
-  v.shape = {rows, t.shape[2]};
-  v.data = t.row(e * per_expert_rows + row0);
-  v.nbytes = size_t(rows) * v.row_bytes();
-  v.name = cat(t.name, "[", e, "]");
-  return v;
-}
+// One sequence's tokens within a step.
+struct Item {
+  TransformerState* state;
+  const int32_t* tokens;
+  int64_t n;
+  float* logits;  // null: none wanted
+};
 
 class Transformer final : public Model {
  public:
@@ -74,20 +63,40 @@ class Transformer final : public Model {
   void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits) override {
     auto& st = static_cast<TransformerState&>(base);
-    KILN_CHECK(st.position() + n <= st.capacity(), "context full: ", st.position() + n,
-               " positions needed, the context holds ", st.capacity(), " (raise --ctx-size)");
-    for (int64_t i = 0; i < n; ++i)
-      KILN_CHECK(tokens[i] >= 0 && tokens[i] < spec_.vocab_size, "token id ", tokens[i],
-                 " is outside the vocabulary (", spec_.vocab_size, " tokens)");
+    check(st, tokens, n);
     for (int64_t done = 0; done < n;) {
       const int64_t chunk = std::min(st.max_batch, n - done);
       const bool last = done + chunk == n;
       float* chunk_logits = nullptr;
       if (logits && all_logits) chunk_logits = logits + done * spec_.vocab_size;
       if (logits && !all_logits && last) chunk_logits = logits;
-      step(st, tokens + done, chunk, chunk_logits, all_logits);
+      Item item{&st, tokens + done, chunk, chunk_logits};
+      step(&item, 1, st.ws, all_logits);
       done += chunk;
     }
+  }
+
+  // All items' tokens go through each weight product together; only
+  // attention (and the cache writes) run per item, at its own positions.
+  void forward_batch(const std::vector<BatchItem>& items) override {
+    std::vector<Item> run;
+    int64_t total = 0;
+    for (const BatchItem& it : items) {
+      if (it.n <= 0) continue;
+      auto* st = static_cast<TransformerState*>(it.state);
+      check(*st, it.tokens, it.n);
+      for (const Item& other : run)
+        KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
+      run.push_back(Item{st, it.tokens, it.n, it.logits});
+      total += it.n;
+    }
+    if (run.empty()) return;
+    if (total > batch_capacity_) {
+      batch_ws_ = Workspace();
+      allocate(batch_ws_, total);
+      batch_capacity_ = total;
+    }
+    step(run.data(), int64_t(run.size()), batch_ws_, false);
   }
 
  private:
@@ -130,56 +139,11 @@ class Transformer final : public Model {
         L.k_norm = load_vector(b, f.get(p + "attn_k_norm.weight"), hd);
       }
       if (L.is_moe)
-        load_experts(f, p, L);
+        L.moe.load(b, f, p, s, weight_bytes_);
       else {
         L.w_gate = weight(p + "ffn_gate.weight", {s.ffn_hidden, H});
         L.w_up = weight(p + "ffn_up.weight", {s.ffn_hidden, H});
         L.w_down = weight(p + "ffn_down.weight", {H, s.ffn_hidden});
-      }
-    }
-  }
-
-  // Experts come as 3-D tensors (GGUF; transformers 5 with gate and up
-  // fused) or one 2-D tensor per expert (older safetensors).
-  void load_experts(const ModelFile& f, const std::string& p, Layer& L) {
-    const ModelSpec& s = spec_;
-    Backend& b = *backend_;
-    const int64_t E = s.n_experts, I = s.expert_ffn_hidden, H = s.hidden;
-    L.router = b.load_weight(f.get(p + "ffn_gate_inp.weight", {E, H}));
-    L.experts.resize(size_t(E));
-    // Each token reads k experts' weights, not all of them.
-    auto count = [&](const Weight& w) { weight_bytes_ += w.view.nbytes * s.n_experts_used / E; };
-    if (const TensorView* down = f.find(p + "ffn_down_exps.weight")) {
-      KILN_CHECK(down->shape == std::vector<int64_t>({E, H, I}), "tensor ", down->name,
-                 " has shape ", shape_string(down->shape), ", expected ",
-                 shape_string({E, H, I}));
-      const TensorView* gate = f.find(p + "ffn_gate_exps.weight");
-      const TensorView* up = f.find(p + "ffn_up_exps.weight");
-      const TensorView* gate_up = f.find(p + "ffn_gate_up_exps.weight");
-      if (gate_up) {
-        KILN_CHECK(gate_up->shape == std::vector<int64_t>({E, 2 * I, H}), "tensor ",
-                   gate_up->name, " has shape ", shape_string(gate_up->shape));
-      } else {
-        KILN_CHECK(gate && up, f.path(), ": expert gate/up tensors of ", p, " are missing");
-        for (const TensorView* t : {gate, up})
-          KILN_CHECK(t->shape == std::vector<int64_t>({E, I, H}), "tensor ", t->name,
-                     " has shape ", shape_string(t->shape), ", expected ",
-                     shape_string({E, I, H}));
-      }
-      for (int64_t e = 0; e < E; ++e) {
-        ExpertWeights& x = L.experts[size_t(e)];
-        x.gate = b.load_weight(gate_up ? expert_slice(*gate_up, e, 0, I) : expert_slice(*gate, e, 0, I));
-        x.up = b.load_weight(gate_up ? expert_slice(*gate_up, e, I, I) : expert_slice(*up, e, 0, I));
-        x.down = b.load_weight(expert_slice(*down, e, 0, H));
-        count(x.gate), count(x.up), count(x.down);
-      }
-    } else {
-      for (int64_t e = 0; e < E; ++e) {
-        ExpertWeights& x = L.experts[size_t(e)];
-        x.gate = b.load_weight(f.get(cat(p, "ffn_gate_exps.", e, ".weight"), {I, H}));
-        x.up = b.load_weight(f.get(cat(p, "ffn_up_exps.", e, ".weight"), {I, H}));
-        x.down = b.load_weight(f.get(cat(p, "ffn_down_exps.", e, ".weight"), {H, I}));
-        count(x.gate), count(x.up), count(x.down);
       }
     }
   }
@@ -200,30 +164,32 @@ class Transformer final : public Model {
     ws.up = f32(T * ffn);
     ws.positions.resize(size_t(T));
     ws.logits = f32(std::min(T, kHeadRows) * s.vocab_size);
-    if (s.is_moe()) {
-      ws.router_logits = f32(T * s.n_experts);
-      ws.expert_in = f32(T * s.hidden);
-      ws.expert_gate = f32(T * s.expert_ffn_hidden);
-      ws.expert_up = f32(T * s.expert_ffn_hidden);
-      ws.expert_out = f32(T * s.hidden);
-      ws.expert_ids.resize(size_t(T * s.n_experts_used));
-      ws.expert_weights.resize(size_t(T * s.n_experts_used));
-      ws.expert_rows.resize(size_t(T));
-      ws.expert_scales.resize(size_t(T));
-    }
+    if (s.is_moe()) ws.moe.allocate(b, s, T);
   }
 
-  void step(TransformerState& st, const int32_t* tokens, int64_t T, float* logits,
-            bool all_logits) {
+  void check(const TransformerState& st, const int32_t* tokens, int64_t n) const {
+    KILN_CHECK(st.position() + n <= st.capacity(), "context full: ", st.position() + n,
+               " positions needed, the context holds ", st.capacity(), " (raise --ctx-size)");
+    for (int64_t i = 0; i < n; ++i)
+      KILN_CHECK(tokens[i] >= 0 && tokens[i] < spec_.vocab_size, "token id ", tokens[i],
+                 " is outside the vocabulary (", spec_.vocab_size, " tokens)");
+  }
+
+  // One forward step over the items' tokens, concatenated (T rows in all).
+  // all_logits (a single item only): logits for every row, not just the last.
+  void step(Item* items, int64_t n_items, Workspace& ws, bool all_logits) {
     const ModelSpec& s = spec_;
     Backend& b = *backend_;
-    Workspace& ws = st.ws;
     const int64_t H = s.hidden, hd = s.head_dim;
-    const int64_t start = st.position();
-    for (int64_t t = 0; t < T; ++t) ws.positions[t] = int32_t(start + t);
+    int64_t T = 0;
+    for (int64_t i = 0; i < n_items; ++i) {
+      const Item& it = items[i];
+      for (int64_t t = 0; t < it.n; ++t) ws.positions[T + t] = int32_t(it.state->position() + t);
+      b.embed(embed_, it.tokens, it.n, ws.x.f32() + T * H);
+      T += it.n;
+    }
 
     float* x = ws.x.f32();
-    b.embed(embed_, tokens, T, x);
     for (int64_t li = 0; li < s.n_layers; ++li) {
       Layer& L = layers_[size_t(li)];
       // --- attention block
@@ -241,21 +207,26 @@ class Transformer final : public Model {
         b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(),
                inv_freq_.f32(), s.rope_style);
       }
-      const KvLayer& kv = st.cache.layer(li);
-      b.store_kv(kv, ws.k.f32(), ws.v.f32(), T, start);
-      AttentionParams ap;
-      ap.n_tokens = T;
-      ap.start = start;
-      ap.n_heads = s.n_heads;
-      ap.scale = 1.0f / std::sqrt(float(hd));
-      b.attention(ws.q.f32(), kv, ap, ws.attn.f32());
+      const int64_t q_row = s.n_heads * hd, kv_row = s.n_kv_heads * hd;
+      for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
+        const Item& it = items[i];
+        const KvLayer& kv = it.state->cache.layer(li);
+        const int64_t start = it.state->position();
+        b.store_kv(kv, ws.k.f32() + row * kv_row, ws.v.f32() + row * kv_row, it.n, start);
+        AttentionParams ap;
+        ap.n_tokens = it.n;
+        ap.start = start;
+        ap.n_heads = s.n_heads;
+        ap.scale = 1.0f / std::sqrt(float(hd));
+        b.attention(ws.q.f32() + row * q_row, kv, ap, ws.attn.f32() + row * q_row);
+      }
       b.matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
       b.add(x, ws.out.f32(), T * H);
 
       // --- feed-forward block
       b.rmsnorm(x, L.ffn_norm.f32(), T, H, s.norm_eps, ws.h.f32());
       if (L.is_moe) {
-        moe(L, ws, T);
+        L.moe.forward(b, s, ws.h.f32(), T, ws.moe, ws.out.f32());
       } else {
         b.matmul(L.w_gate, ws.h.f32(), T, ws.gate.f32());
         b.matmul(L.w_up, ws.h.f32(), T, ws.up.f32());
@@ -264,55 +235,37 @@ class Transformer final : public Model {
       }
       b.add(x, ws.out.f32(), T * H);
     }
-    advance(st, T);
-    if (!logits) return;
+    for (int64_t i = 0; i < n_items; ++i) advance(*items[i].state, items[i].n);
 
     // Only the rows whose logits are wanted go through the head, a few rows
     // at a time so the buffer stays small next to a large vocabulary.
-    const int64_t first = all_logits ? 0 : T - 1;
-    b.rmsnorm(x + first * H, output_norm_.f32(), T - first, H, s.norm_eps, ws.h.f32());
-    for (int64_t r = first; r < T; r += kHeadRows) {
-      const int64_t rows = std::min(kHeadRows, T - r);
-      b.matmul(output_, ws.h.f32() + (r - first) * H, rows, ws.logits.f32());
-      b.to_host(logits + (r - first) * s.vocab_size, ws.logits.get(),
-                size_t(rows * s.vocab_size) * sizeof(float));
+    // dest[j]: where row j of ws.h goes on the host.
+    std::vector<float*> dest;
+    int64_t rows = 0;
+    for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
+      const Item& it = items[i];
+      if (!it.logits) continue;
+      const int64_t first = all_logits ? 0 : it.n - 1;
+      b.rmsnorm(x + (row + first) * H, output_norm_.f32(), it.n - first, H, s.norm_eps,
+                ws.h.f32() + rows * H);
+      for (int64_t t = first; t < it.n; ++t)
+        dest.push_back(it.logits + (t - first) * s.vocab_size);
+      rows += it.n - first;
     }
-  }
-
-  // Routes every token to its top-k experts, then runs each expert once over
-  // the tokens routed to it (a matrix product, not one product per token).
-  void moe(Layer& L, Workspace& ws, int64_t T) {
-    const ModelSpec& s = spec_;
-    Backend& b = *backend_;
-    const int64_t H = s.hidden, I = s.expert_ffn_hidden, k = s.n_experts_used;
-    b.matmul(L.router, ws.h.f32(), T, ws.router_logits.f32());
-    b.moe_route(ws.router_logits.f32(), T, s.n_experts, k, s.expert_weights_norm,
-                ws.expert_ids.data(), ws.expert_weights.data());
-    b.fill_zero(ws.out.get(), size_t(T * H) * sizeof(float));
-    for (int64_t e = 0; e < s.n_experts; ++e) {
-      int64_t n = 0;
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t j = 0; j < k; ++j)
-          if (ws.expert_ids[t * k + j] == e) {
-            ws.expert_rows[n] = int32_t(t);
-            ws.expert_scales[n] = ws.expert_weights[t * k + j];
-            ++n;
-          }
-      if (n == 0) continue;
-      const ExpertWeights& ex = L.experts[size_t(e)];
-      b.gather_rows(ws.h.f32(), ws.expert_rows.data(), n, H, ws.expert_in.f32());
-      b.matmul(ex.gate, ws.expert_in.f32(), n, ws.expert_gate.f32());
-      b.matmul(ex.up, ws.expert_in.f32(), n, ws.expert_up.f32());
-      b.silu_mul(ws.expert_gate.f32(), ws.expert_up.f32(), n * I, ws.expert_gate.f32());
-      b.matmul(ex.down, ws.expert_gate.f32(), n, ws.expert_out.f32());
-      b.scatter_add_rows(ws.out.f32(), ws.expert_out.f32(), ws.expert_rows.data(),
-                         ws.expert_scales.data(), n, H);
+    for (int64_t r = 0; r < rows; r += kHeadRows) {
+      const int64_t n = std::min(kHeadRows, rows - r);
+      b.matmul(output_, ws.h.f32() + r * H, n, ws.logits.f32());
+      for (int64_t j = 0; j < n; ++j)
+        b.to_host(dest[size_t(r + j)], ws.logits.f32() + j * s.vocab_size,
+                  size_t(s.vocab_size) * sizeof(float));
     }
   }
 
   Weight embed_, output_;
   DeviceBuffer output_norm_, inv_freq_;
   std::vector<Layer> layers_;
+  Workspace batch_ws_;  // forward_batch's activations, grown to the largest step seen
+  int64_t batch_capacity_ = 0;
 };
 
 }  // namespace

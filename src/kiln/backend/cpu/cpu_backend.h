@@ -40,6 +40,18 @@ class CpuBackend final : public Backend {
   void scatter_add_rows(float* y, const float* x, const int32_t* rows, const float* scales,
                         int64_t n, int64_t dim) override;
 
+  // Hybrid models (deltanet.cpp)
+  void conv1d_silu(const float* x, int64_t n_tokens, int64_t channels, const float* weight,
+                   int64_t kernel, float* state, float* out) override;
+  void deltanet_gates(const float* a, const float* b, const float* A, const float* dt_bias,
+                      int64_t n_tokens, int64_t n_heads, float* g, float* beta) override;
+  void gated_delta_rule(const float* qkv, const float* g, const float* beta, float* state,
+                        const DeltaRuleParams& p, float* out) override;
+  void rmsnorm_gated(const float* x, const float* w, const float* z, int64_t rows, int64_t dim,
+                     float eps, float* y) override;
+  void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim,
+                   bool per_row) override;
+
  private:
   ThreadPool pool_;
 };

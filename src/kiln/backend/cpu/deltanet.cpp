@@ -1,0 +1,273 @@
+// Gated DeltaNet on the CPU: the causal depthwise convolution in front of it,
+// its gates, the delta rule itself and the gated norm behind it.
+//
+// The delta rule runs in one of two forms that compute the same thing:
+// - recurrent, one token at a time: O(1) per token, used for decoding;
+// - chunked, for prefill: within a chunk of L tokens the sequential updates
+//   are folded into an L x L lower-triangular solve (the "WY" form of
+//   flash-linear-attention and transformers' torch_chunk_gated_delta_rule),
+//   so the state is touched once per chunk instead of once per token.
+// Each value head has its own state and is one unit of work for the pool.
+//
+// Precision: interface values are f32, the arithmetic inside is double. A
+// value head whose output nearly cancels (fast decay, q almost orthogonal to
+// k) is blown up by the gated RMSNorm behind it (eps 1e-6 against a tiny
+// rms), so f32 rounding inside the rule reaches the logits at ~1e-4; in
+// double the two forms agree to ~1e-9 and only the f32 inputs' rounding is
+// left. The same holds for the convolution, the gates and the gated norm.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kiln/backend/cpu/cpu_backend.h"
+#include "kiln/core/error.h"
+
+namespace kiln {
+namespace {
+
+inline double silu(double x) { return x / (1.0 + std::exp(-x)); }
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// torch.nn.functional.softplus with beta 1 and threshold 20.
+inline double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+
+template <class R>
+R dot(const R* a, const R* b, int64_t n) {
+  R s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// dst = src / sqrt(|src|^2 + 1e-6) * scale, as the reference's l2norm.
+template <class R>
+void l2_normalise(const float* src, int64_t n, R scale, R* dst) {
+  R sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += R(src[i]) * R(src[i]);
+  const R inv = R(1) / std::sqrt(sum + R(1e-6));
+  for (int64_t i = 0; i < n; ++i) dst[i] = R(src[i]) * inv * scale;
+}
+
+struct HeadView {
+  const float* qkv;
+  int64_t stride;    // floats per token in qkv
+  int64_t q_off, k_off, v_off;
+};
+
+// One token at a time. S [dk][dv].
+template <class R>
+void recurrent_head(const HeadView& hv, const float* g, const float* beta, int64_t g_stride,
+                    const DeltaRuleParams& p, R* S, float* out, int64_t out_stride) {
+  const int64_t dk = p.head_k_dim, dv = p.head_v_dim;
+  std::vector<R> q(static_cast<size_t>(dk)), k(static_cast<size_t>(dk));
+  std::vector<R> delta(static_cast<size_t>(dv));
+  const R scale = R(1) / std::sqrt(R(dk));
+  for (int64_t t = 0; t < p.n_tokens; ++t) {
+    const float* row = hv.qkv + t * hv.stride;
+    l2_normalise<R>(row + hv.q_off, dk, scale, q.data());
+    l2_normalise<R>(row + hv.k_off, dk, R(1), k.data());
+    const float* v = row + hv.v_off;
+    const R decay = std::exp(R(g[t * g_stride]));
+    const R b = beta[t * g_stride];
+    for (int64_t i = 0; i < dk * dv; ++i) S[i] *= decay;
+    std::fill(delta.begin(), delta.end(), R(0));
+    for (int64_t i = 0; i < dk; ++i)
+      for (int64_t j = 0; j < dv; ++j) delta[j] += S[i * dv + j] * k[i];
+    for (int64_t j = 0; j < dv; ++j) delta[j] = (v[j] - delta[j]) * b;
+    for (int64_t i = 0; i < dk; ++i)
+      for (int64_t j = 0; j < dv; ++j) S[i * dv + j] += k[i] * delta[j];
+    float* o = out + t * out_stride;
+    for (int64_t j = 0; j < dv; ++j) {
+      R sum = 0;
+      for (int64_t i = 0; i < dk; ++i) sum += S[i * dv + j] * q[i];
+      o[j] = float(sum);
+    }
+  }
+}
+
+// Chunks of p.chunk tokens (the last may be shorter: the reference pads it
+// with zeros, which changes nothing for the real tokens).
+template <class R>
+void chunked_head(const HeadView& hv, const float* g, const float* beta, int64_t g_stride,
+                  const DeltaRuleParams& p, R* S, float* out, int64_t out_stride) {
+  const int64_t dk = p.head_k_dim, dv = p.head_v_dim, C = std::max<int64_t>(1, p.chunk);
+  const R scale = R(1) / std::sqrt(R(dk));
+  auto buf = [](int64_t n) { return std::vector<R>(static_cast<size_t>(n)); };
+  std::vector<R> Q = buf(C * dk), K = buf(C * dk), W = buf(C * dk), U = buf(C * dv);
+  std::vector<R> A = buf(C * C), row = buf(C), gc = buf(C), b = buf(C);
+  std::vector<R> tmp = buf(dv), kd = buf(dk);
+  for (int64_t t0 = 0; t0 < p.n_tokens; t0 += C) {
+    const int64_t L = std::min(C, p.n_tokens - t0);
+    // The cumulative log-decay reaches hundreds over a chunk: in f32 it
+    // would shift every decay factor exp(gc_i - gc_j) by ~1e-5.
+    double acc = 0;
+    for (int64_t i = 0; i < L; ++i) {
+      const float* r = hv.qkv + (t0 + i) * hv.stride;
+      l2_normalise<R>(r + hv.q_off, dk, scale, &Q[i * dk]);
+      l2_normalise<R>(r + hv.k_off, dk, R(1), &K[i * dk]);
+      acc += g[(t0 + i) * g_stride];
+      gc[i] = R(acc);
+      b[i] = beta[(t0 + i) * g_stride];
+    }
+    // A = -(beta_i k_i . k_j) exp(gc_i - gc_j) below the diagonal, then
+    // inverted by forward substitution: T = (I - A)^-1 row by row.
+    for (int64_t i = 0; i < L; ++i)
+      for (int64_t j = 0; j < L; ++j)
+        A[i * C + j] = j < i ? -(b[i] * dot(&K[i * dk], &K[j * dk], dk)) *
+                                   std::exp(gc[i] - gc[j])
+                             : R(0);
+    for (int64_t i = 1; i < L; ++i) {
+      for (int64_t j = 0; j < i; ++j) row[j] = A[i * C + j];
+      for (int64_t j = 0; j < i; ++j) {
+        R s = row[j];
+        for (int64_t m = j + 1; m < i; ++m) s += row[m] * A[m * C + j];
+        A[i * C + j] = s;
+      }
+    }
+    for (int64_t i = 0; i < L; ++i) A[i * C + i] = R(1);
+    // U = T (beta v), W = T (beta exp(gc) k)
+    for (int64_t i = 0; i < L; ++i) {
+      R* u = &U[i * dv];
+      R* w = &W[i * dk];
+      std::fill(u, u + dv, R(0));
+      std::fill(w, w + dk, R(0));
+      for (int64_t j = 0; j <= i; ++j) {
+        const R a = A[i * C + j] * b[j];
+        const float* v = hv.qkv + (t0 + j) * hv.stride + hv.v_off;
+        for (int64_t d = 0; d < dv; ++d) u[d] += a * v[d];
+        const R ae = a * std::exp(gc[j]);
+        for (int64_t d = 0; d < dk; ++d) w[d] += ae * K[j * dk + d];
+      }
+    }
+    // New values against the state carried in: U -= W S.
+    for (int64_t i = 0; i < L; ++i) {
+      R* u = &U[i * dv];
+      for (int64_t d = 0; d < dk; ++d) {
+        const R wd = W[i * dk + d];
+        const R* s = S + d * dv;
+        for (int64_t j = 0; j < dv; ++j) u[j] -= wd * s[j];
+      }
+    }
+    // o_i = exp(gc_i) q_i S + sum_{j <= i} (q_i . k_j) exp(gc_i - gc_j) u_j
+    for (int64_t i = 0; i < L; ++i) {
+      float* o = out + (t0 + i) * out_stride;
+      std::fill(tmp.begin(), tmp.end(), R(0));
+      const R e = std::exp(gc[i]);
+      for (int64_t d = 0; d < dk; ++d) {
+        const R qd = Q[i * dk + d] * e;
+        const R* s = S + d * dv;
+        for (int64_t j = 0; j < dv; ++j) tmp[j] += qd * s[j];
+      }
+      for (int64_t j = 0; j <= i; ++j) {
+        const R a = dot(&Q[i * dk], &K[j * dk], dk) * std::exp(gc[i] - gc[j]);
+        const R* u = &U[j * dv];
+        for (int64_t d = 0; d < dv; ++d) tmp[d] += a * u[d];
+      }
+      for (int64_t d = 0; d < dv; ++d) o[d] = float(tmp[d]);
+    }
+    // S = exp(gc_last) S + sum_i exp(gc_last - gc_i) k_i u_i^T
+    const R g_last = gc[L - 1];
+    const R e_last = std::exp(g_last);
+    for (int64_t x = 0; x < dk * dv; ++x) S[x] *= e_last;
+    for (int64_t i = 0; i < L; ++i) {
+      const R e = std::exp(g_last - gc[i]);
+      for (int64_t d = 0; d < dk; ++d) kd[d] = K[i * dk + d] * e;
+      const R* u = &U[i * dv];
+      for (int64_t d = 0; d < dk; ++d) {
+        R* s = S + d * dv;
+        for (int64_t j = 0; j < dv; ++j) s[j] += kd[d] * u[j];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::conv1d_silu(const float* x, int64_t n_tokens, int64_t channels,
+                             const float* weight, int64_t kernel, float* state, float* out) {
+  const int64_t hist = kernel - 1;
+  auto body = [&](int64_t c0, int64_t c1, int) {
+    std::vector<float> window(size_t(hist + n_tokens));
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t i = 0; i < hist; ++i) window[i] = state[i * channels + c];
+      for (int64_t t = 0; t < n_tokens; ++t) window[hist + t] = x[t * channels + c];
+      const float* w = weight + c * kernel;
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        double s = 0;
+        for (int64_t j = 0; j < kernel; ++j) s += double(w[j]) * window[t + j];
+        out[t * channels + c] = float(silu(s));
+      }
+      for (int64_t i = 0; i < hist; ++i) state[i * channels + c] = window[n_tokens + i];
+    }
+  };
+  if (n_tokens * channels * kernel < 32768)
+    body(0, channels, 0);
+  else
+    pool_.parallel_for(channels, body);
+}
+
+void CpuBackend::deltanet_gates(const float* a, const float* b, const float* A,
+                                const float* dt_bias, int64_t n_tokens, int64_t n_heads,
+                                float* g, float* beta) {
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t i = t * n_heads + h;
+      g[i] = float(A[h] * softplus(double(a[i]) + dt_bias[h]));
+      beta[i] = sigmoid(b[i]);
+    }
+}
+
+void CpuBackend::gated_delta_rule(const float* qkv, const float* g, const float* beta,
+                                  float* state, const DeltaRuleParams& p, float* out) {
+  KILN_CHECK(p.n_k_heads > 0 && p.n_v_heads % p.n_k_heads == 0, "gated delta rule: ",
+             p.n_v_heads, " value heads are not a multiple of ", p.n_k_heads, " key heads");
+  const int64_t dk = p.head_k_dim, dv = p.head_v_dim;
+  const int64_t key_dim = p.n_k_heads * dk;
+  const int64_t group = p.n_v_heads / p.n_k_heads;
+  const int64_t stride = 2 * key_dim + p.n_v_heads * dv;
+  pool_.parallel_for(p.n_v_heads, [&](int64_t h0, int64_t h1, int) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const int64_t kh = p.tiled_heads ? h % p.n_k_heads : h / group;
+      HeadView hv{qkv, stride, kh * dk, key_dim + kh * dk, 2 * key_dim + h * dv};
+      float* S = state + h * dk * dv;
+      float* o = out + h * dv;
+      const int64_t os = p.n_v_heads * dv;
+      std::vector<double> Sd(S, S + dk * dv);
+      if (p.n_tokens == 1)
+        recurrent_head<double>(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
+      else
+        chunked_head<double>(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
+      for (int64_t i = 0; i < dk * dv; ++i) S[i] = float(Sd[i]);
+    }
+  });
+}
+
+void CpuBackend::rmsnorm_gated(const float* x, const float* w, const float* z, int64_t rows,
+                               int64_t dim, float eps, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    const float* zr = z + r * dim;
+    float* yr = y + r * dim;
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += double(xr[i]) * xr[i];
+    const double inv = 1.0 / std::sqrt(ss / double(dim) + eps);
+    for (int64_t i = 0; i < dim; ++i) {
+      yr[i] = float(w[i] * (xr[i] * inv) * silu(zr[i]));
+    }
+  }
+}
+
+void CpuBackend::sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim,
+                             bool per_row) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * dim;
+    if (per_row) {
+      const float s = sigmoid(gate[r]);
+      for (int64_t i = 0; i < dim; ++i) xr[i] *= s;
+    } else {
+      const float* gr = gate + r * dim;
+      for (int64_t i = 0; i < dim; ++i) xr[i] *= sigmoid(gr[i]);
+    }
+  }
+}
+
+}  // namespace kiln
