@@ -10,6 +10,8 @@ packages=(
   libbenchmark-dev       # kernel micro-benchmarks in bench/
   libicu-dev             # Unicode categories for the BPE pre-tokenizers
   libcpp-httplib-dev     # HTTP server for `kiln serve`
+  libjpeg-dev libpng-dev libwebp-dev  # image decoding for the vision models (Pillow's decoders)
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev  # video files (optional at configure)
 )
 
 missing=()

@@ -134,6 +134,24 @@ class Backend {
   virtual void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim,
                            bool per_row);
 
+  // --- Vision encoders (ViT). Not every backend has these yet: the defaults
+  // throw, naming the op and the backend.
+
+  // y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * w + b; w, b f32 [dim].
+  virtual void layernorm(const float* x, const float* w, const float* b, int64_t rows,
+                         int64_t dim, float eps, float* y);
+  // x[r, :] += bias for every row r; bias f32 [dim].
+  virtual void add_bias(float* x, const float* bias, int64_t rows, int64_t dim);
+  // x = gelu(x) element-wise over n: the tanh approximation or the exact erf form.
+  virtual void gelu(float* x, int64_t n, bool tanh_approx);
+  // Bidirectional attention within segments of the sequence: q, k, v, out
+  // [T, n_heads, head_dim]; segment i holds tokens bounds[i] .. bounds[i + 1] - 1
+  // (bounds: host memory, n_segments + 1 entries, bounds[n_segments] = T).
+  virtual void attention_segments(const float* q, const float* k, const float* v,
+                                  int64_t n_tokens, int64_t n_heads, int64_t head_dim,
+                                  const int32_t* bounds, int64_t n_segments, float scale,
+                                  float* out);
+
   // Waits for queued work (a no-op on the CPU).
   virtual void synchronize() {}
 };

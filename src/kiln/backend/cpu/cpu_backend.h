@@ -52,6 +52,15 @@ class CpuBackend final : public Backend {
   void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim,
                    bool per_row) override;
 
+  // Vision encoders (vision_ops.cpp)
+  void layernorm(const float* x, const float* w, const float* b, int64_t rows, int64_t dim,
+                 float eps, float* y) override;
+  void add_bias(float* x, const float* bias, int64_t rows, int64_t dim) override;
+  void gelu(float* x, int64_t n, bool tanh_approx) override;
+  void attention_segments(const float* q, const float* k, const float* v, int64_t n_tokens,
+                          int64_t n_heads, int64_t head_dim, const int32_t* bounds,
+                          int64_t n_segments, float scale, float* out) override;
+
  private:
   ThreadPool pool_;
 };
