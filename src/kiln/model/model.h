@@ -41,6 +41,14 @@ class SequenceState {
   int64_t capacity_ = 0;
 };
 
+// One sequence's share of a batched forward step.
+struct BatchItem {
+  SequenceState* state = nullptr;
+  const int32_t* tokens = nullptr;  // fed at the state's next positions
+  int64_t n = 0;
+  float* logits = nullptr;  // host [vocab] for the last token, or null
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -54,6 +62,12 @@ class Model {
   // when no logits are wanted (a prompt chunk that is not the last).
   virtual void forward(SequenceState& state, const int32_t* tokens, int64_t n, float* logits,
                        bool all_logits) = 0;
+
+  // Feeds several sequences in one step: what a server runs each iteration
+  // (one decode token per running sequence, plus chunks of new prompts).
+  // Results equal forward() on each item in turn. The default does exactly
+  // that; a model may instead share each weight product across all items.
+  virtual void forward_batch(const std::vector<BatchItem>& items);
 
   // Bytes of weights the model reads per token (for bandwidth figures).
   size_t weight_bytes() const { return weight_bytes_; }
