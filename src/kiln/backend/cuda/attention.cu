@@ -40,6 +40,7 @@ __device__ __forceinline__ float dot_row(const float* q, const KT* k, int hd) {
   float s = 0.0f;
   if constexpr (sizeof(KT) == 4) {
     if ((hd & 3) == 0) {
+#pragma unroll 8
       for (int d = 0; d < hd; d += 4) {
         const float4 kv = *reinterpret_cast<const float4*>(k + d);
         s = fmaf(q[d], kv.x, s);
@@ -51,6 +52,7 @@ __device__ __forceinline__ float dot_row(const float* q, const KT* k, int hd) {
     }
   } else {
     if ((hd & 1) == 0) {
+#pragma unroll 8
       for (int d = 0; d < hd; d += 2) {
         const float2 kv = __half22float2(*reinterpret_cast<const __half2*>(k + d));
         s = fmaf(q[d], kv.x, s);
@@ -101,6 +103,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < DPL; ++i) acc[i] *= corr;
     const int nvalid = int(min(int64_t(32), int64_t(k1 - base)));
+#pragma unroll 4
     for (int jj = 0; jj < nvalid; ++jj) {
       const float pj = __shfl_sync(0xffffffffu, p, jj);
       const KT* vr = vb + (base + jj) * hd;
@@ -144,14 +147,17 @@ __global__ void attn_combine_kernel(const float* __restrict__ partial, int hd, i
   const int bh = blockIdx.x;
   const float* pp = partial + int64_t(bh) * S * (hd + 2);
   float M = -INFINITY;
+#pragma unroll 8
   for (int s = 0; s < S; ++s) M = fmaxf(M, pp[s * (hd + 2)]);
   float L = 0.0f;
+#pragma unroll 8
   for (int s = 0; s < S; ++s) {
     const float ms = pp[s * (hd + 2)];
     if (ms != -INFINITY) L += pp[s * (hd + 2) + 1] * expf(ms - M);
   }
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float a = 0.0f;
+#pragma unroll 8
     for (int s = 0; s < S; ++s) {
       const float ms = pp[s * (hd + 2)];
       if (ms != -INFINITY) a += pp[s * (hd + 2) + 2 + d] * expf(ms - M);

@@ -134,9 +134,18 @@ class CudaBackend final : public Backend {
     flush();
     return raw_alloc(bytes, "a buffer");
   }
+  // Called from destructors, also while an error unwinds: never throws. A
+  // failed free after a kernel fault changes nothing for the user, who is
+  // already getting that fault's message.
   void free(void* p) override {
-    flush();
-    if (p) check(cudaFree(p), "cudaFree");
+    try {
+      flush();
+    } catch (const Error&) {
+    }
+    // A graph may hold nodes on this memory (a copy, a memset): a new buffer
+    // at the same address would match its records but not its allocation.
+    drop_graphs();
+    if (p && cudaFree(p) != cudaSuccess) cudaGetLastError();
   }
   void to_device(void* dst, const void* host, size_t bytes) override {
     flush();
@@ -176,12 +185,6 @@ class CudaBackend final : public Backend {
                dtype_name(view.dtype), " is not supported by the CUDA backend");
     Weight w;
     w.view = view;
-    // The same tensor loaded twice (a tied head loaded by name) is uploaded once.
-    const std::string key = cat(view.name, "@", view.data, "+", view.nbytes);
-    if (auto it = uploaded_.find(key); it != uploaded_.end()) {
-      w.data = it->second;
-      return w;
-    }
     // Weights live in large chunks; the 64 bytes of slack after each let the
     // matvec kernel's aligned 16-byte loads run past a row's last block.
     const size_t need = (view.nbytes + 64 + 255) / 256 * 256;
@@ -197,7 +200,6 @@ class CudaBackend final : public Backend {
     check(cudaMemcpyAsync(dst, view.data, view.nbytes, cudaMemcpyHostToDevice, stream_),
           "uploading a weight");
     check(cudaStreamSynchronize(stream_), "uploading a weight");
-    uploaded_[key] = dst;
     w.data = dst;
     return w;
   }
@@ -494,11 +496,17 @@ class CudaBackend final : public Backend {
             "argument copy");
   }
 
+  void drop_graphs() {
+    if (graphs_.empty()) return;
+    cudaStreamSynchronize(stream_);
+    launched_ = false;
+    for (auto& [k, g] : graphs_) cudaGraphExecDestroy(g.exec);
+    graphs_.clear();
+    seen_.clear();
+  }
+
   bool capture(uint64_t h) {
-    if (graphs_.size() >= kMaxGraphs) {
-      for (auto& [k, g] : graphs_) cudaGraphExecDestroy(g.exec);
-      graphs_.clear();
-    }
+    if (graphs_.size() >= kMaxGraphs) drop_graphs();
     cudaGraph_t graph = nullptr;
     check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
     try {
@@ -651,7 +659,6 @@ class CudaBackend final : public Backend {
   std::vector<void*> chunks_;
   uint8_t* chunk_ = nullptr;
   size_t chunk_left_ = 0;
-  std::unordered_map<std::string, void*> uploaded_;
 
   bool graphs_enabled_ = true;
   bool deferring_ = false;

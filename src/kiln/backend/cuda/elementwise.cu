@@ -10,22 +10,34 @@ namespace {
 
 unsigned grid_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
-// One warp per row.
-__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w,
-                               int64_t rows, int64_t dim, float eps, float* y) {
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= rows) return;
+// One block of kNormThreads per row: every load of the row is in flight at
+// once (a warp looping over a 1024-wide row waits on each load in turn).
+constexpr int kNormThreads = 256;
+__global__ void __launch_bounds__(kNormThreads)
+    rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t rows,
+                   int64_t dim, float eps, float* y) {
+  __shared__ float part[kNormThreads / 32];
+  const int64_t row = blockIdx.x;
   const float* xr = x + row * dim;
   float* yr = y + row * dim;
   float s = 0.0f;
-  for (int64_t i = lane; i < dim; i += 32) s = fmaf(xr[i], xr[i], s);
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < dim; i += kNormThreads) s = fmaf(xr[i], xr[i], s);
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
+  __syncthreads();
+  s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kNormThreads / 32; ++i) s += part[i];
   const float inv = 1.0f / sqrtf(s / float(dim) + eps);
-  if (w)
-    for (int64_t i = lane; i < dim; i += 32) yr[i] = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
-  else
-    for (int64_t i = lane; i < dim; i += 32) yr[i] = __fmul_rn(xr[i], inv);
+  if (w) {
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < dim; i += kNormThreads)
+      yr[i] = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
+  } else {
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < dim; i += kNormThreads) yr[i] = __fmul_rn(xr[i], inv);
+  }
 }
 
 __global__ void rope_kernel(float* x, int64_t T, int64_t n_heads, int64_t head_dim,
@@ -99,7 +111,7 @@ __global__ void scatter_add_kernel(float* y, const float* __restrict__ x,
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y,
              cudaStream_t s) {
   if (rows <= 0) return;
-  rmsnorm_kernel<<<grid_for(rows, 8), 256, 0, s>>>(x, w, rows, dim, eps, y);
+  rmsnorm_kernel<<<unsigned(rows), kNormThreads, 0, s>>>(x, w, rows, dim, eps, y);
   check_launch("rmsnorm");
 }
 
