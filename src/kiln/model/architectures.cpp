@@ -9,6 +9,9 @@ constexpr std::array kArchs = {
     ArchEntry{"llama", "llama", "llama", "LlamaForCausalLM", RopeStyle::Interleaved},
     ArchEntry{"qwen3", "qwen3", "qwen3", "Qwen3ForCausalLM", RopeStyle::Halves},
     ArchEntry{"qwen3moe", "qwen3moe", "qwen3_moe", "Qwen3MoeForCausalLM", RopeStyle::Halves},
+    // Qwen3-VL: a Qwen3 text model; its M-RoPE sections and vision tower come beside it.
+    ArchEntry{"qwen3", "qwen3vl", "qwen3_vl_text", "Qwen3VLForConditionalGeneration",
+              RopeStyle::Halves},
     ArchEntry{"smollm3", "smollm3", "smollm3", "SmolLM3ForCausalLM", RopeStyle::Interleaved},
     // Hybrids: llama.cpp runs their (partial) RoPE in NEOX order, Qwen3.5's as
     // M-RoPE whose sections all see the same position for text: half rotation.

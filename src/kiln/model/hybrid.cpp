@@ -6,6 +6,7 @@
 
 #include "kiln/core/error.h"
 #include "kiln/model/building_blocks.h"
+#include "kiln/model/multimodal_inputs.h"
 #include "kiln/quant/dequantize.h"
 
 namespace kiln {
@@ -105,6 +106,13 @@ class Hybrid final : public Model {
 
   void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits) override {
+    forward(base, tokens, n, logits, all_logits, ForwardInputs{});
+  }
+
+  void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
+               bool all_logits, const ForwardInputs& inputs) override {
+    KILN_CHECK(!inputs.mrope_positions || mrope_.enabled(), "the ", spec_.arch,
+               " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<HybridState&>(base);
     KILN_CHECK(st.position() + n <= st.capacity(), "context full: ", st.position() + n,
                " positions needed, the context holds ", st.capacity(), " (raise --ctx-size)");
@@ -117,7 +125,8 @@ class Hybrid final : public Model {
       float* chunk_logits = nullptr;
       if (logits && all_logits) chunk_logits = logits + done * spec_.vocab_size;
       if (logits && !all_logits && last) chunk_logits = logits;
-      step(st, tokens + done, chunk, chunk_logits, all_logits);
+      const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
+      step(st, tokens + done, chunk, chunk_logits, all_logits, in.view);
       done += chunk;
     }
   }
@@ -164,6 +173,7 @@ class Hybrid final : public Model {
     auto inv = rope_inverse_frequencies(s, nullptr);
     inv_freq_ = DeviceBuffer(b, std::max<size_t>(1, inv.size()) * sizeof(float));
     if (!inv.empty()) b.to_device(inv_freq_.get(), inv.data(), inv.size() * sizeof(float));
+    mrope_.init(b, s, inv);
 
     layers_.resize(size_t(s.n_layers));
     for (int64_t i = 0; i < s.n_layers; ++i) {
@@ -334,7 +344,12 @@ class Hybrid final : public Model {
       b.rmsnorm(ws.q.f32(), L.q_norm.f32(), T * s.n_heads, hd, s.norm_eps, ws.q.f32());
       b.rmsnorm(ws.k.f32(), L.k_norm.f32(), T * s.n_kv_heads, hd, s.norm_eps, ws.k.f32());
     }
-    if (s.rope_dims > 0) {
+    if (s.rope_dims > 0 && vision_ && vision_->mrope_positions) {
+      mrope_.apply(b, ws.q.f32(), T, s.n_heads, hd, s.rope_dims, vision_->mrope_positions,
+                   s.rope_style);
+      mrope_.apply(b, ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, vision_->mrope_positions,
+                   s.rope_style);
+    } else if (s.rope_dims > 0) {
       b.rope(ws.q.f32(), T, s.n_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
              s.rope_style);
       b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
@@ -352,16 +367,19 @@ class Hybrid final : public Model {
     b.matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
   }
 
-  void step(HybridState& st, const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+  void step(HybridState& st, const int32_t* tokens, int64_t T, float* logits, bool all_logits,
+            const ForwardInputs& in) {
+    vision_ = &in;
     const ModelSpec& s = spec_;
     Backend& b = *backend_;
     Workspace& ws = st.ws;
     const int64_t H = s.hidden;
     const int64_t start = st.position();
-    for (int64_t t = 0; t < T; ++t) ws.positions[t] = int32_t(start + t);
+    for (int64_t t = 0; t < T; ++t) ws.positions[t] = int32_t(start + st.rope_offset() + t);
 
     float* x = ws.x.f32();
     b.embed(embed_, tokens, T, x);
+    place_embeddings(b, in, x, H);
     for (Layer& L : layers_) {
       b.rmsnorm(x, L.attn_norm.f32(), T, H, s.norm_eps, ws.h.f32());
       if (L.is_linear)
@@ -396,6 +414,8 @@ class Hybrid final : public Model {
 
   Weight embed_, output_;
   DeviceBuffer output_norm_, inv_freq_;
+  MropeTables mrope_;
+  const ForwardInputs* vision_ = nullptr;  // the step's vision inputs
   std::vector<Layer> layers_;
   int64_t n_attn_ = 0, n_linear_ = 0;
   // Re-ordered copies of fused weights (see copy_rows); the Weights point here.

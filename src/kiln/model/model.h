@@ -24,9 +24,17 @@ class SequenceState {
  public:
   virtual ~SequenceState() = default;
   int64_t position() const { return n_past_; }
+  // RoPE position of the next text token minus its cache position: after an
+  // image, M-RoPE positions run behind the cache (an image of h x w merged
+  // tokens fills h * w cells but advances positions by max(h, w)).
+  int64_t rope_offset() const { return rope_offset_; }
+  void set_rope_offset(int64_t offset) { rope_offset_ = offset; }
   int64_t capacity() const { return capacity_; }
   // Forgets the sequence (the cache is reused).
-  virtual void reset() { n_past_ = 0; }
+  virtual void reset() {
+    n_past_ = 0;
+    rope_offset_ = 0;
+  }
   // Drops every position from `pos` on, so a shared prefix can be kept.
   virtual void truncate(int64_t pos);
   // Whether truncate(pos) is possible: a recurrent state cannot be rewound
@@ -39,6 +47,20 @@ class SequenceState {
   friend class Model;
   int64_t n_past_ = 0;
   int64_t capacity_ = 0;
+  int64_t rope_offset_ = 0;
+};
+
+// What a vision-language prompt adds to a forward call (host memory): rows
+// whose input embedding is given (image tokens) instead of looked up,
+// DeepStack features added to those rows after the first layers, and
+// M-RoPE (t, h, w) positions for every token of the call.
+struct ForwardInputs {
+  const float* embeds = nullptr;        // [n_embeds, hidden]
+  const int32_t* embed_rows = nullptr;  // which tokens of the call, ascending
+  int64_t n_embeds = 0;
+  const float* deepstack = nullptr;     // [n_deepstack, n_embeds, hidden]: after layer l
+  int64_t n_deepstack = 0;
+  const int32_t* mrope_positions = nullptr;  // [3, n]; null: text positions
 };
 
 // One sequence's share of a batched forward step.
@@ -62,6 +84,9 @@ class Model {
   // when no logits are wanted (a prompt chunk that is not the last).
   virtual void forward(SequenceState& state, const int32_t* tokens, int64_t n, float* logits,
                        bool all_logits) = 0;
+  // The same with vision inputs; models without M-RoPE/vision support throw.
+  virtual void forward(SequenceState& state, const int32_t* tokens, int64_t n, float* logits,
+                       bool all_logits, const ForwardInputs& inputs);
 
   // Feeds several sequences in one step: what a server runs each iteration
   // (one decode token per running sequence, plus chunks of new prompts).

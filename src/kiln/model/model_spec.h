@@ -41,6 +41,12 @@ struct ModelSpec {
   RopeStyle rope_style = RopeStyle::Halves;
   RopeScaling rope_scaling;
   std::vector<bool> layer_uses_rope;  // false: a NoPE layer (SmolLM3)
+  // Multimodal RoPE (Qwen3-VL, Qwen3.5): how many rotary frequencies follow the
+  // temporal, height and width positions; empty = plain RoPE. Interleaved:
+  // frequency i follows h when i % 3 == 1 and i < 3 * sections[1], w when
+  // i % 3 == 2 and i < 3 * sections[2], t otherwise; else consecutive blocks.
+  std::vector<int64_t> mrope_sections;
+  bool mrope_interleaved = false;
 
   // Mixture of experts
   int64_t n_experts = 0;
@@ -70,6 +76,9 @@ struct ModelSpec {
   // RMSNorm weights stored zero-centred, applied as 1 + w (Hugging Face
   // Qwen3-Next/3.5; llama.cpp's converter stores them with the 1 added).
   bool norm_unit_offset = false;
+
+  // BitNet b1.58 feed-forward activation: squared ReLU (2B-4T) instead of SiLU.
+  bool ffn_squared_relu = false;
 
   bool tied_embeddings = false;
 

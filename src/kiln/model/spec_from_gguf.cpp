@@ -28,6 +28,12 @@ ModelSpec spec_from_gguf(const GgufFile& g) {
   s.head_dim = g.get_int_or(p + "attention.key_length", s.n_heads ? s.hidden / s.n_heads : 0);
   s.rope_theta = float(g.get_float_or(p + "rope.freq_base", 10000.0));
   s.rope_dims = g.get_int_or(p + "rope.dimension_count", s.head_dim);
+  if (g.has(p + "rope.dimension_sections")) {
+    // llama.cpp runs these architectures' sections interleaved (its IMROPE).
+    s.mrope_sections = g.get_int_array(p + "rope.dimension_sections");
+    while (!s.mrope_sections.empty() && s.mrope_sections.back() == 0) s.mrope_sections.pop_back();
+    s.mrope_interleaved = arch_name == "qwen3vl" || arch_name == "qwen35" || arch_name == "qwen35moe";
+  }
   s.rope_style = arch->gguf_rope;
 
   const std::string scaling = g.get_string_or(p + "rope.scaling.type", "none");

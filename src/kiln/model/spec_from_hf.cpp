@@ -45,8 +45,12 @@ void read_rope(const json& c, ModelSpec& s) {
     if (c.contains("rope_theta")) rope["rope_theta"] = c["rope_theta"];
   }
   s.rope_theta = float(get_float(rope, "rope_theta", get_float(c, "rope_theta", 10000.0)));
+  if (rope.contains("mrope_section") && rope["mrope_section"].is_array()) {
+    s.mrope_sections = rope["mrope_section"].get<std::vector<int64_t>>();
+    s.mrope_interleaved = rope.value("mrope_interleaved", false);
+  }
   std::string type = rope.value("rope_type", rope.value("type", std::string("default")));
-  if (type == "default" || type.empty()) return;
+  if (type == "default" || type == "mrope" || type.empty()) return;
   if (type == "linear") {
     s.rope_scaling.kind = RopeScaling::Kind::Linear;
     s.rope_scaling.factor = float(get_float(rope, "factor", 1.0));
@@ -140,6 +144,8 @@ ModelSpec spec_from_hf_config(const json& root) {
   const bool hybrid = s.arch == "qwen35" || s.arch == "qwen35moe" || s.arch == "qwen3next";
   s.qk_norm = s.arch == "qwen3" || s.arch == "qwen3moe" || hybrid;
   if (hybrid) read_hybrid(c, s);
+  // BitNet b1.58 2B-4T: "relu2"; the 1bitLLM models use SiLU.
+  s.ffn_squared_relu = s.arch == "bitnet" && c.value("hidden_act", std::string()) == "relu2";
 
   s.layer_uses_rope.assign(size_t(s.n_layers), true);
   if (auto it = c.find("no_rope_layers"); it != c.end() && it->is_array()) {

@@ -6,6 +6,7 @@
 
 #include "kiln/core/error.h"
 #include "kiln/model/building_blocks.h"
+#include "kiln/model/multimodal_inputs.h"
 
 namespace kiln {
 namespace {
@@ -43,6 +44,7 @@ struct Item {
   const int32_t* tokens;
   int64_t n;
   float* logits;  // null: none wanted
+  const ForwardInputs* inputs = nullptr;  // vision inputs (a single-item step only)
 };
 
 class Transformer final : public Model {
@@ -62,6 +64,13 @@ class Transformer final : public Model {
 
   void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits) override {
+    forward(base, tokens, n, logits, all_logits, ForwardInputs{});
+  }
+
+  void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
+               bool all_logits, const ForwardInputs& inputs) override {
+    KILN_CHECK(!inputs.mrope_positions || mrope_.enabled(), "the ", spec_.arch,
+               " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<TransformerState&>(base);
     check(st, tokens, n);
     for (int64_t done = 0; done < n;) {
@@ -70,7 +79,8 @@ class Transformer final : public Model {
       float* chunk_logits = nullptr;
       if (logits && all_logits) chunk_logits = logits + done * spec_.vocab_size;
       if (logits && !all_logits && last) chunk_logits = logits;
-      Item item{&st, tokens + done, chunk, chunk_logits};
+      const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
+      Item item{&st, tokens + done, chunk, chunk_logits, &in.view};
       step(&item, 1, st.ws, all_logits);
       done += chunk;
     }
@@ -121,6 +131,7 @@ class Transformer final : public Model {
     auto inv = rope_inverse_frequencies(s, f.find("rope_freqs.weight"));
     inv_freq_ = DeviceBuffer(b, inv.size() * sizeof(float));
     b.to_device(inv_freq_.get(), inv.data(), inv_freq_.bytes());
+    mrope_.init(b, s, inv);
 
     layers_.resize(size_t(s.n_layers));
     for (int64_t i = 0; i < s.n_layers; ++i) {
@@ -184,12 +195,15 @@ class Transformer final : public Model {
     int64_t T = 0;
     for (int64_t i = 0; i < n_items; ++i) {
       const Item& it = items[i];
-      for (int64_t t = 0; t < it.n; ++t) ws.positions[T + t] = int32_t(it.state->position() + t);
+      const int64_t pos0 = it.state->position() + it.state->rope_offset();
+      for (int64_t t = 0; t < it.n; ++t) ws.positions[T + t] = int32_t(pos0 + t);
       b.embed(embed_, it.tokens, it.n, ws.x.f32() + T * H);
+      if (it.inputs) place_embeddings(b, *it.inputs, ws.x.f32() + T * H, H);
       T += it.n;
     }
 
     float* x = ws.x.f32();
+    const ForwardInputs* vision = n_items == 1 ? items[0].inputs : nullptr;
     for (int64_t li = 0; li < s.n_layers; ++li) {
       Layer& L = layers_[size_t(li)];
       // --- attention block
@@ -201,7 +215,12 @@ class Transformer final : public Model {
         b.rmsnorm(ws.q.f32(), L.q_norm.f32(), T * s.n_heads, hd, s.norm_eps, ws.q.f32());
         b.rmsnorm(ws.k.f32(), L.k_norm.f32(), T * s.n_kv_heads, hd, s.norm_eps, ws.k.f32());
       }
-      if (L.uses_rope) {
+      if (L.uses_rope && vision && vision->mrope_positions) {
+        mrope_.apply(b, ws.q.f32(), T, s.n_heads, hd, s.rope_dims, vision->mrope_positions,
+                     s.rope_style);
+        mrope_.apply(b, ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, vision->mrope_positions,
+                     s.rope_style);
+      } else if (L.uses_rope) {
         b.rope(ws.q.f32(), T, s.n_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
                s.rope_style);
         b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(),
@@ -234,6 +253,7 @@ class Transformer final : public Model {
         b.matmul(L.w_down, ws.gate.f32(), T, ws.out.f32());
       }
       b.add(x, ws.out.f32(), T * H);
+      if (vision) add_deepstack(b, *vision, li, x, H);
     }
     for (int64_t i = 0; i < n_items; ++i) advance(*items[i].state, items[i].n);
 
@@ -263,6 +283,7 @@ class Transformer final : public Model {
 
   Weight embed_, output_;
   DeviceBuffer output_norm_, inv_freq_;
+  MropeTables mrope_;
   std::vector<Layer> layers_;
   Workspace batch_ws_;  // forward_batch's activations, grown to the largest step seen
   int64_t batch_capacity_ = 0;

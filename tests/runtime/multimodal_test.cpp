@@ -1,0 +1,93 @@
+// A prompt with an image against transformers, end to end: the image through
+// the processor and tower, embeddings at the pads, M-RoPE positions, DeepStack
+// (Qwen3-VL), logits of one prefill and the greedy continuation (decoded with
+// the KV cache, text positions continuing after the image's).
+//
+// Tolerances: position_ids identical; logits max |x - ref| / max |ref| <= 1e-4
+// (bf16 weights widen exactly; what remains is f32 summation order, ~1e-6 for
+// Qwen3-VL and ~2e-5 for the Qwen3.5 hybrid's delta rule); greedy ids equal.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kiln/io/safetensors.h"
+#include "kiln/runtime/engine.h"
+#include "kiln/runtime/multimodal.h"
+
+namespace kiln {
+namespace {
+
+const std::string kData = KILN_TEST_DATA;
+
+struct Case {
+  std::string arch, model;  // model: relative to the fixture folder ("" = the checkpoint)
+};
+
+class MultimodalTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(MultimodalTest, LogitsPositionsAndGreedyIdsMatch) {
+  const std::string dir = kData + "/hf/" + GetParam().arch;
+  auto ref = SafetensorsModel::open(dir + "/ref.safetensors");
+  auto tensor = [&](const char* name) {
+    const TensorView* t = ref->find_tensor(name);
+    EXPECT_TRUE(t) << name;
+    return t;
+  };
+  const TensorView* ids_t = tensor("input_ids");
+  const int32_t* ip = static_cast<const int32_t*>(ids_t->data);
+  const std::vector<int32_t> ids(ip, ip + ids_t->numel());
+  const int64_t T = int64_t(ids.size());
+
+  LoadOptions lo;
+  auto engine = Engine::load(dir + (GetParam().model.empty() ? "" : "/" + GetParam().model), lo);
+  auto vision = VisionRuntime::open(engine->file(), "", engine->backend());
+  std::vector<MediaItem> media{vision->encode_image(dir + "/image.png")};
+  const MultimodalPrompt mm =
+      build_multimodal_prompt(ids, media, vision_token_ids(engine->require_tokenizer()), 0);
+  const int32_t* pos = static_cast<const int32_t*>(tensor("position_ids")->data);
+  EXPECT_EQ(mm.positions, std::vector<int32_t>(pos, pos + 3 * T));
+
+  StateOptions so;
+  so.context = 128;
+  auto state = engine->model().new_state(so);
+  const int64_t V = engine->spec().vocab_size;
+  std::vector<float> logits(size_t(T * V));
+  prefill_multimodal(engine->model(), *state, mm, logits.data(), true);
+  const TensorView* want = tensor("logits");
+  const float* w = static_cast<const float*>(want->data);
+  double diff = 0, mag = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    diff = std::max(diff, double(std::fabs(logits[i] - w[i])));
+    mag = std::max(mag, double(std::fabs(w[i])));
+  }
+  EXPECT_LE(diff / mag, 1e-4);
+  std::printf("%s %s: logits rel error %.2e\n", GetParam().arch.c_str(),
+              GetParam().model.empty() ? "safetensors" : GetParam().model.c_str(), diff / mag);
+
+  const TensorView* greedy_t = tensor("greedy_ids");
+  const int32_t* g = static_cast<const int32_t*>(greedy_t->data);
+  std::vector<int32_t> got;
+  std::vector<float> last(logits.end() - V, logits.end());
+  for (int64_t i = 0; i < greedy_t->numel(); ++i) {
+    const int32_t next = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
+    got.push_back(next);
+    engine->model().forward(*state, &next, 1, last.data(), false);
+  }
+  EXPECT_EQ(got, std::vector<int32_t>(g, g + greedy_t->numel()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, MultimodalTest,
+                         ::testing::Values(Case{"qwen3_vl", ""},
+                                           Case{"qwen3_vl", "gguf/qwen3_vl-f32.gguf"},
+                                           Case{"qwen3_5_vl", ""},
+                                           Case{"qwen3_5_vl", "gguf/qwen3_5_vl-f32.gguf"}),
+                         [](const auto& info) {
+                           return info.param.arch + (info.param.model.empty() ? "_safetensors"
+                                                                              : "_gguf");
+                         });
+
+}  // namespace
+}  // namespace kiln
