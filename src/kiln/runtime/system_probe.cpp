@@ -1,0 +1,205 @@
+#include "kiln/runtime/system_probe.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "kiln/backend/backend.h"
+#include "kiln/core/error.h"
+
+namespace kiln {
+namespace {
+
+std::string gib(double bytes) {
+  std::ostringstream s;
+  s.precision(bytes >= double(10ull << 30) ? 3 : 2);
+  s << std::fixed << bytes / double(1ull << 30) << " GiB";
+  return s.str();
+}
+
+// A cgroup v2 (or v1) memory limit, 0 when there is none.
+size_t cgroup_limit() {
+  for (const char* path : {"/sys/fs/cgroup/memory.max",
+                           "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(path);
+    std::string v;
+    if (in >> v && v != "max") {
+      try {
+        const unsigned long long n = std::stoull(v);
+        if (n > 0 && n < (1ull << 60)) return size_t(n);
+      } catch (...) {
+      }
+    }
+  }
+  return 0;
+}
+
+size_t cgroup_usage() {
+  for (const char* path : {"/sys/fs/cgroup/memory.current",
+                           "/sys/fs/cgroup/memory/memory.usage_in_bytes"}) {
+    std::ifstream in(path);
+    unsigned long long n = 0;
+    if (in >> n) return size_t(n);
+  }
+  return 0;
+}
+
+}  // namespace
+
+SystemProbe probe_system() {
+  SystemProbe p;
+  {
+    std::ifstream in("/proc/meminfo");
+    std::string key, unit;
+    size_t kb = 0;
+    while (in >> key >> kb >> unit) {
+      if (key == "MemTotal:") p.ram_total = kb * 1024;
+      if (key == "MemAvailable:") p.ram_available = kb * 1024;
+    }
+  }
+  if (const size_t limit = cgroup_limit()) {
+    const size_t used = cgroup_usage();
+    const size_t room = limit > used ? limit - used : 0;
+    p.ram_total = p.ram_total ? std::min(p.ram_total, limit) : limit;
+    p.ram_available = p.ram_available ? std::min(p.ram_available, room) : room;
+  }
+  p.logical_cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  {
+    // Physical cores: distinct (physical id, core id) pairs.
+    std::ifstream in("/proc/cpuinfo");
+    std::string line, phys;
+    std::set<std::string> cores;
+    std::set<std::string> flags;
+    while (std::getline(in, line)) {
+      const auto colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      std::string key = line.substr(0, colon);
+      key.erase(key.find_last_not_of(" \t") + 1);
+      const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+      if (key == "physical id") phys = value;
+      if (key == "core id") cores.insert(phys + "/" + value);
+      if (key == "flags" && flags.empty()) {
+        std::istringstream f(value);
+        for (std::string w; f >> w;) flags.insert(w);
+      }
+    }
+    p.physical_cores = cores.empty() ? p.logical_cores : int(cores.size());
+    p.physical_cores = std::min(p.physical_cores, p.logical_cores);
+    for (const char* f : {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw",
+                          "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile", "neon"})
+      if (flags.count(f)) p.cpu_features.push_back(f);
+  }
+  const int n = cuda_device_count();
+  for (int i = 0; i < n; ++i) {
+    GpuProbe g;
+    g.index = i;
+    g.name = cuda_device_name(i);
+    cuda_memory_info(i, &g.free_bytes, &g.total_bytes);
+    p.gpus.push_back(g);
+  }
+  return p;
+}
+
+std::string SystemProbe::summary() const {
+  std::ostringstream s;
+  s << "RAM " << gib(double(ram_available)) << " available of " << gib(double(ram_total))
+    << "; " << physical_cores << " cores (" << logical_cores << " threads)";
+  if (!cpu_features.empty()) {
+    s << ";";
+    for (const auto& f : cpu_features) s << " " << f;
+  }
+  for (const auto& g : gpus)
+    s << "; GPU " << g.index << " " << g.name << " " << gib(double(g.free_bytes)) << " free of "
+      << gib(double(g.total_bytes));
+  return s.str();
+}
+
+ModelFootprint model_footprint(const ModelFile& file, DType kv_dtype) {
+  const ModelSpec& s = file.spec();
+  ModelFootprint f;
+  for (const auto& [name, t] : file.tensors()) f.weight_bytes += t.nbytes;
+  // Every layer is counted as an attention layer: exact for transformers, an
+  // upper bound for hybrid models (their linear layers keep a fixed state).
+  f.kv_bytes_per_position = size_t(2 * s.n_layers * s.n_kv_heads * s.head_dim) *
+                            (kv_dtype == DType::F16 ? 2 : 4);
+  f.activation_bytes =
+      size_t(512.0 * 4 *
+             (6.0 * double(s.hidden) + 4.0 * double(s.n_heads * s.head_dim) +
+              2.0 * double(std::max(s.ffn_hidden, s.expert_ffn_hidden)))) +
+      size_t(16 * 4 * s.vocab_size);
+  return f;
+}
+
+ServePlan plan_serving(const ModelFile& file, const SystemProbe& sys, int64_t want_context,
+                       int want_parallel, DType kv_dtype, bool on_gpu) {
+  const ModelSpec& s = file.spec();
+  const ModelFootprint fp = model_footprint(file, kv_dtype);
+  ServePlan plan;
+  plan.on_gpu = on_gpu && !sys.gpus.empty();
+  // Leave a tenth of the memory (at least 256 MiB) to the system and the runtime.
+  const size_t free_bytes = plan.on_gpu ? sys.gpus[0].free_bytes : sys.ram_available;
+  const size_t reserve = std::max<size_t>(free_bytes / 10, 256u << 20);
+  plan.budget_bytes = free_bytes > reserve ? free_bytes - reserve : 0;
+  const char* where = plan.on_gpu ? "GPU memory" : "RAM";
+  // The weights of a mmapped file on the CPU are in the page cache, but they
+  // must stay there to run without thrashing: count them as used.
+  const size_t fixed = fp.weight_bytes + fp.activation_bytes;
+  auto need = [&](int64_t ctx, int par) {
+    return fixed + size_t(par) * (size_t(ctx) * fp.kv_bytes_per_position + fp.state_bytes_per_sequence);
+  };
+
+  const int64_t model_ctx = std::max<int64_t>(s.max_context, 1);
+  int64_t ctx = want_context > 0 ? want_context : std::min<int64_t>(model_ctx, 4096);
+  if (ctx > model_ctx) {
+    plan.reasons.push_back(cat("context ", ctx, " is more than the model was trained for (",
+                               model_ctx, "); using ", model_ctx));
+    ctx = model_ctx;
+  }
+  int par = want_parallel > 0 ? want_parallel
+                              : std::clamp(sys.physical_cores > 0 ? 4 * sys.physical_cores : 4, 4, 32);
+  if (want_parallel <= 0)
+    plan.reasons.push_back(cat(par, " parallel sequences: 4 per core, 4 to 32 (--parallel sets it)"));
+  if (sys.ram_available == 0 && !plan.on_gpu) {
+    plan.reasons.push_back("free RAM is unknown: the plan is not checked against it");
+    plan.context = ctx, plan.parallel = par, plan.need_bytes = need(ctx, par), plan.fits = true;
+    return plan;
+  }
+  const int64_t min_ctx = std::min<int64_t>(512, ctx);
+  if (need(min_ctx, 1) > plan.budget_bytes) {
+    plan.context = min_ctx, plan.parallel = 1, plan.need_bytes = need(min_ctx, 1);
+    plan.reasons.push_back(cat("the weights (", gib(double(fp.weight_bytes)),
+                               ") and one sequence of ", min_ctx, " positions need ",
+                               gib(double(plan.need_bytes)), "; ", gib(double(free_bytes)), " of ",
+                               where, " is free (", gib(double(plan.budget_bytes)),
+                               " usable): a smaller quantization is needed"));
+    return plan;
+  }
+  if (need(ctx, par) > plan.budget_bytes) {
+    const int64_t want_ctx = ctx;
+    const int want_par = par;
+    // Fewer sequences first (each keeps its full context), then a shorter context.
+    while (par > 1 && need(ctx, par) > plan.budget_bytes) --par;
+    while (ctx > min_ctx && need(ctx, par) > plan.budget_bytes)
+      ctx = std::max<int64_t>(min_ctx, ctx / 2 / 256 * 256);
+    plan.reasons.push_back(cat(want_par, " x ", want_ctx, " positions would need ",
+                               gib(double(need(want_ctx, want_par))), " but ",
+                               gib(double(plan.budget_bytes)), " of ", where,
+                               " is usable: reduced to ", par, " x ", ctx));
+  }
+  plan.context = ctx;
+  plan.parallel = par;
+  plan.need_bytes = need(ctx, par);
+  plan.fits = true;
+  plan.reasons.push_back(cat("weights ", gib(double(fp.weight_bytes)), " + KV cache ",
+                             gib(double(size_t(par) * size_t(ctx) * fp.kv_bytes_per_position)),
+                             " (", par, " x ", ctx, " positions) = ", gib(double(plan.need_bytes)),
+                             " of ", gib(double(plan.budget_bytes)), " usable ", where));
+  return plan;
+}
+
+}  // namespace kiln

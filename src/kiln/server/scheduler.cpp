@@ -1,0 +1,402 @@
+#include "kiln/server/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "kiln/core/error.h"
+
+namespace kiln {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double now_seconds() {
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::None: return "none";
+    case FinishReason::Length: return "length";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::ContextFull: return "length";
+    case FinishReason::Error: return "error";
+  }
+  return "?";
+}
+
+// --- Sequence
+
+bool Sequence::wait(std::vector<TokenEvent>& out, int timeout_ms) {
+  std::unique_lock lock(m_);
+  cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+               [&] { return !events_.empty() || finished_; });
+  for (auto& e : events_) out.push_back(std::move(e));
+  events_.clear();
+  return finished_;
+}
+
+FinishReason Sequence::finish_reason() const {
+  std::lock_guard lock(m_);
+  return reason_;
+}
+
+std::string Sequence::error() const {
+  std::lock_guard lock(m_);
+  return error_;
+}
+
+void Sequence::cancel(FinishReason why) {
+  {
+    std::lock_guard lock(m_);
+    if (!cancel_) cancel_reason_ = why;
+  }
+  cancel_ = true;
+}
+
+void Sequence::push(TokenEvent e) {
+  {
+    std::lock_guard lock(m_);
+    events_.push_back(std::move(e));
+  }
+  cv_.notify_all();
+}
+
+void Sequence::finish(FinishReason r, std::string error) {
+  {
+    std::lock_guard lock(m_);
+    if (finished_) return;
+    finished_ = true;
+    reason_ = r;
+    error_ = std::move(error);
+  }
+  cv_.notify_all();
+}
+
+// --- Scheduler
+
+Scheduler::Scheduler(Model& model, const SchedulerOptions& o) : model_(model), options_(o) {
+  KILN_CHECK(o.slots >= 1, "the server needs at least one slot (--parallel)");
+  KILN_CHECK(o.context >= 2, "the context must hold at least 2 positions");
+  options_.step_tokens = std::max<int64_t>(o.step_tokens, o.slots + 16);
+  StateOptions so;
+  so.context = o.context;
+  so.kv_dtype = o.kv_dtype;
+  so.max_batch = std::min<int64_t>(options_.step_tokens, o.context);
+  slots_.resize(size_t(o.slots));
+  for (Slot& s : slots_) {
+    s.state = model.new_state(so);
+    s.logits.resize(size_t(model.spec().vocab_size));
+  }
+  stats_.slots = o.slots;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard lock(m_);
+    stopping_ = true;
+    draining_ = true;
+    for (auto& q : queue_) q->finish(FinishReason::Cancelled);
+    queue_.clear();
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Scheduler::submit(const std::shared_ptr<Sequence>& seq) {
+  KILN_CHECK(!seq->prompt.empty(), "the prompt is empty");
+  KILN_CHECK(int64_t(seq->prompt.size()) < options_.context, "the prompt has ",
+             seq->prompt.size(), " tokens; the context holds ", options_.context,
+             " (the prompt and at least one generated token must fit)");
+  const int64_t vocab = model_.spec().vocab_size;
+  for (int32_t id : seq->prompt)
+    KILN_CHECK(id >= 0 && id < vocab, "token id ", id, " is outside the vocabulary (", vocab,
+               " tokens)");
+  {
+    std::lock_guard lock(m_);
+    if (draining_) return false;
+    const int free_slots = stats_.slots - stats_.active;
+    if (int(queue_.size()) >= options_.max_queue + std::max(free_slots, 0)) return false;
+    queue_.push_back(seq);
+    stats_.waiting = int(queue_.size());
+  }
+  wake_.notify_all();
+  return true;
+}
+
+void Scheduler::drain(bool cancel) {
+  std::lock_guard lock(m_);
+  draining_ = true;
+  if (!cancel) return;
+  for (auto& q : queue_) q->finish(FinishReason::Cancelled);
+  queue_.clear();
+  stats_.waiting = 0;
+  for (Slot& s : slots_)
+    if (s.seq) s.seq->cancel();
+  wake_.notify_all();
+}
+
+bool Scheduler::wait_idle(int timeout_ms) {
+  std::unique_lock lock(m_);
+  return idle_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                        [&] { return stats_.active == 0 && queue_.empty(); });
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard lock(m_);
+  SchedulerStats s = stats_;
+  const double now = now_seconds(), window = 5.0;
+  int64_t tokens = 0;
+  for (const auto& [t, n] : recent_)
+    if (now - t <= window) tokens += n;
+  s.recent_tokens_per_s = double(tokens) / window;
+  return s;
+}
+
+void Scheduler::loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(m_);
+      admit(lock);
+      if (stats_.active == 0) {
+        idle_.notify_all();
+        if (stopping_) return;
+        wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        continue;
+      }
+    }
+    step();
+  }
+}
+
+void Scheduler::admit(std::unique_lock<std::mutex>&) {
+  while (!queue_.empty()) {
+    std::shared_ptr<Sequence> seq = queue_.front();
+    if (seq->cancelled()) {
+      queue_.pop_front();
+      seq->finish(FinishReason::Cancelled);
+      continue;
+    }
+    // The free slot sharing the longest prompt head; else the least recently used.
+    Slot* best = nullptr;
+    size_t best_common = 0;
+    for (Slot& s : slots_) {
+      if (s.seq) continue;
+      size_t c = 0;
+      while (c < s.cached.size() && c < seq->prompt.size() && s.cached[c] == seq->prompt[c]) ++c;
+      if (!best || c > best_common || (c == best_common && s.last_used < best->last_used))
+        best = &s, best_common = c;
+    }
+    if (!best) break;
+    queue_.pop_front();
+    start(*best, std::move(seq));
+    ++stats_.active;
+    ++stats_.requests_started;
+  }
+  stats_.waiting = int(queue_.size());
+}
+
+void Scheduler::start(Slot& slot, std::shared_ptr<Sequence> seq) {
+  const auto& prompt = seq->prompt;
+  size_t common = 0;
+  while (common < slot.cached.size() && common < prompt.size() &&
+         slot.cached[common] == prompt[common])
+    ++common;
+  // Always feed at least one token: its logits start the generation.
+  if (common == prompt.size()) --common;
+  if (!slot.state->can_truncate(int64_t(common))) common = 0;
+  slot.state->truncate(int64_t(common));
+  slot.cached.resize(common);
+  slot.pending.assign(prompt.begin() + int64_t(common), prompt.end());
+  slot.history = prompt;
+  slot.generated.clear();
+  slot.sampler = std::make_unique<Sampler>(seq->sampling);
+  slot.logits_ready = false;
+  slot.last_used = ++clock_;
+  seq->cached_tokens_ = int64_t(common);
+  stats_.prompt_tokens += int64_t(prompt.size());
+  stats_.cached_prompt_tokens += int64_t(common);
+  slot.seq = std::move(seq);
+}
+
+void Scheduler::release(Slot& slot, FinishReason why, const std::string& error) {
+  slot.seq->finish(why, error);
+  slot.seq.reset();
+  slot.pending.clear();
+  slot.sampler.reset();
+  slot.last_used = ++clock_;
+  std::lock_guard lock(m_);
+  --stats_.active;
+  ++stats_.requests_finished;
+  if (stats_.active == 0 && queue_.empty()) idle_.notify_all();
+}
+
+void Scheduler::step() {
+  // Cancelled (disconnected, stopped) sequences leave first.
+  for (Slot& s : slots_)
+    if (s.seq && s.seq->cancelled()) {
+      FinishReason why;
+      {
+        std::lock_guard lock(s.seq->m_);
+        why = s.seq->cancel_reason_;
+      }
+      release(s, why);
+    }
+
+  // Decoding sequences feed their token(s); prompts share what is left of
+  // the step's token budget, in turn.
+  std::vector<BatchItem> items;
+  std::vector<Slot*> owners;
+  int64_t budget = options_.step_tokens;
+  auto add = [&](Slot& s, int64_t n) {
+    BatchItem it;
+    it.state = s.state.get();
+    it.tokens = s.pending.data();
+    it.n = n;
+    it.logits = n == int64_t(s.pending.size()) ? s.logits.data() : nullptr;
+    items.push_back(it);
+    owners.push_back(&s);
+    budget -= n;
+  };
+  for (Slot& s : slots_) {
+    if (!s.seq || s.generated.empty() || s.pending.empty()) continue;
+    if (s.state->position() + int64_t(s.pending.size()) > s.state->capacity()) {
+      release(s, FinishReason::ContextFull);
+      continue;
+    }
+    add(s, int64_t(s.pending.size()));
+  }
+  const size_t n_slots = slots_.size();
+  const size_t first = size_t(stats_.steps % int64_t(n_slots));
+  for (size_t k = 0; k < n_slots && budget > 0; ++k) {
+    Slot& s = slots_[(first + k) % n_slots];
+    if (!s.seq || !s.generated.empty() || s.pending.empty()) continue;
+    add(s, std::min<int64_t>(budget, int64_t(s.pending.size())));
+  }
+  if (items.empty()) return;
+
+  const double t0 = now_seconds();
+  try {
+    model_.forward_batch(items);
+  } catch (const std::exception& e) {
+    // The caches of this step's sequences are in an unknown state: forget them.
+    for (Slot* s : owners) {
+      s->state->reset();
+      s->cached.clear();
+      if (s->seq) release(*s, FinishReason::Error, e.what());
+    }
+    return;
+  }
+  const double t1 = now_seconds();
+
+  int64_t produced = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    Slot& s = *owners[i];
+    const int64_t n = items[i].n;
+    s.cached.insert(s.cached.end(), s.pending.begin(), s.pending.begin() + n);
+    s.pending.erase(s.pending.begin(), s.pending.begin() + n);
+    if (!s.pending.empty()) continue;
+    const size_t before = s.generated.size();
+    sample(s);
+    produced += int64_t(s.generated.size() - before);
+  }
+  std::lock_guard lock(m_);
+  ++stats_.steps;
+  stats_.busy_seconds += t1 - t0;
+  stats_.generated_tokens += produced;
+  recent_.emplace_back(t1, produced);
+  while (!recent_.empty() && t1 - recent_.front().first > 10.0) recent_.pop_front();
+}
+
+void Scheduler::sample(Slot& s) {
+  Sequence& seq = *s.seq;
+  const int64_t vocab = model_.spec().vocab_size;
+  float* logits = s.logits.data();
+
+  auto emit = [&](int32_t id, float logprob, std::vector<TokenLogprob> top) {
+    s.generated.push_back(id);
+    s.history.push_back(id);
+    if (seq.constraint) seq.constraint->accept(id);
+    ++seq.generated_count_;
+    seq.push(TokenEvent{id, logprob, std::move(top)});
+  };
+  auto done = [&]() -> bool {  // after an emitted token: whether the sequence ends here
+    if (int64_t(s.generated.size()) >= seq.max_tokens) return release(s, FinishReason::Length), true;
+    if (seq.constraint && seq.constraint->complete()) return release(s, FinishReason::Stop), true;
+    if (s.state->position() >= s.state->capacity())
+      return release(s, FinishReason::ContextFull), true;
+    return false;
+  };
+
+  std::vector<int32_t> forced;
+  if (seq.force) forced = seq.force(s.generated);
+  if (!forced.empty()) {
+    for (size_t i = 0; i < forced.size(); ++i) {
+      emit(forced[i], 0.0f, {});
+      if (done()) return;
+    }
+    s.pending = forced;
+    return;
+  }
+
+  // Log-probabilities come from the model's distribution, before penalties
+  // and filters change the logits.
+  float lse = 0;
+  std::vector<TokenLogprob> top;
+  std::vector<float> raw;
+  if (seq.top_logprobs >= 0) {
+    raw.assign(logits, logits + vocab);
+    const float mx = *std::max_element(logits, logits + vocab);
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(logits[i] - mx));
+    lse = mx + float(std::log(sum));
+    if (seq.top_logprobs > 0) {
+      std::vector<int32_t> ids(static_cast<size_t>(vocab));
+      for (int64_t i = 0; i < vocab; ++i) ids[size_t(i)] = int32_t(i);
+      const size_t k = std::min<size_t>(size_t(seq.top_logprobs), ids.size());
+      std::partial_sort(ids.begin(), ids.begin() + int64_t(k), ids.end(), [&](int32_t a, int32_t b) {
+        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+      });
+      for (size_t j = 0; j < k; ++j) top.push_back({ids[j], logits[ids[j]] - lse});
+    }
+  }
+
+  int32_t id = -1;
+  if (!seq.constraint) {
+    id = s.sampler->sample(logits, vocab, s.history);
+  } else {
+    // Draw; a token the constraint refuses is struck out and the draw
+    // repeated; after a few refusals every refused token is struck at once.
+    const float inf = std::numeric_limits<float>::infinity();
+    std::vector<float> base(logits, logits + vocab), work;
+    std::vector<int32_t> refused;
+    for (int tries = 0; tries < 8 && id < 0; ++tries) {
+      work = base;
+      for (int32_t r : refused) work[size_t(r)] = -inf;
+      const int32_t c = s.sampler->sample(work.data(), vocab, s.history);
+      if (work[size_t(c)] != -inf && seq.constraint->allows(c)) id = c;
+      else refused.push_back(c);
+    }
+    if (id < 0) {
+      bool any = false;
+      for (int64_t v = 0; v < vocab; ++v)
+        if (!seq.constraint->allows(int32_t(v))) base[size_t(v)] = -inf;
+        else any = true;
+      if (!any) return release(s, FinishReason::Stop);
+      id = s.sampler->sample(base.data(), vocab, s.history);
+    }
+  }
+  if (std::find(seq.stop_ids.begin(), seq.stop_ids.end(), id) != seq.stop_ids.end())
+    return release(s, FinishReason::Stop);
+  emit(id, raw.empty() ? 0.0f : raw[size_t(id)] - lse, std::move(top));
+  if (done()) return;
+  s.pending.assign(1, id);
+}
+
+}  // namespace kiln

@@ -1,0 +1,55 @@
+// An OpenAI-compatible HTTP server over one model: /v1/chat/completions and
+// /v1/completions (streamed as server-sent events or not), /v1/models,
+// /health and /metrics (Prometheus text). Requests run on a Scheduler, which
+// batches every running sequence into each forward step.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "kiln/runtime/engine.h"
+#include "kiln/server/scheduler.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace kiln {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;          // 0: any free port (see bind())
+  std::string api_key;      // non-empty: requests need "Authorization: Bearer KEY"
+  std::string model_id;     // the name clients use; empty: the file name without extension
+  SchedulerOptions scheduler;
+  int http_threads = 0;     // 0: slots + queue + 8 (a streaming request holds a thread)
+  size_t max_body_bytes = 16u << 20;
+  std::function<void(const std::string&)> log;  // one line per request and event; may be empty
+};
+
+class Server {
+ public:
+  Server(Engine& engine, const ServerOptions& options);
+  ~Server();
+
+  // Binds the socket; returns the port (the chosen one when options.port == 0).
+  // Throws kiln::Error when the address cannot be bound.
+  int bind();
+  // Serves until stop(); call after bind().
+  void run();
+  // Graceful stop: new requests get 503, running ones get grace_ms to finish,
+  // then are cancelled (streams end with finish_reason "cancelled"); then
+  // the listener closes and run() returns. Safe from any thread but a handler.
+  void shutdown(int grace_ms);
+  const std::string& model_id() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln

@@ -1,0 +1,472 @@
+// The HTTP server end to end, in-process on an ephemeral loopback port, with
+// httplib's client: the OpenAI request and response shapes, streaming,
+// concurrent requests (greedy outputs must equal the same requests run one
+// at a time: batching may not change what a sequence computes), prefix
+// reuse, disconnects, overload, bad requests and the API key.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "kiln/runtime/generate.h"
+#include "kiln/server/server.h"
+
+namespace kiln {
+namespace {
+
+using json = nlohmann::json;
+const std::string kStories = std::string(KILN_TEST_DATA) + "/../../models/stories260K.gguf";
+const std::string kQwen3 = std::string(KILN_TEST_DATA) + "/hf/qwen3";
+
+class LiveServer {
+ public:
+  LiveServer(const std::string& model, ServerOptions o) {
+    engine = Engine::load(model, LoadOptions{});
+    o.host = "127.0.0.1";
+    o.port = 0;
+    server = std::make_unique<Server>(*engine, o);
+    port = server->bind();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~LiveServer() {
+    server->shutdown(2000);
+    thread.join();
+  }
+  httplib::Client client(int timeout_s = 60) const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(timeout_s, 0);
+    return c;
+  }
+  httplib::Result post(const std::string& path, const json& body,
+                       const httplib::Headers& headers = {}) const {
+    return client().Post(path.c_str(), headers, body.dump(), "application/json");
+  }
+  json metric_values() const {
+    auto r = client().Get("/metrics");
+    json out = json::object();
+    std::istringstream in(r->body);
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty() || line[0] == '#') continue;
+      const size_t sp = line.find(' ');
+      out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
+    }
+    return out;
+  }
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Server> server;
+  int port = 0;
+  std::thread thread;
+};
+
+ServerOptions options(int slots, int queue = 64) {
+  ServerOptions o;
+  o.scheduler.slots = slots;
+  o.scheduler.context = 512;
+  o.scheduler.max_queue = queue;
+  o.scheduler.step_tokens = 64;  // small, so prompts are fed in several chunks
+  return o;
+}
+
+// A streamed response: the events' JSON payloads, and whether [DONE] came.
+struct Sse {
+  std::vector<json> events;
+  bool done = false;
+};
+Sse parse_sse(const std::string& body) {
+  Sse s;
+  std::istringstream in(body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("data: ", 0) != 0) continue;
+    const std::string data = line.substr(6);
+    if (data == "[DONE]") s.done = true;
+    else s.events.push_back(json::parse(data));
+  }
+  return s;
+}
+
+std::string completion_text(const LiveServer& srv, const std::string& prompt, int n) {
+  auto r = srv.post("/v1/completions",
+                    {{"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}});
+  EXPECT_TRUE(r);
+  if (!r) return "";
+  EXPECT_EQ(r->status, 200) << r->body;
+  return json::parse(r->body)["choices"][0]["text"];
+}
+
+const std::vector<std::string> kPrompts = {
+    "Once upon a time", "The cat", "Lily and Ben went to the park", "One day, a little bird",
+    "Tom had a red ball", "The sun was", "Sara liked to", "In the forest there was",
+    "Max was a happy dog", "The big tree", "Mom said", "A girl named Sue",
+    "They played all day", "The boat", "Once there was a king", "Tim saw a frog"};
+
+TEST(Server, HealthModelsAndMetrics) {
+  LiveServer srv(kStories, options(2));
+  auto h = srv.client().Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_EQ(json::parse(h->body)["status"], "ok");
+  auto m = srv.client().Get("/v1/models");
+  ASSERT_TRUE(m);
+  auto models = json::parse(m->body);
+  EXPECT_EQ(models["object"], "list");
+  EXPECT_EQ(models["data"][0]["id"], "stories260K");
+  completion_text(srv, "Once upon a time", 8);
+  json metrics = srv.metric_values();
+  EXPECT_EQ(metrics["kiln_requests_total"], 1);
+  EXPECT_EQ(metrics["kiln_generated_tokens_total"], 8);
+  EXPECT_EQ(metrics["kiln_prompt_tokens_total"], 5);  // bos + 4
+  EXPECT_EQ(metrics["kiln_queue_depth"], 0);
+  EXPECT_TRUE(metrics.contains("kiln_tokens_per_second"));
+  auto missing = srv.client().Get("/nope");
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_TRUE(json::parse(missing->body).contains("error"));
+}
+
+// The server's greedy text equals the generation loop's on the same prompt.
+TEST(Server, CompletionMatchesTheGenerationLoop) {
+  LiveServer srv(kStories, options(2));
+  const Tokenizer& tok = srv.engine->require_tokenizer();
+  EncodeOptions eo;
+  eo.add_bos = tok.add_bos_by_default();
+  GenerateRequest req;
+  req.prompt = tok.encode("Once upon a time", eo);
+  req.max_tokens = 40;
+  req.sampling.temperature = 0;
+  req.stop_ids = {tok.eos_id()};
+  StateOptions so;
+  so.context = 512;
+  auto state = srv.engine->model().new_state(so);
+  auto ref = generate(srv.engine->model(), *state, req, nullptr);
+  auto r = srv.post("/v1/completions",
+                    {{"model", "stories260K"}, {"prompt", "Once upon a time"}, {"max_tokens", 40},
+                     {"temperature", 0}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["choices"][0]["text"], tok.decode(ref.tokens, true));
+  EXPECT_EQ(j["usage"]["completion_tokens"], int64_t(ref.tokens.size()));
+  EXPECT_EQ(j["usage"]["prompt_tokens"], int64_t(req.prompt.size()));
+}
+
+TEST(Server, StreamedTextEqualsTheWholeResponse) {
+  LiveServer srv(kStories, options(2));
+  const std::string whole = completion_text(srv, "The cat", 30);
+  auto r = srv.post("/v1/completions", {{"prompt", "The cat"},
+                                        {"max_tokens", 30},
+                                        {"temperature", 0},
+                                        {"stream", true},
+                                        {"stream_options", {{"include_usage", true}}}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+  Sse s = parse_sse(r->body);
+  EXPECT_TRUE(s.done);
+  std::string text;
+  std::string finish;
+  json usage;
+  for (const auto& e : s.events) {
+    if (e.contains("usage")) usage = e["usage"];
+    if (e["choices"].empty()) continue;
+    text += e["choices"][0]["text"].get<std::string>();
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(text, whole);
+  EXPECT_EQ(finish, "length");
+  EXPECT_EQ(usage["completion_tokens"], 30);
+}
+
+// 16 greedy requests at once on 8 slots (so some queue) give exactly what
+// each gives alone.
+TEST(Server, ConcurrentRequestsEqualSequentialOnes) {
+  LiveServer srv(kStories, options(8));
+  std::vector<std::string> alone;
+  for (const auto& p : kPrompts) alone.push_back(completion_text(srv, p, 48));
+  std::vector<std::string> together(kPrompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < kPrompts.size(); ++i)
+    threads.emplace_back([&, i] { together[i] = completion_text(srv, kPrompts[i], 48); });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < kPrompts.size(); ++i) EXPECT_EQ(alone[i], together[i]) << kPrompts[i];
+  json m = srv.metric_values();
+  EXPECT_GT(m["kiln_prompt_tokens_cached_total"].get<double>(), 0);  // the repeats reuse their heads
+}
+
+// The same on the Qwen3 fixture through the chat endpoint: a chat template,
+// BPE, QK-norm, a 151k vocabulary; streamed and not.
+TEST(Server, ConcurrentChatEqualsSequentialOnQwen3) {
+  LiveServer srv(kQwen3, options(4));
+  auto body = [](int i, bool stream) {
+    return json{{"messages",
+                 {{{"role", "system"}, {"content", "You are terse."}},
+                  {{"role", "user"}, {"content", "Question number " + std::to_string(i)}}}},
+                {"max_tokens", 12},
+                {"temperature", 0},
+                {"stream", stream},
+                {"chat_template_kwargs", {{"enable_thinking", false}}}};
+  };
+  auto text_of = [&](int i, bool stream) {
+    auto r = srv.post("/v1/chat/completions", body(i, stream));
+    EXPECT_TRUE(r && r->status == 200);
+    if (!r) return std::string();
+    if (!stream) return json::parse(r->body)["choices"][0]["message"]["content"].get<std::string>();
+    std::string text;
+    for (const auto& e : parse_sse(r->body).events)
+      if (!e["choices"].empty() && e["choices"][0]["delta"].contains("content"))
+        text += e["choices"][0]["delta"]["content"].get<std::string>();
+    return text;
+  };
+  std::vector<std::string> alone;
+  for (int i = 0; i < 8; ++i) alone.push_back(text_of(i, false));
+  std::vector<std::string> together(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) threads.emplace_back([&, i] { together[size_t(i)] = text_of(i, i % 2); });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < 8; ++i) EXPECT_EQ(alone[i], together[i]) << i;
+  auto r = srv.post("/v1/chat/completions", body(0, false));
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_GT(j["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 10);
+}
+
+// A thinking budget closes the thought; the thought comes back as
+// reasoning_content, apart from the answer.
+TEST(Server, ThinkingBudgetAndReasoningContent) {
+  LiveServer srv(kQwen3, options(2));
+  auto r = srv.post("/v1/chat/completions",
+                    {{"messages", {{{"role", "user"}, {"content", "Think about it"}}}},
+                     {"max_tokens", 80},
+                     {"temperature", 0},
+                     {"thinking_budget", 4},
+                     {"chat_template_kwargs", {{"enable_thinking", true}}}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json msg = json::parse(r->body)["choices"][0]["message"];
+  ASSERT_TRUE(msg.contains("reasoning_content")) << msg.dump();
+  const std::string thought = msg["reasoning_content"];
+  EXPECT_NE(thought.find("Considering the limited time"), std::string::npos) << thought;
+  EXPECT_EQ(msg["content"].get<std::string>().find("<think>"), std::string::npos);
+  EXPECT_EQ(msg["content"].get<std::string>().find("Considering"), std::string::npos);
+}
+
+TEST(Server, ToolsAreRenderedByTheTemplate) {
+  LiveServer srv(kQwen3, options(1));
+  json tools = json::array({{{"type", "function"},
+                             {"function",
+                              {{"name", "get_weather"},
+                               {"description", "Weather of a city"},
+                               {"parameters",
+                                {{"type", "object"},
+                                 {"properties", {{"city", {{"type", "string"}}}}}}}}}}});
+  json base = {{"messages", {{{"role", "user"}, {"content", "Weather in Paris?"}}}},
+               {"max_tokens", 4},
+               {"temperature", 0}};
+  auto without = srv.post("/v1/chat/completions", base);
+  json with_tools = base;
+  with_tools["tools"] = tools;
+  auto with = srv.post("/v1/chat/completions", with_tools);
+  ASSERT_TRUE(without && with);
+  ASSERT_EQ(with->status, 200) << with->body;
+  // The tool list makes the prompt longer: the template rendered it.
+  EXPECT_GT(json::parse(with->body)["usage"]["prompt_tokens"].get<int>(),
+            json::parse(without->body)["usage"]["prompt_tokens"].get<int>() + 20);
+}
+
+TEST(Server, JsonModeGivesAJsonObject) {
+  LiveServer srv(kStories, options(1));
+  auto r = srv.post("/v1/completions", {{"prompt", "Once upon a time"},
+                                        {"max_tokens", 60},
+                                        {"temperature", 0.9},
+                                        {"seed", 7},
+                                        {"response_format", {{"type", "json_object"}}}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  const std::string text = j["choices"][0]["text"];
+  ASSERT_FALSE(text.empty());
+  EXPECT_EQ(text.find_first_not_of(" \n\t"), text.find('{'));
+  if (j["choices"][0]["finish_reason"] == "stop") {
+    json parsed = json::parse(text, nullptr, false);
+    EXPECT_FALSE(parsed.is_discarded()) << text;
+    EXPECT_TRUE(parsed.is_object()) << text;
+  }
+}
+
+TEST(Server, LogprobsAndSeededSampling) {
+  LiveServer srv(kStories, options(2));
+  json body = {{"prompt", "The dog"}, {"max_tokens", 10}, {"temperature", 1.0},
+               {"top_p", 0.9},        {"seed", 42},         {"logprobs", 3}};
+  auto a = srv.post("/v1/completions", body);
+  auto b = srv.post("/v1/completions", body);
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(a->status, 200) << a->body;
+  json ja = json::parse(a->body), jb = json::parse(b->body);
+  EXPECT_EQ(ja["choices"][0]["text"], jb["choices"][0]["text"]);  // same seed, same text
+  json lp = ja["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), 10u);
+  for (size_t i = 0; i < 10; ++i) {
+    EXPECT_LE(lp["token_logprobs"][i].get<double>(), 0.0);
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 3u);
+  }
+}
+
+// A stop string ends the text before it.
+TEST(Server, StopStrings) {
+  LiveServer srv(kStories, options(1));
+  const std::string full = completion_text(srv, "Once upon a time", 40);
+  const size_t at = full.find("Lily");
+  ASSERT_NE(at, std::string::npos) << full;
+  auto r = srv.post("/v1/completions", {{"prompt", "Once upon a time"},
+                                        {"max_tokens", 40},
+                                        {"temperature", 0},
+                                        {"stop", {"Lily"}}});
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["text"], full.substr(0, at));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+}
+
+TEST(Server, BadRequestsGetOpenAiErrors) {
+  LiveServer srv(kStories, options(1));
+  struct Bad {
+    std::string path, body;
+    int status;
+    std::string param;
+  };
+  const std::string big(20000, 'a');
+  const std::vector<Bad> cases = {
+      {"/v1/completions", "{not json", 400, ""},
+      {"/v1/completions", "[1, 2]", 400, ""},
+      {"/v1/completions", R"({"prompt": 5})", 400, "prompt"},
+      {"/v1/completions", R"({"prompt": "x", "max_tokens": -3})", 400, "max_tokens"},
+      {"/v1/completions", R"({"prompt": "x", "max_tokens": "ten"})", 400, "max_tokens"},
+      {"/v1/completions", R"({"prompt": "x", "temperature": "hot"})", 400, "temperature"},
+      {"/v1/completions", R"({"prompt": "x", "temperature": 9})", 400, "temperature"},
+      {"/v1/completions", R"({"prompt": "x", "n": 3})", 400, "n"},
+      {"/v1/completions", R"({"prompt": "x", "stream": "yes"})", 400, "stream"},
+      {"/v1/completions", R"({"prompt": "x", "stop": [1]})", 400, "stop"},
+      {"/v1/completions", R"({"prompt": [1, 99999]})", 400, "prompt"},
+      {"/v1/completions", R"({"prompt": "x", "model": "gpt-4"})", 404, "model"},
+      {"/v1/completions", R"({"prompt": "x", "response_format": {"type": "yaml"}})", 400,
+       "response_format"},
+      {"/v1/completions", json{{"prompt", big}}.dump(), 400, "prompt"},  // longer than the context
+      {"/v1/chat/completions", R"({"messages": []})", 400, "messages"},
+      {"/v1/chat/completions", R"({"messages": "hi"})", 400, "messages"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}]})", 400, ""},
+  };
+  for (const auto& c : cases) {
+    auto r = srv.client().Post(c.path.c_str(), c.body, "application/json");
+    ASSERT_TRUE(r) << c.body;
+    EXPECT_EQ(r->status, c.status) << c.body << " -> " << r->body;
+    json j = json::parse(r->body, nullptr, false);
+    ASSERT_TRUE(j.contains("error")) << r->body;
+    EXPECT_TRUE(j["error"]["message"].is_string());
+    EXPECT_TRUE(j["error"]["type"].is_string());
+    if (!c.param.empty()) EXPECT_EQ(j["error"]["param"], c.param) << r->body;
+  }
+  // Still serving.
+  EXPECT_FALSE(completion_text(srv, "The cat", 4).empty());
+}
+
+TEST(Server, ApiKeyIsRequired) {
+  ServerOptions o = options(1);
+  o.api_key = "sekrit";
+  LiveServer srv(kStories, o);
+  json body = {{"prompt", "Hi"}, {"max_tokens", 2}};
+  auto none = srv.post("/v1/completions", body);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(json::parse(none->body)["error"]["code"], "invalid_api_key");
+  auto wrong = srv.post("/v1/completions", body, {{"Authorization", "Bearer nope"}});
+  EXPECT_EQ(wrong->status, 401);
+  EXPECT_EQ(srv.client().Get("/v1/models")->status, 401);
+  auto right = srv.post("/v1/completions", body, {{"Authorization", "Bearer sekrit"}});
+  EXPECT_EQ(right->status, 200);
+  EXPECT_EQ(srv.client().Get("/health")->status, 200);  // probes need no key
+}
+
+// A client that goes away mid-stream frees its slot at once.
+TEST(Server, DisconnectFreesTheSlot) {
+  LiveServer srv(kStories, options(1));
+  httplib::Client c = srv.client();
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 100000}, {"stream", true}}.dump();
+  req.set_header("Content-Type", "application/json");
+  int chunks = 0;
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };
+  httplib::Response res;
+  httplib::Error err;
+  c.send(req, res, err);  // returns when the receiver says stop
+  EXPECT_GE(chunks, 3);
+  c.stop();
+  const auto t0 = std::chrono::steady_clock::now();
+  json health;
+  for (;;) {
+    health = json::parse(srv.client().Get("/health")->body);
+    if (health["slots_processing"] == 0) break;
+    ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3)) << health.dump();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(srv.metric_values()["kiln_requests_cancelled_total"].get<double>(), 1);
+  // The slot takes the next request.
+  EXPECT_FALSE(completion_text(srv, "The cat", 4).empty());
+}
+
+// With every slot busy and no queue, a request is refused with 503 and
+// Retry-After rather than piling up; the running one is unaffected.
+TEST(Server, OverloadAnswers503) {
+  LiveServer srv(kStories, options(1, /*queue=*/0));
+  std::atomic<bool> long_done{false};
+  std::string long_text;
+  std::thread t([&] {
+    auto r = srv.post("/v1/completions", {{"prompt", "Once upon a time"},
+                                          {"max_tokens", 400},
+                                          {"temperature", 0},
+                                          {"stream", true}});
+    long_text = r ? r->body : "";
+    long_done = true;
+  });
+  // Wait until it runs.
+  for (int i = 0; i < 300; ++i) {
+    if (json::parse(srv.client().Get("/health")->body)["slots_processing"] == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto r = srv.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
+  ASSERT_TRUE(r);
+  if (!long_done) {
+    EXPECT_EQ(r->status, 503) << r->body;
+    EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+    EXPECT_TRUE(json::parse(r->body).contains("error"));
+  }
+  t.join();
+  EXPECT_TRUE(parse_sse(long_text).done);
+}
+
+// Shutting down lets running requests finish (within the grace period) and
+// refuses new ones.
+TEST(Server, ShutdownFinishesRunningStreams) {
+  auto srv = std::make_unique<LiveServer>(kStories, options(2));
+  std::string body;
+  std::thread t([&] {
+    auto r = srv->post("/v1/completions",
+                       {{"prompt", "Once upon a time"}, {"max_tokens", 200}, {"stream", true}});
+    body = r ? r->body : "";
+  });
+  for (int i = 0; i < 300; ++i) {
+    if (json::parse(srv->client().Get("/health")->body)["slots_processing"] == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  srv.reset();  // shutdown(2000)
+  t.join();
+  Sse s = parse_sse(body);
+  EXPECT_TRUE(s.done) << body.substr(0, 300);
+  ASSERT_FALSE(s.events.empty());
+  EXPECT_FALSE(s.events.back()["choices"][0]["finish_reason"].is_null());
+}
+
+}  // namespace
+}  // namespace kiln
