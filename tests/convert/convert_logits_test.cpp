@@ -16,6 +16,23 @@
 //     ~8% of its scale; on untrained 3-layer models with flat logits that
 //     gives mean cosines of 0.92-0.98 (measured: 57-80 of 80 positions at
 //     0.9). The bytes themselves are checked exactly in llama_cpp_parity_test.
+// - Hybrids (qwen3_5_text, qwen3_next): as golden_logits_test.cpp, 1e-4 for
+//   Qwen3.5 and 2.5e-4 for Qwen3-Next (DeltaNet heads whose outputs nearly
+//   cancel, then scaled up by the gated RMSNorm, amplify f32 rounding; the
+//   reason is measured there). Quantized, these random hybrids swing far
+//   more: rounding the DeltaNet projections changes what the recurrent
+//   state accumulates over 150 positions. llama.cpp's own q8_0 files keep
+//   cosine >= 0.99 at only ~65-69% of positions, so:
+//   q8_0, q6_k: at 0.99, no fewer positions than llama.cpp's q8_0 file
+//     reaches (stored beside it) and at least 60%; mean >= 0.9 (measured:
+//     114 and 108 of 150, means 0.97 and 0.96).
+//   q4_k_m, q4_0: measured means 0.82/0.76 and 0.62/0.58, and the q4_0 file
+//     gives the same logits (cosine 1.00000) as its own weights widened to
+//     f32, so the spread is the weights' rounding, not the conversion: the
+//     floors (mean >= 0.7 and 0.5, a quarter / a tenth of positions at
+//     0.95 / 0.9) only catch a broken file. Their bytes are checked exactly
+//     against GGML's quantization of llama.cpp's f32 tensors in
+//     llama_cpp_parity_test.
 #include <gtest/gtest.h>
 
 #include "helpers.h"
@@ -52,7 +69,7 @@ TEST_P(ConvertLogits, MatchesReference) {
   ASSERT_EQ(got.size(), want.size());
 
   if (c.type == "f32" || c.type == "bf16") {
-    EXPECT_LE(max_relative_error(got, want), 1e-4);
+    EXPECT_LE(max_relative_error(got, want), c.arch == "qwen3_next" ? 2.5e-4 : 1e-4);
     LoadOptions lo;
     lo.need_tokenizer = true;  // the converted file carries its tokenizer
     auto engine = Engine::load(out, lo);
@@ -66,23 +83,35 @@ TEST_P(ConvertLogits, MatchesReference) {
     req.sampling.temperature = 0;
     EXPECT_EQ(generate(engine->model(), *state, req, nullptr).tokens, greedy);
   } else {
-    // (cosine threshold, share of positions that must reach it)
-    double threshold = 0.99, share = 0.9;
+    // (cosine threshold, share of positions that must reach it, mean cosine)
+    const bool hybrid = c.arch == "qwen3_5_text" || c.arch == "qwen3_next";
+    double threshold = 0.99, share = 0.9, min_mean = 0.9;
     if (c.type == "q4_k_m") threshold = 0.95, share = 0.85;
     if (c.type == "q4_0") threshold = 0.9, share = 0.65;
+    if (hybrid) {
+      share = 0.6;
+      if (c.type == "q4_k_m") share = 0.25, min_mean = 0.7;
+      if (c.type == "q4_0") share = 0.1, min_mean = 0.5;
+    }
     const int good = positions_with_cosine(got, want, T, V, threshold);
     double mean = 0;
     for (int64_t t = 0; t < T; ++t) mean += cosine(&got[size_t(t * V)], &want[size_t(t * V)], V);
     mean /= double(T);
     EXPECT_GE(good, int(share * double(T)))
         << good << " of " << T << " positions with cosine >= " << threshold << ", mean " << mean;
-    EXPECT_GE(mean, 0.9);
+    EXPECT_GE(mean, min_mean);
+    if (hybrid && threshold == 0.99) {
+      auto peer = SafetensorsModel::open(dir + "/gguf/" + c.arch + "-q8_0.llamacpp.safetensors");
+      const int theirs = positions_with_cosine(read_f32(*peer, "logits"), want, T, V, threshold);
+      EXPECT_GE(good, theirs) << "positions with cosine >= 0.99: ours " << good
+                              << ", llama.cpp's q8_0 " << theirs << " of " << T;
+    }
   }
 }
 
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
-  for (const char* arch : {"llama", "qwen3", "qwen3_moe", "smollm3"})
+  for (const char* arch : {"llama", "qwen3", "qwen3_moe", "smollm3", "qwen3_5_text", "qwen3_next"})
     for (const char* type : {"f32", "bf16", "q8_0", "q4_0", "q4_k_m", "q6_k"})
       cases.push_back({arch, type});
   return cases;

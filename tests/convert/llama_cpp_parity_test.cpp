@@ -1,9 +1,11 @@
 // Our conversions against llama.cpp's own of the same fixtures
 // (tests/data/hf/<arch>/gguf): the same tensor names, shapes and types, the
 // same metadata, and byte-identical tensor data. For f32 that proves the
-// name mapping, the q/k permutation (llama, smollm3) and the expert
-// stacking; for q8_0 the quantizer and the F16 fallback of rows that are not
-// whole blocks; for bf16 the rounding.
+// name mapping, the q/k permutation (llama, smollm3), the expert stacking
+// and the hybrids' transforms (Qwen3.5's value heads regrouped, -exp(A_log),
+// norms stored as 1 + w, Qwen3-Next's qkvz split); for q8_0 the quantizer
+// and the F16 fallback of rows that are not whole blocks; for bf16 the
+// rounding.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -90,21 +92,28 @@ INSTANTIATE_TEST_SUITE_P(Hf, LlamaCppParity,
                                          Case{"llama", "q8_0"}, Case{"qwen3", "f32"},
                                          Case{"qwen3", "bf16"}, Case{"qwen3", "q8_0"},
                                          Case{"qwen3_moe", "f32"}, Case{"qwen3_moe", "q8_0"},
-                                         Case{"smollm3", "f32"}, Case{"smollm3", "q8_0"}),
+                                         Case{"smollm3", "f32"}, Case{"smollm3", "q8_0"},
+                                         Case{"qwen3_5_text", "f32"}, Case{"qwen3_5_text", "bf16"},
+                                         Case{"qwen3_5_text", "q8_0"}, Case{"qwen3_next", "f32"},
+                                         Case{"qwen3_next", "q8_0"}),
                          [](const testing::TestParamInfo<Case>& info) {
                            return info.param.arch + "_" + info.param.type;
                          });
 
 // Q4_0 has no llama.cpp file among the fixtures; GGML's reference quantizer
 // (which quantize_row reproduces bit for bit) applied to llama.cpp's f32
-// tensors must give exactly our bytes.
-TEST(LlamaCppParity, Q4_0IsGgmlsQuantizationOfLlamaCppsTensors) {
+// tensors must give exactly our bytes. The hybrids' tensors are transformed
+// before they are quantized, so theirs are checked too.
+class Q4_0Parity : public testing::TestWithParam<std::string> {};
+
+TEST_P(Q4_0Parity, IsGgmlsQuantizationOfLlamaCppsTensors) {
+  const std::string arch = GetParam();
   TempDir tmp;
   ConvertOptions o;
   o.type = FileType::Q4_0;
-  convert_model(kData + "/hf/llama", tmp.file("q4_0.gguf"), o);
+  convert_model(kData + "/hf/" + arch, tmp.file("q4_0.gguf"), o);
   auto ours = GgufFile::open(tmp.file("q4_0.gguf"));
-  auto f32 = GgufFile::open(kData + "/hf/llama/gguf/llama-f32.gguf");
+  auto f32 = GgufFile::open(kData + "/hf/" + arch + "/gguf/" + arch + "-f32.gguf");
   int checked = 0;
   for (const TensorView& t : ours->tensors()) {
     if (t.dtype != DType::Q4_0) continue;
@@ -120,9 +129,11 @@ TEST(LlamaCppParity, Q4_0IsGgmlsQuantizationOfLlamaCppsTensors) {
   EXPECT_GE(checked, 20);
 }
 
+INSTANTIATE_TEST_SUITE_P(Hf, Q4_0Parity, testing::Values("llama", "qwen3_5_text", "qwen3_next"));
+
 // The tokenizer written into the GGUF tokenizes as the Hugging Face one.
 TEST(LlamaCppParity, TokenizerRoundTrip) {
-  for (const char* arch : {"llama", "qwen3", "smollm3"}) {
+  for (const char* arch : {"llama", "qwen3", "smollm3", "qwen3_5_text"}) {
     const std::string dir = kData + "/hf/" + arch;
     TempDir tmp;
     ConvertOptions o;

@@ -13,6 +13,9 @@ constexpr std::array kConvertArchs = {
     ConvertArch{"qwen3", "qwen3", false},
     ConvertArch{"qwen3moe", "qwen3moe", false},
     ConvertArch{"smollm3", "smollm3", true},
+    ConvertArch{"qwen35", "qwen35", false},
+    ConvertArch{"qwen35moe", "qwen35moe", false},
+    ConvertArch{"qwen3next", "qwen3next", false},
 };
 
 std::string convert_arch_list() {
@@ -31,6 +34,7 @@ const ConvertArch& require_convert_arch(const std::string& arch) {
 
 std::vector<TensorShape> model_tensor_shapes(const ModelSpec& s) {
   require_convert_arch(s.arch);
+  if (is_hybrid_arch(s.arch)) return hybrid_tensor_shapes(s);
   const int64_t H = s.hidden, V = s.vocab_size, hd = s.head_dim;
   std::vector<TensorShape> out;
   out.push_back({"token_embd.weight", {V, H}});

@@ -1,5 +1,6 @@
 // kiln convert: a safetensors checkpoint (names mapped to llama.cpp's, q/k
-// permuted where llama.cpp permutes them, experts stacked) or a GGUF
+// permuted where llama.cpp permutes them, experts stacked, the hybrids'
+// tensors transformed as llama.cpp's converter does) or a GGUF
 // (requantized as is) into a GGUF of the requested file type.
 #include <filesystem>
 #include <map>
@@ -70,6 +71,13 @@ std::vector<PlannedTensor> plan_from_safetensors(const ModelFile& f, const Conve
       };
       plan.push_back(std::move(p));
       continue;
+    }
+    if (is_hybrid_arch(s.arch)) {
+      PlannedTensor p;
+      if (plan_hybrid_tensor(f, ts, used, p)) {
+        plan.push_back(std::move(p));
+        continue;
+      }
     }
     const TensorView* v = f.find(ts.name);
     if (!v && ts.shape.size() == 3) {
@@ -163,6 +171,7 @@ void convert_model(const std::string& src, const std::string& out, const Convert
       o.log("warning: " + src + " is already quantized; requantizing adds its rounding to ours");
   } else {
     write_model_metadata(w, spec, o.type, model_name(*f));
+    if (is_hybrid_arch(spec.arch)) write_hybrid_metadata(w, spec, f->hf_config());
     bool have_tokenizer = false;
     try {
       have_tokenizer = write_hf_tokenizer(w, f->directory(), f->hf_config(), spec.vocab_size);

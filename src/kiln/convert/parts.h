@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,9 +18,13 @@
 #include "kiln/io/gguf.h"
 #include "kiln/model/model_spec.h"
 
+namespace kiln {
+class ModelFile;
+}
+
 namespace kiln::convert {
 
-// An architecture the writers know. Adding one (qwen35, qwen3next, bitnet):
+// An architecture the writers know. Adding one (bitnet, ...):
 // an entry in kConvertArchs (arch_layout.cpp), its tensors in
 // model_tensor_shapes, its extra metadata in write_model_metadata, and, if
 // llama.cpp's converter transforms some of its tensors, the same transform
@@ -48,7 +53,7 @@ std::vector<TensorShape> model_tensor_shapes(const ModelSpec& spec);
 std::vector<float> llama3_rope_factors(const ModelSpec& spec);
 
 // The type a tensor is stored in for file type `ft`, with llama.cpp's
-// choices: norms, 1-D tensors, routers and rope_freqs stay F32; Q4_K_M
+// choices: norms, 1-D tensors, routers, rope_freqs and ssm_conv1d stay F32; Q4_K_M
 // gives output (or tied token_embd) Q6_K and attn_v/ffn_down Q6_K on
 // llama.cpp's "more bits" layers; rows that are not whole blocks fall back
 // (Q4_K -> Q5_0, Q6_K -> Q8_0, then F16).
@@ -83,5 +88,19 @@ void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType 
 // one-line count of tensors per type.
 void add_plan(GgufWriter& w, ThreadPool& pool, std::vector<PlannedTensor> plan, FileType ft,
               const ModelSpec& spec, const std::function<void(const std::string&)>& log);
+
+// Qwen3.5 / Qwen3-Next (hybrid_layout.cpp): Gated DeltaNet layers between
+// gated full-attention ones, with llama.cpp's names, order and transforms.
+bool is_hybrid_arch(const std::string& arch);
+std::vector<TensorShape> hybrid_tensor_shapes(const ModelSpec& spec);
+// The hybrid-specific tensors (norms stored as 1 + w, ssm_a = -exp(A_log),
+// fused projections split, Qwen3.5's value heads regrouped): fills `out`,
+// records the source tensors in `used` and returns true; false for the
+// tensors that convert as they are.
+bool plan_hybrid_tensor(const ModelFile& f, const TensorShape& ts, std::set<std::string>& used,
+                        PlannedTensor& out);
+// <arch>.ssm.*, full_attention_interval, the shared expert's size and
+// Qwen3.5's rope.dimension_sections (from config.json).
+void write_hybrid_metadata(GgufWriter& w, const ModelSpec& spec, const nlohmann::json& config);
 
 }  // namespace kiln::convert

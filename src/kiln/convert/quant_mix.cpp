@@ -43,7 +43,7 @@ DType fit_row(DType t, int64_t cols) {
 DType choose_tensor_type(FileType ft, const std::string& name, const std::vector<int64_t>& shape,
                          const ModelSpec& spec) {
   if (shape.size() <= 1 || ends_with(name, "_norm.weight") || contains(name, "ffn_gate_inp") ||
-      contains(name, "rope_freqs"))
+      contains(name, "rope_freqs") || contains(name, "ssm_conv1d"))
     return DType::F32;
   const bool is_output = name == "output.weight" || (spec.tied_embeddings && name == "token_embd.weight");
   const int64_t layer = layer_of(name);

@@ -59,6 +59,7 @@ void synth_model(const std::string& config_json, const std::string& out, const S
   std::string name = config.value("_name_or_path", std::string());
   if (name.empty()) name = std::filesystem::path(config_json).stem().string();
   write_model_metadata(w, spec, o.type, name + " (random weights)");
+  if (is_hybrid_arch(spec.arch)) write_hybrid_metadata(w, spec, config);
   w.set_u64("kiln.synth.seed", o.seed);
 
   std::vector<PlannedTensor> plan;
@@ -67,6 +68,10 @@ void synth_model(const std::string& config_json, const std::string& out, const S
     if (ts.name == "rope_freqs.weight") {
       const std::vector<float> factors = llama3_rope_factors(spec);
       p.generate = [factors](int64_t, float* dst) { std::copy(factors.begin(), factors.end(), dst); };
+    } else if (ends_with(ts.name, ".ssm_a")) {
+      // A = -exp(A_log) must be negative, or the DeltaNet state grows without bound.
+      const int64_t n = ts.shape.back();
+      p.generate = [n](int64_t, float* dst) { std::fill(dst, dst + n, -1.0f); };
     } else if (ends_with(ts.name, "_norm.weight")) {
       const int64_t n = ts.shape.back();
       p.generate = [n](int64_t, float* dst) { std::fill(dst, dst + n, 1.0f); };
