@@ -11,6 +11,7 @@
 #include "common.h"
 #include "kiln/core/error.h"
 #include "kiln/model/model_file.h"
+#include "kiln/runtime/system_probe.h"
 
 namespace kiln::app {
 namespace {
@@ -35,17 +36,6 @@ std::string human_count(double n) {
   else
     std::snprintf(buf, sizeof buf, "%.0f", n);
   return buf;
-}
-
-// MemAvailable from /proc/meminfo, in bytes (0 if unknown).
-size_t available_ram() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  size_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return 0;
 }
 
 // "blk.12.attn_q.weight" -> "attn_q"; "token_embd.weight" -> "token_embd".
@@ -109,13 +99,24 @@ int info_command(const std::vector<std::string>& args) {
     std::printf("  %-20s %s\n", kind.c_str(), list.c_str());
   }
   const size_t need = weight_bytes + kv_bytes;
-  const size_t avail = available_ram();
   std::printf("memory       weights %s + KV cache %s (f32, %d tokens) = %s\n",
               human_bytes(double(weight_bytes)).c_str(), human_bytes(double(kv_bytes)).c_str(), ctx,
               human_bytes(double(need)).c_str());
-  if (avail)
-    std::printf("this machine %s RAM available: %s\n", human_bytes(double(avail)).c_str(),
-                need < avail ? "fits" : "does NOT fit (try a smaller context or a smaller quantization)");
+  // The same analysis `kiln serve` makes at start-up.
+  const SystemProbe sys = probe_system();
+  std::printf("this machine %s\n", sys.summary().c_str());
+  const ServePlan one = plan_serving(*f, sys, ctx, 1, DType::F32, !sys.gpus.empty());
+  std::printf("fit          %s\n",
+              one.fits ? "fits (one sequence)"
+                       : "does NOT fit (try a smaller context or a smaller quantization)");
+  if (one.fits) {
+    const ServePlan serve = plan_serving(*f, sys, ctx, 0, DType::F32, !sys.gpus.empty());
+    std::printf("kiln serve   would run %d parallel sequences x %lld positions\n", serve.parallel,
+                (long long)serve.context);
+    for (const auto& r : serve.reasons) std::printf("  %s\n", r.c_str());
+  } else {
+    for (const auto& r : one.reasons) std::printf("  %s\n", r.c_str());
+  }
   return 0;
 }
 

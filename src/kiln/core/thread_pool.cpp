@@ -1,11 +1,66 @@
 #include "kiln/core/thread_pool.h"
 
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <string>
 #include <utility>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace kiln {
+namespace {
+
+// Spin iterations (each a pause, tens of cycles) before sleeping: a few
+// hundred microseconds, longer than the gap between two ops of a forward
+// pass, much shorter than a pause between requests.
+constexpr int kSpins = 1 << 14;
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+void futex_wait(std::atomic<uint32_t>* a, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(a), FUTEX_WAIT_PRIVATE, expected, nullptr,
+          nullptr, 0);
+}
+void futex_wake(std::atomic<uint32_t>* a) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(a), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+          nullptr, 0);
+}
+
+// The CPUs this process may run on, in order.
+std::vector<int> allowed_cpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
+void pin(pthread_t thread, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(thread, sizeof(set), &set);  // best effort
+}
+
+}  // namespace
 
 int physical_core_count() {
   // Count distinct (physical id, core id) pairs: hyper-threads share a core,
@@ -28,67 +83,72 @@ int physical_core_count() {
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = physical_core_count();
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  // Pin only when every thread gets a CPU of its own: with fewer CPUs than
+  // threads the scheduler must be free to move them.
+  const char* no_pin = std::getenv("KILN_NO_PIN");
+  const std::vector<int> cpus = allowed_cpus();
+  if (n_threads > 1 && !(no_pin && *no_pin && *no_pin != '0') && int(cpus.size()) >= n_threads) {
+    pin(pthread_self(), cpus[0]);
+    for (int i = 1; i < n_threads; ++i) pin(workers_[size_t(i - 1)].native_handle(), cpus[size_t(i)]);
+  }
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-  }
-  wake_.notify_all();
+  stop_.store(true);
+  generation_.fetch_add(1);
+  futex_wake(&generation_);
   for (auto& t : workers_) t.join();
 }
 
 void ThreadPool::worker_loop(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    const std::function<void(int)>* job;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
+    uint32_t g;
+    int spins = 0;
+    while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+      if (++spins < kSpins) {
+        cpu_relax();
+        continue;
+      }
+      // Announce the sleep before re-checking: the caller reads
+      // sleeping_workers_ after bumping the generation (both seq_cst), and
+      // the futex re-checks the generation atomically.
+      sleeping_workers_.fetch_add(1);
+      futex_wait(&generation_, seen);
+      sleeping_workers_.fetch_sub(1);
+      spins = 0;
     }
-    (*job)(index);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
-    }
+    seen = g;
+    if (stop_.load(std::memory_order_relaxed)) return;
+    job_fn_(job_ctx_, index);
+    if (remaining_.fetch_sub(1) == 1 && caller_sleeping_.load() != 0)
+      futex_wake(&remaining_);
   }
 }
 
-void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
+void ThreadPool::run(JobFn fn, void* ctx) {
   if (workers_.empty()) {
-    fn(0);
+    fn(ctx, 0);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    pending_ = int(workers_.size());
-    ++generation_;
+  job_fn_ = fn;
+  job_ctx_ = ctx;
+  remaining_.store(uint32_t(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1);  // seq_cst: publishes the job
+  if (sleeping_workers_.load() != 0) futex_wake(&generation_);
+  fn(ctx, 0);
+  int spins = 0;
+  uint32_t left;
+  while ((left = remaining_.load(std::memory_order_acquire)) != 0) {
+    if (++spins < kSpins) {
+      cpu_relax();
+      continue;
+    }
+    caller_sleeping_.fetch_add(1);
+    futex_wait(&remaining_, left);
+    caller_sleeping_.fetch_sub(1);
+    spins = 0;
   }
-  wake_.notify_all();
-  fn(0);
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
-  job_ = nullptr;
-}
-
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
-  if (n <= 0) return;
-  const int threads = int(std::min<int64_t>(size(), n));
-  if (threads == 1) {
-    fn(0, n, 0);
-    return;
-  }
-  run_on_all([&](int t) {
-    if (t >= threads) return;
-    const int64_t begin = n * t / threads;
-    const int64_t end = n * (t + 1) / threads;
-    if (begin < end) fn(begin, end, t);
-  });
 }
 
 }  // namespace kiln

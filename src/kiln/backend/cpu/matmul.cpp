@@ -1,62 +1,90 @@
-// Matrix products on weights in their block format. Rows of W are split over
-// the threads; each thread dequantizes a few rows at a time into a small
-// scratch buffer and reuses them for every token of the batch, so prefill
-// pays the dequantization once per row, not once per token.
-#include <immintrin.h>
-
+// Matrix products on weights in their block format (kiln/quant/gemm.h).
+// Quantized weights: the activations are quantized to int8 once per call,
+// split over the threads by token, then the output rows are split over the
+// threads (16-row tiles when several tokens share each weight load).
+// Float weights take f32 activations as they are. Types without a kernel
+// dequantize a few rows at a time and reuse them for every token.
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/quant/dequantize.h"
+#include "kiln/quant/gemm.h"
 
 namespace kiln {
+namespace {
 
-float dot_f32(const float* a, const float* b, int64_t n) {
-  int64_t i = 0;
-  float sum = 0.0f;
-#if defined(__AVX512F__)
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  for (; i + 32 <= n; i += 32) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+// A growable 64-byte aligned buffer, one per thread that needs it.
+class Scratch {
+ public:
+  ~Scratch() { std::free(p_); }
+  void* get(size_t bytes) {
+    if (bytes > size_) {
+      std::free(p_);
+      size_ = (bytes + 4095) / 4096 * 4096;
+      p_ = std::aligned_alloc(64, size_);
+      if (!p_) throw std::bad_alloc();
+    }
+    return p_;
   }
-  for (; i + 16 <= n; i += 16)
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-  if (i < n) {
-    const __mmask16 m = __mmask16((1u << (n - i)) - 1);
-    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc1);
-    i = n;
-  }
-  sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-#elif defined(__AVX2__) && defined(__FMA__)
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  lo = _mm_hadd_ps(lo, lo);
-  lo = _mm_hadd_ps(lo, lo);
-  sum = _mm_cvtss_f32(lo);
-#endif
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
+
+ private:
+  void* p_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Calls fn(r0, r1, scratch) over the rows of the output, split over the pool.
+template <class Fn>
+void split_rows(ThreadPool& pool, int64_t n_rows, int64_t n_tokens, int64_t K, Fn&& fn) {
+  const int64_t g = gemm_row_granule(n_tokens);
+  const int64_t units = (n_rows + g - 1) / g;
+  const size_t scratch_bytes = gemm_scratch_bytes(K);
+  pool.parallel_for(units, [&](int64_t u0, int64_t u1, int) {
+    thread_local Scratch scratch;
+    fn(u0 * g, std::min(n_rows, u1 * g), scratch.get(scratch_bytes));
+  });
 }
+
+}  // namespace
+
+float dot_f32(const float* a, const float* b, int64_t n) { return dot_f32_simd(a, b, n); }
 
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) {
   const int64_t N = w.rows(), K = w.cols();
   const DType dtype = w.view.dtype;
   const size_t row_bytes = w.view.row_bytes();
   const auto* base = static_cast<const uint8_t*>(w.data);
-  constexpr int64_t kRowsPerStep = 8;
 
-  // Split into row groups with enough groups per thread to balance.
+  switch (gemm_path(dtype, K)) {
+    case GemmPath::kInt8: {
+      thread_local Scratch qbuf;
+      const QuantizedRows q =
+          quantized_rows_view(qbuf.get(quantized_rows_bytes(n_tokens, K)), n_tokens, K);
+      if (n_tokens * K >= 32768)
+        pool_.parallel_for(n_tokens, [&](int64_t t0, int64_t t1, int) {
+          quantize_rows_q8(x, t0, t1, q);
+        });
+      else
+        quantize_rows_q8(x, 0, n_tokens, q);
+      split_rows(pool_, N, n_tokens, K, [&](int64_t r0, int64_t r1, void* scratch) {
+        gemm_int8(dtype, base, row_bytes, r0, r1, q, y, N, scratch);
+      });
+      return;
+    }
+    case GemmPath::kFloat:
+      split_rows(pool_, N, n_tokens, K, [&](int64_t r0, int64_t r1, void* scratch) {
+        gemm_float(dtype, base, row_bytes, r0, r1, x, n_tokens, K, y, N, scratch);
+      });
+      return;
+    case GemmPath::kNone: break;
+  }
+
+  constexpr int64_t kRowsPerStep = 8;
   const int64_t groups = (N + kRowsPerStep - 1) / kRowsPerStep;
   pool_.parallel_for(groups, [&](int64_t g0, int64_t g1, int) {
-    thread_local std::vector<float> scratch;
-    if (dtype != DType::F32) scratch.resize(size_t(kRowsPerStep * K));
+    thread_local std::vector<float> rows_f32;
+    if (dtype != DType::F32) rows_f32.resize(size_t(kRowsPerStep * K));
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t r0 = g * kRowsPerStep, r1 = std::min(N, r0 + kRowsPerStep);
       const float* rows[kRowsPerStep];
@@ -64,7 +92,7 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
         if (dtype == DType::F32) {
           rows[r - r0] = reinterpret_cast<const float*>(base + r * row_bytes);
         } else {
-          float* dst = scratch.data() + (r - r0) * K;
+          float* dst = rows_f32.data() + (r - r0) * K;
           dequantize_row(dtype, base + r * row_bytes, dst, K);
           rows[r - r0] = dst;
         }

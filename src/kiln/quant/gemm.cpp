@@ -1,0 +1,164 @@
+// Picks the gemm kernels for the running CPU once, and the portable fallbacks.
+#include "kiln/quant/gemm.h"
+
+#include <cmath>
+
+#include "kiln/core/cpu_features.h"
+#include "kiln/core/error.h"
+#include "kiln/core/half.h"
+
+namespace kiln {
+
+// One namespace per compiled level (gemm_<level>.cpp).
+#define KILN_DECLARE_LEVEL(ns)                                                                 \
+  namespace ns {                                                                               \
+  void quantize_rows(const float* x, int64_t t0, int64_t t1, const QuantizedRows& q);         \
+  bool gemm_int8(DType t, const void* w, size_t rb, int64_t r0, int64_t r1,                  \
+                 const QuantizedRows& x, float* y, int64_t ys, void* scratch);                 \
+  bool gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const float* x, \
+                  int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch);           \
+  float dot_f32(const float* a, const float* b, int64_t n);                                    \
+  void axpy_f32(float* y, const float* x, float s, int64_t n);                                 \
+  }
+KILN_DECLARE_LEVEL(k_avx2)
+KILN_DECLARE_LEVEL(k_avx2vnni)
+KILN_DECLARE_LEVEL(k_avx512vnni)
+
+namespace {
+
+float dot_scalar(const float* a, const float* b, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+void axpy_scalar(float* y, const float* x, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
+}
+
+struct Kernels {
+  const char* level = "scalar";
+  decltype(&k_avx2::quantize_rows) quantize = nullptr;
+  decltype(&k_avx2::gemm_int8) int8 = nullptr;
+  decltype(&k_avx2::gemm_float) fl = nullptr;
+  decltype(&k_avx2::dot_f32) dot = dot_scalar;
+  decltype(&k_avx2::axpy_f32) axpy = axpy_scalar;
+  bool tiled = false;  // prefers 16-row tiles for several tokens
+};
+
+#define KILN_LEVEL(ns, name, tiles) \
+  Kernels{name, ns::quantize_rows, ns::gemm_int8, ns::gemm_float, ns::dot_f32, ns::axpy_f32, tiles}
+
+Kernels pick() {
+#if defined(__x86_64__)
+  const CpuFeatures& f = cpu_features();
+  if (f.avx512_vnni) return KILN_LEVEL(k_avx512vnni, "avx512vnni", true);
+  if (f.avx_vnni) return KILN_LEVEL(k_avx2vnni, "avx2vnni", false);
+  if (f.avx2) return KILN_LEVEL(k_avx2, "avx2", false);
+#endif
+  return Kernels{};
+}
+
+const Kernels& kernels() {
+  static const Kernels k = pick();
+  return k;
+}
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+}  // namespace
+
+size_t quantized_rows_bytes(int64_t T, int64_t K) {
+  const size_t t = size_t(T);
+  return align64(t * size_t(K)) + 3 * align64(t * size_t(K / 32) * 4) +
+         3 * align64(t * size_t(K / 16) * 4);
+}
+
+QuantizedRows quantized_rows_view(void* mem, int64_t T, int64_t K) {
+  auto* p = static_cast<uint8_t*>(mem);
+  const size_t t = size_t(T);
+  QuantizedRows q;
+  q.n_tokens = T;
+  q.K = K;
+  q.q = reinterpret_cast<int8_t*>(p);
+  p += align64(t * size_t(K));
+  const size_t b32 = align64(t * size_t(K / 32) * 4), b16 = align64(t * size_t(K / 16) * 4);
+  q.d32 = reinterpret_cast<float*>(p);
+  q.s32 = reinterpret_cast<float*>(p + b32);
+  q.i32 = reinterpret_cast<int32_t*>(p + 2 * b32);
+  p += 3 * b32;
+  q.d16 = reinterpret_cast<float*>(p);
+  q.s16 = reinterpret_cast<float*>(p + b16);
+  q.i16 = reinterpret_cast<int32_t*>(p + 2 * b16);
+  return q;
+}
+
+void quantize_rows_q8(const float* x, int64_t t0, int64_t t1, const QuantizedRows& q) {
+  KILN_CHECK(q.K % 32 == 0, "quantize_rows_q8: ", q.K, " columns are not blocks of 32");
+  if (kernels().quantize) return kernels().quantize(x, t0, t1, q);
+  const int64_t K = q.K, nb = K / 32;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xb = x + t * K + 32 * b;
+      float amax = 0;
+      for (int i = 0; i < 32; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+      const float d = f16_to_f32(f32_to_f16(amax / 127.0f)), id = amax != 0 ? 127.0f / amax : 0.0f;
+      int32_t s[2] = {0, 0};
+      for (int i = 0; i < 32; ++i) {
+        const int v = int(std::nearbyint(xb[i] * id));
+        q.q[t * K + 32 * b + i] = int8_t(v);
+        s[i / 16] += v;
+      }
+      const int64_t i32 = t * nb + b;
+      q.d32[i32] = d;
+      q.i32[i32] = s[0] + s[1];
+      q.s32[i32] = d * float(s[0] + s[1]);
+      for (int h = 0; h < 2; ++h) {
+        q.d16[2 * i32 + h] = d;
+        q.i16[2 * i32 + h] = s[h];
+        q.s16[2 * i32 + h] = d * float(s[h]);
+      }
+    }
+}
+
+GemmPath gemm_path(DType t, int64_t K) {
+  const Kernels& k = kernels();
+  if (!k.int8) return GemmPath::kNone;
+  switch (t) {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16: return GemmPath::kFloat;
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::IQ4_NL: return K % 32 == 0 ? GemmPath::kInt8 : GemmPath::kNone;
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::IQ4_XS: return K % 256 == 0 ? GemmPath::kInt8 : GemmPath::kNone;
+    default: return GemmPath::kNone;
+  }
+}
+
+int64_t gemm_row_granule(int64_t n_tokens) {
+  return kernels().tiled && n_tokens >= 4 ? 16 : 4;
+}
+
+size_t gemm_scratch_bytes(int64_t K) { return size_t(128 * K + 4096); }
+
+void gemm_int8(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const QuantizedRows& x,
+               float* y, int64_t ys, void* scratch) {
+  KILN_CHECK(kernels().int8 && kernels().int8(t, w, rb, r0, r1, x, y, ys, scratch),
+             "no int8 kernel for ", dtype_name(t));
+}
+
+void gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const float* x,
+                int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch) {
+  KILN_CHECK(kernels().fl && kernels().fl(t, w, rb, r0, r1, x, n_tokens, K, y, ys, scratch),
+             "no float kernel for ", dtype_name(t));
+}
+
+float dot_f32_simd(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
+void axpy_f32_simd(float* y, const float* x, float s, int64_t n) { kernels().axpy(y, x, s, n); }
+const char* gemm_kernel_level() { return kernels().level; }
+
+}  // namespace kiln

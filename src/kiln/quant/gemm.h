@@ -1,0 +1,61 @@
+// Matrix products of weights in their file's block format with activations,
+// the CPU's hot loop. Quantized weights meet activations quantized to int8
+// (blocks of 32 with an f32 scale, once per matmul input, shared by every
+// output row), as GGML does; the products are exact integer dot products
+// (VNNI dpbusd where the CPU has it) scaled in f32. Float weights (F32, F16,
+// BF16) meet f32 activations, so their results stay within float rounding.
+// Kernels are compiled per instruction set and chosen at startup
+// (cpu_features.h); anything without a kernel falls back to dot.h.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kiln/core/dtype.h"
+
+namespace kiln {
+
+// Activations [T, K] as int8 blocks of 32 (K a multiple of 32): per block the
+// scale d, and the sum of its int8 values (as is, and times d), also per half
+// block of 16 for formats with 16-element scales.
+struct QuantizedRows {
+  int64_t n_tokens = 0, K = 0;
+  int8_t* q = nullptr;     // [T][K]
+  float* d32 = nullptr;    // [T][K/32]
+  float* s32 = nullptr;    // [T][K/32] d * sum(q)
+  int32_t* i32 = nullptr;  // [T][K/32] sum(q)
+  float* d16 = nullptr;    // [T][K/16]
+  float* s16 = nullptr;    // [T][K/16]
+  int32_t* i16 = nullptr;  // [T][K/16]
+};
+
+size_t quantized_rows_bytes(int64_t n_tokens, int64_t K);
+// Lays out a QuantizedRows in mem (quantized_rows_bytes, 64-byte aligned).
+QuantizedRows quantized_rows_view(void* mem, int64_t n_tokens, int64_t K);
+// Quantizes tokens [t0, t1) of x [T, K] into q.
+void quantize_rows_q8(const float* x, int64_t t0, int64_t t1, const QuantizedRows& q);
+
+enum class GemmPath { kNone, kInt8, kFloat };
+// Which kernel gemm_rows uses for weights of type t with K columns here.
+GemmPath gemm_path(DType t, int64_t K);
+// Rows of output per unit of work the kernels like to be split into.
+int64_t gemm_row_granule(int64_t n_tokens);
+// Scratch per thread for gemm_int8 / gemm_float with K columns.
+size_t gemm_scratch_bytes(int64_t K);
+
+// y[t * y_stride + r] = dot(W[r], x[t]) for rows r in [r0, r1) of W (row_bytes
+// apart) and every token t of x. scratch: gemm_scratch_bytes(K), 64-aligned.
+void gemm_int8(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1,
+               const QuantizedRows& x, float* y, int64_t y_stride, void* scratch);
+void gemm_float(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1, const float* x,
+                int64_t n_tokens, int64_t K, float* y, int64_t y_stride, void* scratch);
+
+// sum a[i] * b[i], vectorised for the running CPU.
+float dot_f32_simd(const float* a, const float* b, int64_t n);
+// y[i] += s * x[i]
+void axpy_f32_simd(float* y, const float* x, float s, int64_t n);
+
+// Name of the kernel level in use ("avx512vnni", ...).
+const char* gemm_kernel_level();
+
+}  // namespace kiln

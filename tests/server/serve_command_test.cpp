@@ -1,0 +1,106 @@
+// The `kiln serve` command itself: it reports the machine and the plan it
+// chose, serves on an ephemeral port, and a SIGTERM stops it cleanly; and
+// the memory plan it rests on, on made-up machines.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "kiln/runtime/system_probe.h"
+
+namespace kiln {
+namespace {
+
+const std::string kStories = std::string(KILN_TEST_DATA) + "/../../models/stories260K.gguf";
+const std::string kQwen3 = std::string(KILN_TEST_DATA) + "/hf/qwen3";
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(ServeCommand, ServesAndStopsOnSigterm) {
+  const std::string err = (std::filesystem::temp_directory_path() /
+                           ("kiln_serve_" + std::to_string(::getpid()) + ".err"))
+                              .string();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    FILE* f = std::freopen(err.c_str(), "w", stderr);
+    (void)f;
+    ::execl(KILN_BINARY, KILN_BINARY, "serve", kStories.c_str(), "--port", "0", "--parallel", "3",
+            "--ctx-size", "256", (char*)nullptr);
+    ::_exit(127);
+  }
+  int port = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (port == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+    const std::string log = read_file(err);
+    const size_t at = log.find("listening on http://127.0.0.1:");
+    if (at != std::string::npos && log.find('\n', at) != std::string::npos)
+      port = std::atoi(log.c_str() + at + std::string("listening on http://127.0.0.1:").size());
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GT(port, 0) << read_file(err);
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 8})",
+                  "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::string log = read_file(err);
+  EXPECT_NE(log.find("this machine: RAM"), std::string::npos) << log;
+  EXPECT_NE(log.find("3 parallel sequences x 256 positions"), std::string::npos) << log;
+  EXPECT_NE(log.find("stopped"), std::string::npos) << log;
+  std::filesystem::remove(err);
+}
+
+SystemProbe machine(size_t ram_mib) {
+  SystemProbe s;
+  s.ram_total = s.ram_available = ram_mib << 20;
+  s.logical_cores = s.physical_cores = 4;
+  return s;
+}
+
+TEST(ServePlan, FitsWhatIsAsked) {
+  auto f = ModelFile::open(kQwen3);
+  ServePlan p = plan_serving(*f, machine(8192), 256, 4, DType::F32, false);
+  EXPECT_TRUE(p.fits);
+  EXPECT_EQ(p.parallel, 4);
+  EXPECT_EQ(p.context, 256);
+  ServePlan chosen = plan_serving(*f, machine(8192), 0, 0, DType::F32, false);
+  EXPECT_EQ(chosen.parallel, 16);  // 4 per core
+  EXPECT_EQ(chosen.context, f->spec().max_context);
+}
+
+TEST(ServePlan, ShrinksThenRefuses) {
+  auto f = ModelFile::open(kQwen3);
+  const ModelFootprint fp = model_footprint(*f, DType::F32);
+  // Room for the weights, activations and about 3 x 512 positions.
+  const size_t budget = fp.weight_bytes + fp.activation_bytes + 3 * 512 * fp.kv_bytes_per_position;
+  const size_t ram = (budget + (256u << 20)) >> 20;
+  ServePlan p = plan_serving(*f, machine(ram + 1), 512, 8, DType::F32, false);
+  EXPECT_TRUE(p.fits);
+  EXPECT_LT(p.parallel, 8);
+  EXPECT_GE(p.parallel, 1);
+  EXPECT_LE(p.need_bytes, p.budget_bytes);
+  ServePlan none = plan_serving(*f, machine(1), 512, 1, DType::F32, false);
+  EXPECT_FALSE(none.fits);
+  EXPECT_NE(none.reasons.back().find("smaller quantization"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln
