@@ -24,14 +24,18 @@ int chat_command(const std::vector<std::string>& args) {
   RuntimeFlags rt;
   SamplingFlags sf;
   ChatFlags cf;
+  MediaFlags mf;
   ArgParser p("kiln chat", "[MODEL] [--system TEXT] [options]",
               "Talk with a model in the terminal. Answers stream as they are generated;\n"
               "the conversation is kept, and each turn only processes its new tokens.\n"
               "In the chat: /reset starts over (the system prompt stays), /exit or Ctrl-D quits,\n"
+              "/image PATH or /video PATH attaches media to your next message (vision models),\n"
               "Ctrl-C stops the answer being written.");
   p.positional("MODEL", "model file or folder (default: the bundled stories260K)", &model, false);
   p.option("-n,--n-predict", "N", "most tokens per answer (default 1024)", &n_predict);
   add_chat_flags(p, &cf);
+  p.option("--mmproj", "FILE", "vision tower of a GGUF model (default: mmproj-*.gguf beside it)",
+           &mf.mmproj);
   add_sampling_flags(p, &sf);
   add_runtime_flags(p, &rt);
   if (!p.parse(args)) return p.exit_code();
@@ -47,6 +51,8 @@ int chat_command(const std::vector<std::string>& args) {
   turn.stop_strings = cf.stop;
   Conversation chat(*engine, std::move(format), state_options(rt));
   chat.set_system(cf.system);
+  chat.set_mmproj(mf.mmproj);
+  TurnMedia pending;
 
   const bool tty = ::isatty(STDIN_FILENO);
   std::signal(SIGINT, on_sigint);
@@ -64,6 +70,14 @@ int chat_command(const std::vector<std::string>& args) {
       if (tty) std::fputs("(conversation cleared)\n", stdout);
       continue;
     }
+    if (line.rfind("/image ", 0) == 0 || line.rfind("/video ", 0) == 0) {
+      const bool video = line[1] == 'v';
+      std::string path = line.substr(7);
+      while (!path.empty() && path.front() == ' ') path.erase(0, 1);
+      (video ? pending.videos : pending.images).push_back(path);
+      if (tty) std::printf("(%s attached to your next message)\n", path.c_str());
+      continue;
+    }
     if (line.empty()) continue;
     g_interrupted = 0;
     TurnCallbacks cb;
@@ -77,7 +91,13 @@ int chat_command(const std::vector<std::string>& args) {
         std::fflush(stderr);
       };
     cb.cancelled = [] { return g_interrupted != 0; };
-    chat.say(line, turn, cb);
+    try {
+      chat.say(line, turn, cb, pending);
+    } catch (const Error& e) {
+      // A bad image or a full context ends the turn, not the chat.
+      std::fprintf(stderr, "kiln chat: error: %s\n", e.what());
+    }
+    pending = TurnMedia{};
     std::fputs("\n", stdout);
     std::fflush(stdout);
   }

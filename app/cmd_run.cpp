@@ -31,8 +31,8 @@ void print_stream(const std::string& s, FILE* to) {
 // One user turn through the chat template: the answer on stdout, the
 // thought on stderr with --show-think.
 int run_chat_turn(Engine& engine, ChatFormat format, const std::string& prompt, int n_predict,
-                  const SamplingParams& sampling, const ChatFlags& cf, const RuntimeFlags& rt,
-                  bool json) {
+                  const SamplingParams& sampling, const ChatFlags& cf, const MediaFlags& mf,
+                  const RuntimeFlags& rt, bool json) {
   TurnOptions turn;
   turn.max_tokens = n_predict;
   turn.sampling = sampling;
@@ -41,12 +41,13 @@ int run_chat_turn(Engine& engine, ChatFormat format, const std::string& prompt, 
   turn.stop_strings = cf.stop;
   Conversation chat(engine, std::move(format), state_options(rt));
   chat.set_system(cf.system);
+  chat.set_mmproj(mf.mmproj);
   TurnCallbacks cb;
   if (!json) {
     cb.on_answer = [](const std::string& s) { print_stream(s, stdout); };
     if (cf.show_think) cb.on_thought = [](const std::string& s) { print_stream(s, stderr); };
   }
-  TurnResult r = chat.say(prompt, turn, cb);
+  TurnResult r = chat.say(prompt, turn, cb, mf.media());
   if (json)
     print_json(r.prompt_ids, r.generation.tokens, r.answer, r.thought, r.generation.stop);
   else
@@ -61,6 +62,7 @@ int run_command(const std::vector<std::string>& args) {
   RuntimeFlags rt;
   SamplingFlags sf;
   ChatFlags cf;
+  MediaFlags mf;
   ArgParser p("kiln run", "[MODEL] [-p TEXT | --ids \"1 2 3\"] [-n N] [options]",
               "Generate a continuation of a prompt and stream it to stdout.\n"
               "MODEL is a .gguf file, or a safetensors model (file or folder with config.json);\n"
@@ -75,6 +77,7 @@ int run_command(const std::vector<std::string>& args) {
   p.flag("--no-bos", "do not start a raw prompt with the BOS token", &no_bos);
   p.flag("--json", "print one JSON object at the end: {\"prompt_ids\", \"ids\", \"text\"}", &json);
   add_chat_flags(p, &cf);
+  add_media_flags(p, &mf);
   add_sampling_flags(p, &sf);
   add_runtime_flags(p, &rt);
   p.epilog(
@@ -82,6 +85,7 @@ int run_command(const std::vector<std::string>& args) {
       "  kiln run                                  a story from the bundled model\n"
       "  kiln run model.gguf -p \"The sky is\" -n 32 --greedy\n"
       "  kiln run Qwen3-0.6B/ -p \"Why is the sky blue?\" --think-budget 64 --show-think\n"
+      "  kiln run Qwen3-VL-4B/ --image cat.jpg -p \"What is in the picture?\"\n"
       "  kiln run model.gguf --ids \"1 415 2\" --json --seed 7");
   if (!p.parse(args)) return p.exit_code();
   KILN_CHECK(n_predict >= 0, "-n must be >= 0");
@@ -95,10 +99,14 @@ int run_command(const std::vector<std::string>& args) {
   auto engine = load_engine(model, rt, /*need_tokenizer=*/ids_text.empty());
   const Tokenizer* tok = engine->tokenizer();
   const SamplingParams sampling = sampling_params(sf, default_sampling(engine->file()));
+  const bool has_media = !mf.images.empty() || !mf.videos.empty();
+  KILN_CHECK(!has_media || !raw, "--image/--video need the chat template or --ids, not --raw");
   if (!raw && ids_text.empty()) {
     ChatFormat format = load_chat_format(engine->file(), *tok);
     if (format.chat_template)
-      return run_chat_turn(*engine, std::move(format), prompt, n_predict, sampling, cf, rt, json);
+      return run_chat_turn(*engine, std::move(format), prompt, n_predict, sampling, cf, mf, rt,
+                           json);
+    KILN_CHECK(!has_media, "this model has no chat template, so it cannot take images");
   }
 
   GenerateRequest req;
@@ -115,6 +123,20 @@ int run_command(const std::vector<std::string>& args) {
   if (tok && tok->eos_id() >= 0) req.stop_ids.push_back(tok->eos_id());
 
   auto state = engine->model().new_state(state_options(rt));
+  std::vector<float> prefilled;
+  if (has_media) {
+    // --ids with the media pads already expanded (as kiln logits takes them).
+    auto vision = VisionRuntime::open(engine->file(), mf.mmproj, engine->backend());
+    const TurnMedia tm = mf.media();
+    std::vector<MediaItem> media;
+    for (const auto& path : tm.images) media.push_back(vision->encode_image(path));
+    for (const auto& path : tm.videos) media.push_back(vision->encode_video(path, tm.video));
+    MultimodalPrompt mp =
+        build_multimodal_prompt(req.prompt, media, vision_token_ids(engine->require_tokenizer()), 0);
+    prefilled.resize(size_t(engine->spec().vocab_size));
+    prefill_multimodal(engine->model(), *state, mp, prefilled.data(), false);
+    req.prefilled_logits = prefilled.data();
+  }
   std::string text;
   std::unique_ptr<StreamingDecoder> decoder;
   if (tok) decoder = std::make_unique<StreamingDecoder>(*tok, /*skip_special=*/true);

@@ -96,6 +96,27 @@ void add_chat_flags(ArgParser& p, ChatFlags* f) {
   p.option("--stop", "STR", "stop when the output contains STR (repeatable)", &f->stop);
 }
 
+void add_media_flags(ArgParser& p, MediaFlags* f) {
+  p.option("--image", "PATH", "attach an image (JPEG, PNG, WebP; repeatable)", &f->images);
+  p.option("--video", "PATH", "attach a video file (mp4/mkv/webm) or a folder of frames (repeatable)",
+           &f->videos);
+  p.option("--mmproj", "FILE", "vision tower of a GGUF model (default: mmproj-*.gguf beside it)",
+           &f->mmproj);
+  p.option("--fps", "F", "video frames sampled per second (default 2)", &f->fps);
+  p.option("--max-frames", "N", "at most this many video frames (default 768)", &f->max_frames);
+}
+
+TurnMedia MediaFlags::media() const {
+  KILN_CHECK(fps > 0, "--fps must be positive");
+  KILN_CHECK(max_frames > 0, "--max-frames must be positive");
+  TurnMedia m;
+  m.images = images;
+  m.videos = videos;
+  m.video.fps = fps;
+  m.video.max_frames = max_frames;
+  return m;
+}
+
 std::optional<bool> ChatFlags::enable_thinking() const {
   KILN_CHECK(!(think && no_think), "give --think or --no-think, not both");
   if (think) return true;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "args.h"
+#include "kiln/runtime/conversation.h"
 #include "kiln/runtime/engine.h"
 #include "kiln/runtime/sampler.h"
 
@@ -51,6 +52,16 @@ struct ChatFlags {
   std::optional<bool> enable_thinking() const;
 };
 void add_chat_flags(ArgParser& p, ChatFlags* f);
+
+// Images and video for vision-language models.
+struct MediaFlags {
+  std::vector<std::string> images, videos;
+  std::string mmproj;
+  float fps = 2.0f;
+  int max_frames = 768;
+  TurnMedia media() const;
+};
+void add_media_flags(ArgParser& p, MediaFlags* f);
 
 // "1 2 3" or "1,2,3" -> ids; throws kiln::Error on anything else.
 std::vector<int32_t> parse_ids(const std::string& text);

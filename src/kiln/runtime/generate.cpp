@@ -25,7 +25,8 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   };
   const int64_t vocab = model.spec().vocab_size;
   KILN_CHECK(!req.prompt.empty() || state.position() > 0, "the prompt is empty");
-  KILN_CHECK(state.position() + int64_t(req.prompt.size()) <= state.capacity(), "the prompt (",
+  const int64_t to_feed = req.prefilled_logits ? 0 : int64_t(req.prompt.size());
+  KILN_CHECK(state.position() + to_feed <= state.capacity(), "the prompt (",
              req.prompt.size(), " tokens) does not fit the context of ", state.capacity(),
              " tokens (raise --ctx-size)");
 
@@ -36,7 +37,9 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   Sampler sampler(req.sampling);
 
   auto t0 = clock::now();
-  if (!req.prompt.empty())
+  if (req.prefilled_logits)
+    std::copy_n(req.prefilled_logits, vocab, logits.data());
+  else if (!req.prompt.empty())
     model.forward(state, req.prompt.data(), int64_t(req.prompt.size()), logits.data(), false);
   auto t1 = clock::now();
   result.prefill_seconds = seconds(t0, t1);

@@ -22,6 +22,9 @@ struct GenerateRequest {
   // Tokens it returns are emitted (and fed to the model) instead of a sampled
   // one: how a thinking budget closes the thought. Counted in max_tokens.
   std::function<std::vector<int32_t>(const std::vector<int32_t>& generated)> force;
+  // The prompt was already fed (a multimodal prefill): start sampling from
+  // these logits [vocab] instead of running `prompt` through the model.
+  const float* prefilled_logits = nullptr;
 };
 
 struct GenerateResult {
