@@ -572,7 +572,9 @@ struct Server::Impl {
       }
     }
     out.finish();
-    FinishReason reason = job.seq->finish_reason();
+    // A stop string may be found after the scheduler has already ended the
+    // sequence for another reason (it runs ahead of the text): it wins.
+    FinishReason reason = out.stopped() ? FinishReason::Stop : job.seq->finish_reason();
     if (reason == FinishReason::Error)
       throw ApiError(500, "server_error", cat("generation failed: ", job.seq->error()));
     end_stats(job);
@@ -695,7 +697,8 @@ struct Server::Impl {
             return true;
           }
           OutputDelta d = st->out.finish();
-          const FinishReason reason = job->seq->finish_reason();
+          const FinishReason reason =
+              st->out.stopped() ? FinishReason::Stop : job->seq->finish_reason();
           json tools = st->out.tool_calls();
           if (job->chat) {
             json payload = json::object();
