@@ -309,7 +309,6 @@ void Scheduler::step() {
   std::lock_guard lock(m_);
   ++stats_.steps;
   stats_.busy_seconds += t1 - t0;
-  stats_.generated_tokens += produced;
   recent_.emplace_back(t1, produced);
   while (!recent_.empty() && t1 - recent_.front().first > 10.0) recent_.pop_front();
 }
@@ -324,6 +323,12 @@ void Scheduler::sample(Slot& s) {
     s.history.push_back(id);
     if (seq.constraint) seq.constraint->accept(id);
     ++seq.generated_count_;
+    {
+      // Counted before the token can finish the request, so a client that
+      // reads /metrics after its answer sees its tokens.
+      std::lock_guard lock(m_);
+      ++stats_.generated_tokens;
+    }
     seq.push(TokenEvent{id, logprob, std::move(top)});
   };
   auto done = [&]() -> bool {  // after an emitted token: whether the sequence ends here
