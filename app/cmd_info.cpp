@@ -90,6 +90,24 @@ int info_command(const std::vector<std::string>& args) {
   if (s.is_moe())
     std::printf("experts      %lld, %lld per token, expert ffn %lld\n", (long long)s.n_experts,
                 (long long)s.n_experts_used, (long long)s.expert_ffn_hidden);
+  if (s.arch == "bitnet") {
+    // Which BitNet, and how its ternary projections are stored.
+    std::string layout = "none found";
+    if (const TensorView* q = f->find("blk.0.attn_q.weight")) {
+      switch (q->dtype) {
+        case DType::I2_S: layout = "I2_S (bitnet.cpp, 2 bits, one scale per tensor)"; break;
+        case DType::TQ1_0: layout = "TQ1_0 (1.69 bits, scale per 256)"; break;
+        case DType::TQ2_0: layout = "TQ2_0 (2.06 bits, scale per 256)"; break;
+        case DType::U8: layout = "packed uint8 + weight_scale (transformers BitLinear)"; break;
+        default:
+          layout = std::string(dtype_name(q->dtype)) + " values, made ternary at load";
+      }
+    }
+    std::printf("bitnet       %s; ternary weights: %s; int8 activations\n",
+                s.ffn_squared_relu ? "BitNet b1.58 2B-4T variant (squared ReLU, SubLN)"
+                                   : "1bitLLM variant (SiLU, SubLN)",
+                layout.c_str());
+  }
   std::printf("context      %lld trained; rope theta %g%s\n", (long long)s.max_context,
               double(s.rope_theta), s.tied_embeddings ? "; tied embeddings" : "");
   std::printf("tensor types\n");

@@ -54,13 +54,21 @@ TEST(ConvertFailure, ExistingOutputSurvivesAFailure) {
 TEST(ConvertFailure, FileTypes) {
   EXPECT_EQ(parse_file_type("Q4_K_M"), FileType::Q4_K_M);
   EXPECT_EQ(parse_file_type("bf16"), FileType::BF16);
+  EXPECT_EQ(parse_file_type("TQ1_0"), FileType::TQ1_0);
+  EXPECT_EQ(parse_file_type("i2_s"), FileType::I2_S);
+  EXPECT_THROW(parse_file_type("q3_x"), Error);
+}
+
+TEST(ConvertFailure, TernaryTypesAreForBitnetOnly) {
+  TempDir tmp;
+  ConvertOptions o;
+  o.type = FileType::TQ2_0;
   try {
-    parse_file_type("tq1_0");
+    convert_model(kData + "/hf/llama", tmp.file("llama-tq2_0.gguf"), o);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not available yet"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not ternary"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(parse_file_type("q3_x"), Error);
 }
 
 TEST(ConvertFailure, UnsupportedArchitectureNamesIt) {

@@ -134,6 +134,17 @@ class Backend {
   virtual void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim,
                            bool per_row);
 
+  // --- BitNet b1.58 (ternary weights). Not every backend has these yet: the
+  // defaults throw, naming the op and the backend.
+
+  // y[t, :] = W x[t, :] with W ternary (TQ1_0, TQ2_0 or I2_S) and x[t, :]
+  // quantized to int8 per token as BitNet's BitLinear does: a = 127 /
+  // max(max |x[t, :]|, 1e-5), q = clamp(round_half_even(x * a), -128, 127);
+  // the products sum in int32, then y = sum * (the format's scales) / a.
+  virtual void ternary_matmul(const Weight& w, const float* x, int64_t n_tokens, float* y);
+  // out = max(gate, 0)^2 * up, element-wise over n (squared-ReLU feed-forward).
+  virtual void relu2_mul(const float* gate, const float* up, int64_t n, float* out);
+
   // --- Vision encoders (ViT). Not every backend has these yet: the defaults
   // throw, naming the op and the backend.
 

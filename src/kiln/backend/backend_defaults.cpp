@@ -32,4 +32,11 @@ void Backend::sigmoid_mul(float*, const float*, int64_t, int64_t, bool) {
   missing(*this, "sigmoid_mul");
 }
 
+void Backend::ternary_matmul(const Weight&, const float*, int64_t, float*) {
+  missing(*this, "ternary_matmul");
+}
+void Backend::relu2_mul(const float*, const float*, int64_t, float*) {
+  missing(*this, "relu2_mul");
+}
+
 }  // namespace kiln

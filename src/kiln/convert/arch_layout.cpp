@@ -13,6 +13,8 @@ constexpr std::array kConvertArchs = {
     ConvertArch{"qwen3", "qwen3", false},
     ConvertArch{"qwen3moe", "qwen3moe", false},
     ConvertArch{"smollm3", "smollm3", true},
+    // BitNet b1.58 as bitnet.cpp's 2B-4T files name it (squared ReLU, q/k permuted).
+    ConvertArch{"bitnet", "bitnet-b1.58", true},
     ConvertArch{"qwen35", "qwen35", false},
     ConvertArch{"qwen35moe", "qwen35moe", false},
     ConvertArch{"qwen3next", "qwen3next", false},
@@ -47,6 +49,7 @@ std::vector<TensorShape> model_tensor_shapes(const ModelSpec& s) {
     out.push_back({p + "attn_k.weight", {s.n_kv_heads * hd, H}});
     out.push_back({p + "attn_v.weight", {s.n_kv_heads * hd, H}});
     out.push_back({p + "attn_output.weight", {H, s.n_heads * hd}});
+    if (s.arch == "bitnet") out.push_back({p + "attn_sub_norm.weight", {s.n_heads * hd}});
     if (s.qk_norm) {
       out.push_back({p + "attn_q_norm.weight", {hd}});
       out.push_back({p + "attn_k_norm.weight", {hd}});
@@ -64,6 +67,7 @@ std::vector<TensorShape> model_tensor_shapes(const ModelSpec& s) {
       out.push_back({p + "ffn_gate.weight", {F, H}});
       out.push_back({p + "ffn_up.weight", {F, H}});
       out.push_back({p + "ffn_down.weight", {H, F}});
+      if (s.arch == "bitnet") out.push_back({p + "ffn_sub_norm.weight", {F}});
     }
   }
   out.push_back({"output_norm.weight", {H}});

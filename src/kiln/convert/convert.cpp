@@ -9,6 +9,7 @@
 
 #include "kiln/convert/parts.h"
 #include "kiln/core/error.h"
+#include "kiln/model/bitnet.h"
 #include "kiln/model/model_file.h"
 
 namespace kiln {
@@ -58,6 +59,31 @@ PlannedTensor plan_experts(const ModelFile& f, const TensorShape& ts, std::set<s
   return p;
 }
 
+bool is_bitnet_projection(const std::string& name) {
+  for (const std::string& p : bitnet_projection_names())
+    if (ends_with(name, "." + p + ".weight")) return true;
+  return false;
+}
+
+// A BitNet projection as llama.cpp's converter writes it: its ternary values
+// times the matrix scale (from the packed checkpoint, or the master weights
+// quantized the b1.58 way), q/k rows permuted like Llama's.
+PlannedTensor plan_ternary(const ModelFile& f, const TensorShape& ts, bool permute,
+                           std::set<std::string>& used) {
+  const int64_t rows = ts.shape[0], cols = ts.shape[1];
+  auto values = std::make_shared<std::vector<float>>(bitnet_ternary_values(f, ts.name, rows, cols));
+  used.insert(ts.name);
+  const std::string scale = ts.name.substr(0, ts.name.size() - 7) + ".weight_scale";
+  if (f.find(scale)) used.insert(scale);
+  const int64_t hd = f.spec().head_dim, half = hd / 2;
+  PlannedTensor p{ts.name, ts.shape};
+  p.generate = [values, cols, permute, hd, half](int64_t r, float* dst) {
+    const int64_t src = permute ? r / hd * hd + (r % hd % 2) * half + r % hd / 2 : r;
+    std::copy_n(values->data() + src * cols, cols, dst);
+  };
+  return p;
+}
+
 std::vector<PlannedTensor> plan_from_safetensors(const ModelFile& f, const ConvertArch& arch) {
   const ModelSpec& s = f.spec();
   std::vector<PlannedTensor> plan;
@@ -84,10 +110,14 @@ std::vector<PlannedTensor> plan_from_safetensors(const ModelFile& f, const Conve
       plan.push_back(plan_experts(f, ts, used));
       continue;
     }
+    const bool q = ends_with(ts.name, ".attn_q.weight"), k = ends_with(ts.name, ".attn_k.weight");
+    if (s.arch == "bitnet" && is_bitnet_projection(ts.name)) {
+      plan.push_back(plan_ternary(f, ts, arch.permute_qk && (q || k), used));
+      continue;
+    }
     v = &f.get(ts.name, ts.shape);
     used.insert(ts.name);
     PlannedTensor p{ts.name, ts.shape, v->dtype};
-    const bool q = ends_with(ts.name, ".attn_q.weight"), k = ends_with(ts.name, ".attn_k.weight");
     if (arch.permute_qk && (q || k)) {
       // Hugging Face rotates dimension i with i + d/2; GGML's interleaved RoPE
       // rotates 2i with 2i+1. Reordering the rows of q and k per head (row

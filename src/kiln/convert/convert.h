@@ -24,11 +24,15 @@ enum class FileType : uint32_t {
   Q4_K_M = 15,
   Q6_K = 18,
   BF16 = 32,
+  // Ternary (BitNet b1.58 models only): GGML's TQ1_0/TQ2_0, bitnet.cpp's I2_S.
+  TQ1_0 = 36,
+  TQ2_0 = 37,
+  I2_S = 40,
 };
 
 // "q4_k_m" -> FileType::Q4_K_M (case-insensitive). Throws kiln::Error with one
-// line naming the accepted types; ternary types (tq1_0, tq2_0, i2_s) get a
-// line of their own saying they are not available yet.
+// line naming the accepted types. The ternary types (tq1_0, tq2_0, i2_s) are
+// for BitNet models; converting another architecture to them fails.
 FileType parse_file_type(const std::string& name);
 std::string file_type_name(FileType t);
 // "f32, f16, bf16, q8_0, q4_0, q4_k_m, q6_k"

@@ -9,7 +9,7 @@
 namespace kiln {
 namespace {
 
-constexpr std::array<std::pair<std::string_view, FileType>, 7> kTypes = {{
+constexpr std::array<std::pair<std::string_view, FileType>, 10> kTypes = {{
     {"f32", FileType::F32},
     {"f16", FileType::F16},
     {"bf16", FileType::BF16},
@@ -17,6 +17,9 @@ constexpr std::array<std::pair<std::string_view, FileType>, 7> kTypes = {{
     {"q4_0", FileType::Q4_0},
     {"q4_k_m", FileType::Q4_K_M},
     {"q6_k", FileType::Q6_K},
+    {"tq1_0", FileType::TQ1_0},
+    {"tq2_0", FileType::TQ2_0},
+    {"i2_s", FileType::I2_S},
 }};
 
 }  // namespace
@@ -33,9 +36,6 @@ FileType parse_file_type(const std::string& name) {
                  [](unsigned char c) { return char(std::tolower(c)); });
   for (const auto& [n, t] : kTypes)
     if (lower == n) return t;
-  if (lower == "tq1_0" || lower == "tq2_0" || lower == "i2_s")
-    fail("--type ", name, ": ternary types are not available yet (they come with BitNet models); "
-         "use one of ", file_type_list());
   fail("--type ", name, ": unknown type; use one of ", file_type_list());
 }
 

@@ -7,11 +7,13 @@
 #include "kiln/core/error.h"
 #include "kiln/quant/dequantize.h"
 #include "kiln/quant/quantize.h"
+#include "kiln/quant/ternary.h"
 
 namespace kiln::convert {
 
 void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType type) {
-  KILN_CHECK(can_quantize(type), "tensor ", t.name, ": cannot write type ", dtype_name(type));
+  KILN_CHECK(can_quantize(type) || type == DType::I2_S, "tensor ", t.name, ": cannot write type ",
+             dtype_name(type));
   KILN_CHECK(t.raw_row || t.generate, "tensor ", t.name, ": no source");
   if (t.raw_row)
     KILN_CHECK(can_dequantize(t.source_dtype), "tensor ", t.name, ": cannot read its type ",
@@ -22,6 +24,22 @@ void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType 
   const size_t out_row = dtype_row_bytes(type, cols);
   const std::vector<int64_t> shape = t.shape;
   const std::string name = t.name;
+  if (type == DType::I2_S) {
+    // One scale for the whole tensor: the rows are gathered, then packed together.
+    w.add_tensor_fill(name, type, shape, [&pool, t = std::move(t), cols, rows](void* dst) {
+      std::vector<float> all(size_t(rows * cols));
+      pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
+        for (int64_t r = begin; r < end; ++r) {
+          if (t.raw_row)
+            dequantize_row(t.source_dtype, t.raw_row(r), all.data() + r * cols, cols);
+          else
+            t.generate(r, all.data() + r * cols);
+        }
+      });
+      quantize_i2s(all.data(), rows * cols, dst);
+    });
+    return;
+  }
   w.add_tensor_fill(name, type, shape, [&pool, t = std::move(t), type, cols, rows, out_row](void* dst) {
     auto* out = static_cast<uint8_t*>(dst);
     const bool copy = t.raw_row && t.source_dtype == type;

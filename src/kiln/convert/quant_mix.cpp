@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "kiln/convert/parts.h"
+#include "kiln/core/error.h"
 
 namespace kiln::convert {
 namespace {
@@ -48,7 +49,22 @@ DType choose_tensor_type(FileType ft, const std::string& name, const std::vector
   const bool is_output = name == "output.weight" || (spec.tied_embeddings && name == "token_embd.weight");
   const int64_t layer = layer_of(name);
   DType t = DType::F32;
+  const bool ternary = ft == FileType::TQ1_0 || ft == FileType::TQ2_0 || ft == FileType::I2_S;
+  KILN_CHECK(!ternary || spec.arch == "bitnet", "ternary types hold BitNet b1.58 weights; ",
+             spec.arch, " models are not ternary (use another --type)");
+  if (ternary) {
+    // The ternary projections take the format; embeddings and head stay F16,
+    // as in bitnet.cpp's files. TQ rows must be whole 256-value blocks: other
+    // rows keep their (already ternary) values in F16.
+    if (layer < 0) return DType::F16;
+    if (ft == FileType::I2_S) return DType::I2_S;
+    const DType tq = ft == FileType::TQ1_0 ? DType::TQ1_0 : DType::TQ2_0;
+    return shape.back() % 256 == 0 ? tq : DType::F16;
+  }
   switch (ft) {
+    case FileType::TQ1_0:
+    case FileType::TQ2_0:
+    case FileType::I2_S: break;  // handled above
     case FileType::F32: return DType::F32;
     case FileType::F16: return DType::F16;
     case FileType::BF16: return DType::BF16;

@@ -46,9 +46,9 @@ constexpr std::array kTable = {
     Entry{DType::F64, {"f64", 1, 8, false}},
     Entry{DType::IQ1_M, {"iq1_m", 256, 56, false}},
     Entry{DType::BF16, {"bf16", 1, 2, true}},
-    Entry{DType::TQ1_0, {"tq1_0", 256, 54, false}},
-    Entry{DType::TQ2_0, {"tq2_0", 256, 66, false}},
-    Entry{DType::I2_S, {"i2_s", 1, 1, false}},  // 4 values per byte; sized by its reader
+    Entry{DType::TQ1_0, {"tq1_0", 256, 54, true}},
+    Entry{DType::TQ2_0, {"tq2_0", 256, 66, true}},
+    Entry{DType::I2_S, {"i2_s", 1, 1, true}},  // 4 values a byte, then a per-tensor scale
     Entry{DType::MXFP4, {"mxfp4", 32, 17, false}},
     Entry{DType::U8, {"u8", 1, 1, true}},
 };

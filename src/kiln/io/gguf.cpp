@@ -156,9 +156,11 @@ size_t tensor_bytes(const std::string& path, const std::string& name, DType type
   const DTypeInfo& info = dtype_info(type);
   uint64_t row_bytes;
   if (type == DType::I2_S) {
-    // bitnet.cpp's ternary packing (4 values a byte, per-tensor scale after
-    // the data): readable, sized per dtype_row_bytes, not computed with.
-    row_bytes = uint64_t(dtype_row_bytes(type, cols));
+    // bitnet.cpp's ternary packing: 4 values a byte over the whole tensor,
+    // then its f32 scale, padded to 32 bytes (what its ggml_nbytes counts).
+    if (numel % 4 != 0)
+      fail(path, ": tensor '", name, "': ", numel, " i2_s values are not a whole number of bytes");
+    return size_t(numel / 4) + 32;
   } else {
     if (cols % info.block_size != 0)
       fail(path, ": tensor '", name, "': ", cols, " columns are not a whole number of ",

@@ -151,6 +151,8 @@ size_t GgufWriter::check_new_tensor(const std::string& name, DType dtype,
   }
   const int64_t cols = shape.empty() ? 1 : shape.back();
   KILN_CHECK(cols >= 0, "GGUF tensor '", name, "': negative dimension");
+  // I2_S: the packed values, then the tensor's scale padded to 32 bytes.
+  if (dtype == DType::I2_S) return dtype_row_bytes(dtype, cols) * size_t(rows) + 32;
   return dtype_row_bytes(dtype, cols) * size_t(rows);
 }
 

@@ -22,6 +22,12 @@ constexpr std::array kArchs = {
     ArchEntry{"qwen35moe", "qwen35moe", "qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration",
               RopeStyle::Halves},
     ArchEntry{"qwen3next", "qwen3next", "qwen3_next", "Qwen3NextForCausalLM", RopeStyle::Halves},
+    // BitNet b1.58: bitnet.cpp's 2B-4T GGUFs ("bitnet-b1.58", older "bitnet-25")
+    // have q/k permuted as for Llama; llama.cpp's "bitnet" (the 1bitLLM models)
+    // keeps Hugging Face's order and runs NEOX RoPE.
+    ArchEntry{"bitnet", "bitnet-b1.58", "bitnet", "BitNetForCausalLM", RopeStyle::Interleaved},
+    ArchEntry{"bitnet", "bitnet-25", "bitnet", "BitNetForCausalLM", RopeStyle::Interleaved},
+    ArchEntry{"bitnet", "bitnet", "bitnet", "BitnetForCausalLM", RopeStyle::Halves},
 };
 
 }  // namespace

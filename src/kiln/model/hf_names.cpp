@@ -16,7 +16,7 @@ bool consume(std::string& s, std::string_view prefix) {
 }
 
 // Per-layer module paths (after "layers.N.") and their GGUF names.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 29> kLayerNames = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 31> kLayerNames = {{
     {"input_layernorm", "attn_norm"},
     {"post_attention_layernorm", "ffn_norm"},
     {"self_attn.q_proj", "attn_q"},
@@ -48,6 +48,9 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 29> kLayerNa
     {"linear_attn.conv1d", "ssm_conv1d"},
     {"linear_attn.norm", "ssm_norm"},
     {"linear_attn.out_proj", "ssm_out"},
+    // BitNet's SubLN norms (their weight_scale tensors map with the projections)
+    {"self_attn.attn_sub_norm", "attn_sub_norm"},
+    {"mlp.ffn_sub_norm", "ffn_sub_norm"},
 }};
 
 }  // namespace

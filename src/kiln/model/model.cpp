@@ -1,6 +1,7 @@
 #include "kiln/model/model.h"
 
 #include "kiln/core/error.h"
+#include "kiln/model/bitnet.h"
 #include "kiln/model/hybrid.h"
 #include "kiln/model/transformer.h"
 
@@ -23,6 +24,7 @@ std::unique_ptr<Model> load_model(const ModelFile& file, Backend& backend) {
     return load_transformer(file, backend);
   if (arch == "qwen35" || arch == "qwen35moe" || arch == "qwen3next")
     return load_hybrid(file, backend);
+  if (arch == "bitnet") return load_bitnet(file, backend);
   fail(file.path(), ": no forward pass for architecture '", arch, "'");
 }
 

@@ -93,6 +93,13 @@ ModelSpec spec_from_gguf(const GgufFile& g) {
     s.norm_unit_offset = false;  // the converter stored 1 + w
   }
 
+  if (s.arch == "bitnet") {
+    // bitnet.cpp's 2B-4T architectures use squared ReLU; llama.cpp's "bitnet"
+    // is the 1bitLLM family (SiLU) unless the file says otherwise.
+    s.ffn_squared_relu = arch_name != "bitnet" ||
+                         g.get_string_or(p + "hidden_act", "silu") == "relu2";
+  }
+
   s.qk_norm = false;
   for (int64_t i = 0; i < s.n_layers && !s.qk_norm; ++i)
     s.qk_norm = g.find_tensor(cat("blk.", i, ".attn_q_norm.weight")) != nullptr;

@@ -5,6 +5,7 @@
 #include "kiln/core/error.h"
 #include "kiln/core/half.h"
 #include "kiln/quant/blocks.h"
+#include "kiln/quant/ternary.h"
 
 namespace kiln {
 namespace {
@@ -55,6 +56,8 @@ DequantFn dequant_fn(DType t) {
     case DType::Q6_K: return dequant_q6_K;
     case DType::IQ4_NL: return dequant_iq4_nl;
     case DType::IQ4_XS: return dequant_iq4_xs;
+    case DType::TQ1_0: return dequantize_row_tq1_0;
+    case DType::TQ2_0: return dequantize_row_tq2_0;
     default: return nullptr;
   }
 }

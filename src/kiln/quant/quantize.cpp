@@ -5,6 +5,7 @@
 #include "kiln/core/error.h"
 #include "kiln/core/half.h"
 #include "kiln/quant/blocks.h"
+#include "kiln/quant/ternary.h"
 
 namespace kiln {
 namespace {
@@ -37,6 +38,8 @@ RowFn row_fn(DType t) {
     case DType::Q4_K: return quant_q4_K;
     case DType::Q5_K: return quant_q5_K;
     case DType::Q6_K: return quant_q6_K;
+    case DType::TQ1_0: return quantize_row_tq1_0;
+    case DType::TQ2_0: return quantize_row_tq2_0;
     default: return nullptr;
   }
 }

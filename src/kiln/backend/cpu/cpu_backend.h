@@ -52,6 +52,10 @@ class CpuBackend final : public Backend {
   void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim,
                    bool per_row) override;
 
+  // BitNet (ternary.cpp)
+  void ternary_matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
+  void relu2_mul(const float* gate, const float* up, int64_t n, float* out) override;
+
   // Vision encoders (vision_ops.cpp)
   void layernorm(const float* x, const float* w, const float* b, int64_t rows, int64_t dim,
                  float eps, float* y) override;

@@ -1,0 +1,296 @@
+#include "kiln/model/bitnet.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+
+#include "kiln/core/error.h"
+#include "kiln/core/half.h"
+#include "kiln/model/building_blocks.h"
+#include "kiln/quant/dequantize.h"
+#include "kiln/quant/ternary.h"
+
+namespace kiln {
+namespace {
+
+// transformers' BitLinear packing: a [rows / 4, cols] uint8 tensor whose
+// byte (i, c) holds rows i, i + rows/4, i + rows/2, i + 3 rows/4 of column c
+// in bits 0-1, 2-3, 4-5, 6-7, as code = value + 1.
+void unpack_hf_ternary(const TensorView& v, int64_t rows, int64_t cols, float scale, float* out) {
+  const int64_t R = rows / 4;
+  const auto* p = static_cast<const uint8_t*>(v.data);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int shift = int(2 * (r / R));
+    const uint8_t* src = p + (r % R) * cols;
+    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = float(((src[c] >> shift) & 3) - 1) * scale;
+  }
+}
+
+// Weights already ternary (every nonzero |w| the same): a converter's output.
+bool already_ternary(const std::vector<float>& w, float* magnitude) {
+  float m = 0.0f;
+  for (float x : w) {
+    const float a = std::fabs(x);
+    if (a == 0.0f) continue;
+    if (m == 0.0f) m = a;
+    if (std::fabs(a - m) > 1e-6f * m) return false;
+  }
+  *magnitude = m;
+  return true;
+}
+
+}  // namespace
+
+const std::vector<std::string>& bitnet_projection_names() {
+  static const std::vector<std::string> names = {"attn_q",   "attn_k", "attn_v", "attn_output",
+                                                 "ffn_gate", "ffn_up", "ffn_down"};
+  return names;
+}
+
+std::vector<float> bitnet_ternary_values(const ModelFile& f, const std::string& name,
+                                         int64_t rows, int64_t cols) {
+  const TensorView& v = f.get(name);
+  std::vector<float> out(size_t(rows * cols));
+  if (v.dtype == DType::U8) {
+    KILN_CHECK(rows % 4 == 0 && v.shape == std::vector<int64_t>({rows / 4, cols}), f.path(),
+               ": packed ternary tensor ", name, " has shape ", shape_string(v.shape),
+               ", expected [", rows / 4, ", ", cols, "]");
+    const std::string scale_name = name.substr(0, name.size() - 7) + ".weight_scale";
+    const TensorView& s = f.get(scale_name);
+    KILN_CHECK(s.numel() == 1, f.path(), ": ", scale_name, " should hold one value, it has ",
+               s.numel());
+    float ws = 0.0f;
+    dequantize_row(s.dtype, s.data, &ws, 1);
+    KILN_CHECK(ws > 0.0f && std::isfinite(ws), f.path(), ": ", scale_name, " is ", ws);
+    // BitLinear divides its output by weight_scale.
+    unpack_hf_ternary(v, rows, cols, 1.0f / ws, out.data());
+    return out;
+  }
+  KILN_CHECK(v.shape == std::vector<int64_t>({rows, cols}), f.path(), ": tensor ", name,
+             " has shape ", shape_string(v.shape), ", the model's settings say [", rows, ", ",
+             cols, "]");
+  if (v.dtype == DType::I2_S) {
+    dequantize_i2s(v.data, rows * cols, out.data());
+    return out;
+  }
+  KILN_CHECK(can_dequantize(v.dtype), f.path(), ": tensor ", name, " has type ",
+             dtype_name(v.dtype), ", which kiln cannot read");
+  for (int64_t r = 0; r < rows; ++r) dequantize_row(v.dtype, v.row(r), out.data() + r * cols, cols);
+  float m = 0.0f;
+  if (already_ternary(out, &m)) return out;
+  // b1.58's weight quantization: s = 1 / max(mean |W|, 1e-5), W = clip(round(W s), -1, 1) / s.
+  // The released checkpoint keeps s as its bf16 weight_scale, and BitLinear
+  // divides by that: dividing by the same bf16 value makes the master weights
+  // compute exactly what the released ones do (f32 s differs by up to 0.4%).
+  double sum = 0;
+  for (float x : out) sum += std::fabs(x);
+  const float mean = std::max(float(sum / double(out.size())), 1e-5f);
+  const float s = 1.0f / mean, stored = bf16_to_f32(f32_to_bf16(s));
+  for (float& x : out) x = std::clamp(std::nearbyint(x * s), -1.0f, 1.0f) / stored;
+  return out;
+}
+
+namespace {
+
+struct Layer {
+  DeviceBuffer attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm;
+  Weight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+struct Workspace {
+  DeviceBuffer x, h, q, k, v, attn, out, gate, up, logits;
+  std::vector<int32_t> positions;
+};
+
+class BitnetState final : public SequenceState {
+ public:
+  BitnetState(Backend& b, const ModelSpec& s, const StateOptions& o, int64_t capacity)
+      : cache(b, s.n_layers, s.n_kv_heads, s.head_dim, capacity, o.kv_dtype) {}
+  size_t bytes() const override { return cache.bytes(); }
+  KvCache cache;
+  Workspace ws;
+  int64_t max_batch = 0;
+};
+
+class Bitnet final : public Model {
+ public:
+  static constexpr int64_t kHeadRows = 16;
+
+  Bitnet(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
+
+  std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
+    const int64_t capacity = o.context > 0 ? o.context : std::min<int64_t>(spec_.max_context, 4096);
+    auto st = std::make_unique<BitnetState>(*backend_, spec_, o, capacity);
+    set_capacity(*st, capacity);
+    st->max_batch = std::max<int64_t>(1, std::min(o.max_batch, capacity));
+    allocate(st->ws, st->max_batch);
+    return st;
+  }
+
+  void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
+               bool all_logits) override {
+    auto& st = static_cast<BitnetState&>(base);
+    KILN_CHECK(st.position() + n <= st.capacity(), "context full: ", st.position() + n,
+               " positions needed, the context holds ", st.capacity(), " (raise --ctx-size)");
+    for (int64_t i = 0; i < n; ++i)
+      KILN_CHECK(tokens[i] >= 0 && tokens[i] < spec_.vocab_size, "token id ", tokens[i],
+                 " is outside the vocabulary (", spec_.vocab_size, " tokens)");
+    for (int64_t done = 0; done < n;) {
+      const int64_t chunk = std::min(st.max_batch, n - done);
+      const bool last = done + chunk == n;
+      float* out = nullptr;
+      if (logits && all_logits) out = logits + done * spec_.vocab_size;
+      if (logits && !all_logits && last) out = logits;
+      step(st, tokens + done, chunk, out, all_logits);
+      done += chunk;
+    }
+  }
+
+ private:
+  // A projection the ternary kernel runs on: a TQ1_0/TQ2_0/I2_S tensor as
+  // it is in the file, any other layout turned into I2_S once here.
+  Weight ternary(const ModelFile& f, const std::string& name, int64_t rows, int64_t cols) {
+    Backend& b = *backend_;
+    const TensorView& v = f.get(name);
+    Weight w;
+    if (is_ternary_type(v.dtype) && (v.dtype == DType::I2_S || cols % 256 == 0)) {
+      w = b.load_weight(f.get(name, {rows, cols}));
+    } else {
+      const std::vector<float> values = bitnet_ternary_values(f, name, rows, cols);
+      storage_.emplace_back(i2s_tensor_bytes(rows * cols));
+      quantize_i2s(values.data(), rows * cols, storage_.back().data());
+      TensorView t;
+      t.name = name;
+      t.dtype = DType::I2_S;
+      t.shape = {rows, cols};
+      t.data = storage_.back().data();
+      t.nbytes = storage_.back().size();
+      w = b.load_weight(t);
+    }
+    weight_bytes_ += w.view.nbytes;
+    return w;
+  }
+
+  void load(const ModelFile& f) {
+    const ModelSpec& s = spec_;
+    Backend& b = *backend_;
+    const int64_t H = s.hidden, hd = s.head_dim, F = s.ffn_hidden;
+    KILN_CHECK(s.n_heads * hd > 0 && F > 0, f.path(), ": BitNet needs heads and a feed-forward size");
+    embed_ = b.load_weight(f.get("token_embd.weight", {s.vocab_size, H}));
+    if (f.find("output.weight")) {
+      output_ = b.load_weight(f.get("output.weight", {s.vocab_size, H}));
+    } else {
+      output_ = embed_;
+    }
+    weight_bytes_ += output_.view.nbytes;
+    output_norm_ = load_vector(b, f.get("output_norm.weight"), H);
+    auto inv = rope_inverse_frequencies(s, f.find("rope_freqs.weight"));
+    inv_freq_ = DeviceBuffer(b, inv.size() * sizeof(float));
+    b.to_device(inv_freq_.get(), inv.data(), inv_freq_.bytes());
+
+    layers_.resize(size_t(s.n_layers));
+    for (int64_t i = 0; i < s.n_layers; ++i) {
+      Layer& L = layers_[size_t(i)];
+      const std::string p = cat("blk.", i, ".");
+      L.attn_norm = load_vector(b, f.get(p + "attn_norm.weight"), H);
+      L.ffn_norm = load_vector(b, f.get(p + "ffn_norm.weight"), H);
+      L.attn_sub_norm = load_vector(b, f.get(p + "attn_sub_norm.weight"), s.n_heads * hd);
+      L.ffn_sub_norm = load_vector(b, f.get(p + "ffn_sub_norm.weight"), F);
+      L.wq = ternary(f, p + "attn_q.weight", s.n_heads * hd, H);
+      L.wk = ternary(f, p + "attn_k.weight", s.n_kv_heads * hd, H);
+      L.wv = ternary(f, p + "attn_v.weight", s.n_kv_heads * hd, H);
+      L.wo = ternary(f, p + "attn_output.weight", H, s.n_heads * hd);
+      L.w_gate = ternary(f, p + "ffn_gate.weight", F, H);
+      L.w_up = ternary(f, p + "ffn_up.weight", F, H);
+      L.w_down = ternary(f, p + "ffn_down.weight", H, F);
+    }
+  }
+
+  void allocate(Workspace& ws, int64_t T) {
+    const ModelSpec& s = spec_;
+    Backend& b = *backend_;
+    auto f32 = [&](int64_t n) { return DeviceBuffer(b, size_t(n) * sizeof(float)); };
+    ws.x = f32(T * s.hidden);
+    ws.h = f32(T * s.hidden);
+    ws.out = f32(T * s.hidden);
+    ws.q = f32(T * s.n_heads * s.head_dim);
+    ws.attn = f32(T * s.n_heads * s.head_dim);
+    ws.k = f32(T * s.n_kv_heads * s.head_dim);
+    ws.v = f32(T * s.n_kv_heads * s.head_dim);
+    ws.gate = f32(T * s.ffn_hidden);
+    ws.up = f32(T * s.ffn_hidden);
+    ws.positions.resize(size_t(T));
+    ws.logits = f32(std::min(T, kHeadRows) * s.vocab_size);
+  }
+
+  void step(BitnetState& st, const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+    const ModelSpec& s = spec_;
+    Backend& b = *backend_;
+    Workspace& ws = st.ws;
+    const int64_t H = s.hidden, hd = s.head_dim, F = s.ffn_hidden;
+    const int64_t start = st.position();
+    for (int64_t t = 0; t < T; ++t) ws.positions[size_t(t)] = int32_t(start + t);
+    b.embed(embed_, tokens, T, ws.x.f32());
+    float* x = ws.x.f32();
+    for (int64_t li = 0; li < s.n_layers; ++li) {
+      Layer& L = layers_[size_t(li)];
+      // --- attention, with SubLN before the output projection
+      b.rmsnorm(x, L.attn_norm.f32(), T, H, s.norm_eps, ws.h.f32());
+      b.ternary_matmul(L.wq, ws.h.f32(), T, ws.q.f32());
+      b.ternary_matmul(L.wk, ws.h.f32(), T, ws.k.f32());
+      b.ternary_matmul(L.wv, ws.h.f32(), T, ws.v.f32());
+      b.rope(ws.q.f32(), T, s.n_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
+             s.rope_style);
+      b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
+             s.rope_style);
+      const KvLayer& kv = st.cache.layer(li);
+      b.store_kv(kv, ws.k.f32(), ws.v.f32(), T, start);
+      AttentionParams ap;
+      ap.n_tokens = T;
+      ap.start = start;
+      ap.n_heads = s.n_heads;
+      ap.scale = 1.0f / std::sqrt(float(hd));
+      b.attention(ws.q.f32(), kv, ap, ws.attn.f32());
+      b.rmsnorm(ws.attn.f32(), L.attn_sub_norm.f32(), T, s.n_heads * hd, s.norm_eps,
+                ws.attn.f32());
+      b.ternary_matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
+      b.add(x, ws.out.f32(), T * H);
+
+      // --- feed-forward, with SubLN before the down projection
+      b.rmsnorm(x, L.ffn_norm.f32(), T, H, s.norm_eps, ws.h.f32());
+      b.ternary_matmul(L.w_gate, ws.h.f32(), T, ws.gate.f32());
+      b.ternary_matmul(L.w_up, ws.h.f32(), T, ws.up.f32());
+      if (s.ffn_squared_relu)
+        b.relu2_mul(ws.gate.f32(), ws.up.f32(), T * F, ws.gate.f32());
+      else
+        b.silu_mul(ws.gate.f32(), ws.up.f32(), T * F, ws.gate.f32());
+      b.rmsnorm(ws.gate.f32(), L.ffn_sub_norm.f32(), T, F, s.norm_eps, ws.gate.f32());
+      b.ternary_matmul(L.w_down, ws.gate.f32(), T, ws.out.f32());
+      b.add(x, ws.out.f32(), T * H);
+    }
+    advance(st, T);
+    if (!logits) return;
+
+    const int64_t first = all_logits ? 0 : T - 1, rows = T - first;
+    b.rmsnorm(x + first * H, output_norm_.f32(), rows, H, s.norm_eps, ws.h.f32());
+    for (int64_t r = 0; r < rows; r += kHeadRows) {
+      const int64_t n = std::min(kHeadRows, rows - r);
+      b.matmul(output_, ws.h.f32() + r * H, n, ws.logits.f32());
+      b.to_host(logits + r * s.vocab_size, ws.logits.f32(),
+                size_t(n * s.vocab_size) * sizeof(float));
+    }
+  }
+
+  Weight embed_, output_;
+  DeviceBuffer output_norm_, inv_freq_;
+  std::vector<Layer> layers_;
+  std::deque<std::vector<uint8_t>> storage_;  // projections turned into I2_S at load
+};
+
+}  // namespace
+
+std::unique_ptr<Model> load_bitnet(const ModelFile& file, Backend& backend) {
+  return std::make_unique<Bitnet>(file, backend);
+}
+
+}  // namespace kiln
