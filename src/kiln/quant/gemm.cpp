@@ -139,9 +139,7 @@ GemmPath gemm_path(DType t, int64_t K) {
   }
 }
 
-int64_t gemm_row_granule(int64_t n_tokens) {
-  return kernels().tiled && n_tokens >= 4 ? 16 : 4;
-}
+int64_t gemm_row_granule(int64_t n_tokens) { return kernels().tiled ? 16 : 4; }
 
 size_t gemm_scratch_bytes(int64_t K) { return size_t(128 * K + 4096); }
 

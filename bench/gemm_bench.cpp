@@ -1,0 +1,120 @@
+// Micro-benchmarks of the CPU matrix kernels (kiln/quant/gemm.h), one
+// thread. Decode shapes report the weight bandwidth the kernel sustains
+// (GB/s, bytes of weights per second: the decode roofline's unit); prefill
+// shapes report GFLOP/s (2 * rows * cols * tokens per call).
+//
+//   build-perf/bench/kiln_bench_kernels --benchmark_filter=Matvec
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "kiln/core/dtype.h"
+#include "kiln/quant/gemm.h"
+#include "kiln/quant/quantize.h"
+
+namespace kiln {
+namespace {
+
+struct Aligned {
+  explicit Aligned(size_t n) : p(static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64))) {}
+  ~Aligned() { std::free(p); }
+  uint8_t* p;
+};
+
+// A weight matrix {rows, cols} of type t with random values.
+std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols) {
+  const size_t rb = dtype_row_bytes(t, cols);
+  std::vector<uint8_t> w(rb * size_t(rows));
+  std::mt19937 rng(42);
+  if (!can_quantize(t)) {  // IQ4: any bytes time the same
+    for (auto& b : w) b = uint8_t(rng());
+    return w;
+  }
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : row) v = nd(rng);
+    quantize_row(t, row.data(), w.data() + size_t(r) * rb, cols);
+  }
+  return w;
+}
+
+std::vector<float> make_acts(int64_t n) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+// One matmul of {rows, cols} weights by `tokens` activations.
+void run_gemm(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens) {
+  if (gemm_path(t, cols) == GemmPath::kNone) {
+    state.SkipWithError("no kernel for this type on this CPU");
+    return;
+  }
+  const std::vector<uint8_t> w = make_weights(t, rows, cols);
+  const std::vector<float> x = make_acts(tokens * cols);
+  std::vector<float> y(static_cast<size_t>(tokens * rows));
+  Aligned qmem(quantized_rows_bytes(tokens, cols)), scratch(gemm_scratch_bytes(cols));
+  const QuantizedRows q = quantized_rows_view(qmem.p, tokens, cols);
+  const size_t rb = dtype_row_bytes(t, cols);
+  for (auto _ : state) {
+    if (gemm_path(t, cols) == GemmPath::kInt8) {
+      quantize_rows_q8(x.data(), 0, tokens, q);
+      gemm_int8(t, w.data(), rb, 0, rows, q, y.data(), rows, scratch.p);
+    } else {
+      gemm_float(t, w.data(), rb, 0, rows, x.data(), tokens, cols, y.data(), rows, scratch.p);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double calls = double(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(calls * double(w.size()), benchmark::Counter::kIsRate,
+                                              benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(calls * 2.0 * double(rows * cols * tokens) / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(gemm_kernel_level());
+}
+
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::IQ4_NL, DType::Q4_K,
+                        DType::Q5_K, DType::Q6_K, DType::IQ4_XS, DType::BF16, DType::F16,
+                        DType::F32};
+
+// Decode: Qwen3-0.6B's FFN up projection {3072, 1024} (fits in L2/L3: the
+// kernel's own speed) and a {16384, 4096} matrix streamed from memory.
+void register_all() {
+  for (DType t : kTypes) {
+    const std::string n(dtype_name(t));
+    benchmark::RegisterBenchmark(("Matvec/" + n + "/3072x1024").c_str(),
+                                 [t](benchmark::State& s) { run_gemm(s, t, 3072, 1024, 1); });
+    benchmark::RegisterBenchmark(("Matvec/" + n + "/16384x4096").c_str(),
+                                 [t](benchmark::State& s) { run_gemm(s, t, 16384, 4096, 1); });
+    benchmark::RegisterBenchmark(("Gemm/" + n + "/3072x1024x128").c_str(),
+                                 [t](benchmark::State& s) { run_gemm(s, t, 3072, 1024, 128); })
+        ->Unit(benchmark::kMillisecond);
+  }
+  benchmark::RegisterBenchmark("QuantizeActs/128x1024", [](benchmark::State& s) {
+    const std::vector<float> x = make_acts(128 * 1024);
+    Aligned qmem(quantized_rows_bytes(128, 1024));
+    const QuantizedRows q = quantized_rows_view(qmem.p, 128, 1024);
+    for (auto _ : s) {
+      quantize_rows_q8(x.data(), 0, 128, q);
+      benchmark::DoNotOptimize(q.q);
+    }
+    s.counters["GB/s"] = benchmark::Counter(double(s.iterations()) * 128 * 1024 * 4,
+                                            benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  });
+  benchmark::RegisterBenchmark("DotF32/4096", [](benchmark::State& s) {
+    const std::vector<float> a = make_acts(4096), b = make_acts(4096);
+    for (auto _ : s) benchmark::DoNotOptimize(dot_f32_simd(a.data(), b.data(), 4096));
+    s.counters["GFLOP/s"] =
+        benchmark::Counter(double(s.iterations()) * 2 * 4096 / 1e9, benchmark::Counter::kIsRate);
+  });
+}
+
+const int registered = (register_all(), 0);
+
+}  // namespace
+}  // namespace kiln
