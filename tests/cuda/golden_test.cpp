@@ -5,7 +5,9 @@
 // Tolerances as tests/runtime/golden_logits_test.cpp: f32/bf16 weights, max
 // |logit - ref| / max |ref| <= 1e-4 (the GPU sums in another order than the
 // CPU, ~1e-6 relative); q8_0, the share of positions with cosine >= 0.99 is
-// at least 90% and at least llama.cpp's on the same file.
+// at least 90% (60% for the hybrids, where llama.cpp itself reaches only
+// ~65%) and at least llama.cpp's on the same file. Qwen3-Next: 2.5e-4, for
+// the reason given there (heads whose output nearly cancels).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -53,6 +55,8 @@ struct Case {
   std::string arch, source;
   bool exact;
   DType kv = DType::F32;
+  double min_share = 0.9;
+  double max_rel = 1e-4;
 };
 
 class CudaGolden : public testing::TestWithParam<Case> {};
@@ -88,7 +92,7 @@ TEST_P(CudaGolden, MatchesReference) {
       max_ref = std::max(max_ref, std::abs(double(want[i])));
       max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
     }
-    const double tol = c.kv == DType::F16 ? 2e-3 : 1e-4;
+    const double tol = c.kv == DType::F16 ? 2e-3 : c.max_rel;
     EXPECT_LE(max_err / max_ref, tol) << "max abs error " << max_err << ", max |ref| " << max_ref;
     std::printf("[ %s ] max relative logit error %.3g\n", model_path.c_str(), max_err / max_ref);
   } else {
@@ -98,7 +102,7 @@ TEST_P(CudaGolden, MatchesReference) {
     const int theirs = positions_with_cosine(read_f32(*peer, "logits"), want, T, V);
     EXPECT_GE(ours, theirs) << "positions with cosine >= 0.99: kiln " << ours << ", llama.cpp "
                             << theirs << " of " << T;
-    EXPECT_GE(ours, int(0.9 * double(T))) << "kiln " << ours << " of " << T;
+    EXPECT_GE(ours, int(c.min_share * double(T))) << "kiln " << ours << " of " << T;
     std::printf("[ %s ] positions with cosine >= 0.99: %d of %lld (llama.cpp %d)\n",
                 model_path.c_str(), ours, (long long)T, theirs);
   }
@@ -126,7 +130,14 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"qwen3_moe", "qwen3_moe-q8_0.gguf", false},
                     Case{"smollm3", "", true}, Case{"smollm3", "smollm3-f32.gguf", true},
                     Case{"smollm3", "smollm3-q8_0.gguf", false},
-                    Case{"qwen3", "", true, DType::F16}),
+                    Case{"qwen3", "", true, DType::F16},
+                    Case{"qwen3_5_text", "", true},
+                    Case{"qwen3_5_text", "qwen3_5_text-f32.gguf", true},
+                    Case{"qwen3_5_text", "qwen3_5_text-bf16.gguf", true},
+                    Case{"qwen3_5_text", "qwen3_5_text-q8_0.gguf", false, DType::F32, 0.6},
+                    Case{"qwen3_next", "", true, DType::F32, 0.9, 2.5e-4},
+                    Case{"qwen3_next", "qwen3_next-f32.gguf", true, DType::F32, 0.9, 2.5e-4},
+                    Case{"qwen3_next", "qwen3_next-q8_0.gguf", false, DType::F32, 0.6}),
     [](const testing::TestParamInfo<Case>& info) {
       std::string s = info.param.arch + "_" +
                       (info.param.source.empty() ? "safetensors" : info.param.source) +

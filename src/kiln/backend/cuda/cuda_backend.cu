@@ -54,7 +54,7 @@ constexpr double kMiB = 1024.0 * 1024.0;
 
 enum class Op : uint8_t {
   Matmul, Embed, Rmsnorm, Rope, StoreKv, Attention, SiluMul, Add, FillZero, Gather, ScatterAdd,
-  ToHost
+  ToHost, Conv1dSilu, DeltaGates, DeltaRule, RmsnormGated, SigmoidMul
 };
 
 // One recorded op. Compared bytewise, so always built from a zeroed value.
@@ -64,7 +64,7 @@ struct Rec {
   uint32_t dtype;
   uint32_t arg, arg2;  // offsets into the argument area
   float f;
-  const void* p[5];
+  const void* p[6];
   int64_t n[6];
 };
 
@@ -105,8 +105,12 @@ class CudaBackend final : public Backend {
     check(cudaHostAlloc(reinterpret_cast<void**>(&out_host_), kOutBytes, cudaHostAllocDefault),
           "pinned output area");
     partial_ = static_cast<float*>(raw_alloc(kPartialBytes, "attention scratch"));
+    counter_ = static_cast<unsigned*>(raw_alloc(sizeof(unsigned), "a counter"));
+    check(cudaMemset(counter_, 0, sizeof(unsigned)), "a counter");
     const char* env = std::getenv("KILN_CUDA_GRAPHS");
     graphs_enabled_ = !(env && std::string(env) == "0");
+    const char* fuse = std::getenv("KILN_CUDA_FUSE");
+    fuse_enabled_ = !(fuse && std::string(fuse) == "0");
   }
 
   ~CudaBackend() override {
@@ -117,6 +121,7 @@ class CudaBackend final : public Backend {
     for (void* c : chunks_) cudaFree(c);
     if (dq_) cudaFree(dq_);
     cudaFree(partial_);
+    cudaFree(counter_);
     cudaFree(args_dev_);
     cudaFreeHost(args_host_);
     cudaFreeHost(out_host_);
@@ -374,6 +379,78 @@ class CudaBackend final : public Backend {
     submit(r);
   }
 
+  // ------------------------------------------------- Gated DeltaNet (hybrids)
+
+  void conv1d_silu(const float* x, int64_t n_tokens, int64_t channels, const float* weight,
+                   int64_t kernel, float* state, float* out) override {
+    Rec r = blank(Op::Conv1dSilu);
+    r.p[0] = x;
+    r.p[1] = weight;
+    r.p[2] = state;
+    r.p[3] = out;
+    r.n[0] = n_tokens;
+    r.n[1] = channels;
+    r.n[2] = kernel;
+    submit(r);
+  }
+
+  void deltanet_gates(const float* a, const float* b, const float* A, const float* dt_bias,
+                      int64_t n_tokens, int64_t n_heads, float* g, float* beta) override {
+    Rec r = blank(Op::DeltaGates);
+    r.p[0] = a;
+    r.p[1] = b;
+    r.p[2] = A;
+    r.p[3] = dt_bias;
+    r.p[4] = g;
+    r.p[5] = beta;
+    r.n[0] = n_tokens;
+    r.n[1] = n_heads;
+    submit(r);
+  }
+
+  void gated_delta_rule(const float* qkv, const float* g, const float* beta, float* state,
+                        const DeltaRuleParams& dp, float* out) override {
+    KILN_CHECK(dp.n_k_heads > 0 && dp.n_v_heads % dp.n_k_heads == 0, "gated delta rule: ",
+               dp.n_v_heads, " value heads are not a multiple of ", dp.n_k_heads, " key heads");
+    Rec r = blank(Op::DeltaRule);
+    r.p[0] = qkv;
+    r.p[1] = g;
+    r.p[2] = beta;
+    r.p[3] = state;
+    r.p[4] = out;
+    r.n[0] = dp.n_tokens;
+    r.n[1] = dp.n_k_heads;
+    r.n[2] = dp.n_v_heads;
+    r.n[3] = dp.head_k_dim;
+    r.n[4] = dp.head_v_dim;
+    r.flag = dp.tiled_heads;
+    submit(r);
+  }
+
+  void rmsnorm_gated(const float* x, const float* w, const float* z, int64_t rows, int64_t dim,
+                     float eps, float* y) override {
+    Rec r = blank(Op::RmsnormGated);
+    r.p[0] = x;
+    r.p[1] = w;
+    r.p[2] = z;
+    r.p[3] = y;
+    r.n[0] = rows;
+    r.n[1] = dim;
+    r.f = eps;
+    submit(r);
+  }
+
+  void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim,
+                   bool per_row) override {
+    Rec r = blank(Op::SigmoidMul);
+    r.p[0] = x;
+    r.p[1] = gate;
+    r.n[0] = rows;
+    r.n[1] = dim;
+    r.flag = per_row;
+    submit(r);
+  }
+
  private:
   static constexpr size_t kArgBytes = 4 << 20;      // argument area, pinned + device
   static constexpr size_t kStepArgBytes = 1 << 20;  // its first part: a deferred step's
@@ -478,7 +555,7 @@ class CudaBackend final : public Backend {
       seen_.insert(h);
       if (seen_.size() > 1024) seen_.clear();
       copy_step_args();
-      for (const Rec& r : recs_) execute(r);
+      run_recs();
     }
     launched_ = true;
     if (!copy_out_.empty()) {
@@ -515,7 +592,7 @@ class CudaBackend final : public Backend {
       check(cudaMemcpyAsync(args_dev_, args_host_, std::max<size_t>(step_used_, 16),
                             cudaMemcpyHostToDevice, stream_),
             "argument copy");
-      for (const Rec& r : recs_) execute(r);
+      run_recs();
     } catch (...) {
       cudaStreamEndCapture(stream_, &graph);
       if (graph) cudaGraphDestroy(graph);
@@ -543,6 +620,82 @@ class CudaBackend final : public Backend {
     return reinterpret_cast<const int32_t*>(args_dev_ + off);
   }
 
+  // Runs a recorded step, folding neighbours into single launches where
+  // their pointers allow it: rmsnorm or silu_mul in front of products that
+  // read its output, consecutive products of one input (q/k/v, gate/up),
+  // and the residual add behind a product.
+  void run_recs() {
+    for (size_t i = 0; i < recs_.size();) {
+      const size_t used = fuse_enabled_ ? fuse_at(i) : 0;
+      if (used) {
+        i += used;
+      } else {
+        execute(recs_[i]);
+        ++i;
+      }
+    }
+  }
+
+  size_t fuse_at(size_t i) {
+    const size_t n = recs_.size();
+    const Rec& r = recs_[i];
+    cuda::MatvecJob j;
+    size_t m = i;
+    auto is_mm_reading = [&](size_t q, const void* x) {
+      return q < n && recs_[q].op == Op::Matmul && recs_[q].p[1] == x;
+    };
+    if (r.op == Op::Rmsnorm && r.p[0] != r.p[2] && is_mm_reading(i + 1, r.p[2]) &&
+        recs_[i + 1].n[3] == r.n[0] && recs_[i + 1].n[2] == r.n[1]) {
+      j.pro = cuda::MatvecPrologue::Rmsnorm;
+      j.x = static_cast<const float*>(r.p[0]);
+      j.x2 = static_cast<const float*>(r.p[1]);
+      j.eps = r.f;
+      j.mat = static_cast<float*>(const_cast<void*>(r.p[2]));
+      m = i + 1;
+    } else if (r.op == Op::SiluMul && is_mm_reading(i + 1, r.p[2]) &&
+               recs_[i + 1].n[3] * recs_[i + 1].n[2] == r.n[0]) {
+      j.pro = cuda::MatvecPrologue::SiluMul;
+      j.x = static_cast<const float*>(r.p[0]);
+      j.x2 = static_cast<const float*>(r.p[1]);
+      j.mat = static_cast<float*>(const_cast<void*>(r.p[2]));
+      m = i + 1;
+    } else if (r.op == Op::Matmul) {
+      j.x = static_cast<const float*>(r.p[1]);
+    } else {
+      return 0;
+    }
+    const Rec& f = recs_[m];
+    j.dtype = DType(f.dtype);
+    j.row_bytes = size_t(f.n[0]);
+    j.K = f.n[2];
+    j.T = f.n[3];
+    if (!cuda::matvec_fused_ok(j.dtype, j.K, j.T, j.row_bytes)) return 0;
+    auto clashes = [&](const void* p) {
+      if (p == f.p[1] || p == j.x || p == j.x2 || (j.mat && p == j.mat)) return true;
+      for (int s = 0; s < j.nseg; ++s)
+        if (p == j.y[s]) return true;
+      return false;
+    };
+    size_t q = m;
+    for (; q < n && j.nseg < cuda::kMaxMatvecSegs; ++q) {
+      const Rec& g = recs_[q];
+      if (g.op != Op::Matmul || g.p[1] != f.p[1] || g.dtype != f.dtype || g.n[0] != f.n[0] ||
+          g.n[2] != j.K || g.n[3] != j.T || clashes(g.p[2]))
+        break;
+      j.w[j.nseg] = g.p[0];
+      j.y[j.nseg] = static_cast<float*>(const_cast<void*>(g.p[2]));
+      j.n[j.nseg] = g.n[1];
+      ++j.nseg;
+    }
+    if (q < n && j.nseg == 1 && recs_[q].op == Op::Add && recs_[q].p[1] == j.y[0] &&
+        recs_[q].n[0] == j.T * j.n[0] && !clashes(recs_[q].p[0])) {
+      j.add_to = static_cast<float*>(const_cast<void*>(recs_[q].p[0]));
+      ++q;
+    }
+    cuda::matvec_fused(j, counter_, stream_);
+    return q - i;
+  }
+
   void execute(const Rec& r) {
     cudaStream_t s = stream_;
     switch (r.op) {
@@ -551,10 +704,23 @@ class CudaBackend final : public Backend {
         const int64_t N = r.n[1], K = r.n[2], T = r.n[3];
         const auto* x = static_cast<const float*>(r.p[1]);
         auto* y = static_cast<float*>(const_cast<void*>(r.p[2]));
-        if (T <= cuda::kMaxMatvecTokens)
+        if (cuda::matvec_fused_ok(t, K, T, size_t(r.n[0]))) {
+          cuda::MatvecJob j;
+          j.dtype = t;
+          j.row_bytes = size_t(r.n[0]);
+          j.K = K;
+          j.T = T;
+          j.w[0] = r.p[0];
+          j.y[0] = y;
+          j.n[0] = N;
+          j.nseg = 1;
+          j.x = x;
+          cuda::matvec_fused(j, counter_, s);
+        } else if (T <= cuda::kMaxMatvecTokens) {
           cuda::matvec(t, r.p[0], size_t(r.n[0]), N, K, x, T, y, s);
-        else
+        } else {
           gemm(t, r.p[0], size_t(r.n[0]), N, K, x, T, y);
+        }
         break;
       }
       case Op::Embed:
@@ -606,6 +772,35 @@ class CudaBackend final : public Backend {
                                static_cast<const float*>(r.p[1]), arg_ptr(r.arg),
                                reinterpret_cast<const float*>(arg_ptr(r.arg2)), r.n[0], r.n[1], s);
         break;
+      case Op::Conv1dSilu:
+        cuda::conv1d_silu(static_cast<const float*>(r.p[0]), r.n[0], r.n[1],
+                          static_cast<const float*>(r.p[1]), r.n[2],
+                          static_cast<float*>(const_cast<void*>(r.p[2])),
+                          static_cast<float*>(const_cast<void*>(r.p[3])), s);
+        break;
+      case Op::DeltaGates:
+        cuda::deltanet_gates(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
+                             static_cast<const float*>(r.p[2]), static_cast<const float*>(r.p[3]),
+                             r.n[0], r.n[1], static_cast<float*>(const_cast<void*>(r.p[4])),
+                             static_cast<float*>(const_cast<void*>(r.p[5])), s);
+        break;
+      case Op::DeltaRule:
+        cuda::gated_delta_rule(static_cast<const float*>(r.p[0]),
+                               static_cast<const float*>(r.p[1]),
+                               static_cast<const float*>(r.p[2]),
+                               static_cast<float*>(const_cast<void*>(r.p[3])), r.n[0], r.n[1],
+                               r.n[2], r.n[3], r.n[4], r.flag != 0,
+                               static_cast<float*>(const_cast<void*>(r.p[4])), s);
+        break;
+      case Op::RmsnormGated:
+        cuda::rmsnorm_gated(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
+                            static_cast<const float*>(r.p[2]), r.n[0], r.n[1], r.f,
+                            static_cast<float*>(const_cast<void*>(r.p[3])), s);
+        break;
+      case Op::SigmoidMul:
+        cuda::sigmoid_mul(static_cast<float*>(const_cast<void*>(r.p[0])),
+                          static_cast<const float*>(r.p[1]), r.n[0], r.n[1], r.flag != 0, s);
+        break;
       case Op::ToHost:
         check(cudaMemcpyAsync(out_host_ + r.n[1], r.p[0], size_t(r.n[0]), cudaMemcpyDeviceToHost,
                               s),
@@ -623,6 +818,13 @@ class CudaBackend final : public Backend {
       check_blas(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
     }
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
+    // Block-format weights are already rounded far more than TF32 rounds
+    // (and their activations are int8 in the decode path, as on the CPU):
+    // they take the tensor cores. F32/F16/BF16 weights keep full f32.
+    const bool quantized = t != DType::F32 && t != DType::F16 && t != DType::BF16;
+    check_blas(cublasSetMathMode(blas_, quantized ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                  : CUBLAS_PEDANTIC_MATH),
+               "cublasSetMathMode");
     const float one = 1.0f, zero = 0.0f;
     if (t == DType::F32) {
       check_blas(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one,
@@ -652,6 +854,7 @@ class CudaBackend final : public Backend {
   size_t ring_ = kStepArgBytes;
   uint8_t* out_host_ = nullptr;
   float* partial_ = nullptr;
+  unsigned* counter_ = nullptr;  // matvec_fused's ticket
   float* dq_ = nullptr;
   std::vector<float> route_buf_;
   bool prefill_attention_ = true;
@@ -661,6 +864,7 @@ class CudaBackend final : public Backend {
   size_t chunk_left_ = 0;
 
   bool graphs_enabled_ = true;
+  bool fuse_enabled_ = true;  // KILN_CUDA_FUSE=0 runs each recorded op alone
   bool deferring_ = false;
   bool launched_ = false;
   size_t step_used_ = 0, out_used_ = 0;

@@ -29,6 +29,33 @@ bool format_supported(DType t);
 inline constexpr int kMaxMatvecTokens = 8;
 void matvec(DType t, const void* w, size_t row_bytes, int64_t N, int64_t K, const float* x,
             int64_t T, float* y, cudaStream_t s);
+// The decode path's fused products (matvec_fused.cu): up to kMaxMatvecSegs
+// weights of one format and width that share an input, computed in one
+// launch over their concatenated rows, with an optional op folded in front
+// (rmsnorm of x with weight x2, or silu(x) * x2; its result also written to
+// mat unless null) and an optional residual add behind (add_to += y, one
+// weight only).
+inline constexpr int kMaxMatvecSegs = 4;
+enum class MatvecPrologue : int { None = 0, Rmsnorm = 1, SiluMul = 2 };
+struct MatvecJob {
+  DType dtype = DType::F32;
+  size_t row_bytes = 0;
+  int64_t K = 0, T = 0;
+  const void* w[kMaxMatvecSegs] = {};
+  float* y[kMaxMatvecSegs] = {};
+  int64_t n[kMaxMatvecSegs] = {};
+  int nseg = 0;
+  MatvecPrologue pro = MatvecPrologue::None;
+  const float* x = nullptr;
+  const float* x2 = nullptr;
+  float eps = 0.0f;
+  float* mat = nullptr;
+  float* add_to = nullptr;
+};
+// Whether matvec_fused takes this format, width and token count.
+bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes);
+// counter: one zeroed device word, shared by all launches on the stream.
+void matvec_fused(const MatvecJob& job, unsigned* counter, cudaStream_t s);
 // out[i, :] = row (ids ? ids[i] : row0 + i) of W as f32, for i < rows.
 void dequant_rows(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
                   int64_t K, const int32_t* ids, float* out, cudaStream_t s);
@@ -47,6 +74,19 @@ void gather_rows(const float* x, const int32_t* rows_dev, int64_t n, int64_t dim
                  cudaStream_t s);
 void scatter_add_rows(float* y, const float* x, const int32_t* rows_dev,
                       const float* scales_dev, int64_t n, int64_t dim, cudaStream_t s);
+
+// Gated DeltaNet (deltanet.cu): the ops of the same names in backend.h.
+void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int64_t kernel,
+                 float* state, float* out, cudaStream_t s);
+void deltanet_gates(const float* a, const float* b, const float* A, const float* dt_bias,
+                    int64_t T, int64_t H, float* g, float* beta, cudaStream_t s);
+void gated_delta_rule(const float* qkv, const float* g, const float* beta, float* state,
+                      int64_t T, int64_t nk, int64_t nv, int64_t dk, int64_t dv, bool tiled,
+                      float* out, cudaStream_t s);
+void rmsnorm_gated(const float* x, const float* w, const float* z, int64_t rows, int64_t dim,
+                   float eps, float* y, cudaStream_t s);
+void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim, bool per_row,
+                 cudaStream_t s);
 
 // Attention over the cache with the first query at *start_dev. splits > 1
 // spreads each (query, head)'s keys over that many blocks (flash-decoding)

@@ -1,0 +1,560 @@
+// Decode-path matrix-vector products: one launch for one to four weights
+// that share an input (q/k/v, gate/up), with the op in front folded into the
+// prologue (rmsnorm, or silu(gate) * up) and a residual add in the epilogue.
+//
+// Every block first builds the input vector in shared memory: f32 for plain
+// weights (F32/F16/BF16, so f32/bf16 models keep full f32 products), int8
+// per 32-element block with an f32 scale for the block formats, which then
+// take integer dot products (dp4a), as the CPU backend and llama.cpp do.
+// Weight rows stream from HBM once with 16-byte loads; a warp owns a row at
+// a time and the grid is capped near the number of resident blocks, so the
+// prologue's cost is paid a few times per SM rather than once per 8 rows.
+//
+// The folded op's own output (the normed row, silu(gate) * up) is still
+// written, by the last block to finish (an atomic ticket), because the
+// model may read it again and because in-place ops (silu_mul into gate)
+// must not overwrite an input other blocks are still reading.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <unordered_set>
+
+#include "kiln/backend/cuda/cuda_common.cuh"
+#include "kiln/backend/cuda/formats.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kW = 8;  // warps per block
+constexpr int kThreads = kW * 32;
+constexpr int kStage = 2048;     // bytes of blocks staged per warp per step
+constexpr int kStageSlack = 48;  // aligned-down head (< 16) + one word read past the end
+constexpr int kMaxT = kMaxMatvecTokens;
+constexpr size_t kMaxSmem = 160 * 1024;
+
+// Bytes of the int8 input and its scales, rounded up so the stages after
+// them stay 16-byte aligned.
+__host__ __device__ constexpr int64_t xq_bytes(int64_t K, int64_t T) {
+  return (T * K + T * (K / 32) * 4 + 15) / 16 * 16;
+}
+
+struct Args {
+  const uint8_t* w[kMaxMatvecSegs];
+  float* y[kMaxMatvecSegs];
+  int64_t n[kMaxMatvecSegs];
+  int nseg;
+  int64_t total;
+  size_t row_bytes;
+  int64_t K;
+  int T;
+  int pro;  // MatvecPrologue
+  const float* x;
+  const float* x2;
+  float eps;
+  float* mat;
+  float* add_to;
+  unsigned* counter;
+};
+
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// The prologue's value of input element (t, k); inv is token t's 1/rms.
+__device__ __forceinline__ float pro_value(const Args& a, int t, int64_t k, float inv) {
+  const int64_t i = int64_t(t) * a.K + k;
+  if (a.pro == int(MatvecPrologue::Rmsnorm)) {
+    const float v = __fmul_rn(a.x[i], inv);
+    return a.x2 ? __fmul_rn(v, a.x2[k]) : v;
+  }
+  if (a.pro == int(MatvecPrologue::SiluMul)) {
+    const float g = a.x[i];
+    return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), a.x2[i]);
+  }
+  return a.x[i];
+}
+
+// 1/rms of each token's row for the rmsnorm prologue, with exactly the
+// standalone rmsnorm kernel's order of operations (same block width), so the
+// row it materializes is bit-identical.
+__device__ void row_inv_rms(const Args& a, float* inv) {
+  __shared__ float part[kW];
+  for (int t = 0; t < a.T; ++t) {
+    const float* xr = a.x + int64_t(t) * a.K;
+    float s = 0.0f;
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < a.K; i += kThreads) s = fmaf(xr[i], xr[i], s);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
+    __syncthreads();
+    s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kW; ++i) s += part[i];
+    if (threadIdx.x == 0) inv[t] = 1.0f / sqrtf(s / float(a.K) + a.eps);
+    __syncthreads();
+  }
+}
+
+// The last block to finish writes the prologue's output to a.mat.
+__device__ void materialize(const Args& a, const float* inv) {
+  if (!a.mat) return;
+  __shared__ bool last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(a.counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  for (int t = 0; t < a.T; ++t)
+    for (int64_t k = threadIdx.x; k < a.K; k += kThreads)
+      a.mat[int64_t(t) * a.K + k] = pro_value(a, t, k, inv[t]);
+  if (threadIdx.x == 0) *a.counter = 0;
+}
+
+__device__ __forceinline__ void find_row(const Args& a, int64_t row, int* seg, int64_t* local) {
+  int s = 0;
+  int64_t l = row;
+#pragma unroll
+  for (int i = 0; i < kMaxMatvecSegs - 1; ++i)
+    if (s < a.nseg - 1 && l >= a.n[s]) l -= a.n[s], ++s;
+  *seg = s;
+  *local = l;
+}
+
+__device__ __forceinline__ void store_row(const Args& a, int seg, int64_t local, int t, float s) {
+  float* y = seg == 0 ? a.y[0] : seg == 1 ? a.y[1] : seg == 2 ? a.y[2] : a.y[3];
+  const int64_t n = seg == 0 ? a.n[0] : seg == 1 ? a.n[1] : seg == 2 ? a.n[2] : a.n[3];
+  y[int64_t(t) * n + local] = s;
+  if (a.add_to) {
+    float* r = a.add_to + int64_t(t) * n + local;
+    *r = *r + s;
+  }
+}
+
+__device__ __forceinline__ const uint8_t* seg_w(const Args& a, int seg) {
+  return seg == 0 ? a.w[0] : seg == 1 ? a.w[1] : seg == 2 ? a.w[2] : a.w[3];
+}
+
+// ---------------------------------------------------------------- int8 path
+
+// One 32-element unit as packed int8 values v (element 4i + j in byte j of
+// v[i]) with its scales: the unit's product with int8 activations xq of
+// scale dx is dx * (s0 * I0 - m0 * X0 + s1 * I1 - m1 * X1), where I0/I1 are
+// the integer dot products over elements 0-15 / 16-31 and X0/X1 the sums of
+// xq over the same halves (for formats with an offset or a minimum).
+struct Unit {
+  int v[8];
+  float s0, s1, m0, m1;
+};
+
+template <DType DT>
+struct Dp4a {
+  static constexpr bool kHas = false;
+};
+
+template <>
+struct Dp4a<DType::Q8_0> {
+  static constexpr bool kHas = true, kMin = false;
+  __device__ static void unit(const uint8_t* b, int, Unit& u) {
+    const float d = half_at(b);
+    bytes_at<32>(b + 2, reinterpret_cast<uint32_t(&)[8]>(u.v));
+    u.s0 = u.s1 = d;
+    u.m0 = u.m1 = 0.0f;
+  }
+};
+template <>
+struct Dp4a<DType::Q4_0> {
+  static constexpr bool kHas = true, kMin = true;
+  __device__ static void unit(const uint8_t* b, int, Unit& u) {
+    const float d = half_at(b);
+    uint32_t q[4];
+    bytes_at<16>(b + 2, q);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      u.v[i] = int(q[i] & 0x0F0F0F0Fu);
+      u.v[4 + i] = int((q[i] >> 4) & 0x0F0F0F0Fu);
+    }
+    u.s0 = u.s1 = d;
+    u.m0 = u.m1 = 8.0f * d;
+  }
+};
+template <>
+struct Dp4a<DType::Q4_K> {
+  static constexpr bool kHas = true, kMin = true;
+  __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
+    const float d = half_at(b), dmin = half_at(b + 2);
+    int sc, m;
+    scale_min_k4(uu, b + 4, &sc, &m);
+    uint32_t q[8];
+    bytes_at<32>(b + 16 + 32 * (uu >> 1), q);
+    const int shift = (uu & 1) * 4;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) u.v[i] = int((q[i] >> shift) & 0x0F0F0F0Fu);
+    u.s0 = u.s1 = d * float(sc);
+    u.m0 = u.m1 = dmin * float(m);
+  }
+};
+template <>
+struct Dp4a<DType::Q5_K> {
+  static constexpr bool kHas = true, kMin = true;
+  __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
+    const float d = half_at(b), dmin = half_at(b + 2);
+    int sc, m;
+    scale_min_k4(uu, b + 4, &sc, &m);
+    uint32_t q[8], qh[8];
+    bytes_at<32>(b + 48 + 32 * (uu >> 1), q);
+    bytes_at<32>(b + 16, qh);
+    const int shift = (uu & 1) * 4;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      u.v[i] = int(((q[i] >> shift) & 0x0F0F0F0Fu) | (((qh[i] >> uu) & 0x01010101u) << 4));
+    u.s0 = u.s1 = d * float(sc);
+    u.m0 = u.m1 = dmin * float(m);
+  }
+};
+template <>
+struct Dp4a<DType::Q6_K> {
+  static constexpr bool kHas = true, kMin = true;
+  __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
+    const float d = half_at(b + 208);
+    const int half = uu >> 2, k = uu & 3;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * half);
+    uint32_t lo[8], hi[8];
+    bytes_at<32>(b + 64 * half + (k & 1) * 32, lo);
+    bytes_at<32>(b + 128 + 32 * half, hi);
+    const int lshift = (k >> 1) * 4, hshift = 2 * k;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      u.v[i] = int(((lo[i] >> lshift) & 0x0F0F0F0Fu) | (((hi[i] >> hshift) & 0x03030303u) << 4));
+    u.s0 = d * float(sc[2 * k]);
+    u.s1 = d * float(sc[2 * k + 1]);
+    u.m0 = 32.0f * u.s0;
+    u.m1 = 32.0f * u.s1;
+  }
+};
+
+template <DType DT, int MAXT>
+__device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t* xq,
+                                         const float* xd, int64_t k, int64_t K, int T,
+                                         float (&acc)[MAXT]) {
+  if constexpr (Dp4a<DT>::kHas) {
+    Unit u;
+    Dp4a<DT>::unit(b, uu, u);
+#pragma unroll
+    for (int t = 0; t < MAXT; ++t) {
+      if (t >= T) break;
+      const int4* xp = reinterpret_cast<const int4*>(xq + t * K + k);
+      const int4 xa = xp[0], xb = xp[1];
+      const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+      int i0 = 0, i1 = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) i0 = __dp4a(u.v[i], xv[i], i0);
+#pragma unroll
+      for (int i = 4; i < 8; ++i) i1 = __dp4a(u.v[i], xv[i], i1);
+      float s = u.s0 * float(i0) + u.s1 * float(i1);
+      if constexpr (Dp4a<DT>::kMin) {
+        int x0 = 0, x1 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) x0 = __dp4a(0x01010101, xv[i], x0);
+#pragma unroll
+        for (int i = 4; i < 8; ++i) x1 = __dp4a(0x01010101, xv[i], x1);
+        s -= u.m0 * float(x0) + u.m1 * float(x1);
+      }
+      acc[t] = fmaf(xd[(t * K + k) / 32], s, acc[t]);
+    }
+  } else {
+    float w[32];
+    Fmt<DT>::unit(b, uu, w);
+#pragma unroll
+    for (int t = 0; t < MAXT; ++t) {
+      if (t >= T) break;
+      const int4* xp = reinterpret_cast<const int4*>(xq + t * K + k);
+      const int4 xa = xp[0], xb = xp[1];
+      const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+      float s = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s = fmaf(w[i], float(int8_t(xv[i / 4] >> (8 * (i % 4)))), s);
+      acc[t] = fmaf(xd[(t * K + k) / 32], s, acc[t]);
+    }
+  }
+}
+
+template <DType DT, int MAXT>
+__global__ void __launch_bounds__(kThreads, 3)
+    mv_q8_kernel(const __grid_constant__ Args a) {
+  using F = Fmt<DT>;
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float inv[kMaxT];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t K = a.K;
+  const int T = a.T;
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);
+  float* xd = reinterpret_cast<float*>(smem + T * K);
+  uint8_t* stage = smem + xq_bytes(K, T) + warp * (kStage + kStageSlack);
+
+  if (a.pro == int(MatvecPrologue::Rmsnorm)) row_inv_rms(a, inv);
+  // Quantize the input: each warp takes 32-element blocks in turn.
+  for (int t = 0; t < T; ++t)
+    for (int64_t blk = warp; blk < K / 32; blk += kW) {
+      const float v = pro_value(a, t, blk * 32 + lane, inv[t]);
+      float amax = fabsf(v);
+      for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const float d = amax / 127.0f;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      xq[t * K + blk * 32 + lane] = int8_t(int(roundf(v * id)));
+      if (lane == 0) xd[t * (K / 32) + blk] = d;
+    }
+  __syncthreads();
+
+  // Software-pipelined over (row, stage) pieces: the next piece's loads are
+  // in flight while the current one is decoded from shared memory.
+  const int64_t nblocks = K / F::kBlock;
+  constexpr int kPerStage = kStage / F::kBytes;
+  constexpr int kNV = kStage / 16 / 32 + 1;
+  const int64_t stride = int64_t(gridDim.x) * kW;
+  int64_t row = int64_t(blockIdx.x) * kW + warp, b0 = 0;
+  uint4 v[kNV];
+  int head = 0, nb = 0;
+  auto issue = [&](int64_t r, int64_t first) {
+    int seg;
+    int64_t local;
+    find_row(a, r, &seg, &local);
+    const uint8_t* sg = seg_w(a, seg) + local * int64_t(a.row_bytes) + first * F::kBytes;
+    nb = int(min(int64_t(kPerStage), nblocks - first));
+    const uintptr_t aligned = reinterpret_cast<uintptr_t>(sg) & ~uintptr_t(15);
+    head = int(reinterpret_cast<uintptr_t>(sg) - aligned);
+    const int nvec = (head + nb * F::kBytes + 15) / 16;
+    const uint4* src = reinterpret_cast<const uint4*>(aligned);
+#pragma unroll
+    for (int i = 0; i < kNV; ++i) {
+      const int idx = lane + 32 * i;
+      if (idx < nvec) v[i] = load_stream(src + idx);
+    }
+  };
+  if (row < a.total) issue(row, 0);
+  float acc[MAXT];
+#pragma unroll
+  for (int t = 0; t < MAXT; ++t) acc[t] = 0.0f;
+  while (row < a.total) {
+    {
+      const int nvec = (head + nb * F::kBytes + 15) / 16;
+      uint4* dst = reinterpret_cast<uint4*>(stage);
+#pragma unroll
+      for (int i = 0; i < kNV; ++i) {
+        const int idx = lane + 32 * i;
+        if (idx < nvec) dst[idx] = v[i];
+      }
+    }
+    __syncwarp();
+    const int cur_head = head, cur_nb = nb;
+    const int64_t cur_row = row, cur_b0 = b0;
+    b0 += kPerStage;
+    if (b0 >= nblocks) b0 = 0, row += stride;
+    if (row < a.total) issue(row, b0);
+    const uint8_t* sb = stage + cur_head;
+    for (int u = lane; u < cur_nb * F::kUnits; u += 32) {
+      const int blk = u / F::kUnits, uu = u % F::kUnits;
+      unit_dot<DT, MAXT>(sb + blk * F::kBytes, uu, xq, xd, (cur_b0 + blk) * F::kBlock + uu * 32,
+                         K, T, acc);
+    }
+    __syncwarp();
+    if (b0 == 0) {  // cur_row is complete
+      int seg;
+      int64_t local;
+      find_row(a, cur_row, &seg, &local);
+#pragma unroll
+      for (int t = 0; t < MAXT; ++t) {
+        if (t >= T) break;
+        float s = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) store_row(a, seg, local, t, s);
+        acc[t] = 0.0f;
+      }
+    }
+  }
+  materialize(a, inv);
+}
+
+// ----------------------------------------------------------------- f32 path
+
+template <DType DT>
+__device__ __forceinline__ void unpack(const uint4& v, float* w) {
+  if constexpr (DT == DType::F32) {
+    w[0] = __uint_as_float(v.x), w[1] = __uint_as_float(v.y);
+    w[2] = __uint_as_float(v.z), w[3] = __uint_as_float(v.w);
+  } else {
+    const uint32_t p[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (DT == DType::BF16) {
+        w[2 * i] = __uint_as_float(p[i] << 16);
+        w[2 * i + 1] = __uint_as_float(p[i] & 0xFFFF0000u);
+      } else {
+        w[2 * i] = __half2float(__ushort_as_half(uint16_t(p[i] & 0xFFFF)));
+        w[2 * i + 1] = __half2float(__ushort_as_half(uint16_t(p[i] >> 16)));
+      }
+    }
+  }
+}
+
+template <DType DT, int MAXT>
+__global__ void __launch_bounds__(kThreads)
+    mv_plain_kernel(const __grid_constant__ Args a) {
+  constexpr int E = DT == DType::F32 ? 4 : 8;  // elements per 16 bytes
+  constexpr int U = 8;                          // 16-byte loads in flight per lane
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float inv[kMaxT];
+  float* xs = reinterpret_cast<float*>(smem);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t K = a.K;
+  const int T = a.T;
+  if (a.pro == int(MatvecPrologue::Rmsnorm)) row_inv_rms(a, inv);
+  for (int t = 0; t < T; ++t)
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) xs[t * K + k] = pro_value(a, t, k, inv[t]);
+  __syncthreads();
+
+  const int nvec = int(K / E);
+  for (int64_t row = int64_t(blockIdx.x) * kW + warp; row < a.total;
+       row += int64_t(gridDim.x) * kW) {
+    int seg;
+    int64_t local;
+    find_row(a, row, &seg, &local);
+    const uint4* rp = reinterpret_cast<const uint4*>(seg_w(a, seg) + local * int64_t(a.row_bytes));
+    float acc[MAXT];
+#pragma unroll
+    for (int t = 0; t < MAXT; ++t) acc[t] = 0.0f;
+    for (int v0 = 0; v0 < nvec; v0 += 32 * U) {
+      uint4 wv[U];
+#pragma unroll
+      for (int j = 0; j < U; ++j) {
+        const int idx = v0 + lane + 32 * j;
+        if (idx < nvec) wv[j] = load_stream(rp + idx);
+      }
+#pragma unroll
+      for (int j = 0; j < U; ++j) {
+        const int idx = v0 + lane + 32 * j;
+        if (idx >= nvec) break;
+        float w[E];
+        unpack<DT>(wv[j], w);
+#pragma unroll
+        for (int t = 0; t < MAXT; ++t) {
+          if (t >= T) break;
+          const float4* xp = reinterpret_cast<const float4*>(xs + t * K + int64_t(idx) * E);
+          float s = acc[t];
+#pragma unroll
+          for (int e = 0; e < E / 4; ++e) {
+            const float4 xv = xp[e];
+            s = fmaf(w[4 * e], xv.x, s);
+            s = fmaf(w[4 * e + 1], xv.y, s);
+            s = fmaf(w[4 * e + 2], xv.z, s);
+            s = fmaf(w[4 * e + 3], xv.w, s);
+          }
+          acc[t] = s;
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < MAXT; ++t) {
+      if (t >= T) break;
+      float s = acc[t];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (lane == 0) store_row(a, seg, local, t, s);
+    }
+  }
+  materialize(a, inv);
+}
+
+constexpr bool is_plain(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+size_t smem_bytes(DType t, int64_t K, int64_t T) {
+  if (is_plain(t)) return size_t(T * K) * sizeof(float);
+  return size_t(xq_bytes(K, T)) + size_t(kW) * (kStage + kStageSlack);
+}
+
+int sm_count() {
+  static int n = [] {
+    int dev = 0, c = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev);
+    return c > 0 ? c : 100;
+  }();
+  return n;
+}
+
+template <class Kernel>
+void launch(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
+  static std::unordered_set<const void*> raised;  // kernels allowed kMaxSmem
+  if (raised.insert(reinterpret_cast<const void*>(k)).second)
+    check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem)),
+          "matvec shared memory");
+  // About four resident blocks per SM: rows beyond that loop within a warp.
+  const int64_t blocks = std::min<int64_t>((a.total + kW - 1) / kW, int64_t(sm_count()) * 4);
+  k<<<unsigned(blocks), kThreads, smem, s>>>(a);
+}
+
+}  // namespace
+
+bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes) {
+  if (T < 1 || T > kMaxT || K < 32) return false;
+  if (smem_bytes(t, K, T) > kMaxSmem) return false;
+  bool ok = false;
+  dispatch_format(t, [&]<DType DT>() {
+    if constexpr (is_plain(DT)) {
+      const int E = DT == DType::F32 ? 4 : 8;
+      ok = K % E == 0 && row_bytes % 16 == 0;
+    } else {
+      ok = K % Fmt<DT>::kBlock == 0;
+    }
+  });
+  return ok;
+}
+
+void matvec_fused(const MatvecJob& j, unsigned* counter, cudaStream_t s) {
+  KILN_CHECK(j.nseg >= 1 && j.nseg <= kMaxMatvecSegs, "matvec: ", j.nseg, " weights");
+  Args a{};
+  a.total = 0;
+  for (int i = 0; i < j.nseg; ++i) {
+    a.w[i] = static_cast<const uint8_t*>(j.w[i]);
+    a.y[i] = j.y[i];
+    a.n[i] = j.n[i];
+    a.total += j.n[i];
+  }
+  a.nseg = j.nseg;
+  a.row_bytes = j.row_bytes;
+  a.K = j.K;
+  a.T = int(j.T);
+  a.pro = int(j.pro);
+  a.x = j.x;
+  a.x2 = j.x2;
+  a.eps = j.eps;
+  a.mat = j.mat;
+  a.add_to = j.nseg == 1 ? j.add_to : nullptr;
+  a.counter = counter;
+  const size_t smem = smem_bytes(j.dtype, j.K, j.T);
+  const bool ok = dispatch_format(j.dtype, [&]<DType DT>() {
+    if constexpr (is_plain(DT)) {
+      if (j.T == 1)
+        launch(mv_plain_kernel<DT, 1>, a, smem, s);
+      else
+        launch(mv_plain_kernel<DT, kMaxT>, a, smem, s);
+    } else {
+      if (j.T == 1)
+        launch(mv_q8_kernel<DT, 1>, a, smem, s);
+      else
+        launch(mv_q8_kernel<DT, kMaxT>, a, smem, s);
+    }
+  });
+  KILN_CHECK(ok, "the CUDA backend cannot compute with ", dtype_name(j.dtype), " weights");
+  check_launch("matvec_fused");
+}
+
+}  // namespace kiln::cuda
