@@ -8,6 +8,8 @@ set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p /work /tmp/kd
 [ -e /work/main ] || ln -s "$PWD" /work/main
+# KILN_TEST_DATA is the build tree's path: link a worktree build's too (BUILD_SRC=path).
+[ -n "${BUILD_SRC:-}" ] && [ ! -e "$BUILD_SRC" ] && ln -s "$PWD" "$BUILD_SRC"
 tar xzf .devrun/devrun.tgz -C /tmp/kd
 export LD_LIBRARY_PATH=/tmp/kd:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem --format=csv > $OUT/gpu.txt 2>&1
@@ -27,7 +29,7 @@ bench() {  # name, args...
   grep -iE "error|kiln_bench" $OUT/bench.log | head -3
 }
 for size in ${SIZES:-0.6b 4b}; do
-  for t in ${TYPES:-q4_0 q4_K_M q8_0 bf16}; do
+  for t in ${TYPES:-q4_0 q4_K q8_0 bf16}; do
     if [ $size = 0.6b ]; then args=""; else args="$S4B"; fi
     f=/tmp/synth-$size-$t.gguf
     if [ $t = q4_K_M ]; then
