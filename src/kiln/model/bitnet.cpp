@@ -119,7 +119,7 @@ class Bitnet final : public Model {
   Bitnet(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
-    const int64_t capacity = o.context > 0 ? o.context : std::min<int64_t>(spec_.max_context, 4096);
+    const int64_t capacity = state_capacity(o);
     auto st = std::make_unique<BitnetState>(*backend_, spec_, o, capacity);
     set_capacity(*st, capacity);
     st->max_batch = std::max<int64_t>(1, std::min(o.max_batch, capacity));
@@ -130,11 +130,7 @@ class Bitnet final : public Model {
   void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits) override {
     auto& st = static_cast<BitnetState&>(base);
-    KILN_CHECK(st.position() + n <= st.capacity(), "context full: ", st.position() + n,
-               " positions needed, the context holds ", st.capacity(), " (raise --ctx-size)");
-    for (int64_t i = 0; i < n; ++i)
-      KILN_CHECK(tokens[i] >= 0 && tokens[i] < spec_.vocab_size, "token id ", tokens[i],
-                 " is outside the vocabulary (", spec_.vocab_size, " tokens)");
+    check_tokens(st, tokens, n);
     for (int64_t done = 0; done < n;) {
       const int64_t chunk = std::min(st.max_batch, n - done);
       const bool last = done + chunk == n;

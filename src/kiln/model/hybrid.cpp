@@ -96,7 +96,7 @@ class Hybrid final : public Model {
   Hybrid(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
-    int64_t capacity = o.context > 0 ? o.context : std::min<int64_t>(spec_.max_context, 4096);
+    const int64_t capacity = state_capacity(o);
     auto st = std::make_unique<HybridState>(*backend_, spec_, o, capacity, n_attn_, n_linear_);
     set_capacity(*st, capacity);
     st->max_batch = std::max<int64_t>(1, std::min(o.max_batch, capacity));
@@ -114,11 +114,7 @@ class Hybrid final : public Model {
     KILN_CHECK(!inputs.mrope_positions || mrope_.enabled(), "the ", spec_.arch,
                " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<HybridState&>(base);
-    KILN_CHECK(st.position() + n <= st.capacity(), "context full: ", st.position() + n,
-               " positions needed, the context holds ", st.capacity(), " (raise --ctx-size)");
-    for (int64_t i = 0; i < n; ++i)
-      KILN_CHECK(tokens[i] >= 0 && tokens[i] < spec_.vocab_size, "token id ", tokens[i],
-                 " is outside the vocabulary (", spec_.vocab_size, " tokens)");
+    check_tokens(st, tokens, n);
     for (int64_t done = 0; done < n;) {
       const int64_t chunk = std::min(st.max_batch, n - done);
       const bool last = done + chunk == n;

@@ -100,6 +100,10 @@ class Model {
  protected:
   Model(const ModelSpec& spec, Backend& backend) : spec_(spec), backend_(&backend) {}
   static void advance(SequenceState& s, int64_t n) { s.n_past_ += n; }
+  // Positions a new state holds: what was asked, else the model's, at most 4096.
+  int64_t state_capacity(const StateOptions& o) const;
+  // Throws unless n more tokens fit the state and every id is in the vocabulary.
+  void check_tokens(const SequenceState& s, const int32_t* tokens, int64_t n) const;
   static void set_capacity(SequenceState& s, int64_t c) { s.capacity_ = c; }
 
   ModelSpec spec_;

@@ -54,7 +54,7 @@ class Transformer final : public Model {
   Transformer(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
-    int64_t capacity = o.context > 0 ? o.context : std::min<int64_t>(spec_.max_context, 4096);
+    const int64_t capacity = state_capacity(o);
     auto st = std::make_unique<TransformerState>(*backend_, spec_, o, capacity);
     set_capacity(*st, capacity);
     st->max_batch = std::max<int64_t>(1, std::min(o.max_batch, capacity));
@@ -72,7 +72,7 @@ class Transformer final : public Model {
     KILN_CHECK(!inputs.mrope_positions || mrope_.enabled(), "the ", spec_.arch,
                " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<TransformerState&>(base);
-    check(st, tokens, n);
+    check_tokens(st, tokens, n);
     for (int64_t done = 0; done < n;) {
       const int64_t chunk = std::min(st.max_batch, n - done);
       const bool last = done + chunk == n;
@@ -94,7 +94,7 @@ class Transformer final : public Model {
     for (const BatchItem& it : items) {
       if (it.n <= 0) continue;
       auto* st = static_cast<TransformerState*>(it.state);
-      check(*st, it.tokens, it.n);
+      check_tokens(*st, it.tokens, it.n);
       for (const Item& other : run)
         KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
       run.push_back(Item{st, it.tokens, it.n, it.logits});
@@ -176,14 +176,6 @@ class Transformer final : public Model {
     ws.positions.resize(size_t(T));
     ws.logits = f32(std::min(T, kHeadRows) * s.vocab_size);
     if (s.is_moe()) ws.moe.allocate(b, s, T);
-  }
-
-  void check(const TransformerState& st, const int32_t* tokens, int64_t n) const {
-    KILN_CHECK(st.position() + n <= st.capacity(), "context full: ", st.position() + n,
-               " positions needed, the context holds ", st.capacity(), " (raise --ctx-size)");
-    for (int64_t i = 0; i < n; ++i)
-      KILN_CHECK(tokens[i] >= 0 && tokens[i] < spec_.vocab_size, "token id ", tokens[i],
-                 " is outside the vocabulary (", spec_.vocab_size, " tokens)");
   }
 
   // One forward step over the items' tokens, concatenated (T rows in all).
