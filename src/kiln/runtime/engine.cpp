@@ -27,6 +27,12 @@ std::unique_ptr<Backend> choose_backend(const ModelFile& file, const LoadOptions
   const int dev = o.device < 0 ? 0 : o.device;
   KILN_CHECK(dev < count, "--device ", dev, ": there are ", count, " CUDA device(s), numbered from 0");
   const ModelSpec& s = file.spec();
+  if (s.arch == "bitnet") {
+    // The ternary product has no GPU kernel yet.
+    KILN_CHECK(o.device < 0, "--device ", dev, ": BitNet models run on the CPU only so far (use --cpu)");
+    log("kiln: BitNet models run on the CPU for now");
+    return make_cpu_backend(bo);
+  }
   size_t weights = 0;
   for (const auto& [name, t] : file.tensors()) weights += t.nbytes;
   const int64_t ctx = o.context > 0 ? o.context : std::min<int64_t>(s.max_context, 4096);

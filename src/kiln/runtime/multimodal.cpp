@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/core/error.h"
 #include "kiln/io/json_file.h"
 
@@ -26,10 +27,12 @@ std::unique_ptr<VisionRuntime> VisionRuntime::open(const ModelFile& model,
                                                    const std::string& mmproj, Backend& backend) {
   namespace fs = std::filesystem;
   auto r = std::make_unique<VisionRuntime>();
+  if (!dynamic_cast<CpuBackend*>(&backend)) r->cpu_backend_ = make_cpu_backend(BackendOptions{});
+  Backend& backend_for_tower = r->cpu_backend_ ? *r->cpu_backend_ : backend;
   std::string config_dir = model.directory();
   if (model.format() == ModelFormat::Safetensors && mmproj.empty()) {
     KILN_CHECK(model.safetensors(), model.path(), ": no safetensors container");
-    r->tower_ = VisionTower::from_safetensors(*model.safetensors(), model.hf_config(), backend);
+    r->tower_ = VisionTower::from_safetensors(*model.safetensors(), model.hf_config(), backend_for_tower);
   } else {
     std::string path = mmproj;
     if (path.empty()) {
@@ -45,7 +48,7 @@ std::unique_ptr<VisionRuntime> VisionRuntime::open(const ModelFile& model,
       path = found.front();
     }
     r->mmproj_ = GgufFile::open(path);
-    r->tower_ = VisionTower::from_gguf(*r->mmproj_, backend);
+    r->tower_ = VisionTower::from_gguf(*r->mmproj_, backend_for_tower);
     config_dir = fs::path(path).parent_path().string();
   }
   // preprocessor_config.json beside the weights, or one folder up (GGUFs in a
