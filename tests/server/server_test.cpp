@@ -275,6 +275,54 @@ TEST(Server, ToolsAreRenderedByTheTemplate) {
             json::parse(without->body)["usage"]["prompt_tokens"].get<int>() + 20);
 }
 
+// What OpenAI clients send beyond plain strings: content as text parts (the
+// same prompt as the string), an assistant turn that only calls a tool
+// ("content": null) followed by the tool's answer; and models.retrieve.
+TEST(Server, MessagesAsOpenAiClientsSendThem) {
+  LiveServer srv(kQwen3, options(1));
+  auto chat = [&](const json& messages) {
+    return srv.post("/v1/chat/completions",
+                    {{"messages", messages}, {"max_tokens", 4}, {"temperature", 0}});
+  };
+  auto as_string = chat({{{"role", "user"}, {"content", "Say hi.\nPlease."}}});
+  auto as_parts = chat({{{"role", "user"},
+                         {"content",
+                          {{{"type", "text"}, {"text", "Say hi."}},
+                           {{"type", "text"}, {"text", "Please."}}}}}});
+  ASSERT_TRUE(as_string && as_parts);
+  ASSERT_EQ(as_parts->status, 200) << as_parts->body;
+  json a = json::parse(as_string->body), b = json::parse(as_parts->body);
+  EXPECT_EQ(a["usage"]["prompt_tokens"], b["usage"]["prompt_tokens"]);
+  EXPECT_EQ(a["choices"][0]["message"], b["choices"][0]["message"]);
+  auto image = chat({{{"role", "user"},
+                      {"content", {{{"type", "image_url"}, {"image_url", {{"url", "x"}}}}}}}});
+  ASSERT_TRUE(image);
+  EXPECT_EQ(image->status, 400) << image->body;
+  EXPECT_EQ(json::parse(image->body)["error"]["param"], "messages");
+
+  auto tool_turn = chat(
+      {{{"role", "user"}, {"content", "Weather in Paris?"}},
+       {{"role", "assistant"},
+        {"content", nullptr},
+        {"tool_calls",
+         {{{"id", "call_1"},
+           {"type", "function"},
+           {"function", {{"name", "get_weather"}, {"arguments", R"({"city":"Paris"})"}}}}}}},
+       {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", R"({"temperature_c": 21})"}}});
+  ASSERT_TRUE(tool_turn);
+  EXPECT_EQ(tool_turn->status, 200) << tool_turn->body;
+
+  auto m = srv.client().Get("/v1/models/qwen3");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200) << m->body;
+  EXPECT_EQ(json::parse(m->body)["id"], "qwen3");
+  EXPECT_EQ(json::parse(m->body)["object"], "model");
+  auto other = srv.client().Get("/v1/models/gpt-4");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  EXPECT_EQ(json::parse(other->body)["error"]["code"], "model_not_found");
+}
+
 TEST(Server, JsonModeGivesAJsonObject) {
   LiveServer srv(kStories, options(1));
   auto r = srv.post("/v1/completions", {{"prompt", "Once upon a time"},

@@ -99,6 +99,37 @@ std::vector<std::string> stop_list(const json& body) {
   return out;
 }
 
+// Messages as chat templates expect them. OpenAI clients send an assistant
+// turn that only calls tools with "content": null, and may send content as a
+// list of {"type": "text"} parts; templates written for Hugging Face test
+// and concatenate content as a string. Text parts are joined with newlines
+// (as other OpenAI-compatible servers do); other parts are refused rather
+// than dropped, since this server has no image input.
+json template_messages(const json& messages) {
+  json out = messages;
+  for (auto& m : out) {
+    auto it = m.find("content");
+    if (it == m.end()) continue;
+    if (it->is_null()) {
+      *it = "";
+    } else if (it->is_array()) {
+      std::string text;
+      for (size_t i = 0; i < it->size(); ++i) {
+        const json& part = (*it)[i];
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string())
+          throw bad_param("messages",
+                          "only text content parts ({\"type\": \"text\", \"text\": ...}) are "
+                          "supported");
+        if (i) text += "\n";
+        text += part["text"].get<std::string>();
+      }
+      *it = text;
+    }
+  }
+  return out;
+}
+
 // Texts of the control tokens, for spotting them in user text.
 std::vector<std::string> special_texts(const Tokenizer& tok) {
   std::vector<std::string> out;
@@ -210,16 +241,13 @@ struct Server::Impl {
       res.set_content(dump(j), "application/json");
     });
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-      json m = {{"id", opt.model_id},
-                {"object", "model"},
-                {"created", unix_time()},
-                {"owned_by", "kiln"},
-                {"meta",
-                 {{"arch", engine.spec().arch},
-                  {"context", opt.scheduler.context},
-                  {"parallel", opt.scheduler.slots},
-                  {"vocab", engine.spec().vocab_size}}}};
-      res.set_content(dump({{"object", "list"}, {"data", json::array({m})}}), "application/json");
+      res.set_content(dump({{"object", "list"}, {"data", json::array({model_object()})}}),
+                      "application/json");
+    });
+    // models.retrieve(id) in the OpenAI clients.
+    http.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      check_model({{"model", req.matches[1].str()}});
+      res.set_content(dump(model_object()), "application/json");
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics(), "text/plain; version=0.0.4");
@@ -230,6 +258,18 @@ struct Server::Impl {
     http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
       completion(req, res, false);
     });
+  }
+
+  json model_object() const {
+    return {{"id", opt.model_id},
+            {"object", "model"},
+            {"created", unix_time()},
+            {"owned_by", "kiln"},
+            {"meta",
+             {{"arch", engine.spec().arch},
+              {"context", opt.scheduler.context},
+              {"parallel", opt.scheduler.slots},
+              {"vocab", engine.spec().vocab_size}}}};
   }
 
   std::string metrics() {
@@ -406,6 +446,7 @@ struct Server::Impl {
       if (!format.chat_template)
         throw ApiError(400, "invalid_request_error",
                        "this model has no chat template: use /v1/completions");
+      const json msgs = template_messages(*messages);
       ChatTemplateOptions co = format.default_options();
       co.add_generation_prompt = true;
       if (const json* kw = field(body, "chat_template_kwargs")) {
@@ -429,12 +470,12 @@ struct Server::Impl {
       }
       std::string text;
       try {
-        text = format.render(*messages, co);
+        text = format.render(msgs, co);
       } catch (const Error& e) {
         throw ApiError(400, "invalid_request_error", cat("the chat template failed: ", e.what()),
                        "messages");
       }
-      seq->prompt = encode_chat(text, *messages);
+      seq->prompt = encode_chat(text, msgs);
       seq->stop_ids = format.end_of_turn_ids;
       job.opened_thought = prompt_opens_thought(seq->prompt, format);
       // A thinking budget: thinking_budget (tokens), or chat_template_kwargs.thinking_budget.
