@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln builds against, and only those that are missing.
-# Every dependency comes from Debian's archive; nothing is downloaded by hand.
+# Every dependency comes from Debian's archive; nothing is downloaded by hand (the one
+# exception, optional, is the npm package of the OpenAI client test, at the end).
 set -euo pipefail
 
 packages=(
@@ -26,4 +27,15 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Optional: the official OpenAI client (npm's `openai`, pinned in
+# tests/e2e/node/package-lock.json) for the client test in tests/e2e. Only
+# where npm is already installed; offline, the build goes on and that test
+# is skipped.
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/node"
+if command -v npm >/dev/null 2>&1 && [ ! -d "$node_dir/node_modules/openai" ]; then
+  echo "kiln: installing the openai npm package for the client test (npm ci)"
+  npm ci --prefix "$node_dir" --no-audit --no-fund ||
+    echo "kiln: warning: npm ci failed; the OpenAI client test will be skipped" >&2
 fi
