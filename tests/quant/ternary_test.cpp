@@ -4,9 +4,11 @@
 // the data), TQ2_0 and TQ1_0 (GGML). Exact: the values are ternary.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "kiln/core/error.h"
 #include "kiln/core/half.h"
 #include "kiln/quant/dequantize.h"
 #include "kiln/quant/quantize.h"
@@ -41,12 +43,22 @@ TEST(I2S, BytesAndRoundTripByHand) {
 
 TEST(I2S, SignsScaledByTheTensorMax) {
   // quantize_i2s keeps signs only: every nonzero becomes +-max |x|.
-  std::vector<float> x = {0.5f, -0.25f, 0.0f, 1e-7f, -2.0f, 0.1f, 0.0f, 0.0f};
-  std::vector<uint8_t> q(i2s_tensor_bytes(8));
-  quantize_i2s(x.data(), 8, q.data());
-  std::vector<float> back(8);
-  dequantize_i2s(q.data(), 8, back.data());
-  EXPECT_EQ(back, (std::vector<float>{2.0f, -2.0f, 0.0f, 0.0f, -2.0f, 2.0f, 0.0f, 0.0f}));
+  // One whole 128-value block; the rest of it is zeros.
+  std::vector<float> x(128, 0.0f);
+  const std::vector<float> head = {0.5f, -0.25f, 0.0f, 1e-7f, -2.0f, 0.1f, 0.0f, 0.0f};
+  std::copy(head.begin(), head.end(), x.begin());
+  std::vector<uint8_t> q(i2s_tensor_bytes(128));
+  ASSERT_EQ(q.size(), 32u + 32u);
+  quantize_i2s(x.data(), 128, q.data());
+  std::vector<float> back(128);
+  dequantize_i2s(q.data(), 128, back.data());
+  std::vector<float> want(128, 0.0f);
+  const std::vector<float> want_head = {2.0f, -2.0f, 0.0f, 0.0f, -2.0f, 2.0f, 0.0f, 0.0f};
+  std::copy(want_head.begin(), want_head.end(), want.begin());
+  EXPECT_EQ(back, want);
+  // A partial block would put codes where the scale lives: refused.
+  std::vector<uint8_t> small(i2s_tensor_bytes(8));
+  EXPECT_THROW(quantize_i2s(x.data(), 8, small.data()), Error);
 }
 
 TEST(TQ2_0, BytesAndRoundTripByHand) {

@@ -137,7 +137,10 @@ void quantize_row_tq2_0(const float* x, void* dst, int64_t n) {
 size_t i2s_tensor_bytes(int64_t numel) { return size_t(numel / 4) + 32; }
 
 void quantize_i2s(const float* src, int64_t numel, void* dst) {
-  KILN_CHECK(numel % 4 == 0, "i2_s: ", numel, " values are not a whole number of bytes");
+  // Codes sit in 128-value blocks and the scale right after numel / 4 bytes:
+  // a partial block would write codes over the scale.
+  KILN_CHECK(numel % 128 == 0, "i2_s: ", numel,
+             " values are not a whole number of 128-value blocks");
   double max = 0;
   for (int64_t i = 0; i < numel; ++i) max = std::fmax(max, std::fabs(double(src[i])));
   auto* out = static_cast<uint8_t*>(dst);
