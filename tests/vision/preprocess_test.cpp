@@ -84,7 +84,7 @@ TEST(Resize, PillowValuesOnARamp) {
   img.height = 1;
   for (int x = 0; x < 8; ++x)
     for (int c = 0; c < 3; ++c) img.rgb.push_back(uint8_t(10 * x));
-  const Image r = resize_bicubic(img, 4, 1);
+  const Image r = resize_bicubic(img, 4, 1, ResampleArithmetic::Pillow);
   std::vector<int> got;
   for (int x = 0; x < 4; ++x) got.push_back(r.at(x, 0, 0));
   EXPECT_EQ(got, (std::vector<int>{5, 25, 45, 65}));
@@ -97,10 +97,11 @@ TEST(Resize, DecodeAndResizeEqualPillowBitForBit) {
   auto golden = SafetensorsModel::open(dir + "/resize_goldens.safetensors");
   int checked = 0;
   for (const TensorView& want : golden->tensors()) {
-    const Image img = decode_image_file(dir + "/" + want.name);
+    Image img = decode_image_file(dir + "/" + want.name);
+    composite_alpha_on_white(img);  // the goldens' convert_to_rgb composites
     auto [h, w] = smart_resize(img.height, img.width, 32, 1024, 65536);
     ASSERT_EQ(want.shape, (std::vector<int64_t>{h, w, 3})) << want.name;
-    const Image r = resize_bicubic(img, w, h);
+    const Image r = resize_bicubic(img, w, h, ResampleArithmetic::Pillow);
     const uint8_t* p = static_cast<const uint8_t*>(want.data);
     int64_t wrong = 0, worst = 0;
     for (size_t i = 0; i < r.rgb.size(); ++i) {
@@ -157,6 +158,31 @@ TEST(Video, OddFrameCountIsPaddedWithTheLast) {
   const PixelValues one = preprocess_image(img, cfg);
   EXPECT_EQ(pv.grid_h * pv.grid_w, pv.rows() / 2);
   (void)one;
+}
+
+// transformers 5.17's Qwen2VLImageProcessor (torchvision-backed) on images
+// that need a resize (37x53 up, 70x33 gray) and one with transparency
+// (45x41 RGBA): its resize is torch's uint8 antialias arithmetic, and it drops
+// the alpha channel. tests/data/vision/make_hf_processor_goldens.py made them.
+TEST(PixelValues, MatchTransformersProcessorOnResizedAndTransparentImages) {
+  const std::string dir = kData + "/vision";
+  const VisionPreprocessConfig cfg = load_preprocess_config(kData + "/hf/qwen3_vl");
+  auto golden = SafetensorsModel::open(dir + "/hf_processor_goldens.safetensors");
+  for (const char* name : {"hf_rgb_37x53.png", "hf_rgba_45x41.png", "hf_gray_70x33.png"}) {
+    const TensorView* want = golden->find_tensor(std::string("pixel_values.") + name);
+    const TensorView* grid = golden->find_tensor(std::string("grid.") + name);
+    ASSERT_TRUE(want && grid) << name;
+    const PixelValues pv = preprocess_image(decode_image_file(dir + "/" + name), cfg);
+    const int32_t* g = static_cast<const int32_t*>(grid->data);
+    EXPECT_EQ(pv.grid_h, g[1]) << name;
+    EXPECT_EQ(pv.grid_w, g[2]) << name;
+    ASSERT_EQ(want->shape, (std::vector<int64_t>{pv.rows(), pv.cols})) << name;
+    const float* w = static_cast<const float*>(want->data);
+    double max_err = 0;
+    for (size_t i = 0; i < pv.data.size(); ++i)
+      max_err = std::max(max_err, double(std::fabs(pv.data[i] - w[i])));
+    EXPECT_LE(max_err, 1e-5) << name;
+  }
 }
 
 }  // namespace

@@ -137,10 +137,14 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& what) {
   const size_t n = size_t(img.width) * img.height;
   img.rgb.resize(n * 3);
   if (channels == 4) {
-    std::vector<uint8_t> rgba(n * 4);
+    img.alpha.resize(n);
     for (int y = 0; y < img.height; ++y)
-      std::memcpy(&rgba[size_t(y) * img.width * 4], rows[size_t(y)], size_t(img.width) * 4);
-    composite_on_white(rgba.data(), n, img.rgb.data());
+      for (int x = 0; x < img.width; ++x) {
+        const uint8_t* s = rows[size_t(y)] + size_t(x) * 4;
+        const size_t i = size_t(y) * img.width + x;
+        std::memcpy(&img.rgb[i * 3], s, 3);
+        img.alpha[i] = s[3];
+      }
   } else {
     for (int y = 0; y < img.height; ++y)
       std::memcpy(&img.rgb[size_t(y) * img.width * 3], rows[size_t(y)], size_t(img.width) * 3);
@@ -160,8 +164,13 @@ Image decode_webp(const uint8_t* data, size_t size, const std::string& what) {
     KILN_CHECK(rgba, what, ": corrupt WebP");
     img.width = w;
     img.height = h;
-    img.rgb.resize(size_t(w) * h * 3);
-    composite_on_white(rgba, size_t(w) * h, img.rgb.data());
+    const size_t n = size_t(w) * h;
+    img.rgb.resize(n * 3);
+    img.alpha.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(&img.rgb[i * 3], rgba + i * 4, 3);
+      img.alpha[i] = rgba[i * 4 + 3];
+    }
     WebPFree(rgba);
   } else {
     uint8_t* rgb = WebPDecodeRGB(data, size, &w, &h);
@@ -198,6 +207,18 @@ void composite_on_white(const uint8_t* rgba, size_t n_pixels, uint8_t* rgb) {
       d[c] = uint8_t(div255(v + (0x80u << kBits)) >> kBits);
     }
   }
+}
+
+void composite_alpha_on_white(Image& img) {
+  if (img.alpha.empty()) return;
+  const size_t n = size_t(img.width) * img.height;
+  std::vector<uint8_t> rgba(n * 4);
+  for (size_t i = 0; i < n; ++i) {
+    std::memcpy(&rgba[i * 4], &img.rgb[i * 3], 3);
+    rgba[i * 4 + 3] = img.alpha[i];
+  }
+  composite_on_white(rgba.data(), n, img.rgb.data());
+  img.alpha.clear();
 }
 
 Image decode_image(const uint8_t* data, size_t size, const std::string& what) {
