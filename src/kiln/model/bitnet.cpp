@@ -131,15 +131,10 @@ class Bitnet final : public Model {
                bool all_logits) override {
     auto& st = static_cast<BitnetState&>(base);
     check_tokens(st, tokens, n);
-    for (int64_t done = 0; done < n;) {
-      const int64_t chunk = std::min(st.max_batch, n - done);
-      const bool last = done + chunk == n;
-      float* out = nullptr;
-      if (logits && all_logits) out = logits + done * spec_.vocab_size;
-      if (logits && !all_logits && last) out = logits;
+    for_each_chunk(n, st.max_batch, logits, all_logits,
+                   [&](int64_t done, int64_t chunk, float* out) {
       step(st, tokens + done, chunk, out, all_logits);
-      done += chunk;
-    }
+    });
   }
 
  private:

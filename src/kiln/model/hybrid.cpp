@@ -115,16 +115,11 @@ class Hybrid final : public Model {
                " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<HybridState&>(base);
     check_tokens(st, tokens, n);
-    for (int64_t done = 0; done < n;) {
-      const int64_t chunk = std::min(st.max_batch, n - done);
-      const bool last = done + chunk == n;
-      float* chunk_logits = nullptr;
-      if (logits && all_logits) chunk_logits = logits + done * spec_.vocab_size;
-      if (logits && !all_logits && last) chunk_logits = logits;
+    for_each_chunk(n, st.max_batch, logits, all_logits,
+                   [&](int64_t done, int64_t chunk, float* out) {
       const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
-      step(st, tokens + done, chunk, chunk_logits, all_logits, in.view);
-      done += chunk;
-    }
+      step(st, tokens + done, chunk, out, all_logits, in.view);
+    });
   }
 
  private:

@@ -3,6 +3,7 @@
 // state (its KV cache and, for hybrid models, recurrent state).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -104,6 +105,21 @@ class Model {
   int64_t state_capacity(const StateOptions& o) const;
   // Throws unless n more tokens fit the state and every id is in the vocabulary.
   void check_tokens(const SequenceState& s, const int32_t* tokens, int64_t n) const;
+  // Splits a forward call into steps of at most max_batch tokens: calls
+  // step(begin, count, logits) with the chunk's share of forward()'s logits
+  // (all its rows with all_logits, else only the last chunk's last row).
+  template <class Step>
+  void for_each_chunk(int64_t n, int64_t max_batch, float* logits, bool all_logits,
+                      Step&& step) const {
+    for (int64_t done = 0; done < n;) {
+      const int64_t chunk = std::min(max_batch, n - done);
+      float* out = nullptr;
+      if (logits && all_logits) out = logits + done * spec_.vocab_size;
+      if (logits && !all_logits && done + chunk == n) out = logits;
+      step(done, chunk, out);
+      done += chunk;
+    }
+  }
   static void set_capacity(SequenceState& s, int64_t c) { s.capacity_ = c; }
 
   ModelSpec spec_;

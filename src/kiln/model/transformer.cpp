@@ -73,17 +73,12 @@ class Transformer final : public Model {
                " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<TransformerState&>(base);
     check_tokens(st, tokens, n);
-    for (int64_t done = 0; done < n;) {
-      const int64_t chunk = std::min(st.max_batch, n - done);
-      const bool last = done + chunk == n;
-      float* chunk_logits = nullptr;
-      if (logits && all_logits) chunk_logits = logits + done * spec_.vocab_size;
-      if (logits && !all_logits && last) chunk_logits = logits;
+    for_each_chunk(n, st.max_batch, logits, all_logits,
+                   [&](int64_t done, int64_t chunk, float* out) {
       const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
-      Item item{&st, tokens + done, chunk, chunk_logits, &in.view};
+      Item item{&st, tokens + done, chunk, out, &in.view};
       step(&item, 1, st.ws, all_logits);
-      done += chunk;
-    }
+    });
   }
 
   // All items' tokens go through each weight product together; only
