@@ -84,13 +84,13 @@ ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = physical_core_count();
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
   // Pin only when every thread gets a CPU of its own: with fewer CPUs than
-  // threads the scheduler must be free to move them.
+  // threads the scheduler must be free to move them. The calling thread is
+  // not pinned (its first CPU is left for it): pinning it would outlive the
+  // pool and every thread it starts later would inherit the single CPU.
   const char* no_pin = std::getenv("KILN_NO_PIN");
   const std::vector<int> cpus = allowed_cpus();
-  if (n_threads > 1 && !(no_pin && *no_pin && *no_pin != '0') && int(cpus.size()) >= n_threads) {
-    pin(pthread_self(), cpus[0]);
+  if (n_threads > 1 && !(no_pin && *no_pin && *no_pin != '0') && int(cpus.size()) >= n_threads)
     for (int i = 1; i < n_threads; ++i) pin(workers_[size_t(i - 1)].native_handle(), cpus[size_t(i)]);
-  }
 }
 
 ThreadPool::~ThreadPool() {
