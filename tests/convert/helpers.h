@@ -12,6 +12,7 @@
 
 #include "kiln/io/safetensors.h"
 #include "kiln/runtime/engine.h"
+#include "support/reference.h"
 
 namespace kiln::test {
 
@@ -38,20 +39,6 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-inline std::vector<float> read_f32(const SafetensorsModel& st, const std::string& name) {
-  const TensorView* t = st.find_tensor(name);
-  if (!t) return {};
-  const float* p = static_cast<const float*>(t->data);
-  return std::vector<float>(p, p + t->numel());
-}
-
-inline std::vector<int32_t> read_i32(const SafetensorsModel& st, const std::string& name) {
-  const TensorView* t = st.find_tensor(name);
-  if (!t) return {};
-  const int32_t* p = static_cast<const int32_t*>(t->data);
-  return std::vector<int32_t>(p, p + t->numel());
-}
-
 // Logits of every position of one prefill over ids.
 inline std::vector<float> prefill_logits(const std::string& model, const std::vector<int32_t>& ids,
                                          int64_t* vocab = nullptr) {
@@ -66,29 +53,6 @@ inline std::vector<float> prefill_logits(const std::string& model, const std::ve
   engine->model().forward(*state, ids.data(), T, out.data(), true);
   if (vocab) *vocab = V;
   return out;
-}
-
-inline double cosine(const float* a, const float* b, int64_t n) {
-  double ab = 0, aa = 0, bb = 0;
-  for (int64_t i = 0; i < n; ++i)
-    ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
-  return ab / std::sqrt(aa * bb);
-}
-
-inline int positions_with_cosine(const std::vector<float>& a, const std::vector<float>& b,
-                                 int64_t T, int64_t V, double threshold) {
-  int n = 0;
-  for (int64_t t = 0; t < T; ++t) n += cosine(&a[size_t(t * V)], &b[size_t(t * V)], V) >= threshold;
-  return n;
-}
-
-inline double max_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double max_ref = 0, max_err = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    max_ref = std::max(max_ref, std::abs(double(want[i])));
-    max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
-  }
-  return max_err / max_ref;
 }
 
 }  // namespace kiln::test

@@ -17,39 +17,22 @@
 #include "kiln/io/safetensors.h"
 #include "kiln/runtime/engine.h"
 #include "kiln/runtime/generate.h"
+#include "support/reference.h"
 
 namespace kiln {
 namespace {
 
-const std::string kData = KILN_TEST_DATA;
+using test::max_relative_error;
+using test::read_f32;
+using test::read_i32;
 
-std::vector<float> read_f32(const SafetensorsModel& st, const std::string& name) {
-  const TensorView* t = st.find_tensor(name);
-  if (!t) return {};
-  const float* p = static_cast<const float*>(t->data);
-  return std::vector<float>(p, p + t->numel());
-}
-
-std::vector<int32_t> read_i32(const SafetensorsModel& st, const std::string& name) {
-  const TensorView* t = st.find_tensor(name);
-  if (!t) return {};
-  const int32_t* p = static_cast<const int32_t*>(t->data);
-  return std::vector<int32_t>(p, p + t->numel());
-}
-
-double cosine(const float* a, const float* b, int64_t n) {
-  double ab = 0, aa = 0, bb = 0;
-  for (int64_t i = 0; i < n; ++i)
-    ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
-  return ab / std::sqrt(aa * bb);
-}
-
+// Positions with cosine >= 0.99, the q8_0 measure.
 int positions_with_cosine(const std::vector<float>& a, const std::vector<float>& b, int64_t T,
                           int64_t V) {
-  int n = 0;
-  for (int64_t t = 0; t < T; ++t) n += cosine(&a[t * V], &b[t * V], V) >= 0.99;
-  return n;
+  return test::positions_with_cosine(a, b, T, V, 0.99);
 }
+
+const std::string kData = KILN_TEST_DATA;
 
 struct Case {
   std::string arch, source;
@@ -87,14 +70,10 @@ TEST_P(CudaGolden, MatchesReference) {
   engine->model().forward(*state, ids.data(), T, got.data(), true);
 
   if (c.exact) {
-    double max_ref = 0, max_err = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      max_ref = std::max(max_ref, std::abs(double(want[i])));
-      max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
-    }
+    const double err = max_relative_error(got, want);
     const double tol = c.kv == DType::F16 ? 2e-3 : c.max_rel;
-    EXPECT_LE(max_err / max_ref, tol) << "max abs error " << max_err << ", max |ref| " << max_ref;
-    std::printf("[ %s ] max relative logit error %.3g\n", model_path.c_str(), max_err / max_ref);
+    EXPECT_LE(err, tol);
+    std::printf("[ %s ] max relative logit error %.3g\n", model_path.c_str(), err);
   } else {
     const int ours = positions_with_cosine(got, want, T, V);
     auto peer = SafetensorsModel::open(model_path.substr(0, model_path.size() - 5) +

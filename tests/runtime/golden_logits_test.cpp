@@ -23,41 +23,17 @@
 #include "kiln/io/safetensors.h"
 #include "kiln/runtime/engine.h"
 #include "kiln/runtime/generate.h"
+#include "support/reference.h"
 
 namespace kiln {
 namespace {
 
+using test::max_relative_error;
+using test::positions_with_cosine;
+using test::read_f32;
+using test::read_i32;
+
 const std::string kData = KILN_TEST_DATA;
-
-std::vector<float> read_f32(const SafetensorsModel& st, const std::string& name) {
-  const TensorView* t = st.find_tensor(name);
-  EXPECT_NE(t, nullptr) << name;
-  if (!t) return {};
-  EXPECT_EQ(t->dtype, DType::F32);
-  const float* p = static_cast<const float*>(t->data);
-  return std::vector<float>(p, p + t->numel());
-}
-
-std::vector<int32_t> read_i32(const SafetensorsModel& st, const std::string& name) {
-  const TensorView* t = st.find_tensor(name);
-  EXPECT_NE(t, nullptr) << name;
-  if (!t) return {};
-  const int32_t* p = static_cast<const int32_t*>(t->data);
-  return std::vector<int32_t>(p, p + t->numel());
-}
-
-double cosine(const float* a, const float* b, int64_t n) {
-  double ab = 0, aa = 0, bb = 0;
-  for (int64_t i = 0; i < n; ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
-  return ab / std::sqrt(aa * bb);
-}
-
-int positions_with_cosine(const std::vector<float>& a, const std::vector<float>& b, int64_t T,
-                          int64_t V, double threshold) {
-  int n = 0;
-  for (int64_t t = 0; t < T; ++t) n += cosine(&a[t * V], &b[t * V], V) >= threshold;
-  return n;
-}
 
 struct Case {
   std::string arch;    // folder under tests/data/hf
@@ -104,14 +80,9 @@ TEST_P(GoldenLogits, MatchesReference) {
   engine->model().forward(*state, ids.data(), T, got.data(), true);
 
   if (c.exact) {
-    double max_ref = 0, max_err = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      max_ref = std::max(max_ref, std::abs(double(want[i])));
-      max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
-    }
-    EXPECT_LE(max_err / max_ref, c.max_rel) << "max abs error " << max_err << ", max |ref| " << max_ref;
-    std::printf("[ measured ] %s: max relative logit error %.3g\n", model_path.c_str(),
-                max_err / max_ref);
+    const double err = max_relative_error(got, want);
+    EXPECT_LE(err, c.max_rel);
+    std::printf("[ measured ] %s: max relative logit error %.3g\n", model_path.c_str(), err);
   } else {
     const int ours = positions_with_cosine(got, want, T, V, 0.99);
     auto peer = SafetensorsModel::open(model_path.substr(0, model_path.size() - 5) +

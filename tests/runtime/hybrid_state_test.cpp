@@ -17,6 +17,7 @@
 #include "kiln/core/error.h"
 #include "kiln/io/safetensors.h"
 #include "kiln/runtime/engine.h"
+#include "support/reference.h"
 
 namespace kiln {
 namespace {
@@ -25,19 +26,7 @@ const std::string kData = KILN_TEST_DATA;
 
 std::vector<int32_t> prompt_ids(const std::string& arch) {
   auto ref = SafetensorsModel::open(kData + "/hf/" + arch + "/ref.safetensors");
-  const TensorView* t = ref->find_tensor("input_ids");
-  EXPECT_NE(t, nullptr);
-  const int32_t* p = static_cast<const int32_t*>(t->data);
-  return std::vector<int32_t>(p, p + t->numel());
-}
-
-double max_relative(const std::vector<float>& got, const std::vector<float>& want) {
-  double max_ref = 0, max_err = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    max_ref = std::max(max_ref, std::abs(double(want[i])));
-    max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
-  }
-  return max_err / max_ref;
+  return test::read_i32(*ref, "input_ids");
 }
 
 class HybridState : public testing::TestWithParam<std::string> {};
@@ -60,8 +49,9 @@ TEST_P(HybridState, DecodeMatchesChunkedPrefill) {
   std::vector<float> decode(size_t(T * V));
   auto b = model.new_state(so);
   for (int64_t t = 0; t < T; ++t) model.forward(*b, &ids[t], 1, &decode[t * V], false);
-  EXPECT_LE(max_relative(decode, prefill), 1e-4);
-  std::printf("[ measured ] %s: decode vs prefill %.3g\n", GetParam().c_str(), max_relative(decode, prefill));
+  EXPECT_LE(test::max_relative_error(decode, prefill), 1e-4);
+  std::printf("[ measured ] %s: decode vs prefill %.3g\n", GetParam().c_str(),
+              test::max_relative_error(decode, prefill));
 
   // Pieces of 37 tokens: chunks restart mid-way with a carried state.
   std::vector<float> pieces(size_t(T * V));
@@ -70,7 +60,7 @@ TEST_P(HybridState, DecodeMatchesChunkedPrefill) {
     const int64_t n = std::min<int64_t>(37, T - t);
     model.forward(*b, &ids[t], n, &pieces[t * V], true);
   }
-  EXPECT_LE(max_relative(pieces, prefill), 1e-4);
+  EXPECT_LE(test::max_relative_error(pieces, prefill), 1e-4);
 }
 
 TEST_P(HybridState, LinearLayersDoNotGrowWithContext) {
@@ -137,8 +127,8 @@ TEST(DeltaRule, ChunkedMatchesRecurrentOnOtherShapes) {
     for (int64_t t = 0; t < T; ++t)
       b.gated_delta_rule(&qkv[t * C], &g[t * p.n_v_heads], &beta[t * p.n_v_heads], s2.data(), p,
                          &o2[t * p.n_v_heads * p.head_v_dim]);
-    EXPECT_LE(max_relative(o1, o2), 1e-4) << "tiled " << tiled;
-    EXPECT_LE(max_relative(s1, s2), 1e-4) << "tiled " << tiled;
+    EXPECT_LE(test::max_relative_error(o1, o2), 1e-4) << "tiled " << tiled;
+    EXPECT_LE(test::max_relative_error(s1, s2), 1e-4) << "tiled " << tiled;
   }
 }
 

@@ -7,20 +7,12 @@
 
 #include "kiln/core/error.h"
 #include "kiln/runtime/engine.h"
+#include "support/reference.h"
 
 namespace kiln {
 namespace {
 
 const std::string kData = KILN_TEST_DATA;
-
-double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double m = 0, r = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    m = std::max(m, std::abs(double(a[i]) - b[i]));
-    r = std::max(r, std::abs(double(b[i])));
-  }
-  return m / r;
-}
 
 std::vector<int32_t> prompt(int n) {
   std::vector<int32_t> ids;
@@ -53,7 +45,7 @@ TEST(KvCache, DecodeTokenByTokenEqualsOnePrefill) {
       e->model().forward(*b, &id, 1, step.data(), false);
       stepped.insert(stepped.end(), step.begin(), step.end());
     }
-    EXPECT_LE(max_rel_diff(stepped, all), 1e-4) << arch;
+    EXPECT_LE(test::max_relative_error(stepped, all), 1e-4) << arch;
   }
 }
 
@@ -72,7 +64,7 @@ TEST(KvCache, F16CacheStaysCloseToF32) {
   auto sb = e->model().new_state(f16);
   e->model().forward(*sa, ids.data(), int64_t(ids.size()), a.data(), true);
   e->model().forward(*sb, ids.data(), int64_t(ids.size()), b.data(), true);
-  const double d = max_rel_diff(b, a);
+  const double d = test::max_relative_error(b, a);
   EXPECT_LE(d, 3e-3);
   EXPECT_GT(d, 0.0);  // it really is a different cache
 }
@@ -96,7 +88,7 @@ TEST(KvCache, TruncateThenContinueMatchesAFreshRun) {
   direct.push_back(6);
   auto t = e->model().new_state(so);
   e->model().forward(*t, direct.data(), int64_t(direct.size()), fresh.data(), false);
-  EXPECT_LE(max_rel_diff(logits, fresh), 1e-5);
+  EXPECT_LE(test::max_relative_error(logits, fresh), 1e-5);
 }
 
 TEST(KvCache, ContextFullIsAClearError) {

@@ -1,0 +1,62 @@
+// Reading reference tensors and comparing logits with them: what every
+// golden test (CPU, GPU, converted files) measures, in one place so the
+// measures cannot drift apart.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "kiln/io/safetensors.h"
+
+namespace kiln::test {
+
+// A tensor of a reference file as a vector; a missing tensor or a wrong type
+// fails the test (and gives an empty vector).
+inline std::vector<float> read_f32(const SafetensorsModel& st, const std::string& name) {
+  const TensorView* t = st.find_tensor(name);
+  EXPECT_NE(t, nullptr) << name;
+  if (!t) return {};
+  EXPECT_EQ(t->dtype, DType::F32) << name;
+  const float* p = static_cast<const float*>(t->data);
+  return std::vector<float>(p, p + t->numel());
+}
+
+inline std::vector<int32_t> read_i32(const SafetensorsModel& st, const std::string& name) {
+  const TensorView* t = st.find_tensor(name);
+  EXPECT_NE(t, nullptr) << name;
+  if (!t) return {};
+  EXPECT_EQ(t->dtype, DType::I32) << name;
+  const int32_t* p = static_cast<const int32_t*>(t->data);
+  return std::vector<int32_t>(p, p + t->numel());
+}
+
+inline double cosine(const float* a, const float* b, int64_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t i = 0; i < n; ++i)
+    ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
+  return ab / std::sqrt(aa * bb);
+}
+
+// Rows t < T of [T, V] logits whose cosine with the reference reaches threshold.
+inline int positions_with_cosine(const std::vector<float>& a, const std::vector<float>& b,
+                                 int64_t T, int64_t V, double threshold) {
+  int n = 0;
+  for (int64_t t = 0; t < T; ++t) n += cosine(&a[size_t(t * V)], &b[size_t(t * V)], V) >= threshold;
+  return n;
+}
+
+// max |got - want| / max |want|.
+inline double max_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double max_ref = 0, max_err = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    max_ref = std::max(max_ref, std::abs(double(want[i])));
+    max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
+  }
+  return max_err / max_ref;
+}
+
+}  // namespace kiln::test
