@@ -119,10 +119,7 @@ class Bitnet final : public Model {
   Bitnet(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
-    const int64_t capacity = state_capacity(o);
-    auto st = std::make_unique<BitnetState>(*backend_, spec_, o, capacity);
-    set_capacity(*st, capacity);
-    st->max_batch = std::max<int64_t>(1, std::min(o.max_batch, capacity));
+    auto st = make_state<BitnetState>(o);
     allocate(st->ws, st->max_batch);
     return st;
   }

@@ -96,10 +96,7 @@ class Hybrid final : public Model {
   Hybrid(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
-    const int64_t capacity = state_capacity(o);
-    auto st = std::make_unique<HybridState>(*backend_, spec_, o, capacity, n_attn_, n_linear_);
-    set_capacity(*st, capacity);
-    st->max_batch = std::max<int64_t>(1, std::min(o.max_batch, capacity));
+    auto st = make_state<HybridState>(o, n_attn_, n_linear_);
     allocate(st->ws, st->max_batch);
     return st;
   }

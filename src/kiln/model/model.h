@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "kiln/backend/backend.h"
@@ -103,6 +104,16 @@ class Model {
   static void advance(SequenceState& s, int64_t n) { s.n_past_ += n; }
   // Positions a new state holds: what was asked, else the model's, at most 4096.
   int64_t state_capacity(const StateOptions& o) const;
+  // A new State(backend, spec, options, capacity, extra...) with its
+  // capacity and its step size (max_batch) set from the options.
+  template <class State, class... Extra>
+  std::unique_ptr<State> make_state(const StateOptions& o, Extra&&... extra) {
+    const int64_t capacity = state_capacity(o);
+    auto st = std::make_unique<State>(*backend_, spec_, o, capacity, std::forward<Extra>(extra)...);
+    set_capacity(*st, capacity);
+    st->max_batch = std::max<int64_t>(1, std::min(o.max_batch, capacity));
+    return st;
+  }
   // Throws unless n more tokens fit the state and every id is in the vocabulary.
   void check_tokens(const SequenceState& s, const int32_t* tokens, int64_t n) const;
   // Splits a forward call into steps of at most max_batch tokens: calls
