@@ -1,47 +1,76 @@
 #!/bin/bash
-# One device session: the CUDA tests, then decode/prefill benchmarks of
-# Qwen3-0.6B- and Qwen3-4B-shaped models. Expects the binaries built
-# elsewhere in .devrun/devrun.tgz (test_cuda, kiln_bench_decode, kiln and the
-# ICU libraries they link; see bench/RESULTS.md).
-#   TESTS=0 skips the tests; SIZES="0.6b 4b" picks the models.
+# One device session: the CUDA tests, then `kiln bench` (llama-bench's method:
+# pp512 from an empty cache, tg128 from an empty cache) on random-weight GGUFs
+# of real shapes made there by `kiln synth`. Expects the binaries built here in
+# .devrun/devrun.txz (bench/pack_devrun.sh: test_cuda, kiln and the shared
+# libraries the device image lacks).
+#   TESTS=0 skips the tests; MODELS="4b:q4_k_m 4b:q8_0" picks the models;
+#   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
+#   KILN_CUDA_MV=stage; PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
+#   summary of decode steps of that model.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p /work /tmp/kd
 [ -e /work/main ] || ln -s "$PWD" /work/main
-# KILN_TEST_DATA is the build tree's path: link a worktree build's too (BUILD_SRC=path).
-[ -n "${BUILD_SRC:-}" ] && [ ! -e "$BUILD_SRC" ] && ln -s "$PWD" "$BUILD_SRC"
-tar xzf .devrun/devrun.tgz -C /tmp/kd
-export LD_LIBRARY_PATH=/tmp/kd:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem --format=csv > $OUT/gpu.txt 2>&1
-cat $OUT/gpu.txt
+tar xJf .devrun/devrun.txz -C /tmp/kd
+export LD_LIBRARY_PATH=/tmp/kd/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+K=/tmp/kd/kiln
+nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem --format=csv,noheader
 if [ "${TESTS:-1}" = 1 ]; then
   timeout 300 /tmp/kd/test_cuda ${GTEST_ARGS:-} > $OUT/test_cuda.log 2>&1
-  echo "test_cuda rc=$?"
-  grep -E "FAILED|PASSED|max relative|cosine >=|Failure|error|Expected|Which is|rel_err|round" $OUT/test_cuda.log | head -50
+  echo "test_cuda rc=$? $(grep -cE '^\[       OK' $OUT/test_cuda.log) ok"
+  grep -E "FAILED|Failure|error:|Expected|Which is|rel|cosine" $OUT/test_cuda.log | head -30
 fi
-B=/tmp/kd/kiln_bench_decode
-S4B="--layers 36 --hidden 2560 --ffn 9728 --heads 32 --kv-heads 8 --head-dim 128"
-bench() {  # name, args...
-  local name=$1; shift
-  timeout 200 $B "$@" > $OUT/bench.log 2>&1
-  echo "== $name rc=$? $(grep -E '^(prefill|decode)' $OUT/bench.log | tr '\n' ' ')"
-  grep -E "weights read" $OUT/bench.log | sed 's/.*weights read/  weights read/'
-  grep -iE "error|kiln_bench" $OUT/bench.log | head -3
+# Device-to-device copy bandwidth (read + write), the ceiling for decode.
+python3 - <<'EOF' 2>/dev/null
+import torch
+x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+torch.cuda.synchronize(); s.record()
+for _ in range(10): y.copy_(x)
+e.record(); torch.cuda.synchronize()
+print("copy bandwidth (read+write): %.0f GB/s" % (2 * x.numel() * 10 / (s.elapsed_time(e) / 1e3) / 1e9))
+EOF
+synth() {  # size type -> path
+  local f=/tmp/synth-$1-$2.gguf
+  [ -e $f ] || timeout 300 $K synth --config bench/configs/qwen$1.json --type $2 $f > /dev/null 2> $OUT/synth.err ||
+    { echo "synth $1 $2 failed: $(tail -2 $OUT/synth.err)"; rm -f $f; return 1; }
+  echo $f
 }
-for size in ${SIZES:-0.6b 4b}; do
-  for t in ${TYPES:-q4_0 q4_K q8_0 bf16}; do
-    if [ $size = 0.6b ]; then args=""; else args="$S4B"; fi
-    f=/tmp/synth-$size-$t.gguf
-    if [ $t = q4_K_M ]; then
-      cfg=bench/configs/qwen3-$size.json
-      timeout 200 /tmp/kd/kiln synth --config $cfg --type q4_k_m $f > /dev/null 2> $OUT/synth.err ||
-        { echo "synth $size failed"; tail -3 $OUT/synth.err; continue; }
-    fi
-    bench "$size $t" --type ${t/q4_K_M/q4_K} $args --out $f
-    [ $size = 0.6b ] && [ $t = q8_0 ] && {
-      KILN_CUDA_FUSE=0 bench "$size $t unfused" --type $t --out $f
-      KILN_CUDA_GRAPHS=0 bench "$size $t no graphs" --type $t --out $f
-    }
-    rm -f $f
+for m in ${MODELS:-3-4b:q4_k_m 3-4b:q8_0 3-4b:q4_0 3-4b:bf16}; do
+  size=${m%%:*}; type=${m##*:}
+  f=$(synth $size $type) || { echo "$f"; continue; }
+  for v in ${VARIANTS:-default}; do
+    case $v in
+      pdl0) env="KILN_CUDA_PDL=0" ;;
+      stage) env="KILN_CUDA_MV=stage" ;;
+      graphs0) env="KILN_CUDA_GRAPHS=0" ;;
+      blocks*) env="KILN_CUDA_MV_BLOCKS=${v#blocks}" ;;
+      f16kv) env="KILN_BENCH_KV=f16" ;;
+      piece*) env="KILN_CUDA_MV_PIECE=${v#piece}" ;;
+      fuse0) env="KILN_CUDA_FUSE=0" ;;
+      *) env="" ;;
+    esac
+    kv=""; [ "$v" = f16kv ] && kv="--cache-type f16"
+    r=$(env KILN_CUDA_STATS=1 $env timeout 240 $K bench $f -p ${PP:-512} -n ${TG:-128} -r ${REPS:-3} $kv --json 2> $OUT/bench.err)
+    echo "$r" > $OUT/bench-$size-$type-$v.json
+    echo "$size $type $v: $(echo "$r" | python3 -c '
+import json,sys
+try:
+  for o in json.load(sys.stdin): print("%s %.1f±%.1f%s" % (o["test"], o["avg_ts"], o["stddev_ts"], " (%.0f GB/s)" % o["avg_gbps"] if "avg_gbps" in o else ""), end="  ")
+except Exception as e: print("no result", e)
+') $(tail -1 $OUT/bench.err | grep -i error)"
+    grep "kiln cuda stats" $OUT/bench.err | sed 's/^/    /'
   done
+  if [ "${PROFILE:-}" = "$m" ]; then
+    timeout 300 ncu --clock-control none --graph-profiling node --launch-skip ${SKIP:-2000} --launch-count ${COUNT:-400} \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --page raw $K bench $f -p 0 -n 64 -r 1 > $OUT/ncu.csv 2> $OUT/ncu.err
+    echo "ncu rc=$?"; python3 bench/ncu_summary.py $OUT/ncu.csv 2>&1 | head -30
+  fi
+  if [ "${PROFILE_PP:-}" = "$m" ]; then  # one 512-token prefill after the 32-token warm-up
+    timeout 300 ncu --clock-control none --graph-profiling node --launch-skip ${SKIP_PP:-0} --launch-count ${COUNT_PP:-2000} \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --page raw $K bench $f -p 512 -n 0 -r 1 > $OUT/ncu_pp.csv 2> $OUT/ncu_pp.err
+    echo "ncu prefill rc=$?"; python3 bench/ncu_summary.py $OUT/ncu_pp.csv 2>&1 | head -30
+  fi
 done

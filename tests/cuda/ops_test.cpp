@@ -10,9 +10,10 @@
 //   activations to int8 per 32 values (scale amax / 127, round half away
 //   from zero) and the reference does the same, 2e-5. Block formats,
 //   prefill: TF32 tensor cores (10-bit mantissas on both operands), 2e-3.
-// - fused decode step (rmsnorm + q/k/v in one launch, silu_mul + down +
-//   residual add): 1e-6 against the same ops run one by one on the GPU; the
-//   per-row arithmetic is the same, so in practice equal.
+// - fused decode step (rmsnorm + q/k/v in one launch, q/k norms + rope +
+//   cache store in one launch, silu_mul + down + residual add): 1e-6 against
+//   the same ops run one by one on the GPU; the per-row arithmetic is the
+//   same, so in practice equal.
 // - Gated DeltaNet ops: 1e-6 against the CPU (both compute in double inside;
 //   only the f32 results' rounding differs), the delta rule 1e-5 (the CPU's
 //   chunked prefill and the GPU's recurrent form differ at ~1e-9).
@@ -187,17 +188,31 @@ TEST_P(FusedStep, MatchesUnfused) {
   const auto x0 = random_vec(size_t(H), 8), nw = random_vec(size_t(H), 9);
   Dev norm(gpu, nw);
   // Allocated once: a free drops the recorded graphs.
+  // Per-head ops between the products and attention (fused into one launch
+  // when recorded): q/k norms of head_dim 64, rotary embedding, the cache store.
+  const int64_t hd = 64, cap = 16, pos = 5;
+  const auto qn = random_vec(size_t(hd), 11), kn = random_vec(size_t(hd), 12);
+  std::vector<float> inv(size_t(hd / 2));
+  for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * float(i) / hd);
+  Dev qnorm(gpu, qn), knorm(gpu, kn), invf(gpu, inv), kc(gpu, size_t(NK * cap)),
+      vc(gpu, size_t(NK * cap));
+  const KvLayer layer{kc.f(), vc.f(), DType::F32, NK / hd, hd, cap};
   Dev x(gpu, x0), h(gpu, size_t(H)), yq(gpu, size_t(NQ)), yk(gpu, size_t(NK)),
       yv(gpu, size_t(NK)), ga(gpu, size_t(F)), up(gpu, size_t(F)), dn(gpu, size_t(H)),
       scratch(gpu, size_t(H));
   auto run = [&](bool deferred, std::vector<float>* outs) {
     gpu.to_device(x.f(), x0.data(), x0.size() * 4);
-    const int32_t id = 1;
+    const int32_t id = 1, position = int32_t(pos);
     if (deferred) gpu.embed(e, &id, 1, scratch.f());
     gpu.rmsnorm(x.f(), norm.f(), 1, H, 1e-6f, h.f());
     gpu.matmul(q, h.f(), 1, yq.f());
     gpu.matmul(k, h.f(), 1, yk.f());
     gpu.matmul(v, h.f(), 1, yv.f());
+    gpu.rmsnorm(yq.f(), qnorm.f(), NQ / hd, hd, 1e-6f, yq.f());
+    gpu.rmsnorm(yk.f(), knorm.f(), NK / hd, hd, 1e-6f, yk.f());
+    gpu.rope(yq.f(), 1, NQ / hd, hd, hd, &position, invf.f(), RopeStyle::Halves);
+    gpu.rope(yk.f(), 1, NK / hd, hd, hd, &position, invf.f(), RopeStyle::Halves);
+    gpu.store_kv(layer, yk.f(), yv.f(), 1, pos);
     gpu.matmul(o, yq.f(), 1, dn.f());  // the output projection, then the residual add
     gpu.add(x.f(), dn.f(), H);
     gpu.rmsnorm(x.f(), norm.f(), 1, H, 1e-6f, h.f());
@@ -206,7 +221,7 @@ TEST_P(FusedStep, MatchesUnfused) {
     gpu.silu_mul(ga.f(), up.f(), F, ga.f());
     gpu.matmul(d, ga.f(), 1, dn.f());
     gpu.add(x.f(), dn.f(), H);
-    for (const Dev* b : {&x, &h, &yq, &yk, &yv, &ga, &dn}) {
+    for (const Dev* b : {&x, &h, &yq, &yk, &yv, &ga, &dn, &kc, &vc}) {
       outs->push_back(0.0f);  // separator
       const auto got = b->get(gpu);
       outs->insert(outs->end(), got.begin(), got.end());

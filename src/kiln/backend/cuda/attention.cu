@@ -72,6 +72,8 @@ __global__ void __launch_bounds__(kWarps * 32)
                       const KT* __restrict__ vc, int hd, int64_t capacity, int n_heads,
                       int group, float scale, const int32_t* __restrict__ start_dev, int S,
                       float* __restrict__ partial, float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   extern __shared__ float smem[];
   float* qs = smem;                    // [hd]
   float* wm = qs + hd;                 // [kWarps]
@@ -142,8 +144,158 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+// The same split for the whole group of query heads that share a KV head
+// (grouped-query attention): each key and value row is read once for all
+// of them instead of once per query head. G <= MAXG query heads per block.
+template <class KT, int DPL, int MAXG>
+__global__ void __launch_bounds__(kWarps * 32)
+    attn_split_gqa_kernel(const float* __restrict__ q, const KT* __restrict__ kc,
+                          const KT* __restrict__ vc, int hd, int64_t capacity, int n_heads,
+                          int n_kv_heads, int G, float scale, const int32_t* __restrict__ start_dev,
+                          int S, float* __restrict__ partial, float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ float smem[];
+  float* qs = smem;                      // [G][hd]
+  float* wm = qs + MAXG * hd;            // [kWarps][MAXG]
+  float* wl = wm + kWarps * MAXG;        // [kWarps][MAXG]
+  float* wacc = wl + kWarps * MAXG;      // [kWarps][MAXG][hd]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int t = blockIdx.x / n_kv_heads, kvh = blockIdx.x % n_kv_heads, split = blockIdx.y;
+  const int h0 = kvh * G;  // first query head of the group
+  const int64_t n_keys = int64_t(*start_dev) + t + 1;
+  const int64_t chunk = ((n_keys + S - 1) / S + 31) / 32 * 32;
+  const int64_t k0 = split * chunk, k1 = min(k0 + chunk, n_keys);
+
+  for (int i = threadIdx.x; i < G * hd; i += blockDim.x)
+    qs[i] = q[(int64_t(t) * n_heads + h0) * hd + i];
+  __syncthreads();
+
+  const KT* kb = kc + int64_t(kvh) * capacity * hd;
+  const KT* vb = vc + int64_t(kvh) * capacity * hd;
+  float m[MAXG], l[MAXG], acc[MAXG][DPL];
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) acc[g][i] = 0.0f;
+  }
+  for (int64_t base = k0 + warp * 32; base < k1; base += kWarps * 32) {
+    const int64_t j = base + lane;
+    float sc[MAXG];
+#pragma unroll
+    for (int g = 0; g < MAXG; ++g) sc[g] = 0.0f;
+    if (j < k1) {
+      const KT* kr = kb + j * hd;
+      // Eight 4-element loads in flight at a time: a lane's key row is
+      // hd / 4 dependent-free loads, and waiting on each in turn made this
+      // loop the kernel's cost.
+      for (int d0 = 0; d0 < hd; d0 += 32) {
+        float kv[8][4];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const int d = d0 + 4 * u;
+          if (d >= hd) {
+            kv[u][0] = kv[u][1] = kv[u][2] = kv[u][3] = 0.0f;
+          } else if constexpr (sizeof(KT) == 4) {
+            const float4 v4 = *reinterpret_cast<const float4*>(kr + d);
+            kv[u][0] = v4.x, kv[u][1] = v4.y, kv[u][2] = v4.z, kv[u][3] = v4.w;
+          } else {
+            const uint2 raw = *reinterpret_cast<const uint2*>(kr + d);
+            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+            kv[u][0] = a.x, kv[u][1] = a.y, kv[u][2] = b.x, kv[u][3] = b.y;
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const int d = d0 + 4 * u;
+          if (d >= hd) break;
+#pragma unroll
+          for (int g = 0; g < MAXG; ++g) {
+            if (g >= G) break;
+            const float* qg = qs + g * hd + d;
+            float acc_s = sc[g];
+            acc_s = fmaf(qg[0], kv[u][0], acc_s);
+            acc_s = fmaf(qg[1], kv[u][1], acc_s);
+            acc_s = fmaf(qg[2], kv[u][2], acc_s);
+            acc_s = fmaf(qg[3], kv[u][3], acc_s);
+            sc[g] = acc_s;
+          }
+        }
+      }
+    }
+    float p[MAXG];
+#pragma unroll
+    for (int g = 0; g < MAXG; ++g) {
+      if (g >= G) break;
+      const float sg = j < k1 ? sc[g] * scale : -INFINITY;
+      const float m_new = fmaxf(m[g], warp_max(sg));
+      const float corr = expf(m[g] - m_new);
+      p[g] = j < k1 ? expf(sg - m_new) : 0.0f;
+      l[g] = l[g] * corr + warp_sum(p[g]);
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) acc[g][i] *= corr;
+      m[g] = m_new;
+    }
+    const int nvalid = int(min(int64_t(32), int64_t(k1 - base)));
+#pragma unroll 4
+    for (int jj = 0; jj < nvalid; ++jj) {
+      const KT* vr = vb + (base + jj) * hd;
+      float v[DPL];
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const int d = lane + 32 * i;
+        v[i] = d < hd ? to_f32(vr[d]) : 0.0f;
+      }
+#pragma unroll
+      for (int g = 0; g < MAXG; ++g) {
+        if (g >= G) break;
+        const float pj = __shfl_sync(0xffffffffu, p[g], jj);
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) acc[g][i] = fmaf(pj, v[i], acc[g][i]);
+      }
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < MAXG; ++g) {
+    if (g >= G) break;
+    if (lane == 0) wm[warp * MAXG + g] = m[g], wl[warp * MAXG + g] = l[g];
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) wacc[(warp * MAXG + g) * hd + d] = acc[g][i];
+    }
+  }
+  __syncthreads();
+  for (int g = 0; g < G; ++g) {
+    float M = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wm[w * MAXG + g]);
+    float f[kWarps], L = 0.0f;
+    for (int w = 0; w < kWarps; ++w) {
+      const float mw = wm[w * MAXG + g];
+      f[w] = mw == -INFINITY ? 0.0f : expf(mw - M);
+      L += wl[w * MAXG + g] * f[w];
+    }
+    const int64_t bh = int64_t(t) * n_heads + h0 + g;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+      float a = 0.0f;
+      for (int w = 0; w < kWarps; ++w) a += wacc[(w * MAXG + g) * hd + d] * f[w];
+      if (S == 1) {
+        out[bh * hd + d] = a / L;
+      } else {
+        float* pp = partial + (bh * S + split) * (hd + 2);
+        pp[2 + d] = a;
+        if (d == 0) pp[0] = M, pp[1] = L;
+      }
+    }
+  }
+}
+
 __global__ void attn_combine_kernel(const float* __restrict__ partial, int hd, int S,
                                     float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   const int bh = blockIdx.x;
   const float* pp = partial + int64_t(bh) * S * (hd + 2);
   float M = -INFINITY;
@@ -176,6 +328,8 @@ __global__ void __launch_bounds__(kWarps * 32)
                         const KT* __restrict__ vc, int hd, int64_t capacity, int T, int n_heads,
                         int group, float scale, const int32_t* __restrict__ start_dev,
                         float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   extern __shared__ float smem[];
   const int kstride = hd + 1;             // padded: lane j reads row j conflict-free
   float* ks = smem;                       // [kKTile][hd + 1]
@@ -281,14 +435,28 @@ struct SplitLaunch {
   static void run(const float* q, const void* kc, const void* vc, int64_t hd, int64_t capacity,
                   int64_t T, int64_t n_heads, int64_t group, float scale, const int32_t* start,
                   int S, float* partial, float* out, cudaStream_t s) {
+    constexpr int kMaxGroup = 8;
+    if (group <= kMaxGroup && hd % 4 == 0) {
+      const int64_t n_kv = n_heads / group;
+      const size_t smem =
+          size_t(kMaxGroup * hd + 2 * kWarps * kMaxGroup + kWarps * kMaxGroup * hd) * sizeof(float);
+      auto kernel = attn_split_gqa_kernel<KT, DPL, kMaxGroup>;
+      if (smem > 48 * 1024)
+        check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+              "attention shared memory");
+      launch(kernel, dim3(unsigned(T * n_kv), unsigned(S)), kWarps * 32, smem, s, "attention",
+             q, static_cast<const KT*>(kc), static_cast<const KT*>(vc), int(hd), capacity,
+             int(n_heads), int(n_kv), int(group), scale, start, S, partial, out);
+      return;
+    }
     const size_t smem = size_t(hd + 2 * kWarps + kWarps * hd) * sizeof(float);
     auto kernel = attn_split_kernel<KT, DPL>;
     if (smem > 48 * 1024)
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
             "attention shared memory");
-    kernel<<<dim3(unsigned(T * n_heads), unsigned(S)), kWarps * 32, smem, s>>>(
-        q, static_cast<const KT*>(kc), static_cast<const KT*>(vc), int(hd), capacity,
-        int(n_heads), int(group), scale, start, S, partial, out);
+    launch(kernel, dim3(unsigned(T * n_heads), unsigned(S)), kWarps * 32, smem, s, "attention", q,
+           static_cast<const KT*>(kc), static_cast<const KT*>(vc), int(hd), capacity, int(n_heads),
+           int(group), scale, start, S, partial, out);
   }
 };
 
@@ -302,9 +470,9 @@ struct PrefillLaunch {
     if (smem > 48 * 1024)
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
             "attention shared memory");
-    kernel<<<dim3(unsigned((T + kQTile - 1) / kQTile), unsigned(n_heads)), kWarps * 32, smem, s>>>(
-        q, static_cast<const KT*>(kc), static_cast<const KT*>(vc), int(hd), capacity, int(T),
-        int(n_heads), int(group), scale, start, out);
+    launch(kernel, dim3(unsigned((T + kQTile - 1) / kQTile), unsigned(n_heads)), kWarps * 32, smem,
+           s, "attention (prefill)", q, static_cast<const KT*>(kc), static_cast<const KT*>(vc),
+           int(hd), capacity, int(T), int(n_heads), int(group), scale, start, out);
   }
 };
 
@@ -320,8 +488,8 @@ void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t
                            scale, start_dev, splits, partial, out, s);
   check_launch("attention");
   if (splits > 1) {
-    attn_combine_kernel<<<unsigned(T * n_heads), 128, 0, s>>>(partial, int(head_dim), splits, out);
-    check_launch("attention (combine)");
+    launch(attn_combine_kernel, unsigned(T * n_heads), 128, 0, s, "attention (combine)",
+           partial, int(head_dim), splits, out);
   }
 }
 

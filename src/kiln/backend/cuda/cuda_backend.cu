@@ -23,7 +23,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <string>
 #include <numeric>
 #include <unordered_map>
 #include <unordered_set>
@@ -38,6 +42,12 @@ namespace cuda {
 void fail_cuda(cudaError_t e, const char* what) {
   fail("CUDA error in ", what, ": ", cudaGetErrorString(e), " (", cudaGetErrorName(e), ")");
 }
+
+namespace {
+bool g_pdl = true;
+}
+bool pdl_enabled() { return g_pdl; }
+void set_pdl_enabled(bool on) { g_pdl = on; }
 
 }  // namespace cuda
 
@@ -76,10 +86,18 @@ Rec blank(Op op) {
 }
 
 uint64_t hash_recs(const std::vector<Rec>& recs) {
-  // FNV-1a over the bytes.
+  // FNV-1a style over 8-byte words (a step is ~40 KB of records, hashed on
+  // every decode step: a byte at a time cost tens of microseconds).
+  static_assert(sizeof(Rec) % 8 == 0);
   uint64_t h = 1469598103934665603ull;
+  const size_t words = recs.size() * sizeof(Rec) / 8;
   const auto* b = reinterpret_cast<const uint8_t*>(recs.data());
-  for (size_t i = 0; i < recs.size() * sizeof(Rec); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t w;
+    std::memcpy(&w, b + 8 * i, 8);
+    h = (h ^ w) * 1099511628211ull;
+    h ^= h >> 29;
+  }
   return h;
 }
 
@@ -107,13 +125,35 @@ class CudaBackend final : public Backend {
     partial_ = static_cast<float*>(raw_alloc(kPartialBytes, "attention scratch"));
     counter_ = static_cast<unsigned*>(raw_alloc(sizeof(unsigned), "a counter"));
     check(cudaMemset(counter_, 0, sizeof(unsigned)), "a counter");
+    scratch_.counter = counter_;
+    scratch_.input = static_cast<uint8_t*>(raw_alloc(kInputBytes, "matvec input"));
+    scratch_.input_bytes = kInputBytes;
     const char* env = std::getenv("KILN_CUDA_GRAPHS");
     graphs_enabled_ = !(env && std::string(env) == "0");
+    if (const char* st = std::getenv("KILN_CUDA_STATS"); st && std::string(st) == "1")
+      stats_ = std::make_unique<Stats>();
     const char* fuse = std::getenv("KILN_CUDA_FUSE");
     fuse_enabled_ = !(fuse && std::string(fuse) == "0");
+    // Programmatic dependent launch needs compute capability 9.0 (Hopper).
+    const char* pdl = std::getenv("KILN_CUDA_PDL");
+    cuda::set_pdl_enabled(prop.major >= 9 && !(pdl && std::string(pdl) == "0"));
   }
 
   ~CudaBackend() override {
+    if (stats_) {
+      std::fprintf(stderr,
+                   "kiln cuda stats: steps replayed %lld, captured %lld, capture failed %lld, "
+                   "run eagerly %lld (%lld ops); ops outside steps %lld\n",
+                   (long long)stats_->replayed, (long long)stats_->captured,
+                   (long long)stats_->capture_failed, (long long)stats_->eager_steps,
+                   (long long)stats_->eager_step_ops, (long long)stats_->direct_ops);
+      for (const auto& [why, n] : stats_->ended_by)
+        std::fprintf(stderr, "kiln cuda stats: %lld steps ended by %s\n", (long long)n,
+                     why.c_str());
+      if (!stats_->last_failure.empty())
+        std::fprintf(stderr, "kiln cuda stats: last capture failure: %s\n",
+                     stats_->last_failure.c_str());
+    }
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
     for (auto& [h, g] : graphs_) cudaGraphExecDestroy(g.exec);
@@ -122,6 +162,7 @@ class CudaBackend final : public Backend {
     if (dq_) cudaFree(dq_);
     cudaFree(partial_);
     cudaFree(counter_);
+    cudaFree(scratch_.input);
     cudaFree(args_dev_);
     cudaFreeHost(args_host_);
     cudaFreeHost(out_host_);
@@ -136,7 +177,7 @@ class CudaBackend final : public Backend {
   // ------------------------------------------------------------------ memory
 
   void* alloc(size_t bytes) override {
-    flush();
+    flush("alloc");
     return raw_alloc(bytes, "a buffer");
   }
   // Called from destructors, also while an error unwinds: never throws. A
@@ -144,7 +185,7 @@ class CudaBackend final : public Backend {
   // already getting that fault's message.
   void free(void* p) override {
     try {
-      flush();
+      flush("free");
     } catch (const Error&) {
     }
     // A graph may hold nodes on this memory (a copy, a memset): a new buffer
@@ -153,7 +194,7 @@ class CudaBackend final : public Backend {
     if (p && cudaFree(p) != cudaSuccess) cudaGetLastError();
   }
   void to_device(void* dst, const void* host, size_t bytes) override {
-    flush();
+    flush("to_device");
     check(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_), "copy to the GPU");
     check(cudaStreamSynchronize(stream_), "copy to the GPU");
   }
@@ -166,10 +207,10 @@ class CudaBackend final : public Backend {
       copy_out_.push_back({host, out_used_, bytes});
       out_used_ += (bytes + 255) / 256 * 256;
       recs_.push_back(r);
-      flush();
+      flush("to_host");
       return;
     }
-    flush();
+    flush("to_host (too large to stage)");
     check(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy from the GPU");
     check(cudaStreamSynchronize(stream_), "copy from the GPU");
   }
@@ -180,12 +221,12 @@ class CudaBackend final : public Backend {
     submit(r);
   }
   void synchronize() override {
-    flush();
+    flush("synchronize");
     check(cudaStreamSynchronize(stream_), "synchronize");
   }
 
   Weight load_weight(const TensorView& view) override {
-    flush();
+    flush("load_weight");
     KILN_CHECK(cuda::format_supported(view.dtype), "tensor ", view.name, ": block type ",
                dtype_name(view.dtype), " is not supported by the CUDA backend");
     Weight w;
@@ -456,6 +497,7 @@ class CudaBackend final : public Backend {
   static constexpr size_t kStepArgBytes = 1 << 20;  // its first part: a deferred step's
   static constexpr size_t kOutBytes = 8 << 20;      // pinned staging of a step's outputs
   static constexpr size_t kPartialBytes = 8 << 20;  // flash-decoding partials
+  static constexpr size_t kInputBytes = 2 << 20;    // a fused product's prepared input
   static constexpr size_t kChunkBytes = 256 << 20;  // weight chunk
   static constexpr size_t kDequantBytes = 64 << 20; // prefill dequantization tile
   static constexpr size_t kMaxGraphs = 16;
@@ -498,7 +540,7 @@ class CudaBackend final : public Backend {
         step_used_ += padded;
         return uint32_t(off);
       }
-      flush();  // an unusually large step: run it eagerly
+      flush("argument area full");  // an unusually large step: run it eagerly
     }
     if (ring_ + padded > kArgBytes) {
       // The pinned ring wraps: earlier copies out of it must have finished.
@@ -515,10 +557,12 @@ class CudaBackend final : public Backend {
   }
 
   void submit(const Rec& r) {
-    if (deferring_)
+    if (deferring_) {
       recs_.push_back(r);
-    else
+    } else {
+      if (stats_) ++stats_->direct_ops;
       execute(r);
+    }
   }
 
   void begin_deferred() {
@@ -536,10 +580,11 @@ class CudaBackend final : public Backend {
 
   // Ends a deferred step: replays a matching graph, captures one for a
   // step seen before, or runs the ops eagerly.
-  void flush() {
+  void flush(const char* why = "an op outside the step") {
     if (!deferring_) return;
     deferring_ = false;
     if (recs_.empty()) return;
+    if (stats_) ++stats_->ended_by[why];
     const uint64_t h = hash_recs(recs_);
     auto it = graphs_.find(h);
     bool ran = false;
@@ -548,10 +593,13 @@ class CudaBackend final : public Backend {
       copy_step_args();
       check(cudaGraphLaunch(it->second.exec, stream_), "graph replay");
       ran = true;
+      if (stats_) ++stats_->replayed;
     } else if (seen_.count(h)) {
       ran = capture(h);
+      if (stats_) ++(ran ? stats_->captured : stats_->capture_failed);
     }
     if (!ran) {
+      if (stats_) ++stats_->eager_steps, stats_->eager_step_ops += recs_.size();
       seen_.insert(h);
       if (seen_.size() > 1024) seen_.clear();
       copy_step_args();
@@ -593,10 +641,11 @@ class CudaBackend final : public Backend {
                             cudaMemcpyHostToDevice, stream_),
             "argument copy");
       run_recs();
-    } catch (...) {
+    } catch (const std::exception& ex) {
       cudaStreamEndCapture(stream_, &graph);
       if (graph) cudaGraphDestroy(graph);
       cudaGetLastError();
+      if (stats_) stats_->last_failure = ex.what();
       return false;
     }
     check(cudaStreamEndCapture(stream_, &graph), "graph capture");
@@ -605,6 +654,7 @@ class CudaBackend final : public Backend {
     cudaGraphDestroy(graph);
     if (e != cudaSuccess) {
       cudaGetLastError();
+      if (stats_) stats_->last_failure = cat("cudaGraphInstantiate: ", cudaGetErrorString(e));
       return false;
     }
     Graph g;
@@ -626,7 +676,8 @@ class CudaBackend final : public Backend {
   // and the residual add behind a product.
   void run_recs() {
     for (size_t i = 0; i < recs_.size();) {
-      const size_t used = fuse_enabled_ ? fuse_at(i) : 0;
+      size_t used = fuse_enabled_ ? fuse_heads_at(i) : 0;
+      if (!used && fuse_enabled_) used = fuse_at(i);
       if (used) {
         i += used;
       } else {
@@ -634,6 +685,61 @@ class CudaBackend final : public Backend {
         ++i;
       }
     }
+  }
+
+  // [rmsnorm q, rmsnorm k (in place, per head)], rope q, rope k, store_kv:
+  // the per-head ops between the products and attention, as one launch.
+  size_t fuse_heads_at(size_t i) {
+    const size_t n = recs_.size();
+    size_t at = i;
+    const Rec* nq = nullptr;
+    const Rec* nk = nullptr;
+    if (at + 1 < n && recs_[at].op == Op::Rmsnorm && recs_[at + 1].op == Op::Rmsnorm) {
+      nq = &recs_[at];
+      nk = &recs_[at + 1];
+      if (nq->p[0] != nq->p[2] || nk->p[0] != nk->p[2] || nq->n[1] != nk->n[1]) return 0;
+      at += 2;
+    }
+    if (at + 2 >= n) return 0;
+    const Rec& rq = recs_[at];
+    const Rec& rk = recs_[at + 1];
+    const Rec& st = recs_[at + 2];
+    if (rq.op != Op::Rope || rk.op != Op::Rope || st.op != Op::StoreKv) return 0;
+    const int64_t T = rq.n[0], hd = rq.n[2];
+    if (rk.n[0] != T || rk.n[2] != hd || rk.n[3] != rq.n[3] || rk.p[1] != rq.p[1] ||
+        rk.flag != rq.flag || hd > cuda::kMaxHeadDim || rq.n[3] % 2 != 0)
+      return 0;
+    if (std::memcmp(args_host_ + rq.arg, args_host_ + rk.arg, size_t(T) * sizeof(int32_t)) != 0)
+      return 0;
+    if (st.p[2] != rk.p[0] || st.n[3] != T || st.n[0] != rk.n[1] || st.n[1] != hd) return 0;
+    if (nq && (nq->p[0] != rq.p[0] || nk->p[0] != rk.p[0] || nq->n[1] != hd ||
+               nq->n[0] != T * rq.n[1] || nk->n[0] != T * rk.n[1]))
+      return 0;
+    cuda::HeadOps h;
+    h.q = static_cast<float*>(const_cast<void*>(rq.p[0]));
+    h.k = static_cast<float*>(const_cast<void*>(rk.p[0]));
+    h.v = static_cast<const float*>(st.p[3]);
+    if (nq) {
+      h.q_norm = static_cast<const float*>(nq->p[1]);
+      h.k_norm = static_cast<const float*>(nk->p[1]);
+      if (nq->f != nk->f) return 0;
+      h.eps = nq->f;
+    }
+    h.T = T;
+    h.n_heads = int(rq.n[1]);
+    h.n_kv_heads = int(rk.n[1]);
+    h.head_dim = int(hd);
+    h.rope_half = int(rq.n[3] / 2);
+    h.halves = RopeStyle(rq.flag) == RopeStyle::Halves;
+    h.positions = arg_ptr(rq.arg);
+    h.inv_freq = static_cast<const float*>(rq.p[1]);
+    h.kc = const_cast<void*>(st.p[0]);
+    h.vc = const_cast<void*>(st.p[1]);
+    h.f16 = st.flag != 0;
+    h.capacity = st.n[2];
+    h.start = arg_ptr(st.arg);
+    cuda::head_ops(h, stream_);
+    return at + 3 - i;
   }
 
   size_t fuse_at(size_t i) {
@@ -669,7 +775,7 @@ class CudaBackend final : public Backend {
     j.row_bytes = size_t(f.n[0]);
     j.K = f.n[2];
     j.T = f.n[3];
-    if (!cuda::matvec_fused_ok(j.dtype, j.K, j.T, j.row_bytes)) return 0;
+    if (!cuda::matvec_fused_ok(j.dtype, j.K, j.T, j.row_bytes, scratch_.input_bytes)) return 0;
     auto clashes = [&](const void* p) {
       if (p == f.p[1] || p == j.x || p == j.x2 || (j.mat && p == j.mat)) return true;
       for (int s = 0; s < j.nseg; ++s)
@@ -692,7 +798,7 @@ class CudaBackend final : public Backend {
       j.add_to = static_cast<float*>(const_cast<void*>(recs_[q].p[0]));
       ++q;
     }
-    cuda::matvec_fused(j, counter_, stream_);
+    cuda::matvec_fused(j, scratch_, stream_);
     return q - i;
   }
 
@@ -704,7 +810,7 @@ class CudaBackend final : public Backend {
         const int64_t N = r.n[1], K = r.n[2], T = r.n[3];
         const auto* x = static_cast<const float*>(r.p[1]);
         auto* y = static_cast<float*>(const_cast<void*>(r.p[2]));
-        if (cuda::matvec_fused_ok(t, K, T, size_t(r.n[0]))) {
+        if (cuda::matvec_fused_ok(t, K, T, size_t(r.n[0]), scratch_.input_bytes)) {
           cuda::MatvecJob j;
           j.dtype = t;
           j.row_bytes = size_t(r.n[0]);
@@ -715,7 +821,7 @@ class CudaBackend final : public Backend {
           j.n[0] = N;
           j.nseg = 1;
           j.x = x;
-          cuda::matvec_fused(j, counter_, s);
+          cuda::matvec_fused(j, scratch_, s);
         } else if (T <= cuda::kMaxMatvecTokens) {
           cuda::matvec(t, r.p[0], size_t(r.n[0]), N, K, x, T, y, s);
         } else {
@@ -855,6 +961,7 @@ class CudaBackend final : public Backend {
   uint8_t* out_host_ = nullptr;
   float* partial_ = nullptr;
   unsigned* counter_ = nullptr;  // matvec_fused's ticket
+  cuda::MatvecScratch scratch_;
   float* dq_ = nullptr;
   std::vector<float> route_buf_;
   bool prefill_attention_ = true;
@@ -862,6 +969,15 @@ class CudaBackend final : public Backend {
   std::vector<void*> chunks_;
   uint8_t* chunk_ = nullptr;
   size_t chunk_left_ = 0;
+
+  // KILN_CUDA_STATS=1: how decode steps ran (printed when the backend ends).
+  struct Stats {
+    int64_t replayed = 0, captured = 0, capture_failed = 0, eager_steps = 0, eager_step_ops = 0,
+            direct_ops = 0;
+    std::map<std::string, int64_t> ended_by;
+    std::string last_failure;
+  };
+  std::unique_ptr<Stats> stats_;
 
   bool graphs_enabled_ = true;
   bool fuse_enabled_ = true;  // KILN_CUDA_FUSE=0 runs each recorded op alone

@@ -20,6 +20,50 @@ inline void check(cudaError_t e, const char* what) {
 // kernel at the next synchronisation.
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 
+// Programmatic dependent launch (Hopper): a kernel launched with launch()
+// may start while the kernel before it on the stream is still running, so
+// that its blocks are resident and its weight loads in flight the moment the
+// earlier kernel's results are ready; a decode step is ~10 small kernels per
+// layer, and without this each pays a launch and a DRAM round trip in turn.
+// The contract, kept by every kernel of the backend: call pdl_wait() before
+// touching any memory an earlier kernel writes or reads (activations,
+// caches, scratch), and read only immutable memory (weights) before it.
+// pdl_trigger() lets the next kernel be scheduled; calling it first thing is
+// safe because the next kernel waits in pdl_wait() for this one to finish.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether launch() asks for programmatic dependent launch (KILN_CUDA_PDL=0
+// turns it off, to compare; it needs compute capability 9.0).
+bool pdl_enabled();
+void set_pdl_enabled(bool on);
+
+// kernel<<<grid, block, smem, s>>>(args...), as a programmatic dependent
+// launch where enabled. Checks the launch.
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+            const char* what, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), what);
+}
+
 // Every block format the kernels decode (all that kiln computes on).
 bool format_supported(DType t);
 
@@ -52,10 +96,16 @@ struct MatvecJob {
   float* mat = nullptr;
   float* add_to = nullptr;
 };
+// Device scratch the fused products share on a stream: counter, one zeroed
+// word; input, where the Hopper path prepares each product's input once.
+struct MatvecScratch {
+  unsigned* counter = nullptr;
+  uint8_t* input = nullptr;
+  size_t input_bytes = 0;
+};
 // Whether matvec_fused takes this format, width and token count.
-bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes);
-// counter: one zeroed device word, shared by all launches on the stream.
-void matvec_fused(const MatvecJob& job, unsigned* counter, cudaStream_t s);
+bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scratch_bytes);
+void matvec_fused(const MatvecJob& job, const MatvecScratch& scratch, cudaStream_t s);
 // out[i, :] = row (ids ? ids[i] : row0 + i) of W as f32, for i < rows.
 void dequant_rows(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
                   int64_t K, const int32_t* ids, float* out, cudaStream_t s);
@@ -74,6 +124,33 @@ void gather_rows(const float* x, const int32_t* rows_dev, int64_t n, int64_t dim
                  cudaStream_t s);
 void scatter_add_rows(float* y, const float* x, const int32_t* rows_dev,
                       const float* scales_dev, int64_t n, int64_t dim, cudaStream_t s);
+
+// The per-head ops between the q/k/v products and attention, in one launch
+// (elementwise.cu): q and k rows rms-normed in place with q_norm / k_norm
+// (if not null), rotated (if rope_half > 0: the first 2 * rope_half of each
+// head, positions[t] per token), and k and v stored into the cache at
+// *start + t (if kc is not null). Same results as rmsnorm, rope and store_kv.
+inline constexpr int kMaxHeadDim = 256;
+struct HeadOps {
+  float* q = nullptr;
+  float* k = nullptr;
+  const float* v = nullptr;
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  int64_t T = 0;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  float eps = 0.0f;
+  int rope_half = 0;
+  bool halves = false;
+  const int32_t* positions = nullptr;
+  const float* inv_freq = nullptr;
+  void* kc = nullptr;
+  void* vc = nullptr;
+  bool f16 = false;
+  int64_t capacity = 0;
+  const int32_t* start = nullptr;
+};
+void head_ops(const HeadOps& a, cudaStream_t s);
 
 // Gated DeltaNet (deltanet.cu): the ops of the same names in backend.h.
 void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int64_t kernel,

@@ -31,6 +31,8 @@ constexpr int kMaxConvKernel = 8;
 __global__ void conv1d_silu_kernel(const float* __restrict__ x, int64_t T, int64_t C,
                                    const float* __restrict__ weight, int kernel, float* state,
                                    float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const int hist = kernel - 1;
@@ -59,6 +61,8 @@ __global__ void conv1d_silu_kernel(const float* __restrict__ x, int64_t T, int64
 __global__ void gates_kernel(const float* a, const float* b, const float* __restrict__ A,
                              const float* __restrict__ dt_bias, int64_t T, int64_t H, float* g,
                              float* beta) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * H) return;
   const int64_t h = i % H;
@@ -81,6 +85,8 @@ struct RuleArgs {
 
 // Block (32 threads) = value head blockIdx.x, columns 32 * blockIdx.y ...
 __global__ void __launch_bounds__(32) delta_rule_kernel(const __grid_constant__ RuleArgs a) {
+  pdl_trigger();
+  pdl_wait();
   extern __shared__ double sm[];
   const int64_t dk = a.dk, dv = a.dv;
   double* S = sm;             // [dk][32]
@@ -142,6 +148,8 @@ __global__ void __launch_bounds__(32) delta_rule_kernel(const __grid_constant__ 
 // One warp per row.
 __global__ void rmsnorm_gated_kernel(const float* x, const float* __restrict__ w, const float* z,
                                      int64_t rows, int64_t dim, float eps, float* y) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;
@@ -158,6 +166,8 @@ __global__ void rmsnorm_gated_kernel(const float* x, const float* __restrict__ w
 
 __global__ void sigmoid_mul_kernel(float* x, const float* __restrict__ gate, int64_t rows,
                                    int64_t dim, bool per_row) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * dim) return;
   x[i] *= sigmoid_f(gate[per_row ? i / dim : i]);
@@ -170,15 +180,15 @@ void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int6
   KILN_CHECK(kernel >= 1 && kernel <= kMaxConvKernel, "conv1d_silu: kernel ", kernel,
              " is over the CUDA backend's limit of ", kMaxConvKernel);
   if (T <= 0 || C <= 0) return;
-  conv1d_silu_kernel<<<grid_for(C, 128), 128, 0, s>>>(x, T, C, weight, int(kernel), state, out);
-  check_launch("conv1d_silu");
+  launch(conv1d_silu_kernel, grid_for(C, 128), 128, 0, s, "conv1d_silu",
+         x, T, C, weight, int(kernel), state, out);
 }
 
 void deltanet_gates(const float* a, const float* b, const float* A, const float* dt_bias,
                     int64_t T, int64_t H, float* g, float* beta, cudaStream_t s) {
   if (T * H <= 0) return;
-  gates_kernel<<<grid_for(T * H, 256), 256, 0, s>>>(a, b, A, dt_bias, T, H, g, beta);
-  check_launch("deltanet_gates");
+  launch(gates_kernel, grid_for(T * H, 256), 256, 0, s, "deltanet_gates",
+         a, b, A, dt_bias, T, H, g, beta);
 }
 
 void gated_delta_rule(const float* qkv, const float* g, const float* beta, float* state,
@@ -198,22 +208,22 @@ void gated_delta_rule(const float* qkv, const float* g, const float* beta, float
     raised = true;
   }
   RuleArgs a{qkv, g, beta, state, out, T, nk, nv, dk, dv, tiled};
-  delta_rule_kernel<<<dim3(unsigned(nv), unsigned((dv + 31) / 32)), 32, smem, s>>>(a);
-  check_launch("gated_delta_rule");
+  launch(delta_rule_kernel, dim3(unsigned(nv), unsigned((dv + 31) / 32)), 32, smem, s,
+         "gated_delta_rule", a);
 }
 
 void rmsnorm_gated(const float* x, const float* w, const float* z, int64_t rows, int64_t dim,
                    float eps, float* y, cudaStream_t s) {
   if (rows <= 0) return;
-  rmsnorm_gated_kernel<<<grid_for(rows, 8), 256, 0, s>>>(x, w, z, rows, dim, eps, y);
-  check_launch("rmsnorm_gated");
+  launch(rmsnorm_gated_kernel, grid_for(rows, 8), 256, 0, s, "rmsnorm_gated",
+         x, w, z, rows, dim, eps, y);
 }
 
 void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim, bool per_row,
                  cudaStream_t s) {
   if (rows * dim <= 0) return;
-  sigmoid_mul_kernel<<<grid_for(rows * dim, 256), 256, 0, s>>>(x, gate, rows, dim, per_row);
-  check_launch("sigmoid_mul");
+  launch(sigmoid_mul_kernel, grid_for(rows * dim, 256), 256, 0, s, "sigmoid_mul",
+         x, gate, rows, dim, per_row);
 }
 
 }  // namespace kiln::cuda

@@ -16,6 +16,8 @@ constexpr int kNormThreads = 256;
 __global__ void __launch_bounds__(kNormThreads)
     rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t rows,
                    int64_t dim, float eps, float* y) {
+  pdl_trigger();
+  pdl_wait();
   __shared__ float part[kNormThreads / 32];
   const int64_t row = blockIdx.x;
   const float* xr = x + row * dim;
@@ -43,6 +45,8 @@ __global__ void __launch_bounds__(kNormThreads)
 __global__ void rope_kernel(float* x, int64_t T, int64_t n_heads, int64_t head_dim,
                             int64_t half, const int32_t* __restrict__ positions,
                             const float* __restrict__ inv_freq, bool halves) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * n_heads * half) return;
   const int64_t f = i % half, th = i / half, t = th / n_heads;
@@ -62,6 +66,8 @@ __global__ void store_kv_kernel(void* kc, void* vc, bool f16, int64_t n_kv_heads
                                 int64_t head_dim, int64_t capacity, const float* __restrict__ k,
                                 const float* __restrict__ v, int64_t T,
                                 const int32_t* __restrict__ start) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * n_kv_heads * head_dim) return;
   const int64_t d = i % head_dim, th = i / head_dim, h = th % n_kv_heads, t = th / n_kv_heads;
@@ -76,6 +82,8 @@ __global__ void store_kv_kernel(void* kc, void* vc, bool f16, int64_t n_kv_heads
 }
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, float* out) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float g = gate[i];
@@ -83,12 +91,16 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, f
 }
 
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] += y[i];
 }
 
 __global__ void gather_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
                               int64_t n, int64_t dim, float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n * dim) return;
   out[i] = x[int64_t(rows[i / dim]) * dim + i % dim];
@@ -99,6 +111,8 @@ __global__ void gather_kernel(const float* __restrict__ x, const int32_t* __rest
 __global__ void scatter_add_kernel(float* y, const float* __restrict__ x,
                                    const int32_t* __restrict__ rows,
                                    const float* __restrict__ scales, int64_t n, int64_t dim) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n * dim) return;
   const int64_t r = i / dim;
@@ -111,17 +125,16 @@ __global__ void scatter_add_kernel(float* y, const float* __restrict__ x,
 void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y,
              cudaStream_t s) {
   if (rows <= 0) return;
-  rmsnorm_kernel<<<unsigned(rows), kNormThreads, 0, s>>>(x, w, rows, dim, eps, y);
-  check_launch("rmsnorm");
+  launch(rmsnorm_kernel, unsigned(rows), kNormThreads, 0, s, "rmsnorm",
+         x, w, rows, dim, eps, y);
 }
 
 void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t rot_dims,
           const int32_t* positions, const float* inv_freq, RopeStyle style, cudaStream_t s) {
   const int64_t half = rot_dims / 2, n = T * n_heads * half;
   if (n <= 0) return;
-  rope_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, T, n_heads, head_dim, half, positions,
-                                               inv_freq, style == RopeStyle::Halves);
-  check_launch("rope");
+  launch(rope_kernel, grid_for(n, 256), 256, 0, s, "rope",
+         x, T, n_heads, head_dim, half, positions, inv_freq, style == RopeStyle::Halves);
 }
 
 void store_kv(void* kc, void* vc, bool f16, int64_t n_kv_heads, int64_t head_dim,
@@ -129,35 +142,118 @@ void store_kv(void* kc, void* vc, bool f16, int64_t n_kv_heads, int64_t head_dim
               cudaStream_t s) {
   const int64_t n = T * n_kv_heads * head_dim;
   if (n <= 0) return;
-  store_kv_kernel<<<grid_for(n, 256), 256, 0, s>>>(kc, vc, f16, n_kv_heads, head_dim, capacity,
-                                                   k, v, T, start);
-  check_launch("store_kv");
+  launch(store_kv_kernel, grid_for(n, 256), 256, 0, s, "store_kv",
+         kc, vc, f16, n_kv_heads, head_dim, capacity, k, v, T, start);
 }
 
 void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t s) {
   if (n <= 0) return;
-  silu_mul_kernel<<<grid_for(n, 256), 256, 0, s>>>(gate, up, n, out);
-  check_launch("silu_mul");
+  launch(silu_mul_kernel, grid_for(n, 256), 256, 0, s, "silu_mul",
+         gate, up, n, out);
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, y, n);
-  check_launch("add");
+  launch(add_kernel, grid_for(n, 256), 256, 0, s, "add",
+         x, y, n);
 }
 
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t dim, float* out,
                  cudaStream_t s) {
   if (n * dim <= 0) return;
-  gather_kernel<<<grid_for(n * dim, 256), 256, 0, s>>>(x, rows, n, dim, out);
-  check_launch("gather_rows");
+  launch(gather_kernel, grid_for(n * dim, 256), 256, 0, s, "gather_rows",
+         x, rows, n, dim, out);
 }
 
 void scatter_add_rows(float* y, const float* x, const int32_t* rows, const float* scales,
                       int64_t n, int64_t dim, cudaStream_t s) {
   if (n * dim <= 0) return;
-  scatter_add_kernel<<<grid_for(n * dim, 256), 256, 0, s>>>(y, x, rows, scales, n, dim);
-  check_launch("scatter_add_rows");
+  launch(scatter_add_kernel, grid_for(n * dim, 256), 256, 0, s, "scatter_add_rows",
+         y, x, rows, scales, n, dim);
+}
+
+}  // namespace kiln::cuda
+
+// ----------------------------------------------------- fused attention heads
+namespace kiln::cuda {
+namespace {
+
+// One warp per head row: the q rows, then the k rows, then the v rows.
+// q and k rows are rms-normed in place (if a weight is given) and rotated;
+// k and v rows are stored into the cache at their position. Each step has
+// exactly the arithmetic of its standalone kernel (rmsnorm_kernel's order of
+// additions, rope_kernel's angle and rounding), so the result is the same
+// bit for bit.
+constexpr int kHeadWarps = 4;
+
+__global__ void __launch_bounds__(kHeadWarps * 32) head_ops_kernel(const __grid_constant__ HeadOps a) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ float rowbuf[kHeadWarps][kMaxHeadDim];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = int64_t(blockIdx.x) * kHeadWarps + warp;
+  const int64_t nq = a.T * a.n_heads, nk = a.T * a.n_kv_heads, nv = a.kc ? nk : 0;
+  if (row >= nq + nk + nv) return;
+  const int hd = a.head_dim;
+  const int seg = row < nq ? 0 : row < nq + nk ? 1 : 2;
+  const int64_t r = seg == 0 ? row : seg == 1 ? row - nq : row - nq - nk;
+  const int heads = seg == 0 ? a.n_heads : a.n_kv_heads;
+  const int64_t t = r / heads, h = r % heads;
+  float* x = seg == 0 ? a.q + r * hd : seg == 1 ? a.k + r * hd : const_cast<float*>(a.v) + r * hd;
+  float* buf = rowbuf[warp];
+  for (int d = lane; d < hd; d += 32) buf[d] = x[d];
+  __syncwarp();
+  const float* norm = seg == 0 ? a.q_norm : seg == 1 ? a.k_norm : nullptr;
+  if (norm) {
+    // rmsnorm_kernel's sum: element i in thread i of a 256-thread block, a
+    // butterfly per warp of 32, then the warps' sums in order.
+    float total = 0.0f;
+    for (int w = 0; w * 32 < hd; ++w) {
+      const int d = w * 32 + lane;
+      float s = d < hd ? fmaf(buf[d], buf[d], 0.0f) : 0.0f;
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      total += s;
+    }
+    const float inv = 1.0f / sqrtf(total / float(hd) + a.eps);
+    __syncwarp();
+    for (int d = lane; d < hd; d += 32) buf[d] = __fmul_rn(__fmul_rn(buf[d], inv), norm[d]);
+    __syncwarp();
+  }
+  if (seg < 2 && a.rope_half > 0) {
+    const float pos = float(a.positions[t]);
+    for (int f = lane; f < a.rope_half; f += 32) {
+      const float angle = __fmul_rn(pos, a.inv_freq[f]);
+      double sd, cd;
+      sincos(double(angle), &sd, &cd);
+      const float c = float(cd), s = float(sd);
+      const int i0 = a.halves ? f : 2 * f, i1 = a.halves ? f + a.rope_half : 2 * f + 1;
+      const float x0 = buf[i0], x1 = buf[i1];
+      buf[i0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+      buf[i1] = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+    }
+    __syncwarp();
+  }
+  if (seg < 2)
+    for (int d = lane; d < hd; d += 32) x[d] = buf[d];
+  if (seg > 0 && a.kc) {
+    const int64_t off = (h * a.capacity + *a.start + t) * hd;
+    void* cache = seg == 1 ? a.kc : a.vc;
+    for (int d = lane; d < hd; d += 32) {
+      if (a.f16)
+        static_cast<__half*>(cache)[off + d] = __float2half_rn(buf[d]);
+      else
+        static_cast<float*>(cache)[off + d] = buf[d];
+    }
+  }
+}
+
+}  // namespace
+
+void head_ops(const HeadOps& a, cudaStream_t s) {
+  KILN_CHECK(a.head_dim <= kMaxHeadDim, "head_ops: head_dim ", a.head_dim);
+  const int64_t rows = a.T * (a.n_heads + (a.kc ? 2 : 1) * a.n_kv_heads);
+  if (rows <= 0) return;
+  launch(head_ops_kernel, grid_for(rows, kHeadWarps), kHeadWarps * 32, 0, s, "head_ops", a);
 }
 
 }  // namespace kiln::cuda

@@ -55,6 +55,8 @@ template <DType DT, int MAXT>
 __global__ void __launch_bounds__(kWarps * 32)
     matvec_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int64_t N, int64_t K,
                   const float* __restrict__ x, int T, bool vec, float* __restrict__ y) {
+  pdl_trigger();
+  pdl_wait();
   using F = Fmt<DT>;
   __shared__ __align__(16) uint8_t stage[kWarps][kStage + kStageSlack];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -122,6 +124,8 @@ template <DType DT>
 __global__ void matvec_plain_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int64_t N,
                                     int64_t K, const float* __restrict__ x, int T,
                                     float* __restrict__ y) {
+  pdl_trigger();
+  pdl_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * kWarps + warp;
   if (row >= N) return;
@@ -134,28 +138,46 @@ __global__ void matvec_plain_kernel(const uint8_t* __restrict__ W, size_t row_by
   }
 }
 
+// A warp decodes 32 consecutive units into shared memory and writes them
+// out as 32 coalesced rows of 128 bytes (unit i of the output is at i * 32:
+// rows are K = units_per_row * 32 wide), instead of each thread writing its
+// own 128-byte unit, which split every store across 32 cache lines.
+constexpr int kDequantThreads = 128;
+
 template <DType DT>
-__global__ void dequant_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int64_t row0,
-                               int64_t rows, int64_t K, const int32_t* __restrict__ ids,
-                               float* __restrict__ out) {
+__global__ void __launch_bounds__(kDequantThreads)
+    dequant_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int64_t row0, int64_t rows,
+                   int64_t K, const int32_t* __restrict__ ids, float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   using F = Fmt<DT>;
+  __shared__ float tile[kDequantThreads / 32][32][33];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t units_per_row = K / F::kBlock * F::kUnits;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= rows * units_per_row) return;
-  const int64_t r = i / units_per_row, u = i % units_per_row;
-  const int64_t src_row = ids ? int64_t(ids[r]) : row0 + r;
-  const uint8_t* blk = W + src_row * int64_t(row_bytes) + (u / F::kUnits) * F::kBytes;
-  float w[32];
-  F::unit(blk, int(u % F::kUnits), w);
-  float* o = out + r * K + (u / F::kUnits) * F::kBlock + (u % F::kUnits) * 32;
+  const int64_t total = rows * units_per_row;
+  const int64_t first = (int64_t(blockIdx.x) * kDequantThreads) + warp * 32;
+  const int64_t i = first + lane;
+  if (i < total) {
+    const int64_t r = i / units_per_row, u = i % units_per_row;
+    const int64_t src_row = ids ? int64_t(ids[r]) : row0 + r;
+    const uint8_t* blk = W + src_row * int64_t(row_bytes) + (u / F::kUnits) * F::kBytes;
+    float w[32];
+    F::unit(blk, int(u % F::kUnits), w);
 #pragma unroll
-  for (int j = 0; j < 32; ++j) o[j] = w[j];
+    for (int j = 0; j < 32; ++j) tile[warp][lane][j] = w[j];
+  }
+  __syncwarp();
+  const int64_t n = min(int64_t(32), total - first);  // units of this warp
+  float* o = out + first * 32;
+  for (int c = 0; c < n; ++c) o[c * 32 + lane] = tile[warp][c][lane];
 }
 
 template <DType DT>
 __global__ void dequant_plain_kernel(const uint8_t* __restrict__ W, size_t row_bytes,
                                      int64_t row0, int64_t rows, int64_t K,
                                      const int32_t* __restrict__ ids, float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * K) return;
   const int64_t r = i / K, k = i % K;
@@ -189,14 +211,16 @@ void matvec(DType t, const void* w, size_t row_bytes, int64_t N, int64_t K, cons
   const bool ok = dispatch_format(t, [&]<DType DT>() {
     if (is_plain(DT) && K % 32 != 0) {
       if constexpr (is_plain(DT))
-        matvec_plain_kernel<DT><<<grid, kWarps * 32, 0, s>>>(W, row_bytes, N, K, x, int(T), y);
+        launch(matvec_plain_kernel<DT>, grid, kWarps * 32, 0, s, "matvec", W, row_bytes, N, K, x,
+               int(T), y);
       return;
     }
     if (T == 1)
-      matvec_kernel<DT, 1><<<grid, kWarps * 32, 0, s>>>(W, row_bytes, N, K, x, 1, vec, y);
+      launch(matvec_kernel<DT, 1>, grid, kWarps * 32, 0, s, "matvec", W, row_bytes, N, K, x, 1, vec,
+             y);
     else
-      matvec_kernel<DT, kMaxMatvecTokens>
-          <<<grid, kWarps * 32, 0, s>>>(W, row_bytes, N, K, x, int(T), vec, y);
+      launch(matvec_kernel<DT, kMaxMatvecTokens>, grid, kWarps * 32, 0, s, "matvec", W, row_bytes,
+             N, K, x, int(T), vec, y);
   });
   KILN_CHECK(ok, "the CUDA backend cannot compute with ", dtype_name(t), " weights");
   check_launch("matvec");
@@ -209,12 +233,13 @@ void dequant_rows(DType t, const void* w, size_t row_bytes, int64_t row0, int64_
   const bool ok = dispatch_format(t, [&]<DType DT>() {
     if (is_plain(DT) && K % 32 != 0) {
       if constexpr (is_plain(DT))
-        dequant_plain_kernel<DT>
-            <<<grid_for(rows * K, 256), 256, 0, s>>>(W, row_bytes, row0, rows, K, ids, out);
+        launch(dequant_plain_kernel<DT>, grid_for(rows * K, 256), 256, 0, s, "dequant_rows", W,
+               row_bytes, row0, rows, K, ids, out);
       return;
     }
     const int64_t units = rows * (K / Fmt<DT>::kBlock) * Fmt<DT>::kUnits;
-    dequant_kernel<DT><<<grid_for(units, 128), 128, 0, s>>>(W, row_bytes, row0, rows, K, ids, out);
+    launch(dequant_kernel<DT>, grid_for(units, kDequantThreads), kDequantThreads, 0, s,
+           "dequant_rows", W, row_bytes, row0, rows, K, ids, out);
   });
   KILN_CHECK(ok, "the CUDA backend cannot decode ", dtype_name(t), " tensors");
   check_launch("dequant_rows");

@@ -17,7 +17,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
 #include <unordered_set>
+#include <vector>
 
 #include "kiln/backend/cuda/cuda_common.cuh"
 #include "kiln/backend/cuda/formats.cuh"
@@ -54,6 +58,12 @@ struct Args {
   float* mat;
   float* add_to;
   unsigned* counter;
+  // Bulk-copy path: rows per work item (R), pieces per row (P, > 1 only
+  // when R == 1), blocks per piece and the number of work items.
+  int R, P;
+  int64_t piece_blocks, groups;
+  uint8_t* xprep;  // the prepared input (prepare_input_kernel), in device memory
+  int buf_bytes;   // weight bytes per piece
 };
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
@@ -297,22 +307,10 @@ __global__ void __launch_bounds__(kThreads, 3)
   float* xd = reinterpret_cast<float*>(smem + T * K);
   uint8_t* stage = smem + xq_bytes(K, T) + warp * (kStage + kStageSlack);
 
-  if (a.pro == int(MatvecPrologue::Rmsnorm)) row_inv_rms(a, inv);
-  // Quantize the input: each warp takes 32-element blocks in turn.
-  for (int t = 0; t < T; ++t)
-    for (int64_t blk = warp; blk < K / 32; blk += kW) {
-      const float v = pro_value(a, t, blk * 32 + lane, inv[t]);
-      float amax = fabsf(v);
-      for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      const float d = amax / 127.0f;
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      xq[t * K + blk * 32 + lane] = int8_t(int(roundf(v * id)));
-      if (lane == 0) xd[t * (K / 32) + blk] = d;
-    }
-  __syncthreads();
-
-  // Software-pipelined over (row, stage) pieces: the next piece's loads are
-  // in flight while the current one is decoded from shared memory.
+  // The first piece of every warp's weights is requested before anything
+  // else (weights are never written, so this may run while the kernel
+  // before is still finishing), then the input is awaited and quantized.
+  pdl_trigger();
   const int64_t nblocks = K / F::kBlock;
   constexpr int kPerStage = kStage / F::kBytes;
   constexpr int kNV = kStage / 16 / 32 + 1;
@@ -337,6 +335,24 @@ __global__ void __launch_bounds__(kThreads, 3)
     }
   };
   if (row < a.total) issue(row, 0);
+  pdl_wait();
+
+  if (a.pro == int(MatvecPrologue::Rmsnorm)) row_inv_rms(a, inv);
+  // Quantize the input: each warp takes 32-element blocks in turn.
+  for (int t = 0; t < T; ++t)
+    for (int64_t blk = warp; blk < K / 32; blk += kW) {
+      const float v = pro_value(a, t, blk * 32 + lane, inv[t]);
+      float amax = fabsf(v);
+      for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const float d = amax / 127.0f;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      xq[t * K + blk * 32 + lane] = int8_t(int(roundf(v * id)));
+      if (lane == 0) xd[t * (K / 32) + blk] = d;
+    }
+  __syncthreads();
+
+  // Software-pipelined over (row, stage) pieces: the next piece's loads are
+  // in flight while the current one is decoded from shared memory.
   float acc[MAXT];
 #pragma unroll
   for (int t = 0; t < MAXT; ++t) acc[t] = 0.0f;
@@ -414,6 +430,18 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t K = a.K;
   const int T = a.T;
+  pdl_trigger();
+  // The first rows' weights into L2 while the input is awaited.
+  for (int64_t row = int64_t(blockIdx.x) * kW + warp; row < a.total && row < (blockIdx.x + 1) * kW;
+       row += kW) {
+    int seg;
+    int64_t local;
+    find_row(a, row, &seg, &local);
+    const uint8_t* rp = seg_w(a, seg) + local * int64_t(a.row_bytes);
+    for (int64_t off = int64_t(lane) * 128; off < int64_t(a.row_bytes); off += 32 * 128)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(rp + off));
+  }
+  pdl_wait();
   if (a.pro == int(MatvecPrologue::Rmsnorm)) row_inv_rms(a, inv);
   for (int t = 0; t < T; ++t)
     for (int64_t k = threadIdx.x; k < K; k += kThreads) xs[t * K + k] = pro_value(a, t, k, inv[t]);
@@ -471,8 +499,294 @@ __global__ void __launch_bounds__(kThreads)
   materialize(a, inv);
 }
 
-constexpr bool is_plain(DType t) {
+__host__ __device__ constexpr bool is_plain(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+// ------------------------------------------------- bulk-copy path (Hopper)
+//
+// The products above keep each warp's next weights in registers, so a warp
+// has ~2 KB in flight and a decode step's small matrices never reach the
+// steady state that hides DRAM latency. Here the copy engine moves the
+// weights instead: each warp owns two shared-memory buffers, and its first
+// lane asks for a whole piece of weights (several consecutive rows, or a
+// part of one long row) with one cp.async.bulk completing on an mbarrier.
+// The next piece streams in while the current one is decoded, both pieces
+// are requested before the kernel waits for its input, and no register
+// holds a weight byte in flight.
+
+// Bytes of weights per buffer (a piece) are a launch argument, a.buf_bytes
+// (4096 unless KILN_CUDA_MV_PIECE says otherwise); each buffer holds 32 more
+// for the aligned-down head and the rounded-up tail.
+constexpr int kBufSlack = 32;
+constexpr int kMaxRowsPerPiece = 8;
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return uint32_t(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void bulk_to_smem(void* dst, const void* src, uint32_t bytes,
+                                             uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+               "r"(bytes)
+               : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+#else
+  __trap();  // never launched below compute capability 9.0 (bulk_enabled)
+#endif
+}
+
+// Orders this thread's earlier shared-memory accesses before the copy
+// engine's next writes to the same buffer.
+__device__ __forceinline__ void fence_proxy_async() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void bar_init(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)));
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+  }
+#endif
+}
+
+// Work item g (a group of a.R rows of one weight, or with a.P > 1 one row)
+// as its weight, first row and row count.
+__device__ __forceinline__ void find_group(const Args& a, int64_t g, int* seg, int64_t* row0,
+                                           int* rows) {
+  int s = 0;
+#pragma unroll
+  for (int i = 0; i < kMaxMatvecSegs - 1; ++i) {
+    const int64_t gs = (a.n[s] + a.R - 1) / a.R;
+    if (s < a.nseg - 1 && g >= gs) g -= gs, ++s;
+  }
+  *seg = s;
+  *row0 = g * a.R;
+  const int64_t n = s == 0 ? a.n[0] : s == 1 ? a.n[1] : s == 2 ? a.n[2] : a.n[3];
+  *rows = int(min(int64_t(a.R), n - *row0));
+}
+
+// Piece i of this warp: its source bytes (16-byte aligned start and rounded
+// size), where the weights begin within them, and what it covers.
+struct Piece {
+  const uint8_t* src;
+  uint32_t bytes;
+  int head, seg, rows, part;
+  int64_t row0, b0, nb;
+};
+
+template <DType DT>
+__device__ __forceinline__ bool piece_at(const Args& a, int64_t gw, int64_t nw, int64_t i,
+                                         Piece& pc) {
+  using F = Fmt<DT>;
+  const int64_t g = gw + (i / a.P) * nw;
+  if (g >= a.groups) return false;
+  pc.part = int(i % a.P);
+  find_group(a, g, &pc.seg, &pc.row0, &pc.rows);
+  const int64_t nblocks = a.K / F::kBlock;
+  pc.b0 = int64_t(pc.part) * a.piece_blocks;
+  pc.nb = min(int64_t(a.piece_blocks), nblocks - pc.b0);
+  const uint8_t* start =
+      seg_w(a, pc.seg) + pc.row0 * int64_t(a.row_bytes) + pc.b0 * F::kBytes;
+  const int64_t len = a.P == 1 ? int64_t(pc.rows) * int64_t(a.row_bytes) : pc.nb * F::kBytes;
+  const uintptr_t aligned = reinterpret_cast<uintptr_t>(start) & ~uintptr_t(15);
+  pc.head = int(reinterpret_cast<uintptr_t>(start) - aligned);
+  pc.src = reinterpret_cast<const uint8_t*>(aligned);
+  pc.bytes = uint32_t((pc.head + len + 15) / 16 * 16);
+  return true;
+}
+
+// The input of a bulk-copy product, made once per product rather than once
+// per block (the products' blocks each re-reading and re-quantizing a
+// 10-40 KB row cost more than their weights): the prologue applied, written
+// to a.mat when asked, and stored as the products read it, int8 per 32
+// elements with an f32 scale (the layout of xq_bytes) or f32 for plain
+// weights. Each thread makes 4 elements (a group of 8 threads one 32-element
+// block), and a row is spread over as many blocks as that takes, so every
+// load is in flight at once; with the rmsnorm prologue each block first sums
+// the squares of the whole row (an L2-resident 10 KB), in the rmsnorm
+// kernel's order of operations.
+constexpr int kPrepThreads = 256;
+constexpr int kPrepPerBlock = kPrepThreads * 4;
+
+template <bool kInt8>
+__global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __grid_constant__ Args a) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t K = a.K;
+  const int64_t per_row = (K + kPrepPerBlock - 1) / kPrepPerBlock;
+  const int t = int(blockIdx.x / per_row);
+  const int64_t k0 = (blockIdx.x % per_row) * kPrepPerBlock + int64_t(threadIdx.x) * 4;
+  __shared__ float part[kPrepThreads / 32];
+  float inv = 1.0f;
+  if (a.pro == int(MatvecPrologue::Rmsnorm)) {
+    const float* xr = a.x + int64_t(t) * K;
+    float sq = 0.0f;
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < K; i += kPrepThreads) sq = fmaf(xr[i], xr[i], sq);
+    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = sq;
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPrepThreads / 32; ++i) total += part[i];
+    inv = 1.0f / sqrtf(total / float(K) + a.eps);
+  }
+  if (k0 >= K) return;  // K % 32 == 0: whole groups of 8 threads leave together
+  float v[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) v[e] = pro_value(a, t, k0 + e, inv);
+  if (a.mat) *reinterpret_cast<float4*>(a.mat + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
+  if constexpr (kInt8) {
+    const unsigned group = 0xFFu << (threadIdx.x % 32 / 8 * 8);
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+    for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(group, amax, o));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint32_t packed = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      packed |= uint32_t(uint8_t(int8_t(int(roundf(v[e] * id))))) << (8 * e);
+    int8_t* xq = reinterpret_cast<int8_t*>(a.xprep);
+    float* xd = reinterpret_cast<float*>(a.xprep + a.T * K);
+    *reinterpret_cast<uint32_t*>(xq + int64_t(t) * K + k0) = packed;
+    if (k0 % 32 == 0) xd[(int64_t(t) * K + k0) / 32] = d;
+  } else {
+    float* xs = reinterpret_cast<float*>(a.xprep);
+    *reinterpret_cast<float4*>(xs + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
+  }
+}
+
+template <DType DT, int MAXT>
+__global__ void __launch_bounds__(kThreads)
+    mv_bulk_kernel(const __grid_constant__ Args a) {
+  using F = Fmt<DT>;
+  constexpr bool kPlain = is_plain(DT);
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ __align__(8) uint64_t bars[kW][2];
+  __shared__ __align__(8) uint64_t xbar;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t K = a.K;
+  const int T = a.T;
+  const size_t xbytes = kPlain ? size_t(T * K) * sizeof(float) : size_t(xq_bytes(K, T));
+  const int stride = a.buf_bytes + kBufSlack;
+  uint8_t* buf = smem + xbytes + size_t(warp) * 2 * stride;
+  const int64_t nw = int64_t(gridDim.x) * kW, gw = int64_t(blockIdx.x) * kW + warp;
+
+  if (lane == 0) {
+    bar_init(&bars[warp][0]);
+    bar_init(&bars[warp][1]);
+  }
+  if (threadIdx.x == 0) bar_init(&xbar);
+  __syncthreads();
+  pdl_trigger();
+  // Weights are never written: the first two pieces are requested before
+  // the input is awaited, while the kernel before may still be running.
+  Piece p0, p1;
+  bool have0 = piece_at<DT>(a, gw, nw, 0, p0), have1 = piece_at<DT>(a, gw, nw, 1, p1);
+  if (lane == 0) {
+    if (have0) bulk_to_smem(buf, p0.src, p0.bytes, &bars[warp][0]);
+    if (have1) bulk_to_smem(buf + stride, p1.src, p1.bytes, &bars[warp][1]);
+  }
+  pdl_wait();
+
+  // The prepared input, one copy for the block.
+  if (threadIdx.x == 0) bulk_to_smem(smem, a.xprep, uint32_t(xbytes), &xbar);
+  bar_wait(&xbar, 0);
+  const int8_t* xq = reinterpret_cast<const int8_t*>(smem);
+  const float* xd = reinterpret_cast<const float*>(smem + T * K);
+  const float* xs = reinterpret_cast<const float*>(smem);
+
+  float acc[MAXT];
+#pragma unroll
+  for (int t = 0; t < MAXT; ++t) acc[t] = 0.0f;
+  auto finish_row = [&](int seg, int64_t row) {
+#pragma unroll
+    for (int t = 0; t < MAXT; ++t) {
+      if (t >= T) break;
+      float sum = acc[t];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      if (lane == 0) store_row(a, seg, row, t, sum);
+      acc[t] = 0.0f;
+    }
+  };
+  // One piece from buffer B (0 or 1, a constant so that nothing here is
+  // indexed at run time), then the request for the piece two further on.
+  auto consume = [&](auto buffer, Piece& p, bool& have, uint32_t parity, int64_t next) {
+    constexpr int B = decltype(buffer)::value;
+    bar_wait(&bars[warp][B], parity);
+    const uint8_t* w = buf + B * stride + p.head;
+    for (int r = 0; r < p.rows; ++r) {
+      const uint8_t* wr = w + int64_t(r) * int64_t(a.row_bytes);
+      if constexpr (kPlain) {
+        constexpr int E = DT == DType::F32 ? 4 : 8;  // elements per 16 bytes
+        const int nvec = int(p.nb * F::kBytes / 16);
+        const int64_t k0 = p.b0 * F::kBlock;
+        for (int c = lane; c < nvec; c += 32) {
+          float wv[E];
+          unpack<DT>(*reinterpret_cast<const uint4*>(wr + 16 * c), wv);
+#pragma unroll
+          for (int t = 0; t < MAXT; ++t) {
+            if (t >= T) break;
+            const float4* xp = reinterpret_cast<const float4*>(xs + t * K + k0 + int64_t(c) * E);
+            float sum = acc[t];
+#pragma unroll
+            for (int e = 0; e < E / 4; ++e) {
+              const float4 xv = xp[e];
+              sum = fmaf(wv[4 * e], xv.x, sum);
+              sum = fmaf(wv[4 * e + 1], xv.y, sum);
+              sum = fmaf(wv[4 * e + 2], xv.z, sum);
+              sum = fmaf(wv[4 * e + 3], xv.w, sum);
+            }
+            acc[t] = sum;
+          }
+        }
+      } else {
+        for (int u = lane; u < p.nb * F::kUnits; u += 32) {
+          const int blk = u / F::kUnits, uu = u % F::kUnits;
+          unit_dot<DT, MAXT>(wr + blk * F::kBytes, uu, xq, xd, (p.b0 + blk) * F::kBlock + uu * 32,
+                             K, T, acc);
+        }
+      }
+      if (a.P == 1 || p.part == a.P - 1) finish_row(p.seg, p.row0 + r);
+    }
+    // Every lane is done with this buffer before the copy engine refills it.
+    __syncwarp();
+    have = piece_at<DT>(a, gw, nw, next, p);
+    if (have && lane == 0) {
+      fence_proxy_async();
+      bulk_to_smem(buf + B * stride, p.src, p.bytes, &bars[warp][B]);
+    }
+  };
+  uint32_t parity = 0;
+  for (int64_t i = 0;; i += 2, parity ^= 1u) {
+    if (!have0) break;
+    consume(std::integral_constant<int, 0>{}, p0, have0, parity, i + 2);
+    if (!have1) break;
+    consume(std::integral_constant<int, 1>{}, p1, have1, parity, i + 3);
+  }
 }
 
 size_t smem_bytes(DType t, int64_t K, int64_t T) {
@@ -491,21 +805,116 @@ int sm_count() {
 }
 
 template <class Kernel>
-void launch(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
+void launch_matvec(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   static std::unordered_set<const void*> raised;  // kernels allowed kMaxSmem
   if (raised.insert(reinterpret_cast<const void*>(k)).second)
     check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem)),
           "matvec shared memory");
-  // About four resident blocks per SM: rows beyond that loop within a warp.
-  const int64_t blocks = std::min<int64_t>((a.total + kW - 1) / kW, int64_t(sm_count()) * 4);
-  k<<<unsigned(blocks), kThreads, smem, s>>>(a);
+  // A few resident blocks per SM (KILN_CUDA_MV_BLOCKS, default 4): rows
+  // beyond that loop within a warp.
+  static const int per_sm = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_BLOCKS");
+    const int n = e ? std::atoi(e) : 4;
+    return n >= 1 && n <= 16 ? n : 4;
+  }();
+  const int64_t blocks = std::min<int64_t>((a.total + kW - 1) / kW, int64_t(sm_count()) * per_sm);
+  cuda::launch(k, unsigned(blocks), kThreads, smem, s, "matvec_fused", a);
+}
+
+// The bulk-copy kernels need compute capability 9.0; KILN_CUDA_MV=stage
+// keeps the register-staged ones, to compare.
+bool bulk_enabled() {
+  static const bool on = [] {
+    int dev = 0, major = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    const char* e = std::getenv("KILN_CUDA_MV");
+    return major >= 9 && !(e && std::string(e) == "stage");
+  }();
+  return on;
+}
+
+int piece_bytes() {
+  static const int n = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_PIECE");
+    const int v = e ? std::atoi(e) : 4096;
+    return v >= 512 && v <= 16384 && v % 16 == 0 ? v : 4096;
+  }();
+  return n;
+}
+
+size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
+  const size_t x = is_plain(t) ? size_t(T * K) * sizeof(float) : size_t(xq_bytes(K, T));
+  return x + size_t(kW) * 2 * (piece_bytes() + kBufSlack) + 16;  // + a word read past the end
+}
+
+// Whether the bulk-copy path takes this product: Hopper, whole 32-element
+// blocks, and its input fits the scratch area and shared memory.
+bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
+  const size_t x = is_plain(t) ? size_t(T * K) * sizeof(float) : size_t(xq_bytes(K, T));
+  return bulk_enabled() && K % 32 == 0 && x <= scratch_bytes &&
+         bulk_smem_bytes(t, K, T) <= kMaxSmem;
+}
+
+// How the rows are cut into pieces of at most piece_bytes(): several whole
+// rows per piece when they fit, else each row in P near-equal parts.
+template <DType DT>
+void plan_pieces(Args& a) {
+  using F = Fmt<DT>;
+  const int64_t nblocks = a.K / F::kBlock;
+  const int64_t limit = piece_bytes();
+  a.buf_bytes = int(limit);
+  if (int64_t(a.row_bytes) <= limit) {
+    a.P = 1;
+    a.R = int(std::min<int64_t>(kMaxRowsPerPiece, limit / int64_t(a.row_bytes)));
+    a.piece_blocks = nblocks;
+  } else {
+    a.R = 1;
+    a.P = int((int64_t(a.row_bytes) + limit - 1) / limit);
+    while ((nblocks + a.P - 1) / a.P * F::kBytes > limit) ++a.P;
+    a.piece_blocks = (nblocks + a.P - 1) / a.P;
+    a.P = int((nblocks + a.piece_blocks - 1) / a.piece_blocks);
+  }
+  a.groups = 0;
+  for (int i = 0; i < a.nseg; ++i) a.groups += (a.n[i] + a.R - 1) / a.R;
+}
+
+template <class Kernel>
+void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
+  struct Fit {
+    const void* kernel;
+    size_t smem;
+    int blocks;
+  };
+  static std::vector<Fit> fits;  // resident blocks per SM, by kernel and shared memory
+  int per_sm = 0;
+  for (const Fit& f : fits)
+    if (f.kernel == reinterpret_cast<const void*>(k) && f.smem == smem) per_sm = f.blocks;
+  if (!per_sm) {
+    check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem)),
+          "matvec shared memory");
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, kThreads, smem),
+          "matvec occupancy");
+    per_sm = std::max(per_sm, 1);
+    fits.push_back({reinterpret_cast<const void*>(k), smem, per_sm});
+  }
+  // Every block resident at once (KILN_CUDA_MV_BLOCKS lowers the cap):
+  // warps loop over work items, and the next kernel's blocks can start in
+  // what the last ones leave.
+  static const int cap = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_BLOCKS");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (cap > 0) per_sm = std::min(per_sm, cap);
+  const int64_t blocks = std::min<int64_t>((a.groups + kW - 1) / kW, int64_t(sm_count()) * per_sm);
+  cuda::launch(k, unsigned(blocks), kThreads, smem, s, "matvec_fused", a);
 }
 
 }  // namespace
 
-bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes) {
+bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scratch_bytes) {
   if (T < 1 || T > kMaxT || K < 32) return false;
-  if (smem_bytes(t, K, T) > kMaxSmem) return false;
+  if (smem_bytes(t, K, T) > kMaxSmem && !bulk_ok(t, K, T, scratch_bytes)) return false;
   bool ok = false;
   dispatch_format(t, [&]<DType DT>() {
     if constexpr (is_plain(DT)) {
@@ -518,7 +927,8 @@ bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes) {
   return ok;
 }
 
-void matvec_fused(const MatvecJob& j, unsigned* counter, cudaStream_t s) {
+void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t s) {
+  unsigned* counter = scratch.counter;
   KILN_CHECK(j.nseg >= 1 && j.nseg <= kMaxMatvecSegs, "matvec: ", j.nseg, " weights");
   Args a{};
   a.total = 0;
@@ -540,17 +950,31 @@ void matvec_fused(const MatvecJob& j, unsigned* counter, cudaStream_t s) {
   a.add_to = j.nseg == 1 ? j.add_to : nullptr;
   a.counter = counter;
   const size_t smem = smem_bytes(j.dtype, j.K, j.T);
+  const size_t bulk_smem = bulk_smem_bytes(j.dtype, j.K, j.T);
+  (void)bulk_smem;
   const bool ok = dispatch_format(j.dtype, [&]<DType DT>() {
+    if (bulk_ok(j.dtype, j.K, j.T, scratch.input_bytes)) {
+      a.xprep = scratch.input;
+      const int64_t per_row = (j.K + kPrepPerBlock - 1) / kPrepPerBlock;
+      launch(prepare_input_kernel<!is_plain(DT)>, unsigned(j.T * per_row), kPrepThreads, 0, s,
+             "matvec input", a);
+      plan_pieces<DT>(a);
+      if (j.T == 1)
+        launch_bulk(mv_bulk_kernel<DT, 1>, a, bulk_smem, s);
+      else
+        launch_bulk(mv_bulk_kernel<DT, kMaxT>, a, bulk_smem, s);
+      return;
+    }
     if constexpr (is_plain(DT)) {
       if (j.T == 1)
-        launch(mv_plain_kernel<DT, 1>, a, smem, s);
+        launch_matvec(mv_plain_kernel<DT, 1>, a, smem, s);
       else
-        launch(mv_plain_kernel<DT, kMaxT>, a, smem, s);
+        launch_matvec(mv_plain_kernel<DT, kMaxT>, a, smem, s);
     } else {
       if (j.T == 1)
-        launch(mv_q8_kernel<DT, 1>, a, smem, s);
+        launch_matvec(mv_q8_kernel<DT, 1>, a, smem, s);
       else
-        launch(mv_q8_kernel<DT, kMaxT>, a, smem, s);
+        launch_matvec(mv_q8_kernel<DT, kMaxT>, a, smem, s);
     }
   });
   KILN_CHECK(ok, "the CUDA backend cannot compute with ", dtype_name(j.dtype), " weights");

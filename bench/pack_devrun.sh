@@ -1,0 +1,28 @@
+#!/bin/bash
+# Packs what bench/cuda_device_run.sh runs on the device machine into
+# .devrun/devrun.txz (git-ignored; name `.devrun` in the device call's
+# carry): the kiln command, the CUDA test binary, and the shared libraries
+# they load that the device image lacks. The device image has newer C and
+# CUDA runtimes, so those stay out; FFmpeg (video input, unused there) is
+# replaced by empty stand-ins of the same names, which keeps the archive a
+# fraction of the size (its codec libraries are ~100 MB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${BUILD_DIR:-build}
+S=.devrun/stage
+rm -rf $S && mkdir -p $S/lib .devrun/stub
+echo "void kiln_stub(void) {}" > .devrun/stub/stub.c
+for l in libavformat.so.59 libavcodec.so.59 libswscale.so.6 libavutil.so.57 libswresample.so.4; do
+  gcc -shared -fPIC -Wl,-soname,$l -o $S/lib/$l .devrun/stub/stub.c
+done
+bins=("$B/kiln" "$B/tests/test_cuda")
+cp "${bins[@]}" $S/
+strip --strip-debug $S/kiln $S/test_cuda
+for b in "${bins[@]}"; do
+  LD_LIBRARY_PATH=$S/lib ldd "$b" | awk '/=> \//{print $3}'
+done | sort -u | grep -v "^$S/" |
+  grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libcublas[^/]*|libcudart)\.so' |
+  while read -r lib; do cp -L "$lib" $S/lib/; done
+strip --strip-unneeded $S/lib/*.so* 2>/dev/null || true
+tar cf - -C $S . | xz -T2 -6 > .devrun/devrun.txz
+du -sh .devrun/devrun.txz
