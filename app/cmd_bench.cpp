@@ -135,7 +135,9 @@ int bench_command(const std::vector<std::string>& args) {
   };
   std::vector<Result> results;
   if (n_prompt > 0) {
-    run_prompt(std::min(n_prompt, 32));  // warm-up: pages in the weights, spins up threads
+    // Warm-up at full size, as llama-bench does: pages in the weights, spins
+    // up threads, and makes the backend's one-time scratch for this size.
+    run_prompt(n_prompt);
     std::vector<double> ts;
     for (int r = 0; r < reps; ++r) ts.push_back(n_prompt / run_prompt(n_prompt));
     results.push_back({"pp" + std::to_string(n_prompt), n_prompt, 0, stats(ts)});

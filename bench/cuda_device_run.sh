@@ -50,6 +50,7 @@ for m in ${MODELS:-3-4b:q4_k_m 3-4b:q8_0 3-4b:q4_0 3-4b:bf16}; do
       f16kv) env="KILN_BENCH_KV=f16" ;;
       piece*) env="KILN_CUDA_MV_PIECE=${v#piece}" ;;
       fuse0) env="KILN_CUDA_FUSE=0" ;;
+      tf32) env="KILN_CUDA_PREFILL=tf32" ;;
       *) env="" ;;
     esac
     kv=""; [ "$v" = f16kv ] && kv="--cache-type f16"

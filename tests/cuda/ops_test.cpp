@@ -9,7 +9,8 @@
 //   order, ~1e-6). Block formats, up to 8 tokens: the GPU quantizes the
 //   activations to int8 per 32 values (scale amax / 127, round half away
 //   from zero) and the reference does the same, 2e-5. Block formats,
-//   prefill: TF32 tensor cores (10-bit mantissas on both operands), 2e-3.
+//   prefill: f16 tensor cores on f16 tiles and activations (11-bit
+//   significands on both operands, as TF32's), f32 accumulation, 2e-3.
 // - fused decode step (rmsnorm + q/k/v in one launch, q/k norms + rope +
 //   cache store in one launch, silu_mul + down + residual add): 1e-6 against
 //   the same ops run one by one on the GPU; the per-row arithmetic is the
@@ -32,6 +33,7 @@
 #include "kiln/core/error.h"
 #include "kiln/quant/dequantize.h"
 #include "kiln/quant/quantize.h"
+#include "kiln/quant/ternary.h"
 
 namespace kiln {
 namespace {
@@ -308,6 +310,51 @@ TEST(CudaOps, DeltaNetOps) {
     gpu.sigmoid_mul(xg.f(), zg.f(), rows, dim, per_row);
     EXPECT_LE(rel_err(xg.get(gpu), x), 1e-6) << "sigmoid_mul per_row=" << per_row;
   }
+}
+
+// BitNet's ternary product: the same integer sums and the same final
+// float operations as the CPU backend, so equal bit for bit; I2_S and
+// TQ2_0, one token (decode) to many (prefill), rows of 1.5 and 4 groups.
+TEST(CudaOps, TernaryMatmulEqualsCpu) {
+  REQUIRE_GPU();
+  Backend& cpu = *fx().cpu;
+  Backend& gpu = *fx().gpu;
+  for (DType t : {DType::I2_S, DType::TQ2_0}) {
+    for (int64_t K : {512, 1536}) {
+      const int64_t N = 203;
+      auto w = random_vec(size_t(N * K), uint32_t(K) + 3, 1.0f);
+      for (auto& v : w) v = std::fabs(v) < 0.4f ? 0.0f : v;  // some zero weights
+      Quantized q;
+      if (t == DType::I2_S) {
+        q.bytes.resize(i2s_tensor_bytes(N * K));
+        quantize_i2s(w.data(), N * K, q.bytes.data());
+      } else {
+        const size_t rb = dtype_row_bytes(t, K);
+        q.bytes.resize(rb * size_t(N));
+        for (int64_t r = 0; r < N; ++r) quantize_row_tq2_0(w.data() + r * K, q.bytes.data() + r * rb, K);
+      }
+      q.view.name = "w";
+      q.view.dtype = t;
+      q.view.shape = {N, K};
+      q.view.data = q.bytes.data();
+      q.view.nbytes = q.bytes.size();
+      Weight wc = cpu.load_weight(q.view), wg = gpu.load_weight(q.view);
+      for (int64_t T : {1, 3, 8, 40}) {
+        const auto x = random_vec(size_t(T * K), uint32_t(T + 11));
+        std::vector<float> want(size_t(T * N));
+        cpu.ternary_matmul(wc, x.data(), T, want.data());
+        Dev xg(gpu, x), yg(gpu, size_t(T * N));
+        gpu.ternary_matmul(wg, xg.f(), T, yg.f());
+        EXPECT_EQ(rel_err(yg.get(gpu), want), 0.0) << dtype_name(t) << " K=" << K << " T=" << T;
+      }
+    }
+  }
+  const auto g = random_vec(1000, 21), u = random_vec(1000, 22);
+  std::vector<float> want(1000);
+  cpu.relu2_mul(g.data(), u.data(), 1000, want.data());
+  Dev gg(gpu, g), ug(gpu, u), og(gpu, size_t(1000));
+  gpu.relu2_mul(gg.f(), ug.f(), 1000, og.f());
+  EXPECT_EQ(rel_err(og.get(gpu), want), 0.0);
 }
 
 TEST(CudaOps, RmsnormRopeElementwise) {

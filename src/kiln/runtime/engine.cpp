@@ -28,10 +28,21 @@ std::unique_ptr<Backend> choose_backend(const ModelFile& file, const LoadOptions
   KILN_CHECK(dev < count, "--device ", dev, ": there are ", count, " CUDA device(s), numbered from 0");
   const ModelSpec& s = file.spec();
   if (s.arch == "bitnet") {
-    // The ternary product has no GPU kernel yet.
-    KILN_CHECK(o.device < 0, "--device ", dev, ": BitNet models run on the CPU only so far (use --cpu)");
-    log("kiln: BitNet models run on the CPU for now");
-    return make_cpu_backend(bo);
+    // The GPU's ternary product takes I2_S (also what the safetensors layouts
+    // load as) and TQ2_0 with rows of whole 128-value groups, as every
+    // released BitNet has; not TQ1_0's base-3 packing, nor narrower rows.
+    std::string why;
+    for (const auto& [name, t] : file.tensors())
+      if (t.dtype == DType::TQ1_0) why = "its TQ1_0 weights (convert to tq2_0 or i2_s)";
+    for (int64_t width : {s.hidden, s.n_heads * s.head_dim, s.ffn_hidden})
+      if (width % 128 != 0) why = cat("its rows of ", width, " values (not whole 128-value groups)");
+    if (!why.empty()) {
+      KILN_CHECK(o.device < 0, "--device ", dev, ": this BitNet model runs on the CPU only: ", why,
+                 " (use --cpu)");
+      log(cat("kiln: this BitNet model runs on the CPU, the GPU's ternary product does not take ",
+              why));
+      return make_cpu_backend(bo);
+    }
   }
   size_t weights = 0;
   for (const auto& [name, t] : file.tensors()) weights += t.nbytes;

@@ -18,6 +18,7 @@
 // nothing of this, and a step whose ops differ (a new state, another model)
 // simply gets its own graph.
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -64,7 +65,7 @@ constexpr double kMiB = 1024.0 * 1024.0;
 
 enum class Op : uint8_t {
   Matmul, Embed, Rmsnorm, Rope, StoreKv, Attention, SiluMul, Add, FillZero, Gather, ScatterAdd,
-  ToHost, Conv1dSilu, DeltaGates, DeltaRule, RmsnormGated, SigmoidMul
+  ToHost, Conv1dSilu, DeltaGates, DeltaRule, RmsnormGated, SigmoidMul, TernaryMatmul, Relu2Mul
 };
 
 // One recorded op. Compared bytewise, so always built from a zeroed value.
@@ -132,6 +133,8 @@ class CudaBackend final : public Backend {
     graphs_enabled_ = !(env && std::string(env) == "0");
     if (const char* st = std::getenv("KILN_CUDA_STATS"); st && std::string(st) == "1")
       stats_ = std::make_unique<Stats>();
+    const char* prefill = std::getenv("KILN_CUDA_PREFILL");
+    f16_prefill_ = !(prefill && std::string(prefill) == "tf32");
     const char* fuse = std::getenv("KILN_CUDA_FUSE");
     fuse_enabled_ = !(fuse && std::string(fuse) == "0");
     // Programmatic dependent launch needs compute capability 9.0 (Hopper).
@@ -160,6 +163,9 @@ class CudaBackend final : public Backend {
     if (blas_) cublasDestroy(blas_);
     for (void* c : chunks_) cudaFree(c);
     if (dq_) cudaFree(dq_);
+    if (xh_) cudaFree(xh_);
+    if (ternary_) cudaFree(ternary_);
+    for (void* p : retired_) cudaFree(p);
     cudaFree(partial_);
     cudaFree(counter_);
     cudaFree(scratch_.input);
@@ -227,7 +233,9 @@ class CudaBackend final : public Backend {
 
   Weight load_weight(const TensorView& view) override {
     flush("load_weight");
-    KILN_CHECK(cuda::format_supported(view.dtype), "tensor ", view.name, ": block type ",
+    KILN_CHECK(cuda::format_supported(view.dtype) || view.dtype == DType::I2_S ||
+                   view.dtype == DType::TQ2_0,
+               "tensor ", view.name, ": block type ",
                dtype_name(view.dtype), " is not supported by the CUDA backend");
     Weight w;
     w.view = view;
@@ -478,6 +486,44 @@ class CudaBackend final : public Backend {
     r.n[0] = rows;
     r.n[1] = dim;
     r.f = eps;
+    submit(r);
+  }
+
+  // ---------------------------------------------------- BitNet b1.58
+
+  void ternary_matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override {
+    const DType t = w.view.dtype;
+    const int64_t N = w.rows(), K = w.cols();
+    KILN_CHECK(cuda::ternary_supported(t, K), "tensor ", w.view.name, ": the CUDA backend's ",
+               "ternary product takes I2_S (rows of whole 128-value groups) and TQ2_0, not ",
+               dtype_name(t), " (use --cpu)");
+    // Scratch for the int8 activations, sized here, outside any recorded
+    // step; outgrown buffers stay allocated, since recorded ops may name them.
+    const size_t need = size_t(n_tokens * K) + size_t(n_tokens) * sizeof(float) + 256;
+    if (ternary_bytes_ < need) {
+      if (ternary_) retired_.push_back(ternary_);
+      ternary_ = static_cast<uint8_t*>(raw_alloc(std::max(need, size_t(1) << 20), "ternary scratch"));
+      ternary_bytes_ = std::max(need, size_t(1) << 20);
+    }
+    Rec r = blank(Op::TernaryMatmul);
+    r.p[0] = w.data;
+    r.dtype = uint32_t(t);
+    r.n[0] = N;
+    r.n[1] = K;
+    r.p[1] = x;
+    r.n[2] = n_tokens;
+    r.p[2] = y;
+    r.p[3] = ternary_;
+    r.n[3] = int64_t((size_t(n_tokens * K) + 255) / 256 * 256);  // offset of the scales
+    submit(r);
+  }
+
+  void relu2_mul(const float* gate, const float* up, int64_t n, float* out) override {
+    Rec r = blank(Op::Relu2Mul);
+    r.p[0] = gate;
+    r.p[1] = up;
+    r.n[0] = n;
+    r.p[2] = out;
     submit(r);
   }
 
@@ -907,6 +953,19 @@ class CudaBackend final : public Backend {
         cuda::sigmoid_mul(static_cast<float*>(const_cast<void*>(r.p[0])),
                           static_cast<const float*>(r.p[1]), r.n[0], r.n[1], r.flag != 0, s);
         break;
+      case Op::TernaryMatmul: {
+        auto* scratch = static_cast<uint8_t*>(const_cast<void*>(r.p[3]));
+        cuda::ternary_matmul(DType(r.dtype), r.p[0], r.n[0], r.n[1],
+                             static_cast<const float*>(r.p[1]), r.n[2],
+                             reinterpret_cast<int8_t*>(scratch),
+                             reinterpret_cast<float*>(scratch + r.n[3]),
+                             static_cast<float*>(const_cast<void*>(r.p[2])), s);
+        break;
+      }
+      case Op::Relu2Mul:
+        cuda::relu2_mul(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
+                        r.n[0], static_cast<float*>(const_cast<void*>(r.p[2])), s);
+        break;
       case Op::ToHost:
         check(cudaMemcpyAsync(out_host_ + r.n[1], r.p[0], size_t(r.n[0]), cudaMemcpyDeviceToHost,
                               s),
@@ -938,6 +997,10 @@ class CudaBackend final : public Backend {
                  "cublasSgemm");
       return;
     }
+    if (quantized && f16_prefill_) {
+      gemm_f16(t, w, row_bytes, N, K, x, T, y);
+      return;
+    }
     if (!dq_) dq_ = static_cast<float*>(raw_alloc(kDequantBytes, "the dequantization tile"));
     const int64_t tile = std::max<int64_t>(1, int64_t(kDequantBytes / sizeof(float)) / K);
     for (int64_t r0 = 0; r0 < N; r0 += tile) {
@@ -946,6 +1009,36 @@ class CudaBackend final : public Backend {
       check_blas(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(T), int(K), &one,
                              dq_, int(K), x, int(K), &zero, y + r0, int(N)),
                  "cublasSgemm");
+    }
+  }
+
+  // Block formats in prefill: weights dequantized to f16 tiles and the
+  // activations rounded to f16 (11-bit significands, as TF32's), multiplied on
+  // the f16 tensor cores with f32 accumulation: half the tile bytes of f32
+  // and twice TF32's rate. Activations beyond f16's range (65504) would
+  // overflow; KILN_CUDA_PREFILL=tf32 keeps the f32 tiles.
+  void gemm_f16(DType t, const void* w, size_t row_bytes, int64_t N, int64_t K, const float* x,
+                int64_t T, float* y) {
+    if (!dq_) dq_ = static_cast<float*>(raw_alloc(kDequantBytes, "the dequantization tile"));
+    const size_t xh_need = size_t(T * K) * sizeof(__half);
+    if (xh_bytes_ < xh_need) {
+      if (xh_) retired_.push_back(xh_);
+      xh_ = static_cast<__half*>(raw_alloc(xh_need, "the f16 activations"));
+      xh_bytes_ = xh_need;
+    }
+    cuda::to_half(x, T * K, xh_, stream_);
+    auto* tile_buf = reinterpret_cast<__half*>(dq_);
+    const int64_t tile = std::max<int64_t>(1, int64_t(kDequantBytes / sizeof(__half)) / K);
+    const float one = 1.0f, zero = 0.0f;
+    check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    for (int64_t r0 = 0; r0 < N; r0 += tile) {
+      const int64_t rows = std::min(tile, N - r0);
+      cuda::dequant_rows_f16(t, w, row_bytes, r0, rows, K, tile_buf, stream_);
+      check_blas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(T), int(K), &one,
+                              tile_buf, CUDA_R_16F, int(K), xh_, CUDA_R_16F, int(K), &zero,
+                              y + r0, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
     }
   }
 
@@ -963,6 +1056,12 @@ class CudaBackend final : public Backend {
   unsigned* counter_ = nullptr;  // matvec_fused's ticket
   cuda::MatvecScratch scratch_;
   float* dq_ = nullptr;
+  __half* xh_ = nullptr;
+  uint8_t* ternary_ = nullptr;  // BitNet activations: int8 values, then scales
+  size_t ternary_bytes_ = 0;
+  std::vector<void*> retired_;
+  size_t xh_bytes_ = 0;
+  bool f16_prefill_ = true;
   std::vector<float> route_buf_;
   bool prefill_attention_ = true;
 

@@ -2,6 +2,7 @@
 // kiln::Error, and the kernel launchers each .cu file provides.
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -106,6 +107,12 @@ struct MatvecScratch {
 // Whether matvec_fused takes this format, width and token count.
 bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scratch_bytes);
 void matvec_fused(const MatvecJob& job, const MatvecScratch& scratch, cudaStream_t s);
+// Prefill of block formats: rows row0.. of W as f16 (exact for every block
+// format's values up to f16's rounding of the scale products), and x as f16,
+// for f16 tensor-core products with f32 accumulation.
+void dequant_rows_f16(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
+                      int64_t K, __half* out, cudaStream_t s);
+void to_half(const float* x, int64_t n, __half* y, cudaStream_t s);
 // out[i, :] = row (ids ? ids[i] : row0 + i) of W as f32, for i < rows.
 void dequant_rows(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
                   int64_t K, const int32_t* ids, float* out, cudaStream_t s);
@@ -151,6 +158,14 @@ struct HeadOps {
   const int32_t* start = nullptr;
 };
 void head_ops(const HeadOps& a, cudaStream_t s);
+
+// BitNet b1.58 (ternary.cu): y = W x with W ternary (I2_S with K % 128 == 0,
+// or TQ2_0), x quantized per token to int8 into q [T, K] with scales
+// act_scale [T], as the CPU backend's ternary_matmul (same results).
+bool ternary_supported(DType t, int64_t K);
+void ternary_matmul(DType t, const void* w, int64_t N, int64_t K, const float* x, int64_t T,
+                    int8_t* q, float* act_scale, float* y, cudaStream_t s);
+void relu2_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t s);
 
 // Gated DeltaNet (deltanet.cu): the ops of the same names in backend.h.
 void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int64_t kernel,

@@ -6,6 +6,7 @@
 // formats are not 16-byte aligned, so the stage starts at the aligned
 // address below the row and decoding skips the head). Every weight byte is
 // read from HBM once; the activations are small and stay in L1/L2.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "kiln/backend/cuda/cuda_common.cuh"
@@ -144,10 +145,13 @@ __global__ void matvec_plain_kernel(const uint8_t* __restrict__ W, size_t row_by
 // own 128-byte unit, which split every store across 32 cache lines.
 constexpr int kDequantThreads = 128;
 
-template <DType DT>
+__device__ __forceinline__ void store_as(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_as(__half* p, float v) { *p = __float2half_rn(v); }
+
+template <DType DT, class OutT>
 __global__ void __launch_bounds__(kDequantThreads)
     dequant_kernel(const uint8_t* __restrict__ W, size_t row_bytes, int64_t row0, int64_t rows,
-                   int64_t K, const int32_t* __restrict__ ids, float* __restrict__ out) {
+                   int64_t K, const int32_t* __restrict__ ids, OutT* __restrict__ out) {
   pdl_trigger();
   pdl_wait();
   using F = Fmt<DT>;
@@ -168,8 +172,8 @@ __global__ void __launch_bounds__(kDequantThreads)
   }
   __syncwarp();
   const int64_t n = min(int64_t(32), total - first);  // units of this warp
-  float* o = out + first * 32;
-  for (int c = 0; c < n; ++c) o[c * 32 + lane] = tile[warp][c][lane];
+  OutT* o = out + first * 32;
+  for (int c = 0; c < n; ++c) store_as(o + c * 32 + lane, tile[warp][c][lane]);
 }
 
 template <DType DT>
@@ -238,11 +242,41 @@ void dequant_rows(DType t, const void* w, size_t row_bytes, int64_t row0, int64_
       return;
     }
     const int64_t units = rows * (K / Fmt<DT>::kBlock) * Fmt<DT>::kUnits;
-    launch(dequant_kernel<DT>, grid_for(units, kDequantThreads), kDequantThreads, 0, s,
+    launch(dequant_kernel<DT, float>, grid_for(units, kDequantThreads), kDequantThreads, 0, s,
            "dequant_rows", W, row_bytes, row0, rows, K, ids, out);
   });
   KILN_CHECK(ok, "the CUDA backend cannot decode ", dtype_name(t), " tensors");
   check_launch("dequant_rows");
+}
+
+void dequant_rows_f16(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
+                      int64_t K, __half* out, cudaStream_t s) {
+  if (rows <= 0) return;
+  const auto* W = static_cast<const uint8_t*>(w);
+  bool ok = false;
+  dispatch_format(t, [&]<DType DT>() {
+    if constexpr (!is_plain(DT)) {
+      const int64_t units = rows * (K / Fmt<DT>::kBlock) * Fmt<DT>::kUnits;
+      launch(dequant_kernel<DT, __half>, grid_for(units, kDequantThreads), kDequantThreads, 0, s,
+             "dequant_rows_f16", W, row_bytes, row0, rows, K, nullptr, out);
+      ok = true;
+    }
+  });
+  KILN_CHECK(ok, "dequant_rows_f16: ", dtype_name(t), " is not a block format");
+}
+
+namespace {
+__global__ void to_half_kernel(const float* __restrict__ x, int64_t n, __half* __restrict__ y) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = __float2half_rn(x[i]);
+}
+}  // namespace
+
+void to_half(const float* x, int64_t n, __half* y, cudaStream_t s) {
+  if (n <= 0) return;
+  launch(to_half_kernel, grid_for(n, 256), 256, 0, s, "to_half", x, n, y);
 }
 
 }  // namespace kiln::cuda
