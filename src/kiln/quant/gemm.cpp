@@ -42,7 +42,7 @@ struct Kernels {
   decltype(&k_avx2::gemm_float) fl = nullptr;
   decltype(&k_avx2::dot_f32) dot = dot_scalar;
   decltype(&k_avx2::axpy_f32) axpy = axpy_scalar;
-  bool tiled = false;  // prefers 16-row tiles for several tokens
+  bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
 };
 
 #define KILN_LEVEL(ns, name, tiles) \
@@ -139,7 +139,10 @@ GemmPath gemm_path(DType t, int64_t K) {
   }
 }
 
-int64_t gemm_row_granule(int64_t n_tokens) { return kernels().tiled ? 16 : 4; }
+int64_t gemm_row_granule(int64_t n_tokens) {
+  if (kernels().tiled) return 16;             // 512-bit tiles
+  return kernels().int8 && n_tokens >= 4 ? 8 : 4;  // 256-bit tiles, or row blocks of 4
+}
 
 size_t gemm_scratch_bytes(int64_t K) { return size_t(128 * K + 4096); }
 
