@@ -9,6 +9,7 @@
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/core/error.h"
 #include "kiln/core/half.h"
+#include "kiln/quant/gemm.h"
 
 namespace kiln {
 namespace {
@@ -79,20 +80,23 @@ void CpuBackend::attention(const float* q, const KvLayer& c, const AttentionPara
         scores[j] = std::exp(scores[j] - max_score);
         total += scores[j];
       }
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      // Local pointers: through the thread_local vectors the compiler
+      // reloads them every element and cannot vectorise.
+      float* a = acc.data();
+      const float* sc = scores.data();
+      std::fill(a, a + hd, 0.0f);
       for (int64_t j = 0; j < n_keys; ++j) {
-        const float pj = scores[j];
+        const float pj = sc[j];
         if (f16) {
           const uint16_t* vr = cache_row<uint16_t>(c.v, c, kvh, j);
-          for (int64_t i = 0; i < hd; ++i) acc[i] += pj * f16_to_f32(vr[i]);
+          for (int64_t i = 0; i < hd; ++i) a[i] += pj * f16_to_f32(vr[i]);
         } else {
-          const float* vr = cache_row<float>(c.v, c, kvh, j);
-          for (int64_t i = 0; i < hd; ++i) acc[i] += pj * vr[i];
+          axpy_f32_simd(a, cache_row<float>(c.v, c, kvh, j), pj, hd);
         }
       }
       float* o = out + (t * p.n_heads + h) * hd;
       const float inv = 1.0f / total;
-      for (int64_t i = 0; i < hd; ++i) o[i] = acc[i] * inv;
+      for (int64_t i = 0; i < hd; ++i) o[i] = a[i] * inv;
     }
   });
 }
