@@ -19,6 +19,11 @@ namespace kiln {
                   int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch);           \
   float dot_f32(const float* a, const float* b, int64_t n);                                    \
   void axpy_f32(float* y, const float* x, float s, int64_t n);                                 \
+  void dot_rows_f32(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,   \
+                    float scale, float* out);                                                  \
+  void wsum_rows_f32(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,  \
+                     float* y);                                                                \
+  float exp_sum_f32(float* x, int64_t n, float sub);                                           \
   }
 KILN_DECLARE_LEVEL(k_avx2)
 KILN_DECLARE_LEVEL(k_avx2vnni)
@@ -34,6 +39,23 @@ float dot_scalar(const float* a, const float* b, int64_t n) {
 void axpy_scalar(float* y, const float* x, float s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
 }
+void dot_rows_scalar(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,
+                     float scale, float* out) {
+  for (int64_t j = 0; j < rows; ++j) out[j] = dot_scalar(k + j * stride, q, n) * scale;
+}
+void wsum_rows_scalar(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,
+                      float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = 0;
+  for (int64_t j = 0; j < rows; ++j) axpy_scalar(y, v + j * stride, p[j], n);
+}
+float exp_sum_scalar(float* x, int64_t n, float sub) {
+  float total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - sub);
+    total += x[i];
+  }
+  return total;
+}
 
 struct Kernels {
   const char* level = "scalar";
@@ -42,11 +64,16 @@ struct Kernels {
   decltype(&k_avx2::gemm_float) fl = nullptr;
   decltype(&k_avx2::dot_f32) dot = dot_scalar;
   decltype(&k_avx2::axpy_f32) axpy = axpy_scalar;
+  decltype(&k_avx2::dot_rows_f32) dot_rows = dot_rows_scalar;
+  decltype(&k_avx2::wsum_rows_f32) wsum_rows = wsum_rows_scalar;
+  decltype(&k_avx2::exp_sum_f32) exp_sum = exp_sum_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
 };
 
 #define KILN_LEVEL(ns, name, tiles) \
-  Kernels{name, ns::quantize_rows, ns::gemm_int8, ns::gemm_float, ns::dot_f32, ns::axpy_f32, tiles}
+  Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
+          ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
+          ns::exp_sum_f32, tiles}
 
 Kernels pick() {
 #if defined(__x86_64__)
@@ -160,6 +187,15 @@ void gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const
 
 float dot_f32_simd(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
 void axpy_f32_simd(float* y, const float* x, float s, int64_t n) { kernels().axpy(y, x, s, n); }
+void dot_rows_f32_simd(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,
+                       float scale, float* out) {
+  kernels().dot_rows(k, stride, rows, q, n, scale, out);
+}
+void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,
+                        float* y) {
+  kernels().wsum_rows(v, stride, rows, p, n, y);
+}
+float exp_sum_f32_simd(float* x, int64_t n, float sub) { return kernels().exp_sum(x, n, sub); }
 const char* gemm_kernel_level() { return kernels().level; }
 
 }  // namespace kiln
