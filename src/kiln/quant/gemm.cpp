@@ -24,6 +24,7 @@ namespace kiln {
   void wsum_rows_f32(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,  \
                      float* y);                                                                \
   float exp_sum_f32(float* x, int64_t n, float sub);                                           \
+  void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out);               \
   }
 KILN_DECLARE_LEVEL(k_avx2)
 KILN_DECLARE_LEVEL(k_avx2vnni)
@@ -48,6 +49,12 @@ void wsum_rows_scalar(const float* v, int64_t stride, int64_t rows, const float*
   for (int64_t i = 0; i < n; ++i) y[i] = 0;
   for (int64_t j = 0; j < rows; ++j) axpy_scalar(y, v + j * stride, p[j], n);
 }
+void silu_mul_scalar(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
 float exp_sum_scalar(float* x, int64_t n, float sub) {
   float total = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -67,13 +74,14 @@ struct Kernels {
   decltype(&k_avx2::dot_rows_f32) dot_rows = dot_rows_scalar;
   decltype(&k_avx2::wsum_rows_f32) wsum_rows = wsum_rows_scalar;
   decltype(&k_avx2::exp_sum_f32) exp_sum = exp_sum_scalar;
+  decltype(&k_avx2::silu_mul_f32) silu_mul = silu_mul_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
 };
 
 #define KILN_LEVEL(ns, name, tiles) \
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
-          ns::exp_sum_f32, tiles}
+          ns::exp_sum_f32, ns::silu_mul_f32, tiles}
 
 Kernels pick() {
 #if defined(__x86_64__)
@@ -196,6 +204,9 @@ void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const floa
   kernels().wsum_rows(v, stride, rows, p, n, y);
 }
 float exp_sum_f32_simd(float* x, int64_t n, float sub) { return kernels().exp_sum(x, n, sub); }
+void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out) {
+  kernels().silu_mul(gate, up, n, out);
+}
 const char* gemm_kernel_level() { return kernels().level; }
 
 }  // namespace kiln

@@ -63,6 +63,8 @@ void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const floa
                         float* y);
 // x[i] = exp(x[i] - sub) for x[i] <= sub (softmax), returning their sum.
 float exp_sum_f32_simd(float* x, int64_t n, float sub);
+// out[i] = silu(gate[i]) * up[i], exp as in exp_sum_f32_simd.
+void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out);
 
 // Name of the kernel level in use ("avx512vnni", ...).
 const char* gemm_kernel_level();

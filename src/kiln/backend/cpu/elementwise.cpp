@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kiln/backend/cpu/cpu_backend.h"
+#include "kiln/quant/gemm.h"
 
 namespace kiln {
 
@@ -75,10 +76,7 @@ void elementwise(ThreadPool& pool, int64_t n, Fn&& fn) {
 
 void CpuBackend::silu_mul(const float* gate, const float* up, int64_t n, float* out) {
   elementwise(pool_, n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const float g = gate[i];
-      out[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
+    silu_mul_f32_simd(gate + i0, up + i0, i1 - i0, out + i0);
   });
 }
 
