@@ -19,6 +19,12 @@ namespace kiln {
                   int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch);           \
   float dot_f32(const float* a, const float* b, int64_t n);                                    \
   void axpy_f32(float* y, const float* x, float s, int64_t n);                                 \
+  void dot_rows_f32(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,   \
+                    float scale, float* out);                                                  \
+  void wsum_rows_f32(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,  \
+                     float* y);                                                                \
+  float exp_sum_f32(float* x, int64_t n, float sub);                                           \
+  void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out);               \
   }
 KILN_DECLARE_LEVEL(k_avx2)
 KILN_DECLARE_LEVEL(k_avx2vnni)
@@ -34,6 +40,29 @@ float dot_scalar(const float* a, const float* b, int64_t n) {
 void axpy_scalar(float* y, const float* x, float s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += s * x[i];
 }
+void dot_rows_scalar(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,
+                     float scale, float* out) {
+  for (int64_t j = 0; j < rows; ++j) out[j] = dot_scalar(k + j * stride, q, n) * scale;
+}
+void wsum_rows_scalar(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,
+                      float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = 0;
+  for (int64_t j = 0; j < rows; ++j) axpy_scalar(y, v + j * stride, p[j], n);
+}
+void silu_mul_scalar(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+float exp_sum_scalar(float* x, int64_t n, float sub) {
+  float total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - sub);
+    total += x[i];
+  }
+  return total;
+}
 
 struct Kernels {
   const char* level = "scalar";
@@ -42,11 +71,17 @@ struct Kernels {
   decltype(&k_avx2::gemm_float) fl = nullptr;
   decltype(&k_avx2::dot_f32) dot = dot_scalar;
   decltype(&k_avx2::axpy_f32) axpy = axpy_scalar;
-  bool tiled = false;  // prefers 16-row tiles for several tokens
+  decltype(&k_avx2::dot_rows_f32) dot_rows = dot_rows_scalar;
+  decltype(&k_avx2::wsum_rows_f32) wsum_rows = wsum_rows_scalar;
+  decltype(&k_avx2::exp_sum_f32) exp_sum = exp_sum_scalar;
+  decltype(&k_avx2::silu_mul_f32) silu_mul = silu_mul_scalar;
+  bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
 };
 
 #define KILN_LEVEL(ns, name, tiles) \
-  Kernels{name, ns::quantize_rows, ns::gemm_int8, ns::gemm_float, ns::dot_f32, ns::axpy_f32, tiles}
+  Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
+          ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
+          ns::exp_sum_f32, ns::silu_mul_f32, tiles}
 
 Kernels pick() {
 #if defined(__x86_64__)
@@ -139,7 +174,10 @@ GemmPath gemm_path(DType t, int64_t K) {
   }
 }
 
-int64_t gemm_row_granule(int64_t n_tokens) { return kernels().tiled ? 16 : 4; }
+int64_t gemm_row_granule(int64_t n_tokens) {
+  if (kernels().tiled) return 16;             // 512-bit tiles
+  return kernels().int8 && n_tokens >= 4 ? 8 : 4;  // 256-bit tiles, or row blocks of 4
+}
 
 size_t gemm_scratch_bytes(int64_t K) { return size_t(128 * K + 4096); }
 
@@ -157,6 +195,18 @@ void gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const
 
 float dot_f32_simd(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
 void axpy_f32_simd(float* y, const float* x, float s, int64_t n) { kernels().axpy(y, x, s, n); }
+void dot_rows_f32_simd(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,
+                       float scale, float* out) {
+  kernels().dot_rows(k, stride, rows, q, n, scale, out);
+}
+void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,
+                        float* y) {
+  kernels().wsum_rows(v, stride, rows, p, n, y);
+}
+float exp_sum_f32_simd(float* x, int64_t n, float sub) { return kernels().exp_sum(x, n, sub); }
+void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out) {
+  kernels().silu_mul(gate, up, n, out);
+}
 const char* gemm_kernel_level() { return kernels().level; }
 
 }  // namespace kiln

@@ -54,6 +54,17 @@ void gemm_float(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1
 float dot_f32_simd(const float* a, const float* b, int64_t n);
 // y[i] += s * x[i]
 void axpy_f32_simd(float* y, const float* x, float s, int64_t n);
+// Attention over a run of cache rows (stride floats apart):
+// out[j] = scale * dot(k[j], q) for j < rows;
+void dot_rows_f32_simd(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,
+                       float scale, float* out);
+// y[i] = sum over j < rows of p[j] * v[j][i], summed in row order;
+void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,
+                        float* y);
+// x[i] = exp(x[i] - sub) for x[i] <= sub (softmax), returning their sum.
+float exp_sum_f32_simd(float* x, int64_t n, float sub);
+// out[i] = silu(gate[i]) * up[i], exp as in exp_sum_f32_simd.
+void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out);
 
 // Name of the kernel level in use ("avx512vnni", ...).
 const char* gemm_kernel_level();

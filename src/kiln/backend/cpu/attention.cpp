@@ -9,6 +9,7 @@
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/core/error.h"
 #include "kiln/core/half.h"
+#include "kiln/quant/gemm.h"
 
 namespace kiln {
 namespace {
@@ -66,11 +67,22 @@ void CpuBackend::attention(const float* q, const KvLayer& c, const AttentionPara
       const int64_t n_keys = p.start + t + 1;
       scores.resize(size_t(n_keys));
       const float* qv = q + (t * p.n_heads + h) * hd;
+      float* o = out + (t * p.n_heads + h) * hd;
+      if (!f16) {
+        // The f32 cache: scores, softmax and the value sum each one call
+        // over the head's rows (contiguous in the cache).
+        float* sc = scores.data();
+        dot_rows_f32_simd(cache_row<float>(c.k, c, kvh, 0), hd, n_keys, qv, hd, p.scale, sc);
+        float max_score = -INFINITY;
+        for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, sc[j]);
+        const float inv = 1.0f / exp_sum_f32_simd(sc, n_keys, max_score);
+        wsum_rows_f32_simd(cache_row<float>(c.v, c, kvh, 0), hd, n_keys, sc, hd, o);
+        for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
+        continue;
+      }
       float max_score = -INFINITY;
       for (int64_t j = 0; j < n_keys; ++j) {
-        float s = f16 ? dot_f16(cache_row<uint16_t>(c.k, c, kvh, j), qv, hd)
-                      : dot_f32(cache_row<float>(c.k, c, kvh, j), qv, hd);
-        s *= p.scale;
+        const float s = dot_f16(cache_row<uint16_t>(c.k, c, kvh, j), qv, hd) * p.scale;
         scores[j] = s;
         max_score = std::max(max_score, s);
       }
@@ -79,20 +91,18 @@ void CpuBackend::attention(const float* q, const KvLayer& c, const AttentionPara
         scores[j] = std::exp(scores[j] - max_score);
         total += scores[j];
       }
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      // Local pointers: through the thread_local vectors the compiler
+      // reloads them every element and cannot vectorise.
+      float* a = acc.data();
+      const float* sc = scores.data();
+      std::fill(a, a + hd, 0.0f);
       for (int64_t j = 0; j < n_keys; ++j) {
-        const float pj = scores[j];
-        if (f16) {
-          const uint16_t* vr = cache_row<uint16_t>(c.v, c, kvh, j);
-          for (int64_t i = 0; i < hd; ++i) acc[i] += pj * f16_to_f32(vr[i]);
-        } else {
-          const float* vr = cache_row<float>(c.v, c, kvh, j);
-          for (int64_t i = 0; i < hd; ++i) acc[i] += pj * vr[i];
-        }
+        const float pj = sc[j];
+        const uint16_t* vr = cache_row<uint16_t>(c.v, c, kvh, j);
+        for (int64_t i = 0; i < hd; ++i) a[i] += pj * f16_to_f32(vr[i]);
       }
-      float* o = out + (t * p.n_heads + h) * hd;
       const float inv = 1.0f / total;
-      for (int64_t i = 0; i < hd; ++i) o[i] = acc[i] * inv;
+      for (int64_t i = 0; i < hd; ++i) o[i] = a[i] * inv;
     }
   });
 }

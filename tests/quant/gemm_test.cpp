@@ -1,0 +1,113 @@
+// gemm_int8 (kiln/quant/gemm.h) at the level picked for this CPU (KILN_CPU
+// caps it) against the same product in double: weights dequantized, the
+// activations as their int8 values times their block scales. The integer
+// part of every kernel is exact, so what remains is f32 rounding of the
+// per-block scales and sums: 2e-6 of sum |w x| bounds it (measured ~1e-7),
+// while a wrong lane, scale or offset shows up at 1e-2 and more. Covers
+// matvec (1-3 tokens), every tile width's remainder, and row counts that
+// leave partial tiles.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <random>
+#include <vector>
+
+#include "kiln/core/half.h"
+#include "kiln/quant/dequantize.h"
+#include "kiln/quant/gemm.h"
+#include "kiln/quant/quantize.h"
+#include "quant/test_util.h"
+
+namespace kiln {
+namespace {
+
+struct Aligned {
+  explicit Aligned(size_t n) : p(static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64))) {}
+  ~Aligned() { std::free(p); }
+  uint8_t* p;
+};
+
+std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, uint32_t seed) {
+  const size_t rb = dtype_row_bytes(t, cols);
+  std::vector<uint8_t> w(rb * size_t(rows));
+  std::mt19937 rng(seed);
+  if (can_quantize(t)) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::vector<float> row = test::gaussian(size_t(cols), seed + uint32_t(r), 0.05f);
+      quantize_row(t, row.data(), w.data() + size_t(r) * rb, cols);
+    }
+    return w;
+  }
+  // IQ4_NL / IQ4_XS: random codes and scales, the f16 block scale kept sane.
+  for (auto& b : w) b = uint8_t(rng());
+  const size_t block = t == DType::IQ4_NL ? 18 : 136;
+  const uint16_t d = f32_to_f16(0.01f);
+  for (size_t off = 0; off < w.size(); off += block) std::memcpy(&w[off], &d, 2);
+  return w;
+}
+
+double check(DType t, int64_t rows, int64_t K, int64_t T) {
+  const std::vector<uint8_t> w = make_weights(t, rows, K, 11);
+  const size_t rb = dtype_row_bytes(t, K);
+  std::vector<float> x = test::gaussian(size_t(T * K), 5);
+  for (int64_t i = 0; i < T * K; i += 97) x[size_t(i)] *= 8.0f;  // uneven block scales
+  Aligned qmem(quantized_rows_bytes(T, K)), scratch(gemm_scratch_bytes(K));
+  const QuantizedRows q = quantized_rows_view(qmem.p, T, K);
+  quantize_rows_q8(x.data(), 0, T, q);
+  const int64_t ys = rows + 3;
+  std::vector<float> y(size_t(T * ys), -7.0f);
+  gemm_int8(t, w.data(), rb, 0, rows, q, y.data(), ys, scratch.p);
+
+  std::vector<float> wf(static_cast<size_t>(K));
+  double worst = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(t, w.data() + size_t(r) * rb, wf.data(), K);
+    for (int64_t tk = 0; tk < T; ++tk) {
+      double ref = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double xv = double(q.q[tk * K + k]) * double(q.d32[tk * (K / 32) + k / 32]);
+        ref += double(wf[size_t(k)]) * xv;
+        mag += std::fabs(double(wf[size_t(k)]) * xv);
+      }
+      const double err = std::fabs(double(y[size_t(tk * ys + r)]) - ref) / (mag + 1e-30);
+      worst = std::max(worst, err);
+      EXPECT_LE(err, 2e-6) << dtype_name(t) << " row " << r << " token " << tk << " of " << T
+                           << ": " << y[size_t(tk * ys + r)] << " vs " << ref;
+      if (err > 2e-6) return worst;
+    }
+    for (int64_t tk = 0; tk < T; ++tk)  // the stride's gap is never written
+      for (int64_t c = rows; c < ys; ++c) EXPECT_EQ(y[size_t(tk * ys + c)], -7.0f);
+  }
+  return worst;
+}
+
+class GemmInt8 : public testing::TestWithParam<DType> {};
+
+TEST_P(GemmInt8, MatchesDoubleReference) {
+  const DType t = GetParam();
+  if (gemm_path(t, 256) != GemmPath::kInt8) GTEST_SKIP() << "no int8 kernel here";
+  double worst = 0;
+  const bool k256 = t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::IQ4_XS;
+  for (int64_t K : k256 ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{96, 512})
+    for (int64_t T : {1, 3, 4, 5, 8, 11, 19})
+      for (int64_t rows : {5, 16, 37}) {
+        worst = std::max(worst, check(t, rows, K, T));
+        if (HasFailure()) return;
+      }
+  std::printf("[ measured ] %s (%s kernels): worst relative error %.3g\n",
+              std::string(dtype_name(t)).c_str(), gemm_kernel_level(), worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, GemmInt8,
+                         testing::Values(DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::IQ4_NL,
+                                         DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_XS),
+                         [](const testing::TestParamInfo<DType>& i) {
+                           return std::string(dtype_name(i.param));
+                         });
+
+}  // namespace
+}  // namespace kiln
