@@ -118,10 +118,10 @@ I2sLayout parse_i2s_layout(std::string_view s) {
 
 std::string i2s_layout_description(I2sLayout l) {
   switch (l) {
-    case I2sLayout::X86: return "x86 layout: 128-value blocks of 32 bytes";
-    case I2sLayout::Arm: return "arm layout: 64-value blocks of 16 bytes (bitnet.cpp on ARM)";
+    case I2sLayout::X86: return "x86 layout, 128-value blocks of 32 bytes";
+    case I2sLayout::Arm: return "arm layout, 64-value blocks of 16 bytes as bitnet.cpp on ARM writes";
     case I2sLayout::Rows4:
-      return "1x4 layout: 4 rows a byte (bitnet.cpp x86 without ACT_PARALLEL)";
+      return "1x4 layout, 4 rows a byte as bitnet.cpp on x86 without ACT_PARALLEL writes";
   }
   return "?";
 }
