@@ -11,7 +11,7 @@ namespace kiln::app {
 namespace {
 
 int convert_command(const std::vector<std::string>& args) {
-  std::string src, out, type = "f16";
+  std::string src, out, type = "f16", i2s_layout;
   int threads = 0;
   bool no_tokenizer = false, quiet = false;
   ArgParser p("kiln convert", "SRC OUT.gguf [--type TYPE]",
@@ -21,6 +21,8 @@ int convert_command(const std::vector<std::string>& args) {
   p.positional("SRC", "model folder or file", &src, true);
   p.positional("OUT", "GGUF file to write (replaced only when complete)", &out, true);
   p.option("-t,--type", "TYPE", "f32, f16, bf16, q8_0, q4_0, q4_k_m or q6_k (default f16)", &type);
+  p.option("--i2s-layout", "L", "with --type i2_s: x86 (default, what bitnet.cpp's x86 builds "
+           "and Microsoft's files use), arm (bitnet.cpp's ARM builds) or 1x4", &i2s_layout);
   p.option("--threads", "N", "threads (default: physical cores)", &threads);
   p.flag("--no-tokenizer", "convert even without a usable tokenizer.json (run with --ids)",
          &no_tokenizer);
@@ -38,6 +40,7 @@ int convert_command(const std::vector<std::string>& args) {
   ConvertOptions o;
   o.type = parse_file_type(type);
   o.threads = threads;
+  if (!i2s_layout.empty()) o.i2s_layout = parse_i2s_layout(i2s_layout);
   o.allow_no_tokenizer = no_tokenizer;
   if (!quiet) {
     o.progress = stderr_progress("converting");

@@ -10,6 +10,7 @@
 #include "command.h"
 #include "common.h"
 #include "kiln/core/error.h"
+#include "kiln/model/bitnet.h"
 #include "kiln/model/model_file.h"
 #include "kiln/runtime/system_probe.h"
 
@@ -95,7 +96,13 @@ int info_command(const std::vector<std::string>& args) {
     std::string layout = "none found";
     if (const TensorView* q = f->find("blk.0.attn_q.weight")) {
       switch (q->dtype) {
-        case DType::I2_S: layout = "I2_S (bitnet.cpp, 2 bits, one scale per tensor)"; break;
+        case DType::I2_S: {
+          std::string source;
+          const I2sLayout l = bitnet_i2s_layout(*f, &source);
+          layout = "I2_S (bitnet.cpp, 2 bits, one scale per tensor), " + i2s_layout_description(l) +
+                   " [" + source + "]";
+          break;
+        }
         case DType::TQ1_0: layout = "TQ1_0 (1.69 bits, scale per 256)"; break;
         case DType::TQ2_0: layout = "TQ2_0 (2.06 bits, scale per 256)"; break;
         case DType::U8: layout = "packed uint8 + weight_scale (transformers BitLinear)"; break;

@@ -51,6 +51,7 @@ using namespace kiln::test;
 struct Case {
   std::string arch;
   std::string type;
+  std::string i2s_layout;  // empty: the default (x86)
 };
 
 class ConvertLogits : public testing::TestWithParam<Case> {};
@@ -59,9 +60,10 @@ TEST_P(ConvertLogits, MatchesReference) {
   const Case& c = GetParam();
   const std::string dir = kData + "/hf/" + c.arch;
   TempDir tmp;
-  const std::string out = tmp.file(c.arch + "-" + c.type + ".gguf");
+  const std::string out = tmp.file(c.arch + "-" + c.type + c.i2s_layout + ".gguf");
   ConvertOptions o;
   o.type = parse_file_type(c.type);
+  if (!c.i2s_layout.empty()) o.i2s_layout = parse_i2s_layout(c.i2s_layout);
   convert_model(dir, out, o);
 
   const bool bitnet = c.arch.rfind("bitnet", 0) == 0;
@@ -127,16 +129,22 @@ std::vector<Case> all_cases() {
   std::vector<Case> cases;
   for (const char* arch : {"llama", "qwen3", "qwen3_moe", "smollm3", "qwen3_5_text", "qwen3_next"})
     for (const char* type : {"f32", "bf16", "q8_0", "q4_0", "q4_k_m", "q6_k"})
-      cases.push_back({arch, type});
-  for (const char* arch : {"bitnet", "bitnet_bf16"})
+      cases.push_back({arch, type, ""});
+  for (const char* arch : {"bitnet", "bitnet_bf16"}) {
     for (const char* type : {"i2_s", "f32", "bf16", "tq1_0", "tq2_0"})
-      cases.push_back({arch, type});
+      cases.push_back({arch, type, ""});
+    // bitnet.cpp's other I2_S packings (ARM builds; x86 without ACT_PARALLEL).
+    for (const char* layout : {"arm", "1x4"}) cases.push_back({arch, "i2_s", layout});
+  }
   return cases;
 }
 
 INSTANTIATE_TEST_SUITE_P(Hf, ConvertLogits, testing::ValuesIn(all_cases()),
                          [](const testing::TestParamInfo<Case>& info) {
-                           return info.param.arch + "_" + info.param.type;
+                           return info.param.arch + "_" + info.param.type +
+                                  (info.param.i2s_layout == "1x4" ? std::string("_rows4")
+                                   : info.param.i2s_layout.empty() ? std::string()
+                                                                   : "_" + info.param.i2s_layout);
                          });
 
 }  // namespace

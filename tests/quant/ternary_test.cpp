@@ -61,6 +61,88 @@ TEST(I2S, SignsScaledByTheTensorMax) {
   EXPECT_THROW(quantize_i2s(x.data(), 8, small.data()), Error);
 }
 
+// bitnet.cpp's ARM packing (QK_I2_S 64): value j of a 64-value block in
+// byte j % 16 at bits 6 - 2 (j / 16), 16 bytes a block; scale at numel / 4.
+TEST(I2S, ArmLayoutBytesByHand) {
+  const float s = 0.5f;
+  std::vector<float> x(128, 0.0f);
+  x[0] = s;        // block 0, byte 0, bits 6-7: code 2
+  x[16] = -s;      // block 0, byte 0, bits 4-5: code 0
+  x[63] = s;       // block 0, byte 15, bits 0-1: code 2
+  x[64 + 5] = -s;  // block 1, byte 16 + 5, bits 6-7: code 0
+  std::vector<uint8_t> q(i2s_tensor_bytes(128));
+  ASSERT_EQ(q.size(), 32u + 32u);
+  quantize_i2s(x.data(), 2, 64, I2sLayout::Arm, q.data());
+  EXPECT_EQ(q[0], (2 << 6) | (0 << 4) | (1 << 2) | 1);
+  EXPECT_EQ(q[1], 0x55);
+  EXPECT_EQ(q[15], (1 << 6) | (1 << 4) | (1 << 2) | 2);
+  EXPECT_EQ(q[21], (0 << 6) | (1 << 4) | (1 << 2) | 1);
+  float scale;
+  std::memcpy(&scale, q.data() + 32, 4);
+  EXPECT_EQ(scale, s);
+  std::vector<float> back(128);
+  dequantize_i2s(q.data(), 2, 64, I2sLayout::Arm, back.data());
+  EXPECT_EQ(back, x);
+  // The same values in the x86 layout put x[16] in byte 16 (bits 6-7), not
+  // in byte 0.
+  std::vector<uint8_t> x86(i2s_tensor_bytes(128));
+  quantize_i2s(x.data(), 128, x86.data());
+  EXPECT_EQ(x86[0], (2 << 6) | (1 << 4) | (1 << 2) | 1);
+  EXPECT_EQ(x86[16], (0 << 6) | (1 << 4) | (1 << 2) | 1);
+}
+
+// bitnet.cpp's x86 packing without ACT_PARALLEL ("1x4"): byte (r / 4) * cols
+// + c holds column c of rows r..r+3 of a 4-row group, row r % 4 at bits
+// 6 - 2 (r % 4); scale at numel / 4.
+TEST(I2S, Rows4LayoutBytesByHand) {
+  const float s = 0.25f;
+  const int64_t rows = 8, cols = 4;
+  std::vector<float> x(size_t(rows * cols), 0.0f);
+  x[0 * cols + 0] = s;   // group 0, byte 0, bits 6-7: code 2
+  x[1 * cols + 0] = -s;  // group 0, byte 0, bits 4-5: code 0
+  x[3 * cols + 2] = s;   // group 0, byte 2, bits 0-1: code 2
+  x[6 * cols + 3] = -s;  // group 1, byte 4 + 3, bits 2-3: code 0
+  std::vector<uint8_t> q(i2s_tensor_bytes(rows * cols));
+  ASSERT_EQ(q.size(), 8u + 32u);
+  quantize_i2s(x.data(), rows, cols, I2sLayout::Rows4, q.data());
+  EXPECT_EQ(q[0], (2 << 6) | (0 << 4) | (1 << 2) | 1);
+  EXPECT_EQ(q[1], 0x55);
+  EXPECT_EQ(q[2], (1 << 6) | (1 << 4) | (1 << 2) | 2);
+  EXPECT_EQ(q[7], (1 << 6) | (1 << 4) | (0 << 2) | 1);
+  float scale;
+  std::memcpy(&scale, q.data() + 8, 4);
+  EXPECT_EQ(scale, s);
+  std::vector<float> back(x.size());
+  dequantize_i2s(q.data(), rows, cols, I2sLayout::Rows4, back.data());
+  EXPECT_EQ(back, x);
+  // Rows not in whole groups of four do not fit.
+  EXPECT_FALSE(i2s_layout_fits(I2sLayout::Rows4, 6, 4));
+  EXPECT_THROW(quantize_i2s(x.data(), 6, 4, I2sLayout::Rows4, q.data()), Error);
+}
+
+TEST(I2S, RepackedToX86AsQuantizedThere) {
+  // Each layout's bytes, repacked, are exactly the x86 quantization of the
+  // same values (what the kernels then read); the x86 path is unchanged.
+  const int64_t rows = 12, cols = 192;
+  std::vector<float> w(size_t(rows * cols));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 11 % 7 % 3) - 1) * 0.75f;
+  std::vector<uint8_t> want(i2s_tensor_bytes(rows * cols));
+  quantize_i2s(w.data(), rows * cols, want.data());
+  for (I2sLayout l : {I2sLayout::X86, I2sLayout::Arm, I2sLayout::Rows4}) {
+    std::vector<uint8_t> q(want.size()), x86(want.size());
+    quantize_i2s(w.data(), rows, cols, l, q.data());
+    if (l == I2sLayout::X86) EXPECT_EQ(q, want);
+    else EXPECT_NE(q, want) << i2s_layout_name(l);
+    i2s_repack_to_x86(q.data(), rows, cols, l, x86.data());
+    EXPECT_EQ(x86, want) << i2s_layout_name(l);
+    std::vector<float> back(w.size());
+    dequantize_i2s(q.data(), rows, cols, l, back.data());
+    EXPECT_EQ(back, w) << i2s_layout_name(l);
+    EXPECT_EQ(parse_i2s_layout(i2s_layout_name(l)), l);
+  }
+  EXPECT_THROW(parse_i2s_layout("4x1"), Error);
+}
+
 TEST(TQ2_0, BytesAndRoundTripByHand) {
   // Value i of a block: byte (i / 128) * 32 + i % 32, bits 2 ((i % 128) / 32).
   std::vector<float> x(256, 0.0f);

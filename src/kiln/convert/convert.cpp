@@ -143,6 +143,16 @@ std::vector<PlannedTensor> plan_from_gguf(const ModelFile& f) {
   for (const TensorView& t : f.gguf()->tensors()) {
     const TensorView* v = &t;
     PlannedTensor p{t.name, t.shape, t.dtype};
+    if (t.dtype == DType::I2_S && t.shape.size() == 2 && f.spec().arch == "bitnet") {
+      // One scale for the whole tensor, packed in the file's layout: read whole.
+      const int64_t rows = t.shape[0], cols = t.shape[1];
+      auto values = std::make_shared<std::vector<float>>(bitnet_ternary_values(f, t.name, rows, cols));
+      p.generate = [values, cols](int64_t r, float* dst) {
+        std::copy_n(values->data() + r * cols, cols, dst);
+      };
+      plan.push_back(std::move(p));
+      continue;
+    }
     p.raw_row = [v](int64_t r) { return v->row(r); };
     plan.push_back(std::move(p));
   }
@@ -165,12 +175,13 @@ std::string model_name(const ModelFile& f) {
 // Adds the plan to the writer with the types `ft` gives, and tells the user
 // what went where.
 void add_plan(GgufWriter& w, ThreadPool& pool, std::vector<PlannedTensor> plan, FileType ft,
-              const ModelSpec& spec, const std::function<void(const std::string&)>& log) {
+              const ModelSpec& spec, const std::function<void(const std::string&)>& log,
+              I2sLayout i2s_layout) {
   std::map<std::string, int> counts;
   for (PlannedTensor& p : plan) {
     const DType t = choose_tensor_type(ft, p.name, p.shape, spec);
     counts[std::string(dtype_name(t))]++;
-    add_planned_tensor(w, pool, std::move(p), t);
+    add_planned_tensor(w, pool, std::move(p), t, i2s_layout);
   }
   if (log) {
     std::string s;
@@ -190,8 +201,9 @@ void convert_model(const std::string& src, const std::string& out, const Convert
   GgufWriter w;
   std::vector<PlannedTensor> plan;
   if (f->format() == ModelFormat::Gguf) {
+    // The source's I2_S layout says nothing about ours (set below).
     for (const auto& [key, value] : f->gguf()->metadata())
-      if (key != "general.alignment") w.set(key, value);
+      if (key != "general.alignment" && key != kI2sLayoutKey) w.set(key, value);
     w.set_u32("general.file_type", uint32_t(o.type));
     w.set_u32("general.quantization_version", 2);
     plan = plan_from_gguf(*f);
@@ -215,7 +227,16 @@ void convert_model(const std::string& src, const std::string& out, const Convert
     }
     plan = plan_from_safetensors(*f, arch);
   }
-  add_plan(w, pool, std::move(plan), o.type, spec, o.log);
+  const bool i2s = o.type == FileType::I2_S;
+  KILN_CHECK(i2s || o.i2s_layout == I2sLayout::X86, "an I2_S layout applies to --type i2_s only");
+  if (i2s && o.i2s_layout != I2sLayout::X86) {
+    // bitnet.cpp records no layout; kiln marks the ones that are not x86.
+    w.set_string(kI2sLayoutKey, i2s_layout_name(o.i2s_layout));
+    if (o.log)
+      o.log(std::string("I2_S in the ") + i2s_layout_description(o.i2s_layout) +
+            "; bitnet.cpp reads it only when built the same way");
+  }
+  add_plan(w, pool, std::move(plan), o.type, spec, o.log, o.i2s_layout);
   w.write(out, o.progress);
 }
 

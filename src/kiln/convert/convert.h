@@ -12,6 +12,7 @@
 #include <string>
 
 #include "kiln/core/dtype.h"
+#include "kiln/quant/ternary.h"
 
 namespace kiln {
 
@@ -48,6 +49,10 @@ struct ConvertOptions {
   // Convert even when the source has no usable tokenizer (the GGUF then has
   // none; kiln runs it with --ids, llama.cpp does not load it).
   bool allow_no_tokenizer = false;
+  // --type i2_s: the packing of the I2_S tensors (ternary.h). x86 is what
+  // bitnet.cpp's x86 builds and Microsoft's files use; the others are marked
+  // with the kiln.i2_s.layout key.
+  I2sLayout i2s_layout = I2sLayout::X86;
 };
 
 // src: a safetensors file/folder/index with config.json beside it, or a GGUF.

@@ -82,12 +82,14 @@ struct PlannedTensor {
 
 // Registers t with the writer; its rows are converted to `type` in parallel
 // on `pool` when the writer gets to it.
-void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType type);
+void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType type,
+                        I2sLayout i2s_layout = I2sLayout::X86);
 
 // add_planned_tensor for each, with choose_tensor_type's types; logs a
 // one-line count of tensors per type.
 void add_plan(GgufWriter& w, ThreadPool& pool, std::vector<PlannedTensor> plan, FileType ft,
-              const ModelSpec& spec, const std::function<void(const std::string&)>& log);
+              const ModelSpec& spec, const std::function<void(const std::string&)>& log,
+              I2sLayout i2s_layout = I2sLayout::X86);
 
 // Qwen3.5 / Qwen3-Next (hybrid_layout.cpp): Gated DeltaNet layers between
 // gated full-attention ones, with llama.cpp's names, order and transforms.

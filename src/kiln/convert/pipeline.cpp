@@ -11,7 +11,8 @@
 
 namespace kiln::convert {
 
-void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType type) {
+void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType type,
+                        I2sLayout i2s_layout) {
   KILN_CHECK(can_quantize(type) || type == DType::I2_S, "tensor ", t.name, ": cannot write type ",
              dtype_name(type));
   KILN_CHECK(t.raw_row || t.generate, "tensor ", t.name, ": no source");
@@ -26,7 +27,9 @@ void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType 
   const std::string name = t.name;
   if (type == DType::I2_S) {
     // One scale for the whole tensor: the rows are gathered, then packed together.
-    w.add_tensor_fill(name, type, shape, [&pool, t = std::move(t), cols, rows](void* dst) {
+    KILN_CHECK(i2s_layout_fits(i2s_layout, rows, cols), "tensor ", name, " [", rows, ", ", cols,
+               "] cannot be written in the ", i2s_layout_name(i2s_layout), " I2_S layout");
+    w.add_tensor_fill(name, type, shape, [&pool, t = std::move(t), cols, rows, i2s_layout](void* dst) {
       std::vector<float> all(size_t(rows * cols));
       pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
         for (int64_t r = begin; r < end; ++r) {
@@ -36,7 +39,7 @@ void add_planned_tensor(GgufWriter& w, ThreadPool& pool, PlannedTensor t, DType 
             t.generate(r, all.data() + r * cols);
         }
       });
-      quantize_i2s(all.data(), rows * cols, dst);
+      quantize_i2s(all.data(), rows, cols, i2s_layout, dst);
     });
     return;
   }

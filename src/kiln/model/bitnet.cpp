@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
 
 #include "kiln/core/error.h"
 #include "kiln/core/half.h"
+#include "kiln/io/gguf.h"
 #include "kiln/model/building_blocks.h"
 #include "kiln/quant/dequantize.h"
 #include "kiln/quant/ternary.h"
@@ -41,6 +43,31 @@ bool already_ternary(const std::vector<float>& w, float* magnitude) {
 
 }  // namespace
 
+I2sLayout bitnet_i2s_layout(const ModelFile& f, std::string* source) {
+  if (const GgufFile* g = f.gguf()) {
+    const std::string v = g->get_string_or(kI2sLayoutKey, "");
+    if (!v.empty()) {
+      if (source) *source = std::string("metadata ") + kI2sLayoutKey;
+      try {
+        return parse_i2s_layout(v);
+      } catch (const Error& e) {
+        fail(f.path(), ": ", kI2sLayoutKey, ": ", e.what());
+      }
+    }
+  }
+  if (const char* env = std::getenv("KILN_I2S_LAYOUT"); env && *env) {
+    if (source) *source = "KILN_I2S_LAYOUT";
+    try {
+      return parse_i2s_layout(env);
+    } catch (const Error& e) {
+      fail("KILN_I2S_LAYOUT: ", e.what());
+    }
+  }
+  if (source)
+    *source = "the default, as bitnet.cpp's files do not say; KILN_I2S_LAYOUT=arm or 1x4 picks another";
+  return I2sLayout::X86;
+}
+
 const std::vector<std::string>& bitnet_projection_names() {
   static const std::vector<std::string> names = {"attn_q",   "attn_k", "attn_v", "attn_output",
                                                  "ffn_gate", "ffn_up", "ffn_down"};
@@ -70,7 +97,10 @@ std::vector<float> bitnet_ternary_values(const ModelFile& f, const std::string& 
              " has shape ", shape_string(v.shape), ", the model's settings say [", rows, ", ",
              cols, "]");
   if (v.dtype == DType::I2_S) {
-    dequantize_i2s(v.data, rows * cols, out.data());
+    const I2sLayout layout = bitnet_i2s_layout(f);
+    KILN_CHECK(i2s_layout_fits(layout, rows, cols), f.path(), ": I2_S tensor ", name, " [", rows,
+               ", ", cols, "] does not fit the ", i2s_layout_name(layout), " layout");
+    dequantize_i2s(v.data, rows, cols, layout, out.data());
     return out;
   }
   KILN_CHECK(can_dequantize(v.dtype), f.path(), ": tensor ", name, " has type ",
@@ -141,8 +171,22 @@ class Bitnet final : public Model {
     Backend& b = *backend_;
     const TensorView& v = f.get(name);
     Weight w;
-    if (is_ternary_type(v.dtype) && (v.dtype == DType::I2_S || cols % 256 == 0)) {
+    const bool i2s = v.dtype == DType::I2_S;
+    const I2sLayout layout = i2s ? bitnet_i2s_layout(f) : I2sLayout::X86;
+    if (is_ternary_type(v.dtype) && (i2s || cols % 256 == 0) && layout == I2sLayout::X86) {
       w = b.load_weight(f.get(name, {rows, cols}));
+    } else if (i2s && i2s_layout_fits(I2sLayout::X86, rows, cols)) {
+      // bitnet.cpp's ARM or 1x4 packing: the same codes and scale, moved
+      // once into the x86 layout the kernels read.
+      const TensorView& src = f.get(name, {rows, cols});
+      KILN_CHECK(i2s_layout_fits(layout, rows, cols), f.path(), ": I2_S tensor ", name, " [",
+                 rows, ", ", cols, "] does not fit the ", i2s_layout_name(layout), " layout");
+      storage_.emplace_back(i2s_tensor_bytes(rows * cols));
+      i2s_repack_to_x86(src.data, rows, cols, layout, storage_.back().data());
+      TensorView t = src;
+      t.data = storage_.back().data();
+      t.nbytes = storage_.back().size();
+      w = b.load_weight(t);
     } else {
       const std::vector<float> values = bitnet_ternary_values(f, name, rows, cols);
       storage_.emplace_back(i2s_tensor_bytes(rows * cols));

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kiln/model/model.h"
+#include "kiln/quant/ternary.h"
 
 namespace kiln {
 
@@ -24,5 +25,14 @@ const std::vector<std::string>& bitnet_projection_names();
 // (scale = mean |W|, round, clip to [-1, 1]).
 std::vector<float> bitnet_ternary_values(const ModelFile& file, const std::string& name,
                                          int64_t rows, int64_t cols);
+
+// The GGUF metadata key naming the packing of a file's I2_S tensors (kiln
+// writes it for the layouts other than x86; bitnet.cpp writes none).
+inline constexpr const char* kI2sLayoutKey = "kiln.i2_s.layout";
+
+// How the file's I2_S tensors are packed: its kiln.i2_s.layout key, else the
+// KILN_I2S_LAYOUT environment variable (for bitnet.cpp's own files, which do
+// not say), else x86. `source`, when given, gets where the answer came from.
+I2sLayout bitnet_i2s_layout(const ModelFile& file, std::string* source = nullptr);
 
 }  // namespace kiln

@@ -67,7 +67,118 @@ inline int i2s_code_at(const uint8_t* data, int64_t i) {
   return (data[block * 32 + j % 32] >> (6 - 2 * (j / 32))) & 3;
 }
 
+// Where value (r, c) of a {rows, cols} I2_S tensor lives: its byte, and the
+// shift of its 2-bit code in that byte (see ternary.h).
+struct I2sPlace {
+  int64_t byte;
+  int shift;
+};
+
+inline I2sPlace i2s_place(I2sLayout l, int64_t r, int64_t c, int64_t cols) {
+  switch (l) {
+    case I2sLayout::X86: {
+      const int64_t i = r * cols + c;
+      return {i / 128 * 32 + i % 32, 6 - 2 * int(i % 128 / 32)};
+    }
+    case I2sLayout::Arm: {
+      const int64_t i = r * cols + c;
+      return {i / 64 * 16 + i % 16, 6 - 2 * int(i % 64 / 16)};
+    }
+    case I2sLayout::Rows4:
+      return {r / 4 * cols + c, 6 - 2 * int(r % 4)};
+  }
+  return {0, 0};
+}
+
+void check_i2s_fits(I2sLayout l, int64_t rows, int64_t cols) {
+  KILN_CHECK(i2s_layout_fits(l, rows, cols), "i2_s (", i2s_layout_name(l), " layout): a [", rows,
+             ", ", cols, "] tensor is not ",
+             l == I2sLayout::Rows4 ? "a whole number of 4-row groups"
+                                   : l == I2sLayout::Arm ? "a whole number of 64-value blocks"
+                                                         : "a whole number of 128-value blocks");
+}
+
 }  // namespace
+
+const char* i2s_layout_name(I2sLayout l) {
+  switch (l) {
+    case I2sLayout::X86: return "x86";
+    case I2sLayout::Arm: return "arm";
+    case I2sLayout::Rows4: return "1x4";
+  }
+  return "?";
+}
+
+I2sLayout parse_i2s_layout(std::string_view s) {
+  if (s == "x86") return I2sLayout::X86;
+  if (s == "arm") return I2sLayout::Arm;
+  if (s == "1x4") return I2sLayout::Rows4;
+  fail("unknown I2_S layout '", s, "' (x86, arm or 1x4)");
+}
+
+std::string i2s_layout_description(I2sLayout l) {
+  switch (l) {
+    case I2sLayout::X86: return "x86 layout, 128-value blocks of 32 bytes";
+    case I2sLayout::Arm: return "arm layout, 64-value blocks of 16 bytes as bitnet.cpp on ARM writes";
+    case I2sLayout::Rows4:
+      return "1x4 layout, 4 rows a byte as bitnet.cpp on x86 without ACT_PARALLEL writes";
+  }
+  return "?";
+}
+
+bool i2s_layout_fits(I2sLayout l, int64_t rows, int64_t cols) {
+  if (rows <= 0 || cols <= 0) return false;
+  switch (l) {
+    case I2sLayout::X86: return rows * cols % 128 == 0;
+    case I2sLayout::Arm: return rows * cols % 64 == 0;
+    case I2sLayout::Rows4: return rows % 4 == 0;
+  }
+  return false;
+}
+
+void quantize_i2s(const float* src, int64_t rows, int64_t cols, I2sLayout layout, void* dst) {
+  check_i2s_fits(layout, rows, cols);
+  const int64_t numel = rows * cols;
+  double max = 0;
+  for (int64_t i = 0; i < numel; ++i) max = std::fmax(max, std::fabs(double(src[i])));
+  auto* out = static_cast<uint8_t*>(dst);
+  std::memset(out, 0, i2s_tensor_bytes(numel));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double v = src[r * cols + c];
+      const int code = std::fabs(v) < 1e-6 ? 1 : (v * max > 0 ? 2 : 0);
+      const I2sPlace at = i2s_place(layout, r, c, cols);
+      out[at.byte] |= uint8_t(code << at.shift);
+    }
+  const float scale = float(max);
+  std::memcpy(out + numel / 4, &scale, sizeof(float));
+}
+
+void dequantize_i2s(const void* src, int64_t rows, int64_t cols, I2sLayout layout, float* dst) {
+  check_i2s_fits(layout, rows, cols);
+  const auto* data = static_cast<const uint8_t*>(src);
+  const float scale = i2s_scale(src, rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const I2sPlace at = i2s_place(layout, r, c, cols);
+      dst[r * cols + c] = float(((data[at.byte] >> at.shift) & 3) - 1) * scale;
+    }
+}
+
+void i2s_repack_to_x86(const void* src, int64_t rows, int64_t cols, I2sLayout layout, void* dst) {
+  check_i2s_fits(layout, rows, cols);
+  check_i2s_fits(I2sLayout::X86, rows, cols);
+  const int64_t numel = rows * cols;
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  std::memset(out, 0, i2s_tensor_bytes(numel));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const I2sPlace from = i2s_place(layout, r, c, cols), to = i2s_place(I2sLayout::X86, r, c, cols);
+      out[to.byte] |= uint8_t(((in[from.byte] >> from.shift) & 3) << to.shift);
+    }
+  std::memcpy(out + numel / 4, in + numel / 4, sizeof(float));
+}
 
 void dequantize_row_tq1_0(const void* src, float* dst, int64_t n) {
   const auto* b = static_cast<const BlockTQ1_0*>(src);
