@@ -4,6 +4,11 @@
 # of real shapes made there by `kiln synth`. Expects the binaries built here in
 # .devrun/devrun.txz (bench/pack_devrun.sh: test_cuda, kiln and the shared
 # libraries the device image lacks).
+# The call's tree must stay under the device tool's 64 MiB: the archive is
+# ~19 MB and the tracked tree ~48 MB, of which tests/data/quant and
+# tests/data/tokenizers (~16 MB) are not read there; move those two out of
+# the checkout for the duration of the call (and back after), and carry
+# only .devrun/devrun.txz.
 #   TESTS=0 skips the tests; MODELS="4b:q4_k_m 4b:q8_0" picks the models;
 #   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
 #   KILN_CUDA_MV=stage; PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
