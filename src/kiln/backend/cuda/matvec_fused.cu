@@ -521,7 +521,7 @@ __host__ __device__ constexpr bool is_plain(DType t) {
 constexpr int kBufSlack = 32;
 constexpr int kMaxRowsPerPiece = 8;
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+[[maybe_unused]] __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return uint32_t(__cvta_generic_to_shared(p));
 }
 
