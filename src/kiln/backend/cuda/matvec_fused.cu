@@ -1,19 +1,22 @@
 // Decode-path matrix-vector products: one launch for one to four weights
-// that share an input (q/k/v, gate/up), with the op in front folded into the
-// prologue (rmsnorm, or silu(gate) * up) and a residual add in the epilogue.
+// that share an input (q/k/v, gate/up), with the op in front folded in
+// (rmsnorm, or silu(gate) * up) and a residual add in the epilogue. Inputs
+// are f32 for plain weights (F32/F16/BF16, so f32/bf16 models keep full f32
+// products) and int8 per 32-element block with an f32 scale for the block
+// formats, which take integer dot products (dp4a), as the CPU backend and
+// llama.cpp do.
 //
-// Every block first builds the input vector in shared memory: f32 for plain
-// weights (F32/F16/BF16, so f32/bf16 models keep full f32 products), int8
-// per 32-element block with an f32 scale for the block formats, which then
-// take integer dot products (dp4a), as the CPU backend and llama.cpp do.
-// Weight rows stream from HBM once with 16-byte loads; a warp owns a row at
-// a time and the grid is capped near the number of resident blocks, so the
-// prologue's cost is paid a few times per SM rather than once per 8 rows.
-//
-// The folded op's own output (the normed row, silu(gate) * up) is still
-// written, by the last block to finish (an atomic ticket), because the
-// model may read it again and because in-place ops (silu_mul into gate)
-// must not overwrite an input other blocks are still reading.
+// Two implementations:
+// - Hopper (compute capability 9.0, the default there): a small kernel
+//   prepares the input once (prepare_input_kernel), then the product's
+//   warps stream their weights through the copy engine into shared memory
+//   (mv_bulk_kernel; see the section's comment).
+// - Elsewhere, or with KILN_CUDA_MV=stage: every block builds the input in
+//   shared memory itself and its warps stage weight rows through registers
+//   with 16-byte loads (mv_q8_kernel, mv_plain_kernel); the folded op's own
+//   output (the normed row, silu(gate) * up) is written by the last block
+//   to finish (an atomic ticket), since in-place ops (silu_mul into gate)
+//   must not overwrite an input other blocks are still reading.
 #include <cuda_runtime.h>
 
 #include <algorithm>
