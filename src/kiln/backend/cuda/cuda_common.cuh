@@ -42,6 +42,28 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// 1 / rms of the row xr[0, dim) over a block of kThreads threads (part:
+// kThreads / 32 floats of shared memory), returned to every thread: thread i
+// sums the squares of elements i, i + kThreads, ..., each warp adds its
+// lanes' sums in a butterfly, then the warps' sums are added in order. The
+// rmsnorm kernel and the products' rmsnorm prologues all use it, so a row
+// one of them normalizes is bit-identical to the others'.
+template <int kThreads>
+__device__ __forceinline__ float block_inv_rms(const float* xr, int64_t dim, float eps,
+                                               float* part) {
+  float s = 0.0f;
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < dim; i += kThreads) s = fmaf(xr[i], xr[i], s);
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
+  __syncthreads();
+  float total = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) total += part[i];
+  __syncthreads();  // part may be written again
+  return 1.0f / sqrtf(total / float(dim) + eps);
+}
+
 // Whether launch() asks for programmatic dependent launch (KILN_CUDA_PDL=0
 // turns it off, to compare; it needs compute capability 9.0).
 bool pdl_enabled();

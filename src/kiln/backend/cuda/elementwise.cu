@@ -22,16 +22,7 @@ __global__ void __launch_bounds__(kNormThreads)
   const int64_t row = blockIdx.x;
   const float* xr = x + row * dim;
   float* yr = y + row * dim;
-  float s = 0.0f;
-#pragma unroll 4
-  for (int64_t i = threadIdx.x; i < dim; i += kNormThreads) s = fmaf(xr[i], xr[i], s);
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
-  __syncthreads();
-  s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kNormThreads / 32; ++i) s += part[i];
-  const float inv = 1.0f / sqrtf(s / float(dim) + eps);
+  const float inv = block_inv_rms<kNormThreads>(xr, dim, eps, part);
   if (w) {
 #pragma unroll 4
     for (int64_t i = threadIdx.x; i < dim; i += kNormThreads)

@@ -45,6 +45,12 @@ __host__ __device__ constexpr int64_t xq_bytes(int64_t K, int64_t T) {
   return (T * K + T * (K / 32) * 4 + 15) / 16 * 16;
 }
 
+// Bytes of a bulk-copy product's prepared input: f32 for plain weights,
+// else the int8 layout above.
+__host__ __device__ constexpr int64_t input_bytes(bool plain, int64_t K, int64_t T) {
+  return plain ? T * K * int64_t(sizeof(float)) : xq_bytes(K, T);
+}
+
 struct Args {
   const uint8_t* w[kMaxMatvecSegs];
   float* y[kMaxMatvecSegs];
@@ -97,19 +103,10 @@ __device__ __forceinline__ float pro_value(const Args& a, int t, int64_t k, floa
 __device__ void row_inv_rms(const Args& a, float* inv) {
   __shared__ float part[kW];
   for (int t = 0; t < a.T; ++t) {
-    const float* xr = a.x + int64_t(t) * a.K;
-    float s = 0.0f;
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < a.K; i += kThreads) s = fmaf(xr[i], xr[i], s);
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
-    __syncthreads();
-    s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kW; ++i) s += part[i];
-    if (threadIdx.x == 0) inv[t] = 1.0f / sqrtf(s / float(a.K) + a.eps);
-    __syncthreads();
+    const float r = block_inv_rms<kThreads>(a.x + int64_t(t) * a.K, a.K, a.eps, part);
+    if (threadIdx.x == 0) inv[t] = r;
   }
+  __syncthreads();
 }
 
 // The last block to finish writes the prologue's output to a.mat.
@@ -386,15 +383,7 @@ __global__ void __launch_bounds__(kThreads, 3)
       int seg;
       int64_t local;
       find_row(a, cur_row, &seg, &local);
-#pragma unroll
-      for (int t = 0; t < MAXT; ++t) {
-        if (t >= T) break;
-        float s = acc[t];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) store_row(a, seg, local, t, s);
-        acc[t] = 0.0f;
-      }
+      finish_row(a, seg, local, lane, acc);
     }
   }
   materialize(a, inv);
@@ -419,6 +408,47 @@ __device__ __forceinline__ void unpack(const uint4& v, float* w) {
         w[2 * i + 1] = __half2float(__ushort_as_half(uint16_t(p[i] >> 16)));
       }
     }
+  }
+}
+
+// acc[t] += the 16 weight bytes v (E elements) . x[t * K ..] for t < T;
+// x points at the input element of v's first weight.
+template <DType DT, int MAXT>
+__device__ __forceinline__ void plain_dot16(const uint4& v, const float* x, int64_t K, int T,
+                                            float (&acc)[MAXT]) {
+  constexpr int E = DT == DType::F32 ? 4 : 8;  // elements per 16 bytes
+  float w[E];
+  unpack<DT>(v, w);
+#pragma unroll
+  for (int t = 0; t < MAXT; ++t) {
+    if (t >= T) break;
+    const float4* xp = reinterpret_cast<const float4*>(x + t * K);
+    float s = acc[t];
+#pragma unroll
+    for (int e = 0; e < E / 4; ++e) {
+      const float4 xv = xp[e];
+      s = fmaf(w[4 * e], xv.x, s);
+      s = fmaf(w[4 * e + 1], xv.y, s);
+      s = fmaf(w[4 * e + 2], xv.z, s);
+      s = fmaf(w[4 * e + 3], xv.w, s);
+    }
+    acc[t] = s;
+  }
+}
+
+// Row `row` of weight `seg` is done: each token's sum over the warp to
+// lane 0, stored (and added where asked), acc cleared for the next row.
+template <int MAXT>
+__device__ __forceinline__ void finish_row(const Args& a, int seg, int64_t row, int lane,
+                                           float (&acc)[MAXT]) {
+#pragma unroll
+  for (int t = 0; t < MAXT; ++t) {
+    if (t >= a.T) break;
+    float s = acc[t];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) store_row(a, seg, row, t, s);
+    acc[t] = 0.0f;
   }
 }
 
@@ -471,33 +501,10 @@ __global__ void __launch_bounds__(kThreads)
       for (int j = 0; j < U; ++j) {
         const int idx = v0 + lane + 32 * j;
         if (idx >= nvec) break;
-        float w[E];
-        unpack<DT>(wv[j], w);
-#pragma unroll
-        for (int t = 0; t < MAXT; ++t) {
-          if (t >= T) break;
-          const float4* xp = reinterpret_cast<const float4*>(xs + t * K + int64_t(idx) * E);
-          float s = acc[t];
-#pragma unroll
-          for (int e = 0; e < E / 4; ++e) {
-            const float4 xv = xp[e];
-            s = fmaf(w[4 * e], xv.x, s);
-            s = fmaf(w[4 * e + 1], xv.y, s);
-            s = fmaf(w[4 * e + 2], xv.z, s);
-            s = fmaf(w[4 * e + 3], xv.w, s);
-          }
-          acc[t] = s;
-        }
+        plain_dot16<DT, MAXT>(wv[j], xs + int64_t(idx) * E, K, T, acc);
       }
     }
-#pragma unroll
-    for (int t = 0; t < MAXT; ++t) {
-      if (t >= T) break;
-      float s = acc[t];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-      if (lane == 0) store_row(a, seg, local, t, s);
-    }
+    finish_row(a, seg, local, lane, acc);
   }
   materialize(a, inv);
 }
@@ -642,19 +649,8 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __gri
   const int64_t k0 = (blockIdx.x % per_row) * kPrepPerBlock + int64_t(threadIdx.x) * 4;
   __shared__ float part[kPrepThreads / 32];
   float inv = 1.0f;
-  if (a.pro == int(MatvecPrologue::Rmsnorm)) {
-    const float* xr = a.x + int64_t(t) * K;
-    float sq = 0.0f;
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < K; i += kPrepThreads) sq = fmaf(xr[i], xr[i], sq);
-    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = sq;
-    __syncthreads();
-    float total = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kPrepThreads / 32; ++i) total += part[i];
-    inv = 1.0f / sqrtf(total / float(K) + a.eps);
-  }
+  if (a.pro == int(MatvecPrologue::Rmsnorm))
+    inv = block_inv_rms<kPrepThreads>(a.x + int64_t(t) * K, K, a.eps, part);
   if (k0 >= K) return;  // K % 32 == 0: whole groups of 8 threads leave together
   float v[4];
 #pragma unroll
@@ -692,7 +688,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t K = a.K;
   const int T = a.T;
-  const size_t xbytes = kPlain ? size_t(T * K) * sizeof(float) : size_t(xq_bytes(K, T));
+  const size_t xbytes = size_t(input_bytes(kPlain, K, T));
   const int stride = a.buf_bytes + kBufSlack;
   uint8_t* buf = smem + xbytes + size_t(warp) * 2 * stride;
   const int64_t nw = int64_t(gridDim.x) * kW, gw = int64_t(blockIdx.x) * kW + warp;
@@ -724,17 +720,6 @@ __global__ void __launch_bounds__(kThreads)
   float acc[MAXT];
 #pragma unroll
   for (int t = 0; t < MAXT; ++t) acc[t] = 0.0f;
-  auto finish_row = [&](int seg, int64_t row) {
-#pragma unroll
-    for (int t = 0; t < MAXT; ++t) {
-      if (t >= T) break;
-      float sum = acc[t];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-      if (lane == 0) store_row(a, seg, row, t, sum);
-      acc[t] = 0.0f;
-    }
-  };
   // One piece from buffer B (0 or 1, a constant so that nothing here is
   // indexed at run time), then the request for the piece two further on.
   auto consume = [&](auto buffer, Piece& p, bool& have, uint32_t parity, int64_t next) {
@@ -747,25 +732,9 @@ __global__ void __launch_bounds__(kThreads)
         constexpr int E = DT == DType::F32 ? 4 : 8;  // elements per 16 bytes
         const int nvec = int(p.nb * F::kBytes / 16);
         const int64_t k0 = p.b0 * F::kBlock;
-        for (int c = lane; c < nvec; c += 32) {
-          float wv[E];
-          unpack<DT>(*reinterpret_cast<const uint4*>(wr + 16 * c), wv);
-#pragma unroll
-          for (int t = 0; t < MAXT; ++t) {
-            if (t >= T) break;
-            const float4* xp = reinterpret_cast<const float4*>(xs + t * K + k0 + int64_t(c) * E);
-            float sum = acc[t];
-#pragma unroll
-            for (int e = 0; e < E / 4; ++e) {
-              const float4 xv = xp[e];
-              sum = fmaf(wv[4 * e], xv.x, sum);
-              sum = fmaf(wv[4 * e + 1], xv.y, sum);
-              sum = fmaf(wv[4 * e + 2], xv.z, sum);
-              sum = fmaf(wv[4 * e + 3], xv.w, sum);
-            }
-            acc[t] = sum;
-          }
-        }
+        for (int c = lane; c < nvec; c += 32)
+          plain_dot16<DT, MAXT>(*reinterpret_cast<const uint4*>(wr + 16 * c),
+                                xs + k0 + int64_t(c) * E, K, T, acc);
       } else {
         for (int u = lane; u < p.nb * F::kUnits; u += 32) {
           const int blk = u / F::kUnits, uu = u % F::kUnits;
@@ -773,7 +742,7 @@ __global__ void __launch_bounds__(kThreads)
                              K, T, acc);
         }
       }
-      if (a.P == 1 || p.part == a.P - 1) finish_row(p.seg, p.row0 + r);
+      if (a.P == 1 || p.part == a.P - 1) finish_row(a, p.seg, p.row0 + r, lane, acc);
     }
     // Every lane is done with this buffer before the copy engine refills it.
     __syncwarp();
@@ -807,6 +776,16 @@ int sm_count() {
   return n;
 }
 
+// KILN_CUDA_MV_BLOCKS: the products' blocks per SM, to compare (0: unset).
+int blocks_cap() {
+  static const int n = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_BLOCKS");
+    const int v = e ? std::atoi(e) : 0;
+    return v >= 1 && v <= 16 ? v : 0;
+  }();
+  return n;
+}
+
 template <class Kernel>
 void launch_matvec(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   static std::unordered_set<const void*> raised;  // kernels allowed kMaxSmem
@@ -815,11 +794,7 @@ void launch_matvec(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
           "matvec shared memory");
   // A few resident blocks per SM (KILN_CUDA_MV_BLOCKS, default 4): rows
   // beyond that loop within a warp.
-  static const int per_sm = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_BLOCKS");
-    const int n = e ? std::atoi(e) : 4;
-    return n >= 1 && n <= 16 ? n : 4;
-  }();
+  const int per_sm = blocks_cap() > 0 ? blocks_cap() : 4;
   const int64_t blocks = std::min<int64_t>((a.total + kW - 1) / kW, int64_t(sm_count()) * per_sm);
   cuda::launch(k, unsigned(blocks), kThreads, smem, s, "matvec_fused", a);
 }
@@ -847,15 +822,16 @@ int piece_bytes() {
 }
 
 size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
-  const size_t x = is_plain(t) ? size_t(T * K) * sizeof(float) : size_t(xq_bytes(K, T));
-  return x + size_t(kW) * 2 * (piece_bytes() + kBufSlack) + 16;  // + a word read past the end
+  // + a word read past the last buffer
+  return size_t(input_bytes(is_plain(t), K, T)) + size_t(kW) * 2 * (piece_bytes() + kBufSlack) +
+         16;
 }
 
 // Whether the bulk-copy path takes this product: Hopper, whole 32-element
 // blocks, and its input fits the scratch area and shared memory.
 bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
-  const size_t x = is_plain(t) ? size_t(T * K) * sizeof(float) : size_t(xq_bytes(K, T));
-  return bulk_enabled() && K % 32 == 0 && x <= scratch_bytes &&
+  return bulk_enabled() && K % 32 == 0 &&
+         size_t(input_bytes(is_plain(t), K, T)) <= scratch_bytes &&
          bulk_smem_bytes(t, K, T) <= kMaxSmem;
 }
 
@@ -904,11 +880,7 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   // Every block resident at once (KILN_CUDA_MV_BLOCKS lowers the cap):
   // warps loop over work items, and the next kernel's blocks can start in
   // what the last ones leave.
-  static const int cap = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_BLOCKS");
-    return e ? std::atoi(e) : 0;
-  }();
-  if (cap > 0) per_sm = std::min(per_sm, cap);
+  if (blocks_cap() > 0) per_sm = std::min(per_sm, blocks_cap());
   const int64_t blocks = std::min<int64_t>((a.groups + kW - 1) / kW, int64_t(sm_count()) * per_sm);
   cuda::launch(k, unsigned(blocks), kThreads, smem, s, "matvec_fused", a);
 }
@@ -954,7 +926,6 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
   a.counter = counter;
   const size_t smem = smem_bytes(j.dtype, j.K, j.T);
   const size_t bulk_smem = bulk_smem_bytes(j.dtype, j.K, j.T);
-  (void)bulk_smem;
   const bool ok = dispatch_format(j.dtype, [&]<DType DT>() {
     if (bulk_ok(j.dtype, j.K, j.T, scratch.input_bytes)) {
       a.xprep = scratch.input;
