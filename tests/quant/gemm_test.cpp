@@ -4,7 +4,8 @@
 // part of every kernel is exact, so what remains is f32 rounding of the
 // per-block scales and sums: 2e-6 of sum |w x| bounds it (measured ~1e-7),
 // while a wrong lane, scale or offset shows up at 1e-2 and more. Covers
-// matvec (1-3 tokens), every tile width's remainder, and row counts that
+// matvec (1-3 tokens), every tile width's remainder (16-token AMX tiles and
+// their 128-token blocks included), and row counts that
 // leave partial tiles.
 #include <gtest/gtest.h>
 
@@ -93,7 +94,7 @@ TEST_P(GemmInt8, MatchesDoubleReference) {
   double worst = 0;
   const bool k256 = t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::IQ4_XS;
   for (int64_t K : k256 ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{96, 512})
-    for (int64_t T : {1, 3, 4, 5, 8, 11, 19})
+    for (int64_t T : {1, 3, 4, 5, 8, 11, 16, 19, 33, 140})
       for (int64_t rows : {5, 16, 37}) {
         worst = std::max(worst, check(t, rows, K, T));
         if (HasFailure()) return;

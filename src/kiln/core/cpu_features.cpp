@@ -7,6 +7,10 @@
 #include <cpuid.h>
 #define KILN_X86 1
 #endif
+#if KILN_X86 && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace kiln {
 namespace {
@@ -19,6 +23,18 @@ unsigned long long xgetbv0() {
   unsigned lo, hi;
   __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
   return (static_cast<unsigned long long>(hi) << 32) | lo;
+}
+
+// Linux hands out the AMX tile data state (XTILEDATA, xsave component 18)
+// only to processes that ask for it; without the grant the first tile
+// instruction faults.
+bool request_amx_state() {
+#if defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
 }
 #endif
 
@@ -47,6 +63,12 @@ CpuFeatures detect() {
   f.avx512_fp16 = f.avx512 && (l7[3] & (1u << 23));
   f.avx_vnni = f.avx2 && (l7s1[0] & (1u << 4));
   f.avx512_bf16 = f.avx512 && (l7s1[0] & (1u << 5));
+  const bool amx_tile = l7[3] & (1u << 24), amx_int8 = l7[3] & (1u << 25);
+  const bool tile_state = (xcr0 & 0x60000) == 0x60000;  // XTILECFG, XTILEDATA
+  const char* cap_env = std::getenv("KILN_CPU");
+  const bool amx_allowed = !cap_env || std::string(cap_env) == "amx";
+  f.amx_int8 = f.avx512_vnni && amx_tile && amx_int8 && tile_state && amx_allowed &&
+               request_amx_state();
 #endif
   // The cap: lets tests run every kernel level on one machine.
   if (const char* cap = std::getenv("KILN_CPU")) {
@@ -57,6 +79,7 @@ CpuFeatures detect() {
       f = CpuFeatures{f.avx2, false, false, vnni, false, false};
     }
     if (c == "avx512") f.avx512_vnni = f.avx_vnni = f.avx512_bf16 = f.avx512_fp16 = false;
+    if (c != "amx") f.amx_int8 = false;
   }
   return f;
 }
@@ -70,6 +93,7 @@ const CpuFeatures& cpu_features() {
 
 std::string cpu_kernel_level() {
   const CpuFeatures& f = cpu_features();
+  if (f.amx_int8) return "amx";
   if (f.avx512_vnni) return "avx512vnni";
   if (f.avx512) return "avx512";
   if (f.avx_vnni) return "avx2vnni";

@@ -14,10 +14,11 @@ struct CpuFeatures {
   bool avx_vnni = false;    // the VEX (256-bit) VNNI of client cores
   bool avx512_bf16 = false;
   bool avx512_fp16 = false;
+  bool amx_int8 = false;    // AMX tiles with int8 products, granted to this process by the OS
 };
 
 // The CPU's features, capped by KILN_CPU (scalar, avx2, avx2vnni, avx512,
-// avx512vnni) when set, so each kernel level can be tested on one machine.
+// avx512vnni, amx) when set, so each kernel level can be tested on one machine.
 const CpuFeatures& cpu_features();
 
 // The kernel level in use, for messages: "avx512vnni", "avx2", "scalar", ...

@@ -29,6 +29,7 @@ namespace kiln {
 KILN_DECLARE_LEVEL(k_avx2)
 KILN_DECLARE_LEVEL(k_avx2vnni)
 KILN_DECLARE_LEVEL(k_avx512vnni)
+KILN_DECLARE_LEVEL(k_amx)
 
 namespace {
 
@@ -86,6 +87,7 @@ struct Kernels {
 Kernels pick() {
 #if defined(__x86_64__)
   const CpuFeatures& f = cpu_features();
+  if (f.amx_int8) return KILN_LEVEL(k_amx, "amx", true);
   if (f.avx512_vnni) return KILN_LEVEL(k_avx512vnni, "avx512vnni", true);
   if (f.avx_vnni) return KILN_LEVEL(k_avx2vnni, "avx2vnni", false);
   if (f.avx2) return KILN_LEVEL(k_avx2, "avx2", false);
@@ -179,7 +181,9 @@ int64_t gemm_row_granule(int64_t n_tokens) {
   return kernels().int8 && n_tokens >= 4 ? 8 : 4;  // 256-bit tiles, or row blocks of 4
 }
 
-size_t gemm_scratch_bytes(int64_t K) { return size_t(128 * K + 4096); }
+// The largest of the kernels' needs: the AMX tiles' 232 bytes per column
+// (weights, interleaved activations of 128 tokens, their scales).
+size_t gemm_scratch_bytes(int64_t K) { return size_t(256 * K + 4096); }
 
 void gemm_int8(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const QuantizedRows& x,
                float* y, int64_t ys, void* scratch) {
