@@ -18,7 +18,7 @@ void on_signal(int) { g_stop = 1; }
 int serve_command(const std::vector<std::string>& args) {
   std::string model, host = "127.0.0.1", api_key, alias;
   int port = 8080, parallel = 0, queue = 64, grace = 10;
-  int64_t step_tokens = 256;
+  int64_t step_tokens = 256, kv_size = 0;
   RuntimeFlags rt;
   ArgParser p("kiln serve", "MODEL [--host H] [--port P] [--parallel N] [--ctx-size C] [--api-key KEY]",
               "Serve a model over HTTP with the OpenAI API: POST /v1/chat/completions and\n"
@@ -36,13 +36,20 @@ int serve_command(const std::vector<std::string>& args) {
            "most tokens per forward step: prompts are fed in chunks of what is left after the "
            "decoding sequences (default 256)",
            &step_tokens);
+  p.option("--kv-size", "N",
+           "positions in the KV cache all requests share, in blocks of 32 (default: parallel x "
+           "ctx-size; fewer lets many slots share less memory; CPU only)",
+           &kv_size);
   p.option("--api-key", "KEY", "require 'Authorization: Bearer KEY' (except on /health)", &api_key);
   p.option("--alias", "NAME", "the model name clients use (default: the file name)", &alias);
   p.option("--grace", "S", "seconds running requests get to finish on SIGTERM (default 10)", &grace);
   add_runtime_flags(p, &rt);
   p.epilog(
-      "--ctx-size is the context of each request (prompt + answer); the KV cache holds\n"
-      "parallel x ctx-size positions.\n\n"
+      "--ctx-size is the context of each request (prompt + answer). On the CPU the KV cache\n"
+      "is one pool of blocks that the requests take as they grow and give back when done\n"
+      "(--kv-size positions; at least ctx-size): a prompt head that requests have in common\n"
+      "is stored once, and when the pool runs short the newest request is paused and\n"
+      "recomputed later. On a GPU each slot holds its whole context.\n\n"
       "example:\n"
       "  kiln serve Qwen3-0.6B/ --port 8080 --parallel 8\n"
       "  curl localhost:8080/v1/chat/completions -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'");
@@ -51,6 +58,7 @@ int serve_command(const std::vector<std::string>& args) {
   KILN_CHECK(parallel >= 0, "--parallel must be positive");
   KILN_CHECK(queue >= 0, "--queue must be >= 0");
   KILN_CHECK(rt.ctx_size >= 0, "--ctx-size must be positive");
+  KILN_CHECK(kv_size >= 0, "--kv-size must be positive");
 
   // What this machine has, and what fits on it.
   const SystemProbe sys = probe_system();
@@ -91,8 +99,13 @@ int serve_command(const std::vector<std::string>& args) {
   o.scheduler.max_queue = queue;
   o.scheduler.step_tokens = step_tokens;
   o.scheduler.kv_dtype = so.kv_dtype;
+  o.scheduler.kv_positions = kv_size;
   o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   Server server(*engine, o);
+  if (const SchedulerStats st = server.scheduler_stats(); st.kv_blocks > 0)
+    std::fprintf(stderr, "kiln serve: KV cache: a pool of %lld blocks of %lld positions (%lld positions) shared by the slots\n",
+                 (long long)st.kv_blocks, (long long)st.kv_block_positions,
+                 (long long)(st.kv_blocks * st.kv_block_positions));
   const int bound = server.bind();
   std::fprintf(stderr, "kiln serve: model '%s' listening on http://%s:%d\n",
                server.model_id().c_str(), host.c_str(), bound);

@@ -25,14 +25,32 @@ struct Weight {
 };
 
 // One layer's key/value cache: [kv_head][position][head_dim] for K and V.
+// One attention layer's keys and values for one sequence, in one of two
+// layouts. Contiguous (blocks null): each plane is [n_kv_heads, capacity,
+// head_dim]. Paged: the planes are a pool shared by many sequences, made of
+// blocks [n_kv_heads, block, head_dim]; position p of this sequence lives in
+// block blocks[p / block] (a host array), at row p % block.
 struct KvLayer {
   void* k = nullptr;
   void* v = nullptr;
   DType dtype = DType::F32;  // F32 or F16
   int64_t n_kv_heads = 0;
   int64_t head_dim = 0;
-  int64_t capacity = 0;  // positions
+  int64_t capacity = 0;  // positions this sequence can address
+  int64_t block = 0;                // positions per block (paged only)
+  const int32_t* blocks = nullptr;  // block of each run of `block` positions (paged only)
 };
+
+// Element offset of (head, position) within a K or V plane.
+inline int64_t kv_offset(const KvLayer& c, int64_t head, int64_t pos) {
+  if (!c.blocks) return (head * c.capacity + pos) * c.head_dim;
+  return ((int64_t(c.blocks[pos / c.block]) * c.n_kv_heads + head) * c.block + pos % c.block) *
+         c.head_dim;
+}
+// How many positions from pos on lie in consecutive rows of one head.
+inline int64_t kv_run(const KvLayer& c, int64_t pos) {
+  return c.blocks ? c.block - pos % c.block : c.capacity - pos;
+}
 
 // Shapes of one Gated DeltaNet (linear attention) layer for gated_delta_rule.
 struct DeltaRuleParams {
@@ -84,6 +102,8 @@ class Backend {
   virtual void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
                     int64_t rot_dims, const int32_t* positions, const float* inv_freq,
                     RopeStyle style) = 0;
+  // Whether store_kv and attention read paged caches (KvLayer::blocks).
+  virtual bool paged_kv() const { return false; }
   // Writes k, v [T, n_kv_heads, head_dim] into the cache at positions start...
   virtual void store_kv(const KvLayer& cache, const float* k, const float* v, int64_t n_tokens,
                         int64_t start) = 0;

@@ -135,7 +135,9 @@ struct Workspace {
 class BitnetState final : public SequenceState {
  public:
   BitnetState(Backend& b, const ModelSpec& s, const StateOptions& o, int64_t capacity)
-      : cache(b, s.n_layers, s.n_kv_heads, s.head_dim, capacity, o.kv_dtype) {}
+      : cache(b, o, s.n_layers, s.n_kv_heads, s.head_dim, capacity) {
+    kv_ = &cache;
+  }
   size_t bytes() const override { return cache.bytes(); }
   KvCache cache;
   Workspace ws;
@@ -157,7 +159,7 @@ class Bitnet final : public Model {
   void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits) override {
     auto& st = static_cast<BitnetState&>(base);
-    check_tokens(st, tokens, n);
+    prepare_tokens(st, tokens, n);
     for_each_chunk(n, st.max_batch, logits, all_logits,
                    [&](int64_t done, int64_t chunk, float* out) {
       step(st, tokens + done, chunk, out, all_logits);

@@ -59,30 +59,6 @@ std::vector<float> rope_inverse_frequencies(const ModelSpec& s, const TensorView
   return inv;
 }
 
-KvCache::KvCache(Backend& backend, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
-                 int64_t capacity, DType dtype) {
-  KILN_CHECK(dtype == DType::F32 || dtype == DType::F16, "KV cache type must be f32 or f16");
-  const size_t plane = size_t(n_kv_heads * capacity * head_dim) * (dtype == DType::F32 ? 4 : 2);
-  for (int64_t l = 0; l < n_layers; ++l) {
-    KvLayer kv;
-    buffers_.emplace_back(backend, plane);
-    kv.k = buffers_.back().get();
-    buffers_.emplace_back(backend, plane);
-    kv.v = buffers_.back().get();
-    kv.dtype = dtype;
-    kv.n_kv_heads = n_kv_heads;
-    kv.head_dim = head_dim;
-    kv.capacity = capacity;
-    layers_.push_back(kv);
-  }
-}
-
-size_t KvCache::bytes() const {
-  size_t total = 0;
-  for (const auto& b : buffers_) total += b.bytes();
-  return total;
-}
-
 }  // namespace kiln
 
 namespace kiln {

@@ -1,5 +1,5 @@
 // Pieces shared by the forward passes of several architectures: small f32
-// parameter vectors, RoPE frequencies, the KV cache, mixture-of-experts
+// parameter vectors, RoPE frequencies, mixture-of-experts
 // feed-forward blocks, re-ordered copies of fused weights.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kiln/backend/backend.h"
+#include "kiln/model/kv_cache.h"
 #include "kiln/model/model_file.h"
 #include "kiln/model/model_spec.h"
 
@@ -22,19 +23,6 @@ DeviceBuffer load_vector(Backend& backend, const TensorView& t, int64_t expected
 // RoPE inverse frequencies for the rotated dims, with the spec's scaling
 // applied (Llama 3, linear) and, when given, llama.cpp's rope_freqs factors.
 std::vector<float> rope_inverse_frequencies(const ModelSpec& spec, const TensorView* rope_freqs);
-
-// Attention caches of every attention layer of one sequence.
-class KvCache {
- public:
-  KvCache(Backend& backend, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
-          int64_t capacity, DType dtype);
-  const KvLayer& layer(int64_t i) const { return layers_[size_t(i)]; }
-  size_t bytes() const;
-
- private:
-  std::vector<DeviceBuffer> buffers_;
-  std::vector<KvLayer> layers_;
-};
 
 // Rows `rows` of matrix t, in that order, copied into a new buffer appended
 // to `storage` (which the model keeps for as long as the weights live). Rows

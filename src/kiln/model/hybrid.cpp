@@ -48,7 +48,8 @@ class HybridState final : public SequenceState {
  public:
   HybridState(Backend& b, const ModelSpec& s, const StateOptions& o, int64_t capacity,
               int64_t n_attn, int64_t n_linear)
-      : backend_(&b), cache(b, n_attn, s.n_kv_heads, s.head_dim, capacity, o.kv_dtype) {
+      : backend_(&b), cache(b, o, n_attn, s.n_kv_heads, s.head_dim, capacity) {
+    kv_ = &cache;
     const int64_t channels = 2 * s.linear_k_heads * s.linear_k_dim + s.linear_v_heads * s.linear_v_dim;
     for (int64_t i = 0; i < n_linear; ++i) {
       conv.emplace_back(b, size_t((s.linear_conv_kernel - 1) * channels) * sizeof(float));
@@ -75,6 +76,9 @@ class HybridState final : public SequenceState {
                " of ", position(), ": only keeping all of it or none is possible");
     reset();
   }
+  // Sharing another sequence's prefix would need its recurrent state at that
+  // position, which is not kept.
+  bool share_prefix(const SequenceState&, int64_t) override { return false; }
 
   Backend* backend_;
   KvCache cache;
@@ -111,7 +115,7 @@ class Hybrid final : public Model {
     KILN_CHECK(!inputs.mrope_positions || mrope_.enabled(), "the ", spec_.arch,
                " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<HybridState&>(base);
-    check_tokens(st, tokens, n);
+    prepare_tokens(st, tokens, n);
     for_each_chunk(n, st.max_batch, logits, all_logits,
                    [&](int64_t done, int64_t chunk, float* out) {
       const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
@@ -405,6 +409,8 @@ class Hybrid final : public Model {
   MropeTables mrope_;
   const ForwardInputs* vision_ = nullptr;  // the step's vision inputs
   std::vector<Layer> layers_;
+  int64_t attention_layers() const override { return n_attn_; }
+
   int64_t n_attn_ = 0, n_linear_ = 0;
   // Re-ordered copies of fused weights (see copy_rows); the Weights point here.
   std::deque<std::vector<uint8_t>> owned_;

@@ -15,10 +15,16 @@
 
 namespace kiln {
 
+class KvBlockPool;
+class KvCache;
+
 struct StateOptions {
   int64_t context = 0;         // positions the cache holds; 0 = min(model's, 4096)
   int64_t max_batch = 512;     // tokens per forward step (prompts are fed in chunks)
-  DType kv_dtype = DType::F32; // F32 or F16
+  DType kv_dtype = DType::F32; // F32 or F16 (a pool brings its own)
+  // Paged: the attention caches take blocks from this pool as they grow
+  // (Model::new_kv_pool); null: each state allocates its whole context.
+  std::shared_ptr<KvBlockPool> kv_pool;
 };
 
 // Everything one sequence carries between forward calls.
@@ -32,12 +38,11 @@ class SequenceState {
   int64_t rope_offset() const { return rope_offset_; }
   void set_rope_offset(int64_t offset) { rope_offset_ = offset; }
   int64_t capacity() const { return capacity_; }
-  // Forgets the sequence (the cache is reused).
-  virtual void reset() {
-    n_past_ = 0;
-    rope_offset_ = 0;
-  }
-  // Drops every position from `pos` on, so a shared prefix can be kept.
+  // Forgets the sequence (the cache is reused; a paged one gives its blocks back).
+  virtual void reset();
+  // Drops every position from `pos` on, so a shared prefix can be kept. A
+  // paged cache may keep fewer (position() tells): never part of a block
+  // that another sequence shares, since this one writes there next.
   virtual void truncate(int64_t pos);
   // Whether truncate(pos) is possible: a recurrent state cannot be rewound
   // (except to the start) unless it kept a checkpoint there.
@@ -45,8 +50,19 @@ class SequenceState {
   // Bytes of device memory this state holds.
   virtual size_t bytes() const = 0;
 
+  // --- paged caches (zero / false otherwise)
+  // Blocks the state must take from its pool before n more tokens are fed.
+  int64_t kv_blocks_needed(int64_t n) const;
+  int64_t kv_blocks_held() const;
+  // Starts this sequence over with the first `positions` of donor (a whole
+  // number of blocks of the same pool) as its own, sharing their blocks.
+  // False, changing nothing, where that cannot be done: contiguous caches,
+  // recurrent state (hybrids), M-RoPE offsets.
+  virtual bool share_prefix(const SequenceState& donor, int64_t positions);
+
  protected:
   friend class Model;
+  KvCache* kv_ = nullptr;  // the attention layers' cache, registered by the subclass
   int64_t n_past_ = 0;
   int64_t capacity_ = 0;
   int64_t rope_offset_ = 0;
@@ -80,6 +96,10 @@ class Model {
   Backend& backend() { return *backend_; }
 
   virtual std::unique_ptr<SequenceState> new_state(const StateOptions& options) = 0;
+  // A pool of n_blocks KV blocks of block_positions each, for states made
+  // with StateOptions::kv_pool; null when the backend has no paged caches.
+  std::shared_ptr<KvBlockPool> new_kv_pool(int64_t block_positions, int64_t n_blocks,
+                                           DType dtype);
 
   // Feeds tokens at the state's next positions. logits: host memory for
   // [n, vocab] when all_logits, else [vocab] for the last token; may be null
@@ -114,8 +134,12 @@ class Model {
     st->max_batch = std::max<int64_t>(1, std::min(o.max_batch, capacity));
     return st;
   }
-  // Throws unless n more tokens fit the state and every id is in the vocabulary.
-  void check_tokens(const SequenceState& s, const int32_t* tokens, int64_t n) const;
+  // Throws unless n more tokens fit the state and every id is in the
+  // vocabulary; then takes the paged cache blocks they will be written to.
+  void prepare_tokens(SequenceState& s, const int32_t* tokens, int64_t n) const;
+  // Attention layers and their shapes, for new_kv_pool (hybrids have fewer
+  // attention layers than layers).
+  virtual int64_t attention_layers() const { return spec_.n_layers; }
   // Splits a forward call into steps of at most max_batch tokens: calls
   // step(begin, count, logits) with the chunk's share of forward()'s logits
   // (all its rows with all_logits, else only the last chunk's last row).

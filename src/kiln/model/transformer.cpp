@@ -31,7 +31,9 @@ struct Workspace {
 class TransformerState final : public SequenceState {
  public:
   TransformerState(Backend& b, const ModelSpec& s, const StateOptions& o, int64_t capacity)
-      : cache(b, s.n_layers, s.n_kv_heads, s.head_dim, capacity, o.kv_dtype) {}
+      : cache(b, o, s.n_layers, s.n_kv_heads, s.head_dim, capacity) {
+    kv_ = &cache;
+  }
   size_t bytes() const override { return cache.bytes(); }
   KvCache cache;
   Workspace ws;
@@ -69,7 +71,7 @@ class Transformer final : public Model {
     KILN_CHECK(!inputs.mrope_positions || mrope_.enabled(), "the ", spec_.arch,
                " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<TransformerState&>(base);
-    check_tokens(st, tokens, n);
+    prepare_tokens(st, tokens, n);
     for_each_chunk(n, st.max_batch, logits, all_logits,
                    [&](int64_t done, int64_t chunk, float* out) {
       const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
@@ -86,7 +88,7 @@ class Transformer final : public Model {
     for (const BatchItem& it : items) {
       if (it.n <= 0) continue;
       auto* st = static_cast<TransformerState*>(it.state);
-      check_tokens(*st, it.tokens, it.n);
+      prepare_tokens(*st, it.tokens, it.n);
       for (const Item& other : run)
         KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
       run.push_back(Item{st, it.tokens, it.n, it.logits});

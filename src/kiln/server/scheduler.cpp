@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "kiln/core/error.h"
+#include "kiln/model/kv_cache.h"
 
 namespace kiln {
 namespace {
@@ -88,12 +89,25 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& o) : model_(model), o
   so.context = o.context;
   so.kv_dtype = o.kv_dtype;
   so.max_batch = std::min<int64_t>(options_.step_tokens, o.context);
+  if (o.kv_block > 0) {
+    // One pool for every slot; at least one whole context, so the oldest
+    // sequence can always run to its end on its own.
+    const int64_t block = o.kv_block;
+    const int64_t positions =
+        std::max(o.kv_positions > 0 ? o.kv_positions : int64_t(o.slots) * o.context, o.context);
+    kv_pool_ = model.new_kv_pool(block, (positions + block - 1) / block, o.kv_dtype);
+    so.kv_pool = kv_pool_;
+  }
   slots_.resize(size_t(o.slots));
   for (Slot& s : slots_) {
     s.state = model.new_state(so);
     s.logits.resize(size_t(model.spec().vocab_size));
   }
   stats_.slots = o.slots;
+  if (kv_pool_) {
+    stats_.kv_blocks = kv_pool_->n_blocks();
+    stats_.kv_block_positions = kv_pool_->block_positions();
+  }
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -212,13 +226,21 @@ void Scheduler::start(Slot& slot, std::shared_ptr<Sequence> seq) {
   if (common == prompt.size()) --common;
   if (!slot.state->can_truncate(int64_t(common))) common = 0;
   slot.state->truncate(int64_t(common));
+  // A paged cache may keep less (never part of a block it shares).
+  common = size_t(slot.state->position());
   slot.cached.resize(common);
+  if (kv_pool_) {
+    share_from_donor(slot, prompt);
+    common = slot.cached.size();
+  }
   slot.pending.assign(prompt.begin() + int64_t(common), prompt.end());
   slot.history = prompt;
   slot.generated.clear();
   slot.sampler = std::make_unique<Sampler>(seq->sampling);
   slot.logits_ready = false;
+  slot.recomputing = false;
   slot.last_used = ++clock_;
+  slot.admitted = slot.last_used;
   seq->cached_tokens_ = int64_t(common);
   stats_.prompt_tokens += int64_t(prompt.size());
   stats_.cached_prompt_tokens += int64_t(common);
@@ -251,9 +273,25 @@ void Scheduler::step() {
 
   // Decoding sequences feed their token(s); prompts share what is left of
   // the step's token budget, in turn.
+  std::vector<Slot*> decoders;
+  for (Slot& s : slots_) {
+    if (!s.decoding()) continue;
+    if (s.state->position() + int64_t(s.pending.size()) > s.state->capacity()) {
+      release(s, FinishReason::ContextFull);
+      continue;
+    }
+    decoders.push_back(&s);
+  }
+  if (kv_pool_) {
+    int64_t need = 0;
+    for (Slot* s : decoders) need += s->state->kv_blocks_needed(int64_t(s->pending.size()));
+    if (need > free_kv_blocks()) make_room(need, decoders);
+  }
+
   std::vector<BatchItem> items;
   std::vector<Slot*> owners;
   int64_t budget = options_.step_tokens;
+  int64_t planned_blocks = 0;  // blocks this step's items will take
   auto add = [&](Slot& s, int64_t n) {
     BatchItem it;
     it.state = s.state.get();
@@ -263,21 +301,41 @@ void Scheduler::step() {
     items.push_back(it);
     owners.push_back(&s);
     budget -= n;
+    if (kv_pool_) planned_blocks += s.state->kv_blocks_needed(n);
   };
-  for (Slot& s : slots_) {
-    if (!s.seq || s.generated.empty() || s.pending.empty()) continue;
-    if (s.state->position() + int64_t(s.pending.size()) > s.state->capacity()) {
-      release(s, FinishReason::ContextFull);
-      continue;
-    }
-    add(s, int64_t(s.pending.size()));
-  }
+  for (Slot* s : decoders) add(*s, int64_t(s->pending.size()));
+  // Positions a slot can add with the blocks still free.
+  auto fits = [&](const Slot& s) {
+    if (!kv_pool_) return std::numeric_limits<int64_t>::max();
+    const int64_t blocks_left = free_kv_blocks() - planned_blocks;
+    return (s.state->kv_blocks_held() + blocks_left) * kv_pool_->block_positions() -
+           s.state->position();
+  };
   const size_t n_slots = slots_.size();
   const size_t first = size_t(stats_.steps % int64_t(n_slots));
   for (size_t k = 0; k < n_slots && budget > 0; ++k) {
     Slot& s = slots_[(first + k) % n_slots];
-    if (!s.seq || !s.generated.empty() || s.pending.empty()) continue;
-    add(s, std::min<int64_t>(budget, int64_t(s.pending.size())));
+    if (!s.prefilling()) continue;
+    int64_t n = std::min<int64_t>(budget, int64_t(s.pending.size()));
+    if (kv_pool_ && n > fits(s)) {
+      // Idle caches make way for a prompt; running sequences do not.
+      while (n > fits(s) && evict_idle()) {
+      }
+      n = std::min(n, fits(s));
+    }
+    if (n > 0) add(s, n);
+  }
+  if (items.empty() && kv_pool_) {
+    // Every prompt waits for blocks that running sequences hold: the oldest
+    // prompt gets room by preempting younger sequences.
+    Slot* oldest = nullptr;
+    for (Slot& s : slots_)
+      if (s.prefilling() && (!oldest || s.admitted < oldest->admitted)) oldest = &s;
+    if (oldest) {
+      std::vector<Slot*> none;
+      make_room(1, none, oldest);
+    }
+    return;
   }
   if (items.empty()) return;
 
@@ -302,15 +360,83 @@ void Scheduler::step() {
     s.cached.insert(s.cached.end(), s.pending.begin(), s.pending.begin() + n);
     s.pending.erase(s.pending.begin(), s.pending.begin() + n);
     if (!s.pending.empty()) continue;
+    s.recomputing = false;
     const size_t before = s.generated.size();
     sample(s);
     produced += int64_t(s.generated.size() - before);
   }
   std::lock_guard lock(m_);
+  if (kv_pool_) stats_.kv_blocks_used = kv_pool_->n_blocks() - kv_pool_->free_blocks();
   ++stats_.steps;
   stats_.busy_seconds += t1 - t0;
   recent_.emplace_back(t1, produced);
   while (!recent_.empty() && t1 - recent_.front().first > 10.0) recent_.pop_front();
+}
+
+// --- paged KV pool
+
+int64_t Scheduler::free_kv_blocks() const {
+  return kv_pool_ ? kv_pool_->free_blocks() : std::numeric_limits<int64_t>::max() / 4;
+}
+
+void Scheduler::share_from_donor(Slot& slot, const std::vector<int32_t>& prompt) {
+  // At least one prompt token is always fed: its logits start the answer.
+  const size_t limit = prompt.size() - 1;
+  const size_t block = size_t(kv_pool_->block_positions());
+  Slot* donor = nullptr;
+  size_t best = slot.cached.size();
+  for (Slot& d : slots_) {
+    if (&d == &slot) continue;
+    size_t c = 0;
+    while (c < d.cached.size() && c < limit && d.cached[c] == prompt[c]) ++c;
+    c = c / block * block;
+    if (c > best) best = c, donor = &d;
+  }
+  if (!donor || !slot.state->share_prefix(*donor->state, int64_t(best))) return;
+  slot.cached.assign(prompt.begin(), prompt.begin() + int64_t(best));
+  stats_.shared_prefix_tokens += int64_t(best);
+}
+
+bool Scheduler::evict_idle() {
+  Slot* idle = nullptr;
+  for (Slot& s : slots_)
+    if (!s.seq && s.state->kv_blocks_held() > 0 && (!idle || s.last_used < idle->last_used))
+      idle = &s;
+  if (!idle) return false;
+  idle->state->reset();
+  idle->cached.clear();
+  return true;
+}
+
+bool Scheduler::make_room(int64_t need, std::vector<Slot*>& decoders, const Slot* keep) {
+  while (free_kv_blocks() < need) {
+    if (evict_idle()) continue;
+    Slot* victim = nullptr;
+    for (Slot& s : slots_)
+      if (s.seq && &s != keep && s.state->kv_blocks_held() > 0 &&
+          (!victim || s.admitted > victim->admitted))
+        victim = &s;
+    if (!victim || (keep && victim->admitted < keep->admitted)) return false;
+    auto it = std::find(decoders.begin(), decoders.end(), victim);
+    if (it != decoders.end()) {
+      need -= victim->state->kv_blocks_needed(int64_t(victim->pending.size()));
+      decoders.erase(it);
+    }
+    preempt(*victim);
+  }
+  return true;
+}
+
+void Scheduler::preempt(Slot& slot) {
+  // Everything the cache held is fed again, then what was pending; the
+  // logits at the end are those the slot would have had, so the output
+  // continues as if nothing happened.
+  slot.pending.insert(slot.pending.begin(), slot.cached.begin(), slot.cached.end());
+  slot.cached.clear();
+  slot.state->reset();
+  slot.recomputing = !slot.generated.empty();
+  std::lock_guard lock(m_);
+  ++stats_.preemptions;
 }
 
 void Scheduler::sample(Slot& s) {

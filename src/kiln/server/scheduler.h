@@ -1,10 +1,18 @@
-// Continuous batching: a fixed set of slots (one KV cache each) and a loop
-// that, every step, admits waiting requests into free slots, then runs one
-// forward_batch over every running sequence: one decode token each, plus a
-// chunk of each prompt still being read, so a long prompt never stalls the
-// streams already decoding. A finished slot keeps its cache: a new request
-// sharing a prompt head with it (the same system prompt, the previous turn
-// of a chat) skips that head.
+// Continuous batching: a fixed set of slots and a loop that, every step,
+// admits waiting requests into free slots, then runs one forward_batch over
+// every running sequence: one decode token each, plus a chunk of each prompt
+// still being read, so a long prompt never stalls the streams already
+// decoding.
+//
+// Where the backend pages KV caches (the CPU), the slots' attention caches
+// take fixed-size blocks from one pool as they grow, so memory follows the
+// tokens actually held, not slots x context. A finished slot keeps its
+// blocks until the pool runs short: a new request whose prompt begins like
+// a cached sequence (the same system prompt, the previous turn of a chat) skips that
+// head, sharing the donor's blocks when the donor is another slot. When the
+// pool runs out, idle caches go first (least recently used), then the
+// youngest running sequence is preempted: its blocks are freed and its
+// tokens recomputed once there is room again (its output does not change).
 #pragma once
 
 #include <atomic>
@@ -100,6 +108,11 @@ struct SchedulerOptions {
   int64_t step_tokens = 256;   // most tokens one forward step takes (prefill chunking)
   int max_queue = 64;          // waiting requests beyond the slots; more are refused
   DType kv_dtype = DType::F32;
+  // Paged KV caches (backends that have them): positions per block, and
+  // positions in the shared pool (0 = slots x context, so no sequence ever
+  // waits; fewer lets many slots share a smaller budget, at least context).
+  int64_t kv_block = 32;
+  int64_t kv_positions = 0;
 };
 
 struct SchedulerStats {
@@ -107,6 +120,10 @@ struct SchedulerStats {
   int64_t prompt_tokens = 0, cached_prompt_tokens = 0, generated_tokens = 0;
   int64_t steps = 0;
   int active = 0, waiting = 0, slots = 0;
+  // Paged KV pool (zero without one): blocks in it and in use, and the
+  // sequences preempted (recomputed later) because it ran out.
+  int64_t kv_blocks = 0, kv_blocks_used = 0, kv_block_positions = 0;
+  int64_t preemptions = 0, shared_prefix_tokens = 0;
   double busy_seconds = 0;        // time spent in forward steps
   double recent_tokens_per_s = 0; // generated tokens per second over the last few seconds
 };
@@ -137,7 +154,11 @@ class Scheduler {
     std::unique_ptr<Sampler> sampler;
     std::vector<float> logits;
     bool logits_ready = false;  // logits hold the distribution for the next token
+    bool recomputing = false;   // preempted: pending re-feeds what the cache lost
     uint64_t last_used = 0;
+    uint64_t admitted = 0;      // admission order: the youngest is preempted first
+    bool decoding() const { return seq && !generated.empty() && !recomputing && !pending.empty(); }
+    bool prefilling() const { return seq && (generated.empty() || recomputing) && !pending.empty(); }
   };
   void loop();
   void admit(std::unique_lock<std::mutex>& lock);
@@ -145,10 +166,24 @@ class Scheduler {
   void release(Slot& slot, FinishReason why, const std::string& error = {});
   void step();
   void sample(Slot& slot);
+  // --- paged KV pool
+  // Takes the longest head of prompt that another slot's cache holds, in
+  // whole blocks, when it is longer than what the slot kept of its own.
+  void share_from_donor(Slot& slot, const std::vector<int32_t>& prompt);
+  // Frees blocks until `need` are free: idle caches first (least recently
+  // used), then running sequences from the youngest, dropping preempted ones
+  // from decoders; never keep or a sequence older than it. False if it cannot.
+  bool make_room(int64_t need, std::vector<Slot*>& decoders, const Slot* keep = nullptr);
+  // Resets the least recently used idle slot holding blocks; false if none.
+  bool evict_idle();
+  // Frees a running slot's cache; its tokens are fed again later.
+  void preempt(Slot& slot);
+  int64_t free_kv_blocks() const;
 
   Model& model_;
   SchedulerOptions options_;
   std::vector<Slot> slots_;
+  std::shared_ptr<KvBlockPool> kv_pool_;  // null: each slot's cache is contiguous
   mutable std::mutex m_;
   std::condition_variable wake_, idle_;
   std::deque<std::shared_ptr<Sequence>> queue_;

@@ -237,6 +237,7 @@ struct Server::Impl {
                 {"slots_idle", s.slots - s.active},
                 {"slots_processing", s.active},
                 {"queue", s.waiting}};
+      if (s.kv_blocks > 0) j["kv_blocks"] = {{"total", s.kv_blocks}, {"used", s.kv_blocks_used}};
       res.status = shutting_down ? 503 : 200;
       res.set_content(dump(j), "application/json");
     });
@@ -301,6 +302,19 @@ struct Server::Impl {
            s.recent_tokens_per_s);
     metric("kiln_forward_steps_total", "counter", "batched forward steps", double(s.steps));
     metric("kiln_busy_seconds_total", "counter", "seconds spent in forward steps", s.busy_seconds);
+    if (s.kv_blocks > 0) {
+      metric("kiln_kv_blocks_total", "gauge", "blocks in the paged KV pool", double(s.kv_blocks));
+      metric("kiln_kv_blocks_used", "gauge", "KV blocks held by sequences (running or cached)",
+             double(s.kv_blocks_used));
+      metric("kiln_kv_block_positions", "gauge", "positions per KV block",
+             double(s.kv_block_positions));
+      metric("kiln_kv_shared_prefix_tokens_total", "counter",
+             "prompt tokens whose KV blocks were shared from another sequence",
+             double(s.shared_prefix_tokens));
+      metric("kiln_preemptions_total", "counter",
+             "sequences preempted (recomputed later) because the KV pool ran out",
+             double(s.preemptions));
+    }
     return o.str();
   }
 
@@ -799,6 +813,7 @@ Server::~Server() {
 }
 
 const std::string& Server::model_id() const { return impl_->opt.model_id; }
+SchedulerStats Server::scheduler_stats() const { return impl_->scheduler->stats(); }
 
 int Server::bind() {
   const auto& o = impl_->opt;

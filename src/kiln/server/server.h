@@ -45,6 +45,7 @@ class Server {
   // the listener closes and run() returns. Safe from any thread but a handler.
   void shutdown(int grace_ms);
   const std::string& model_id() const;
+  SchedulerStats scheduler_stats() const;
 
   struct Impl;
 

@@ -14,10 +14,10 @@
 namespace kiln {
 namespace {
 
-// Pointer to one position of one head in a cache plane.
+// Pointer to one position of one head in a cache plane (either layout).
 template <class T>
 const T* cache_row(const void* plane, const KvLayer& c, int64_t head, int64_t pos) {
-  return static_cast<const T*>(plane) + (head * c.capacity + pos) * c.head_dim;
+  return static_cast<const T*>(plane) + kv_offset(c, head, pos);
 }
 
 float dot_f16(const uint16_t* a, const float* b, int64_t n) {
@@ -37,7 +37,7 @@ void CpuBackend::store_kv(const KvLayer& c, const float* k, const float* v, int6
     for (int64_t h = 0; h < c.n_kv_heads; ++h) {
       const float* ks = k + (t * c.n_kv_heads + h) * hd;
       const float* vs = v + (t * c.n_kv_heads + h) * hd;
-      const int64_t off = (h * c.capacity + start + t) * hd;
+      const int64_t off = kv_offset(c, h, start + t);
       if (c.dtype == DType::F32) {
         std::memcpy(static_cast<float*>(c.k) + off, ks, hd * sizeof(float));
         std::memcpy(static_cast<float*>(c.v) + off, vs, hd * sizeof(float));
@@ -70,13 +70,28 @@ void CpuBackend::attention(const float* q, const KvLayer& c, const AttentionPara
       float* o = out + (t * p.n_heads + h) * hd;
       if (!f16) {
         // The f32 cache: scores, softmax and the value sum each one call
-        // over the head's rows (contiguous in the cache).
+        // per run of the head's rows that lie together (the whole context
+        // when contiguous, a block when paged).
         float* sc = scores.data();
-        dot_rows_f32_simd(cache_row<float>(c.k, c, kvh, 0), hd, n_keys, qv, hd, p.scale, sc);
+        for (int64_t j = 0; j < n_keys;) {
+          const int64_t run = std::min(kv_run(c, j), n_keys - j);
+          dot_rows_f32_simd(cache_row<float>(c.k, c, kvh, j), hd, run, qv, hd, p.scale, sc + j);
+          j += run;
+        }
         float max_score = -INFINITY;
         for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, sc[j]);
         const float inv = 1.0f / exp_sum_f32_simd(sc, n_keys, max_score);
-        wsum_rows_f32_simd(cache_row<float>(c.v, c, kvh, 0), hd, n_keys, sc, hd, o);
+        float* a = acc.data();
+        for (int64_t j = 0; j < n_keys;) {
+          const int64_t run = std::min(kv_run(c, j), n_keys - j);
+          if (j == 0) {
+            wsum_rows_f32_simd(cache_row<float>(c.v, c, kvh, 0), hd, run, sc, hd, o);
+          } else {
+            wsum_rows_f32_simd(cache_row<float>(c.v, c, kvh, j), hd, run, sc + j, hd, a);
+            for (int64_t i = 0; i < hd; ++i) o[i] += a[i];
+          }
+          j += run;
+        }
         for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
         continue;
       }

@@ -27,6 +27,7 @@ class CpuBackend final : public Backend {
                float* y) override;
   void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t rot_dims,
             const int32_t* positions, const float* inv_freq, RopeStyle style) override;
+  bool paged_kv() const override { return true; }
   void store_kv(const KvLayer& cache, const float* k, const float* v, int64_t n_tokens,
                 int64_t start) override;
   void attention(const float* q, const KvLayer& cache, const AttentionParams& p,

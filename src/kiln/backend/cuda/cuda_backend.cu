@@ -314,6 +314,7 @@ class CudaBackend final : public Backend {
 
   void store_kv(const KvLayer& c, const float* k, const float* v, int64_t n_tokens,
                 int64_t start) override {
+    KILN_CHECK(!c.blocks, "the CUDA backend keeps each sequence's KV cache contiguous, not paged");
     KILN_CHECK(start + n_tokens <= c.capacity, "context full: ", start + n_tokens,
                " positions needed, the cache holds ", c.capacity, " (raise --ctx-size)");
     Rec r = blank(Op::StoreKv);
@@ -333,6 +334,7 @@ class CudaBackend final : public Backend {
 
   void attention(const float* q, const KvLayer& c, const AttentionParams& p,
                  float* out) override {
+    KILN_CHECK(!c.blocks, "the CUDA backend keeps each sequence's KV cache contiguous, not paged");
     KILN_CHECK(c.head_dim <= 256, "attention: head_dim ", c.head_dim,
                " is over the CUDA backend's limit of 256");
     Rec r = blank(Op::Attention);
