@@ -12,6 +12,22 @@ size_t element_bytes(DType dtype) {
   return dtype == DType::F32 ? 4 : 2;
 }
 
+// One K and one V plane of plane_bytes per layer, owned by buffers, each
+// layer described by `shape` (its dtype, heads and layout fields).
+std::vector<KvLayer> allocate_planes(Backend& backend, std::vector<DeviceBuffer>& buffers,
+                                     int64_t n_layers, size_t plane_bytes, const KvLayer& shape) {
+  std::vector<KvLayer> layers;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    KvLayer kv = shape;
+    buffers.emplace_back(backend, plane_bytes);
+    kv.k = buffers.back().get();
+    buffers.emplace_back(backend, plane_bytes);
+    kv.v = buffers.back().get();
+    layers.push_back(kv);
+  }
+  return layers;
+}
+
 }  // namespace
 
 // --- KvBlockPool
@@ -24,18 +40,12 @@ KvBlockPool::KvBlockPool(Backend& backend, int64_t n_layers, int64_t n_kv_heads,
   KILN_CHECK(n_blocks <= INT32_MAX, "a KV pool of ", n_blocks, " blocks is too large");
   KILN_CHECK(backend.paged_kv(), "the ", backend.name(), " backend has no paged KV caches");
   const size_t block_plane = size_t(n_kv_heads * block_positions * head_dim) * element_bytes(dtype);
-  for (int64_t l = 0; l < n_layers; ++l) {
-    KvLayer kv;
-    buffers_.emplace_back(backend, block_plane * size_t(n_blocks));
-    kv.k = buffers_.back().get();
-    buffers_.emplace_back(backend, block_plane * size_t(n_blocks));
-    kv.v = buffers_.back().get();
-    kv.dtype = dtype;
-    kv.n_kv_heads = n_kv_heads;
-    kv.head_dim = head_dim;
-    kv.block = block_positions;
-    layers_.push_back(kv);
-  }
+  KvLayer shape;
+  shape.dtype = dtype;
+  shape.n_kv_heads = n_kv_heads;
+  shape.head_dim = head_dim;
+  shape.block = block_positions;
+  layers_ = allocate_planes(backend, buffers_, n_layers, block_plane * size_t(n_blocks), shape);
   block_bytes_ = 2 * block_plane * size_t(n_layers);
   refs_.assign(size_t(n_blocks), 0);
   free_.reserve(size_t(n_blocks));
@@ -62,18 +72,6 @@ void KvBlockPool::release(int32_t block) {
 
 // --- KvCache
 
-KvCache::KvCache(Backend& backend, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
-                 int64_t capacity, DType dtype)
-    : capacity_(capacity) {
-  init_contiguous(backend, n_layers, n_kv_heads, head_dim, dtype);
-}
-
-KvCache::KvCache(std::shared_ptr<KvBlockPool> pool, int64_t n_layers, int64_t n_kv_heads,
-                 int64_t head_dim, int64_t capacity)
-    : capacity_(capacity) {
-  init_paged(std::move(pool), n_layers, n_kv_heads, head_dim);
-}
-
 KvCache::KvCache(Backend& backend, const StateOptions& o, int64_t n_layers, int64_t n_kv_heads,
                  int64_t head_dim, int64_t capacity)
     : capacity_(capacity) {
@@ -86,18 +84,12 @@ KvCache::KvCache(Backend& backend, const StateOptions& o, int64_t n_layers, int6
 void KvCache::init_contiguous(Backend& backend, int64_t n_layers, int64_t n_kv_heads,
                               int64_t head_dim, DType dtype) {
   const size_t plane = size_t(n_kv_heads * capacity_ * head_dim) * element_bytes(dtype);
-  for (int64_t l = 0; l < n_layers; ++l) {
-    KvLayer kv;
-    buffers_.emplace_back(backend, plane);
-    kv.k = buffers_.back().get();
-    buffers_.emplace_back(backend, plane);
-    kv.v = buffers_.back().get();
-    kv.dtype = dtype;
-    kv.n_kv_heads = n_kv_heads;
-    kv.head_dim = head_dim;
-    kv.capacity = capacity_;
-    layers_.push_back(kv);
-  }
+  KvLayer shape;
+  shape.dtype = dtype;
+  shape.n_kv_heads = n_kv_heads;
+  shape.head_dim = head_dim;
+  shape.capacity = capacity_;
+  layers_ = allocate_planes(backend, buffers_, n_layers, plane, shape);
 }
 
 void KvCache::init_paged(std::shared_ptr<KvBlockPool> pool, int64_t n_layers, int64_t n_kv_heads,

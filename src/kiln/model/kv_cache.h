@@ -50,14 +50,9 @@ class KvBlockPool {
 
 class KvCache {
  public:
-  // Contiguous: every layer's planes for `capacity` positions.
-  KvCache(Backend& backend, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim,
-          int64_t capacity, DType dtype);
-  // Paged: up to `capacity` positions in blocks of `pool` (whose layer count
-  // and head shapes must match), none taken yet.
-  KvCache(std::shared_ptr<KvBlockPool> pool, int64_t n_layers, int64_t n_kv_heads,
-          int64_t head_dim, int64_t capacity);
-  // Paged when the options carry a pool, else contiguous.
+  // Paged when the options carry a pool (whose layer count and head shapes
+  // must match; no block is taken yet), else contiguous: every layer's
+  // planes for `capacity` positions, allocated now.
   KvCache(Backend& backend, const StateOptions& options, int64_t n_layers, int64_t n_kv_heads,
           int64_t head_dim, int64_t capacity);
   ~KvCache();
