@@ -82,11 +82,13 @@ const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::IQ4_NL, DT
                         DType::Q5_K, DType::Q6_K, DType::IQ4_XS, DType::BF16, DType::F16,
                         DType::F32};
 
-// Decode: Qwen3-0.6B's FFN up projection {3072, 1024} (fits in L2/L3: the
-// kernel's own speed) and a {16384, 4096} matrix streamed from memory.
+// Decode: a {256, 1024} slice (in L2 on any CPU: the kernel's arithmetic
+// alone), Qwen3-0.6B's FFN up projection {3072, 1024} (in L2 or L3) and a {16384, 4096} matrix streamed from memory.
 void register_all() {
   for (DType t : kTypes) {
     const std::string n(dtype_name(t));
+    benchmark::RegisterBenchmark(("Matvec/" + n + "/256x1024").c_str(),
+                                 [t](benchmark::State& s) { run_gemm(s, t, 256, 1024, 1); });
     benchmark::RegisterBenchmark(("Matvec/" + n + "/3072x1024").c_str(),
                                  [t](benchmark::State& s) { run_gemm(s, t, 3072, 1024, 1); });
     benchmark::RegisterBenchmark(("Matvec/" + n + "/16384x4096").c_str(),
