@@ -136,8 +136,11 @@ int info_command(const std::vector<std::string>& args) {
                        : "does NOT fit (try a smaller context or a smaller quantization)");
   if (one.fits) {
     const ServePlan serve = plan_serving(*f, sys, ctx, 0, DType::F32, !sys.gpus.empty());
-    std::printf("kiln serve   would run %d parallel sequences x %lld positions\n", serve.parallel,
+    std::printf("kiln serve   would run %d parallel sequences x %lld positions", serve.parallel,
                 (long long)serve.context);
+    if (serve.kv_positions < int64_t(serve.parallel) * serve.context)
+      std::printf(", sharing a KV pool of %lld positions", (long long)serve.kv_positions);
+    std::printf("\n");
     for (const auto& r : serve.reasons) std::printf("  %s\n", r.c_str());
   } else {
     for (const auto& r : one.reasons) std::printf("  %s\n", r.c_str());

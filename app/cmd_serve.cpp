@@ -38,7 +38,7 @@ int serve_command(const std::vector<std::string>& args) {
            &step_tokens);
   p.option("--kv-size", "N",
            "positions in the KV cache all requests share, in blocks of 32 (default: parallel x "
-           "ctx-size; fewer lets many slots share less memory; CPU only)",
+           "ctx-size, or what fits in RAM; fewer lets many slots share less memory; CPU only)",
            &kv_size);
   p.option("--api-key", "KEY", "require 'Authorization: Bearer KEY' (except on /health)", &api_key);
   p.option("--alias", "NAME", "the model name clients use (default: the file name)", &alias);
@@ -66,7 +66,8 @@ int serve_command(const std::vector<std::string>& args) {
   auto probe_file = ModelFile::open(model);
   const StateOptions so = state_options(rt);
   const bool gpu = !rt.cpu && !sys.gpus.empty();
-  ServePlan plan = plan_serving(*probe_file, sys, rt.ctx_size, parallel, so.kv_dtype, gpu);
+  ServePlan plan =
+      plan_serving(*probe_file, sys, rt.ctx_size, parallel, so.kv_dtype, gpu, kv_size);
   auto report = [&] {
     for (const auto& r : plan.reasons) std::fprintf(stderr, "kiln serve: %s\n", r.c_str());
     KILN_CHECK(plan.fits, "the model does not fit this machine (see above); not starting rather "
@@ -76,13 +77,13 @@ int serve_command(const std::vector<std::string>& args) {
 
   RuntimeFlags load_flags = rt;
   // The device choice sees the whole cache the server will hold.
-  load_flags.ctx_size = int(std::min<int64_t>(plan.context * plan.parallel, INT32_MAX));
+  load_flags.ctx_size = int(std::min<int64_t>(plan.kv_positions, INT32_MAX));
   auto engine = load_engine(model, load_flags);
   if (gpu) {
     // The engine may have settled on the CPU after all (the model did not fit
     // the GPU, or it cannot run there): plan for the device it chose.
     if (engine->backend().name() == "cpu")
-      plan = plan_serving(*probe_file, sys, rt.ctx_size, parallel, so.kv_dtype, false);
+      plan = plan_serving(*probe_file, sys, rt.ctx_size, parallel, so.kv_dtype, false, kv_size);
     report();
   }
   probe_file.reset();
@@ -99,7 +100,7 @@ int serve_command(const std::vector<std::string>& args) {
   o.scheduler.max_queue = queue;
   o.scheduler.step_tokens = step_tokens;
   o.scheduler.kv_dtype = so.kv_dtype;
-  o.scheduler.kv_positions = kv_size;
+  o.scheduler.kv_positions = plan.kv_positions;
   o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   Server server(*engine, o);
   if (const SchedulerStats st = server.scheduler_stats(); st.kv_blocks > 0)

@@ -81,6 +81,10 @@ TEST(ServePlan, FitsWhatIsAsked) {
   EXPECT_TRUE(p.fits);
   EXPECT_EQ(p.parallel, 4);
   EXPECT_EQ(p.context, 256);
+  EXPECT_EQ(p.kv_positions, 4 * 256);
+  // A pool the user sized is kept, but never below one context.
+  EXPECT_EQ(plan_serving(*f, machine(8192), 256, 4, DType::F32, false, 300).kv_positions, 300);
+  EXPECT_EQ(plan_serving(*f, machine(8192), 256, 4, DType::F32, false, 100).kv_positions, 256);
   ServePlan chosen = plan_serving(*f, machine(8192), 0, 0, DType::F32, false);
   EXPECT_EQ(chosen.parallel, 16);  // 4 per core
   EXPECT_EQ(chosen.context, f->spec().max_context);
@@ -92,11 +96,25 @@ TEST(ServePlan, ShrinksThenRefuses) {
   // Room for the weights, activations and about 3 x 512 positions.
   const size_t budget = fp.weight_bytes + fp.activation_bytes + 3 * 512 * fp.kv_bytes_per_position;
   const size_t ram = (budget + (256u << 20)) >> 20;
+  // On the CPU the sequences keep their number and context and share a
+  // smaller pool of KV blocks.
   ServePlan p = plan_serving(*f, machine(ram + 1), 512, 8, DType::F32, false);
   EXPECT_TRUE(p.fits);
-  EXPECT_LT(p.parallel, 8);
-  EXPECT_GE(p.parallel, 1);
+  EXPECT_EQ(p.parallel, 8);
+  EXPECT_EQ(p.context, 512);
+  EXPECT_GE(p.kv_positions, 512);
+  EXPECT_LT(p.kv_positions, 8 * 512);
   EXPECT_LE(p.need_bytes, p.budget_bytes);
+  EXPECT_NE(p.reasons.front().find("share a pool of"), std::string::npos) << p.reasons.front();
+  // On a GPU each sequence holds its whole context: fewer sequences.
+  SystemProbe gpu = machine(8192);
+  gpu.gpus.push_back(GpuProbe{0, "test GPU", (ram + 1) << 20, (ram + 1) << 20});
+  ServePlan g = plan_serving(*f, gpu, 512, 8, DType::F32, true);
+  EXPECT_TRUE(g.fits);
+  EXPECT_LT(g.parallel, 8);
+  EXPECT_GE(g.parallel, 1);
+  EXPECT_EQ(g.kv_positions, int64_t(g.parallel) * g.context);
+  EXPECT_LE(g.need_bytes, g.budget_bytes);
   ServePlan none = plan_serving(*f, machine(1), 512, 1, DType::F32, false);
   EXPECT_FALSE(none.fits);
   EXPECT_NE(none.reasons.back().find("smaller quantization"), std::string::npos);

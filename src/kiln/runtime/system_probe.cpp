@@ -136,7 +136,7 @@ ModelFootprint model_footprint(const ModelFile& file, DType kv_dtype) {
 }
 
 ServePlan plan_serving(const ModelFile& file, const SystemProbe& sys, int64_t want_context,
-                       int want_parallel, DType kv_dtype, bool on_gpu) {
+                       int want_parallel, DType kv_dtype, bool on_gpu, int64_t want_kv_positions) {
   const ModelSpec& s = file.spec();
   const ModelFootprint fp = model_footprint(file, kv_dtype);
   ServePlan plan;
@@ -149,9 +149,11 @@ ServePlan plan_serving(const ModelFile& file, const SystemProbe& sys, int64_t wa
   // The weights of a mmapped file on the CPU are in the page cache, but they
   // must stay there to run without thrashing: count them as used.
   const size_t fixed = fp.weight_bytes + fp.activation_bytes;
-  auto need = [&](int64_t ctx, int par) {
-    return fixed + size_t(par) * (size_t(ctx) * fp.kv_bytes_per_position + fp.state_bytes_per_sequence);
+  // kv: positions cached in all; par sequences each keep their recurrent state.
+  auto need = [&](int64_t kv, int par) {
+    return fixed + size_t(kv) * fp.kv_bytes_per_position + size_t(par) * fp.state_bytes_per_sequence;
   };
+  const bool pooled = !plan.on_gpu;  // the CPU's KV blocks are shared by all sequences
 
   const int64_t model_ctx = std::max<int64_t>(s.max_context, 1);
   int64_t ctx = want_context > 0 ? want_context : std::min<int64_t>(model_ctx, 4096);
@@ -164,42 +166,72 @@ ServePlan plan_serving(const ModelFile& file, const SystemProbe& sys, int64_t wa
                               : std::clamp(sys.physical_cores > 0 ? 4 * sys.physical_cores : 4, 4, 32);
   if (want_parallel <= 0)
     plan.reasons.push_back(cat(par, " parallel sequences: 4 per core, 4 to 32 (--parallel sets it)"));
+  auto pool_for = [&](int64_t c, int p) {
+    if (!pooled) return c * p;
+    return std::max(want_kv_positions > 0 ? want_kv_positions : c * p, c);
+  };
+  int64_t kv = pool_for(ctx, par);
+  auto finish = [&](bool fits) {
+    plan.context = ctx, plan.parallel = par, plan.kv_positions = kv;
+    plan.need_bytes = need(kv, par), plan.fits = fits;
+    return plan;
+  };
   if (sys.ram_available == 0 && !plan.on_gpu) {
     plan.reasons.push_back("free RAM is unknown: the plan is not checked against it");
-    plan.context = ctx, plan.parallel = par, plan.need_bytes = need(ctx, par), plan.fits = true;
-    return plan;
+    return finish(true);
   }
   const int64_t min_ctx = std::min<int64_t>(512, ctx);
   if (need(min_ctx, 1) > plan.budget_bytes) {
-    plan.context = min_ctx, plan.parallel = 1, plan.need_bytes = need(min_ctx, 1);
+    ctx = min_ctx, par = 1, kv = min_ctx;
     plan.reasons.push_back(cat("the weights (", gib(double(fp.weight_bytes)),
                                ") and one sequence of ", min_ctx, " positions need ",
-                               gib(double(plan.need_bytes)), "; ", gib(double(free_bytes)), " of ",
+                               gib(double(need(kv, par))), "; ", gib(double(free_bytes)), " of ",
                                where, " is free (", gib(double(plan.budget_bytes)),
                                " usable): a smaller quantization is needed"));
-    return plan;
+    return finish(false);
   }
-  if (need(ctx, par) > plan.budget_bytes) {
-    const int64_t want_ctx = ctx;
+  if (need(kv, par) > plan.budget_bytes) {
+    const int64_t want_ctx = ctx, want_kv = kv;
     const int want_par = par;
-    // Fewer sequences first (each keeps its full context), then a shorter context.
-    while (par > 1 && need(ctx, par) > plan.budget_bytes) --par;
-    while (ctx > min_ctx && need(ctx, par) > plan.budget_bytes)
-      ctx = std::max<int64_t>(min_ctx, ctx / 2 / 256 * 256);
-    plan.reasons.push_back(cat(want_par, " x ", want_ctx, " positions would need ",
-                               gib(double(need(want_ctx, want_par))), " but ",
-                               gib(double(plan.budget_bytes)), " of ", where,
-                               " is usable: reduced to ", par, " x ", ctx));
+    const size_t want_need = need(kv, par);
+    if (pooled) {
+      // A smaller shared pool first: every sequence keeps its context, and
+      // when the pool runs short the newest one waits for the others. Then
+      // a shorter context.
+      const size_t room = plan.budget_bytes - std::min(plan.budget_bytes, need(0, par));
+      const int64_t fit = int64_t(room / std::max<size_t>(fp.kv_bytes_per_position, 1)) / 32 * 32;
+      while (ctx > min_ctx && fit < ctx) ctx = std::max<int64_t>(min_ctx, ctx / 2 / 256 * 256);
+      kv = std::max(std::min(fit, kv), ctx);
+      while (par > 1 && need(kv, par) > plan.budget_bytes) --par;  // recurrent states
+      plan.reasons.push_back(cat(want_par, " sequences x ", want_ctx, " positions (", want_kv,
+                                 " cached) would need ", gib(double(want_need)), " but ",
+                                 gib(double(plan.budget_bytes)), " of ", where,
+                                 " is usable: ", par, " sequences of up to ", ctx,
+                                 " positions share a pool of ", kv));
+    } else {
+      // Each sequence holds its whole context: fewer sequences, then a
+      // shorter context.
+      while (par > 1 && need(ctx * par, par) > plan.budget_bytes) --par;
+      while (ctx > min_ctx && need(ctx * par, par) > plan.budget_bytes)
+        ctx = std::max<int64_t>(min_ctx, ctx / 2 / 256 * 256);
+      kv = ctx * par;
+      plan.reasons.push_back(cat(want_par, " x ", want_ctx, " positions would need ",
+                                 gib(double(want_need)), " but ", gib(double(plan.budget_bytes)),
+                                 " of ", where, " is usable: reduced to ", par, " x ", ctx));
+    }
   }
-  plan.context = ctx;
-  plan.parallel = par;
-  plan.need_bytes = need(ctx, par);
-  plan.fits = true;
-  plan.reasons.push_back(cat("weights ", gib(double(fp.weight_bytes)), " + KV cache ",
-                             gib(double(size_t(par) * size_t(ctx) * fp.kv_bytes_per_position)),
-                             " (", par, " x ", ctx, " positions) = ", gib(double(plan.need_bytes)),
-                             " of ", gib(double(plan.budget_bytes)), " usable ", where));
-  return plan;
+  if (pooled)
+    plan.reasons.push_back(cat("weights ", gib(double(fp.weight_bytes)), " + KV cache ",
+                               gib(double(size_t(kv) * fp.kv_bytes_per_position)), " (a pool of ",
+                               kv, " positions for ", par, " sequences of up to ", ctx,
+                               ") = ", gib(double(need(kv, par))), " of ",
+                               gib(double(plan.budget_bytes)), " usable ", where));
+  else
+    plan.reasons.push_back(cat("weights ", gib(double(fp.weight_bytes)), " + KV cache ",
+                               gib(double(size_t(kv) * fp.kv_bytes_per_position)), " (", par,
+                               " x ", ctx, " positions) = ", gib(double(need(kv, par))), " of ",
+                               gib(double(plan.budget_bytes)), " usable ", where));
+  return finish(true);
 }
 
 }  // namespace kiln

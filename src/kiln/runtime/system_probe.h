@@ -44,6 +44,11 @@ ModelFootprint model_footprint(const ModelFile& file, DType kv_dtype);
 struct ServePlan {
   int64_t context = 0;  // positions per sequence
   int parallel = 0;     // sequences decoded together
+  // Positions of the KV cache: on the CPU one pool the sequences share (at
+  // least one context; fewer than parallel x context when memory is short,
+  // the scheduler then pauses and resumes sequences); on a GPU each sequence
+  // holds its whole context, parallel x context.
+  int64_t kv_positions = 0;
   bool on_gpu = false;
   size_t budget_bytes = 0;  // what may be used (a share of what is free)
   size_t need_bytes = 0;    // weights + caches of the plan
@@ -51,11 +56,14 @@ struct ServePlan {
   std::vector<std::string> reasons;  // why these numbers, one line each
 };
 
-// want_context / want_parallel: 0 = choose. A wish that does not fit is
-// reduced (parallel first, then context, down to 512 positions) and the
-// reason recorded; fits is false when the weights plus one 512-position
-// sequence do not fit.
+// want_context / want_parallel / want_kv_positions: 0 = choose. A wish that
+// does not fit is reduced and the reason recorded: on the CPU the shared
+// pool first (down to one context; the sequences then take turns), then the
+// context; on a GPU, where each sequence holds its whole context, the
+// parallel sequences first, then the context; never below 512 positions.
+// fits is false when the weights plus one 512-position sequence do not fit.
 ServePlan plan_serving(const ModelFile& file, const SystemProbe& sys, int64_t want_context,
-                       int want_parallel, DType kv_dtype, bool on_gpu);
+                       int want_parallel, DType kv_dtype, bool on_gpu,
+                       int64_t want_kv_positions = 0);
 
 }  // namespace kiln
