@@ -1,6 +1,10 @@
-// Causal attention over the KV cache. Each (query token, head) pair is one
-// unit of work: scores against every visible key, a numerically safe
-// softmax (max subtracted), then the weighted sum of values.
+// Causal attention over the KV cache, flash-attention style: a work unit is
+// one query head and a block of up to kQueryBlock consecutive query tokens;
+// it walks the visible keys in steps of kKeyBlock rows, each step's
+// K and V rows loaded (or converted from f16) once for all the unit's
+// queries, with an online softmax (a running max and sum per query, the
+// partial output rescaled when the max grows), so no query needs a score
+// buffer as long as its context. Decode is the one-query case.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,16 +18,38 @@
 namespace kiln {
 namespace {
 
+// Query tokens per unit: their keys come from L1/L2 after the first.
+constexpr int64_t kQueryBlock = 16;
+// Keys per softmax step: 32 KB of K and 32 KB of V at head_dim 128, f32.
+constexpr int64_t kKeyBlock = 64;
+
 // Pointer to one position of one head in a cache plane (either layout).
 template <class T>
 const T* cache_row(const void* plane, const KvLayer& c, int64_t head, int64_t pos) {
   return static_cast<const T*>(plane) + kv_offset(c, head, pos);
 }
 
-float dot_f16(const uint16_t* a, const float* b, int64_t n) {
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += f16_to_f32(a[i]) * b[i];
-  return s;
+// Rows [j, j + n) of one head of a K or V plane as f32 rows head_dim apart:
+// in place when they are f32 and lie together, else gathered (and converted
+// from f16) into buf, one run of adjacent rows at a time. Steps are placed
+// at the same positions whatever the layout, so a paged cache gives the
+// same sums, in the same order, as a contiguous one.
+const float* rows_f32(const void* plane, const KvLayer& c, int64_t head, int64_t j, int64_t n,
+                      float* buf) {
+  if (c.dtype == DType::F32 && kv_run(c, j) >= n) return cache_row<float>(plane, c, head, j);
+  for (int64_t done = 0; done < n;) {
+    const int64_t m = std::min(n - done, kv_run(c, j + done));
+    float* dst = buf + done * c.head_dim;
+    if (c.dtype == DType::F32) {
+      std::memcpy(dst, cache_row<float>(plane, c, head, j + done),
+                  size_t(m * c.head_dim) * sizeof(float));
+    } else {
+      const uint16_t* src = cache_row<uint16_t>(plane, c, head, j + done);
+      for (int64_t i = 0; i < m * c.head_dim; ++i) dst[i] = f16_to_f32(src[i]);
+    }
+    done += m;
+  }
+  return buf;
 }
 
 }  // namespace
@@ -57,67 +83,57 @@ void CpuBackend::attention(const float* q, const KvLayer& c, const AttentionPara
                            float* out) {
   const int64_t hd = c.head_dim;
   const int64_t group = p.n_heads / c.n_kv_heads;  // query heads per key/value head
-  const bool f16 = c.dtype == DType::F16;
-  pool_.parallel_for(p.n_tokens * p.n_heads, [&](int64_t w0, int64_t w1, int) {
-    thread_local std::vector<float> scores;
-    thread_local std::vector<float> acc;
-    acc.resize(size_t(hd));
+  const int64_t n_qblocks = (p.n_tokens + kQueryBlock - 1) / kQueryBlock;
+  // Units ordered head-major: a thread's range holds consecutive query
+  // blocks of the same heads, whose keys stay in its caches.
+  pool_.parallel_for(p.n_heads * n_qblocks, [&](int64_t w0, int64_t w1, int) {
+    thread_local std::vector<float> scratch;
+    scratch.resize(size_t(2 * kKeyBlock * hd + kKeyBlock + hd + 2 * kQueryBlock));
+    float* kbuf = scratch.data();
+    float* vbuf = kbuf + kKeyBlock * hd;
+    float* sc = vbuf + kKeyBlock * hd;  // one query's scores of a step
+    float* part = sc + kKeyBlock;       // one query's value sum of a step
+    float* run_max = part + hd;         // per query of the unit
+    float* run_sum = run_max + kQueryBlock;
     for (int64_t w = w0; w < w1; ++w) {
-      const int64_t t = w / p.n_heads, h = w % p.n_heads, kvh = h / group;
-      const int64_t n_keys = p.start + t + 1;
-      scores.resize(size_t(n_keys));
-      const float* qv = q + (t * p.n_heads + h) * hd;
-      float* o = out + (t * p.n_heads + h) * hd;
-      if (!f16) {
-        // The f32 cache: scores, softmax and the value sum each one call
-        // per run of the head's rows that lie together (the whole context
-        // when contiguous, a block when paged).
-        float* sc = scores.data();
-        for (int64_t j = 0; j < n_keys;) {
-          const int64_t run = std::min(kv_run(c, j), n_keys - j);
-          dot_rows_f32_simd(cache_row<float>(c.k, c, kvh, j), hd, run, qv, hd, p.scale, sc + j);
-          j += run;
-        }
-        float max_score = -INFINITY;
-        for (int64_t j = 0; j < n_keys; ++j) max_score = std::max(max_score, sc[j]);
-        const float inv = 1.0f / exp_sum_f32_simd(sc, n_keys, max_score);
-        float* a = acc.data();
-        for (int64_t j = 0; j < n_keys;) {
-          const int64_t run = std::min(kv_run(c, j), n_keys - j);
-          if (j == 0) {
-            wsum_rows_f32_simd(cache_row<float>(c.v, c, kvh, 0), hd, run, sc, hd, o);
+      const int64_t h = w / n_qblocks, kvh = h / group;
+      const int64_t t0 = (w % n_qblocks) * kQueryBlock;
+      const int64_t nq = std::min(kQueryBlock, p.n_tokens - t0);
+      const int64_t n_keys = p.start + t0 + nq;  // the last query's view
+      for (int64_t r = 0; r < nq; ++r) run_max[r] = -INFINITY, run_sum[r] = 0.0f;
+      for (int64_t j = 0; j < n_keys;) {
+        const int64_t n = std::min(kKeyBlock, n_keys - j);
+        const float* K = rows_f32(c.k, c, kvh, j, n, kbuf);
+        const float* V = rows_f32(c.v, c, kvh, j, n, vbuf);
+        for (int64_t r = 0; r < nq; ++r) {
+          const int64_t t = t0 + r;
+          const int64_t visible = std::min(n, p.start + t + 1 - j);  // causal
+          if (visible <= 0) continue;
+          const float* qv = q + (t * p.n_heads + h) * hd;
+          float* o = out + (t * p.n_heads + h) * hd;
+          dot_rows_f32_simd(K, hd, visible, qv, hd, p.scale, sc);
+          float step_max = sc[0];
+          for (int64_t i = 1; i < visible; ++i) step_max = std::max(step_max, sc[i]);
+          const float new_max = std::max(run_max[r], step_max);
+          const float step_sum = exp_sum_f32_simd(sc, visible, new_max);
+          wsum_rows_f32_simd(V, hd, visible, sc, hd, part);
+          if (run_max[r] == -INFINITY) {  // the first keys of this query
+            std::memcpy(o, part, size_t(hd) * sizeof(float));
+            run_sum[r] = step_sum;
           } else {
-            wsum_rows_f32_simd(cache_row<float>(c.v, c, kvh, j), hd, run, sc + j, hd, a);
-            for (int64_t i = 0; i < hd; ++i) o[i] += a[i];
+            const float rescale = std::exp(run_max[r] - new_max);
+            for (int64_t i = 0; i < hd; ++i) o[i] = o[i] * rescale + part[i];
+            run_sum[r] = run_sum[r] * rescale + step_sum;
           }
-          j += run;
+          run_max[r] = new_max;
         }
+        j += n;
+      }
+      for (int64_t r = 0; r < nq; ++r) {
+        float* o = out + ((t0 + r) * p.n_heads + h) * hd;
+        const float inv = 1.0f / run_sum[r];
         for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
-        continue;
       }
-      float max_score = -INFINITY;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float s = dot_f16(cache_row<uint16_t>(c.k, c, kvh, j), qv, hd) * p.scale;
-        scores[j] = s;
-        max_score = std::max(max_score, s);
-      }
-      float total = 0;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        total += scores[j];
-      }
-      // Local pointers: through the thread_local vectors the compiler
-      // reloads them every element and cannot vectorise.
-      float* a = acc.data();
-      const float* sc = scores.data();
-      std::fill(a, a + hd, 0.0f);
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float pj = sc[j];
-        const uint16_t* vr = cache_row<uint16_t>(c.v, c, kvh, j);
-        for (int64_t i = 0; i < hd; ++i) a[i] += pj * f16_to_f32(vr[i]);
-      }
-      const float inv = 1.0f / total;
-      for (int64_t i = 0; i < hd; ++i) o[i] = a[i] * inv;
     }
   });
 }
