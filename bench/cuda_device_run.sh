@@ -46,11 +46,7 @@ EOF
 envof() {  # variant name -> environment
   case $1 in
     pdl0) echo "KILN_CUDA_PDL=0" ;;
-    pair0) echo "KILN_CUDA_MV_PAIR=0" ;;
-    regsfree) echo "KILN_CUDA_MV_REGS=free" ;;
-    fit0) echo "KILN_CUDA_MV_FIT=0" ;;
-    fold0) echo "KILN_CUDA_MV_FOLD=0" ;;
-    old) echo "KILN_CUDA_MV_REGS=free KILN_CUDA_MV_FIT=0 KILN_CUDA_MV_PAIR=0 KILN_CUDA_MV_FOLD=0" ;;
+    reuse0) echo "KILN_CUDA_MV_REUSE=0" ;;
     stage) echo "KILN_CUDA_MV=stage" ;;
     graphs0) echo "KILN_CUDA_GRAPHS=0" ;;
     blocks*) echo "KILN_CUDA_MV_BLOCKS=${1#blocks}" ;;
