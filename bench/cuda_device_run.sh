@@ -11,19 +11,25 @@
 # only .devrun/devrun.txz.
 #   TESTS=0 skips the tests; MODELS="4b:q4_k_m 4b:q8_0" picks the models;
 #   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
-#   KILN_CUDA_MV=stage; PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
+#   KILN_CUDA_MV=stage; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda
+#   (products alone, launch floor; bench/cuda_kernels.cu) once per setting
+#   (KSETS picks its tables: all, floor, iso, step); PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
 #   summary of decode steps of that model.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p /work /tmp/kd
 [ -e /work/main ] || ln -s "$PWD" /work/main
+# Test fixtures are found through the source path compiled in: a build made
+# in another worktree (/work/cuda, say) looks there.
+for d in ${SRC_DIRS:-/work/cuda}; do [ -e $d ] || ln -s "$PWD" $d; done
 tar xJf .devrun/devrun.txz -C /tmp/kd
 export LD_LIBRARY_PATH=/tmp/kd/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 K=/tmp/kd/kiln
 nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem --format=csv,noheader
 if [ "${TESTS:-1}" = 1 ]; then
   timeout 300 /tmp/kd/test_cuda ${GTEST_ARGS:-} > $OUT/test_cuda.log 2>&1
-  echo "test_cuda rc=$? $(grep -cE '^\[       OK' $OUT/test_cuda.log) ok"
+  echo "test_cuda rc=$? $(grep -cE '^\[       OK' $OUT/test_cuda.log) ok, $(grep -cE '^\[  FAILED' $OUT/test_cuda.log) failed lines"
+  grep -E '^\[  (PASSED|FAILED)|tests ran' $OUT/test_cuda.log | head -20
   grep -E "FAILED|Failure|error:|Expected|Which is|rel|cosine" $OUT/test_cuda.log | head -30
 fi
 # Device-to-device copy bandwidth (read + write), the ceiling for decode.
@@ -37,6 +43,28 @@ for _ in range(10): y.copy_(x)
 e.record(); torch.cuda.synchronize()
 print("copy bandwidth (read+write): %.0f GB/s" % (2 * x.numel() * 10 / (s.elapsed_time(e) / 1e3) / 1e9))
 EOF
+envof() {  # variant name -> environment
+  case $1 in
+    pdl0) echo "KILN_CUDA_PDL=0" ;;
+    reuse0) echo "KILN_CUDA_MV_REUSE=0" ;;
+    stage) echo "KILN_CUDA_MV=stage" ;;
+    graphs0) echo "KILN_CUDA_GRAPHS=0" ;;
+    blocks*) echo "KILN_CUDA_MV_BLOCKS=${1#blocks}" ;;
+    f16kv) echo "KILN_BENCH_KV=f16" ;;
+    piece*) echo "KILN_CUDA_MV_PIECE=${1#piece}" ;;
+    fuse0) echo "KILN_CUDA_FUSE=0" ;;
+    tf32) echo "KILN_CUDA_PREFILL=tf32" ;;
+    *=*) echo "$1" ;;
+    *) echo "" ;;
+  esac
+}
+if [ -n "${KERNELS:-}" ] && [ -x /tmp/kd/kiln_bench_cuda ]; then
+  for v in $KERNELS; do
+    echo "== kiln_bench_cuda $v"
+    env $(envof $v) timeout 120 /tmp/kd/kiln_bench_cuda ${KSETS:-all} > $OUT/kernels-$v.log 2>&1
+    echo "rc=$?"; cat $OUT/kernels-$v.log
+  done
+fi
 synth() {  # size type -> path
   local f=/tmp/synth-$1-$2.gguf
   [ -e $f ] || timeout 300 $K synth --config bench/configs/qwen$1.json --type $2 $f > /dev/null 2> $OUT/synth.err ||
@@ -47,17 +75,7 @@ for m in ${MODELS:-3-4b:q4_k_m 3-4b:q8_0 3-4b:q4_0 3-4b:bf16}; do
   size=${m%%:*}; type=${m##*:}
   f=$(synth $size $type) || { echo "$f"; continue; }
   for v in ${VARIANTS:-default}; do
-    case $v in
-      pdl0) env="KILN_CUDA_PDL=0" ;;
-      stage) env="KILN_CUDA_MV=stage" ;;
-      graphs0) env="KILN_CUDA_GRAPHS=0" ;;
-      blocks*) env="KILN_CUDA_MV_BLOCKS=${v#blocks}" ;;
-      f16kv) env="KILN_BENCH_KV=f16" ;;
-      piece*) env="KILN_CUDA_MV_PIECE=${v#piece}" ;;
-      fuse0) env="KILN_CUDA_FUSE=0" ;;
-      tf32) env="KILN_CUDA_PREFILL=tf32" ;;
-      *) env="" ;;
-    esac
+    env=$(envof $v)
     kv=""; [ "$v" = f16kv ] && kv="--cache-type f16"
     r=$(env KILN_CUDA_STATS=1 $env timeout 240 $K bench $f -p ${PP:-512} -n ${TG:-128} -r ${REPS:-3} $kv --json 2> $OUT/bench.err)
     echo "$r" > $OUT/bench-$size-$type-$v.json

@@ -16,8 +16,9 @@ for l in libavformat.so.59 libavcodec.so.59 libswscale.so.6 libavutil.so.57 libs
   gcc -shared -fPIC -Wl,-soname,$l -o $S/lib/$l .devrun/stub/stub.c
 done
 bins=("$B/kiln" "$B/tests/test_cuda")
+[ -x "$B/bench/kiln_bench_cuda" ] && bins+=("$B/bench/kiln_bench_cuda")
 cp "${bins[@]}" $S/
-strip --strip-debug $S/kiln $S/test_cuda
+for b in "${bins[@]}"; do strip --strip-debug $S/$(basename "$b"); done
 for b in "${bins[@]}"; do
   LD_LIBRARY_PATH=$S/lib ldd "$b" | awk '/=> \//{print $3}'
 done | sort -u | grep -v "^$S/" |

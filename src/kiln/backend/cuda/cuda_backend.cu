@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
@@ -137,6 +138,8 @@ class CudaBackend final : public Backend {
     f16_prefill_ = !(prefill && std::string(prefill) == "tf32");
     const char* fuse = std::getenv("KILN_CUDA_FUSE");
     fuse_enabled_ = !(fuse && std::string(fuse) == "0");
+    const char* reuse = std::getenv("KILN_CUDA_MV_REUSE");
+    reuse_input_ = !(reuse && std::string(reuse) == "0");
     // Programmatic dependent launch needs compute capability 9.0 (Hopper).
     const char* pdl = std::getenv("KILN_CUDA_PDL");
     cuda::set_pdl_enabled(prop.major >= 9 && !(pdl && std::string(pdl) == "0"));
@@ -153,12 +156,19 @@ class CudaBackend final : public Backend {
       for (const auto& [why, n] : stats_->ended_by)
         std::fprintf(stderr, "kiln cuda stats: %lld steps ended by %s\n", (long long)n,
                      why.c_str());
+      if (stats_->timed)
+        std::fprintf(stderr,
+                     "kiln cuda stats: replayed steps: GPU %.1f us each (%lld timed), launch to "
+                     "launch %.1f us\n",
+                     1000.0 * stats_->gpu_ms / double(stats_->timed), (long long)stats_->timed,
+                     stats_->periods ? 1000.0 * stats_->period_ms / double(stats_->periods) : 0.0);
       if (!stats_->last_failure.empty())
         std::fprintf(stderr, "kiln cuda stats: last capture failure: %s\n",
                      stats_->last_failure.c_str());
     }
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
+    if (stats_ && stats_->e0) cudaEventDestroy(stats_->e0), cudaEventDestroy(stats_->e1);
     for (auto& [h, g] : graphs_) cudaGraphExecDestroy(g.exec);
     if (blas_) cublasDestroy(blas_);
     for (void* c : chunks_) cudaFree(c);
@@ -635,11 +645,27 @@ class CudaBackend final : public Backend {
     if (stats_) ++stats_->ended_by[why];
     const uint64_t h = hash_recs(recs_);
     auto it = graphs_.find(h);
-    bool ran = false;
+    bool ran = false, timed_replay = false;
     if (it != graphs_.end() && it->second.recs.size() == recs_.size() &&
         std::memcmp(it->second.recs.data(), recs_.data(), recs_.size() * sizeof(Rec)) == 0) {
       copy_step_args();
+      if (stats_) {
+        if (!stats_->e0) {
+          check(cudaEventCreate(&stats_->e0), "stats event");
+          check(cudaEventCreate(&stats_->e1), "stats event");
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (stats_->replayed > 0) {
+          stats_->period_ms +=
+              std::chrono::duration<double, std::milli>(now - stats_->last_launch).count();
+          ++stats_->periods;
+        }
+        stats_->last_launch = now;
+        check(cudaEventRecord(stats_->e0, stream_), "stats event");
+      }
       check(cudaGraphLaunch(it->second.exec, stream_), "graph replay");
+      if (stats_) check(cudaEventRecord(stats_->e1, stream_), "stats event");
+      timed_replay = stats_ != nullptr;
       ran = true;
       if (stats_) ++stats_->replayed;
     } else if (seen_.count(h)) {
@@ -657,6 +683,12 @@ class CudaBackend final : public Backend {
     if (!copy_out_.empty()) {
       check(cudaStreamSynchronize(stream_), "decode step");
       launched_ = false;
+      if (timed_replay) {
+        float ms = 0.0f;
+        check(cudaEventElapsedTime(&ms, stats_->e0, stats_->e1), "stats event");
+        stats_->gpu_ms += ms;
+        ++stats_->timed;
+      }
       for (const CopyOut& c : copy_out_) std::memcpy(c.host, out_host_ + c.offset, c.bytes);
     }
     recs_.clear();
@@ -723,9 +755,13 @@ class CudaBackend final : public Backend {
   // read its output, consecutive products of one input (q/k/v, gate/up),
   // and the residual add behind a product.
   void run_recs() {
+    prep_ = {};
     for (size_t i = 0; i < recs_.size();) {
+      // What the product just before prepared (valid only for the next op).
+      const Prepared before = prep_;
+      prep_ = {};
       size_t used = fuse_enabled_ ? fuse_heads_at(i) : 0;
-      if (!used && fuse_enabled_) used = fuse_at(i);
+      if (!used && fuse_enabled_) used = fuse_at(i, before);
       if (used) {
         i += used;
       } else {
@@ -790,7 +826,18 @@ class CudaBackend final : public Backend {
     return at + 3 - i;
   }
 
-  size_t fuse_at(size_t i) {
+  // The input a fused product left prepared in scratch_.input: the values
+  // (the prologue's output row, or the plain input), width, tokens, kind.
+  struct Prepared {
+    const float* values = nullptr;
+    int64_t K = 0, T = 0;
+    bool plain = false;
+  };
+  Prepared prep_;
+
+  static bool plain_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+  size_t fuse_at(size_t i, const Prepared& before) {
     const size_t n = recs_.size();
     const Rec& r = recs_[i];
     cuda::MatvecJob j;
@@ -846,7 +893,14 @@ class CudaBackend final : public Backend {
       j.add_to = static_cast<float*>(const_cast<void*>(recs_[q].p[0]));
       ++q;
     }
+    // A product reading the row the product before it normed (v after q/k
+    // when v has another format) needs no input preparation of its own.
+    j.input_ready = reuse_input_ && j.pro == cuda::MatvecPrologue::None && before.values &&
+                    before.values == j.x &&
+                    before.K == j.K && before.T == j.T && before.plain == plain_type(j.dtype);
     cuda::matvec_fused(j, scratch_, stream_);
+    if (cuda::matvec_fused_prepares(j.dtype, j.K, j.T, scratch_.input_bytes))
+      prep_ = {j.pro == cuda::MatvecPrologue::None ? j.x : j.mat, j.K, j.T, plain_type(j.dtype)};
     return q - i;
   }
 
@@ -1077,11 +1131,19 @@ class CudaBackend final : public Backend {
             direct_ops = 0;
     std::map<std::string, int64_t> ended_by;
     std::string last_failure;
+    // Replayed steps that ended by a copy to the host: the GPU's time from
+    // the graph launch to its end (events), and the host's time from one
+    // such launch to the next (the whole step as the caller sees it).
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    int64_t timed = 0, periods = 0;
+    double gpu_ms = 0.0, period_ms = 0.0;
+    std::chrono::steady_clock::time_point last_launch{};
   };
   std::unique_ptr<Stats> stats_;
 
   bool graphs_enabled_ = true;
   bool fuse_enabled_ = true;  // KILN_CUDA_FUSE=0 runs each recorded op alone
+  bool reuse_input_ = true;   // KILN_CUDA_MV_REUSE=0: every fused product prepares its input
   bool deferring_ = false;
   bool launched_ = false;
   size_t step_used_ = 0, out_used_ = 0;

@@ -118,6 +118,11 @@ struct MatvecJob {
   float eps = 0.0f;
   float* mat = nullptr;
   float* add_to = nullptr;
+  // The scratch already holds this product's prepared input: the product
+  // before it on the stream took the Hopper path (matvec_fused_prepares)
+  // for the same values, width and token count and for weights of the same
+  // kind (int8 inputs for block formats, f32 for plain ones).
+  bool input_ready = false;
 };
 // Device scratch the fused products share on a stream: counter, one zeroed
 // word; input, where the Hopper path prepares each product's input once.
@@ -129,6 +134,8 @@ struct MatvecScratch {
 // Whether matvec_fused takes this format, width and token count.
 bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scratch_bytes);
 void matvec_fused(const MatvecJob& job, const MatvecScratch& scratch, cudaStream_t s);
+// Whether matvec_fused prepares this product's input into the scratch.
+bool matvec_fused_prepares(DType t, int64_t K, int64_t T, size_t scratch_bytes);
 // Prefill of block formats: rows row0.. of W as f16 (exact for every block
 // format's values up to f16's rounding of the scale products), and x as f16,
 // for f16 tensor-core products with f32 accumulation.

@@ -902,6 +902,10 @@ bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scr
   return ok;
 }
 
+bool matvec_fused_prepares(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
+  return bulk_ok(t, K, T, scratch_bytes);
+}
+
 void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t s) {
   unsigned* counter = scratch.counter;
   KILN_CHECK(j.nseg >= 1 && j.nseg <= kMaxMatvecSegs, "matvec: ", j.nseg, " weights");
@@ -930,8 +934,9 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
     if (bulk_ok(j.dtype, j.K, j.T, scratch.input_bytes)) {
       a.xprep = scratch.input;
       const int64_t per_row = (j.K + kPrepPerBlock - 1) / kPrepPerBlock;
-      launch(prepare_input_kernel<!is_plain(DT)>, unsigned(j.T * per_row), kPrepThreads, 0, s,
-             "matvec input", a);
+      if (!j.input_ready)
+        launch(prepare_input_kernel<!is_plain(DT)>, unsigned(j.T * per_row), kPrepThreads, 0, s,
+               "matvec input", a);
       plan_pieces<DT>(a);
       if (j.T == 1)
         launch_bulk(mv_bulk_kernel<DT, 1>, a, bulk_smem, s);
