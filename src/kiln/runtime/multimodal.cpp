@@ -107,10 +107,9 @@ std::vector<int32_t> expand_media_pads(const std::vector<int32_t>& ids,
       out.insert(out.end(), size_t(per_frame * m.pixels.grid_t), v.image_pad);
       continue;
     }
-    // The template wrapped the pad in start/end: frames bring their own.
-    const bool wrapped = !out.empty() && out.back() == v.start && i + 1 < ids.size() &&
-                         ids[i + 1] == v.end;
-    if (wrapped) out.pop_back();
+    // Each temporal patch brings its own start/end inside the template's
+    // (transformers' processor replaces the pad alone and keeps the
+    // <|vision_start|> / <|vision_end|> around it).
     for (int64_t f = 0; f < m.pixels.grid_t; ++f) {
       char stamp[48];
       std::snprintf(stamp, sizeof stamp, "<%.1f seconds>", m.seconds[size_t(f)]);
@@ -120,7 +119,6 @@ std::vector<int32_t> expand_media_pads(const std::vector<int32_t>& ids,
       out.insert(out.end(), size_t(per_frame), v.video_pad);
       out.push_back(v.end);
     }
-    if (wrapped) ++i;
   }
   KILN_CHECK(next == media.size(), media.size(), " images/videos given but the prompt has ",
              next, " places for them");

@@ -56,8 +56,8 @@ class VisionRuntime {
 
 // Replaces each lone image/video pad in `ids` by the media's full span, in
 // order: an image by its n pads; a video by, per temporal patch,
-// "<t.t seconds>" <|vision_start|> pads <|vision_end|> (its own start/end
-// replacing the template's).
+// "<t.t seconds>" <|vision_start|> pads <|vision_end|> (inside the
+// template's own start/end, as transformers' processor writes it).
 std::vector<int32_t> expand_media_pads(const std::vector<int32_t>& ids,
                                        const std::vector<MediaItem>& media, const Tokenizer& tok,
                                        const VisionTokenIds& v);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -11,6 +12,7 @@
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/log.h>
 #include <libavutil/imgutils.h>
 #include <libswscale/swscale.h>
 }
@@ -49,6 +51,10 @@ struct Decoder {
 };
 
 VideoFrames decode_video_file(const std::string& path, const VideoOptions& opt) {
+  // FFmpeg's own log lines ("File ended prematurely", probe hints) would come
+  // before and instead of kiln's one-line error; its failures reach us as
+  // return codes anyway.
+  if (!std::getenv("KILN_FFMPEG_LOG")) av_log_set_level(AV_LOG_QUIET);
   Decoder d;
   int rc = avformat_open_input(&d.fmt, path.c_str(), nullptr, nullptr);
   KILN_CHECK(rc >= 0, path, ": cannot open as a video (", av_message(rc), ")");
