@@ -18,6 +18,7 @@
 #include "kiln/core/error.h"
 #include "kiln/core/thread_pool.h"
 #include "kiln/quant/gemm.h"
+#include "kiln/runtime/sampler.h"
 
 namespace kiln::app {
 namespace {
@@ -122,7 +123,7 @@ int bench_command(const std::vector<std::string>& args) {
     const auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
       m.forward(*state, &tok, 1, logits.data(), false);
-      tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      tok = argmax(logits.data(), int64_t(logits.size()));
     }
     m.backend().synchronize();
     return seconds_since(t0);

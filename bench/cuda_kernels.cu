@@ -333,10 +333,10 @@ void step(bool q8, double copy_gbs) {
 
 // The ops between the products of a layer: q/k norms + rope + cache store
 // (head_ops) and attention over the cache (split blocks + merge), at the
-// Qwen3-4B shape with kiln bench's tg128 cache (656 positions, 3 splits).
+// Qwen3-4B shape with kiln bench's tg128 cache (656 positions; the backend's split count for it).
 void layer_ops() {
   std::printf("\n== the other ops of a decode layer (Qwen3-4B; 656-position f32 cache) ==\n");
-  const int H = 32, KV = 8, hd = 128, cap = 656, splits = 3, L = 36;
+  const int H = 32, KV = 8, hd = 128, cap = 656, splits = (cap + 63) / 64, L = 36;
   float* q = dev_floats(size_t(H) * hd, 11);
   float* k = dev_floats(size_t(KV) * hd, 12);
   float* v = dev_floats(size_t(KV) * hd, 13);

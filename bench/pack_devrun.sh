@@ -17,6 +17,9 @@ for l in libavformat.so.59 libavcodec.so.59 libswscale.so.6 libavutil.so.57 libs
 done
 bins=("$B/kiln" "$B/tests/test_cuda")
 [ -x "$B/bench/kiln_bench_cuda" ] && bins+=("$B/bench/kiln_bench_cuda")
+# EXTRA_BINS: more binaries to ship (a build of the previous commit, say,
+# for a before/after in the same device call).
+for e in ${EXTRA_BINS:-}; do bins+=("$e"); done
 cp "${bins[@]}" $S/
 for b in "${bins[@]}"; do strip --strip-debug $S/$(basename "$b"); done
 for b in "${bins[@]}"; do

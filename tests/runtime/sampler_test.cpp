@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <random>
 
 #include "kiln/runtime/sampler.h"
 
@@ -15,6 +18,30 @@ TEST(Sampler, ZeroTemperatureIsArgmax) {
   Sampler s(p);
   auto l = logits_of({0.1f, 2.0f, 1.9f, -1.0f});
   EXPECT_EQ(s.sample(l.data(), 4, {}), 1);
+}
+
+// The vectorised argmax against std::max_element (first of equal maxima) at
+// sizes around its 16-wide steps, with the maximum in the vector part, in
+// the scalar tail, repeated, and beside NaNs.
+TEST(Sampler, ArgmaxMatchesMaxElement) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-20.0f, 20.0f);
+  for (int64_t n : {1, 2, 15, 16, 17, 31, 33, 100, 151936}) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = u(rng);
+    const auto want = [&] { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); };
+    EXPECT_EQ(argmax(v.data(), n), want()) << n;
+    v[size_t(n - 1)] = 100.0f;  // in the tail
+    EXPECT_EQ(argmax(v.data(), n), n - 1) << n;
+    v[size_t(n / 2)] = 100.0f;  // an earlier equal wins
+    EXPECT_EQ(argmax(v.data(), n), want()) << n;
+    if (n > 3) {
+      v[1] = std::numeric_limits<float>::quiet_NaN();
+      EXPECT_EQ(argmax(v.data(), n), n / 2) << n;
+    }
+  }
+  const float neg_inf[3] = {-INFINITY, -INFINITY, -INFINITY};
+  EXPECT_EQ(argmax(neg_inf, 3), 0);
 }
 
 TEST(Sampler, TopKOfOneIsGreedyAtAnyTemperature) {

@@ -15,6 +15,8 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "kiln/backend/cuda/cuda_common.cuh"
 
@@ -292,6 +294,212 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+// Decode attention for the common shapes (head_dim 64, 128 or 256, up to 8
+// query heads per KV head): every lane of the block works on keys. A key
+// row is split over LPK lanes, each holding DPL consecutive dimensions of
+// it and of the group's G query heads (in registers), so a warp takes
+// 32 / LPK keys per step with 16-byte loads and the block's 4 warps walk
+// their keys side by side; each lane slot keeps its own online softmax,
+// merged across the warp and then the block at the end. The kernel above
+// gives each key one lane and one warp 32 keys: at short contexts (a
+// split of ~32 keys) that left three of the block's four warps idle and a
+// 128-step serial dot product per lane.
+template <int HD, int G>
+struct DecodeShape {
+  static constexpr int DPL = (HD / 32 > (32 / G < 16 ? 32 / G : 16))
+                                 ? HD / 32
+                                 : (32 / G < 16 ? 32 / G : 16);  // dims per lane
+  static constexpr int LPK = HD / DPL;                           // lanes per key
+  static constexpr int KPW = 32 / LPK;                           // keys per warp step
+  static_assert(LPK >= 1 && LPK <= 32 && (LPK & (LPK - 1)) == 0, "lanes per key");
+};
+
+template <int N>
+__device__ __forceinline__ void load_dims(const float* p, float (&v)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i += 4) {
+    const float4 x = *reinterpret_cast<const float4*>(p + i);
+    v[i] = x.x, v[i + 1] = x.y, v[i + 2] = x.z, v[i + 3] = x.w;
+  }
+}
+template <int N>
+__device__ __forceinline__ void load_dims(const __half* p, float (&v)[N]) {
+  if constexpr (N % 8 == 0) {
+#pragma unroll
+    for (int i = 0; i < N; i += 8) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(p + i);
+      const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float2 f = __half22float2(h[k]);
+        v[i + 2 * k] = f.x, v[i + 2 * k + 1] = f.y;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; i += 4) {
+      const uint2 raw = *reinterpret_cast<const uint2*>(p + i);
+      const __half2* h = reinterpret_cast<const __half2*>(&raw);
+      const float2 a = __half22float2(h[0]), b = __half22float2(h[1]);
+      v[i] = a.x, v[i + 1] = a.y, v[i + 2] = b.x, v[i + 3] = b.y;
+    }
+  }
+}
+
+// Folds the softmax state (m, l, acc) of another lane slot into this one.
+template <int DPL>
+__device__ __forceinline__ void merge_state(float& m, float& l, float (&acc)[DPL], float m_o,
+                                            float l_o, const float (&acc_o)[DPL]) {
+  const float M = fmaxf(m, m_o);
+  const float f = m == -INFINITY ? 0.0f : expf(m - M);
+  const float f_o = m_o == -INFINITY ? 0.0f : expf(m_o - M);
+  l = l * f + l_o * f_o;
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) acc[i] = acc[i] * f + acc_o[i] * f_o;
+  m = M;
+}
+
+template <class KT, int HD, int G>
+__global__ void __launch_bounds__(kWarps * 32)
+    attn_decode_kernel(const float* __restrict__ q, const KT* __restrict__ kc,
+                       const KT* __restrict__ vc, int64_t capacity, int n_heads, int n_kv_heads,
+                       float scale, const int32_t* __restrict__ start_dev, int S,
+                       float* __restrict__ partial, float* __restrict__ out) {
+  using Shape = DecodeShape<HD, G>;
+  constexpr int DPL = Shape::DPL, LPK = Shape::LPK, KPW = Shape::KPW;
+  pdl_trigger();
+  pdl_wait();
+  __shared__ float wm[kWarps][G], wl[kWarps][G];
+  __shared__ float wacc[kWarps][G][HD];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int sub = lane % LPK, slot = lane / LPK;
+  const int t = blockIdx.x / n_kv_heads, kvh = blockIdx.x % n_kv_heads, split = blockIdx.y;
+  const int64_t n_keys = int64_t(*start_dev) + t + 1;
+  // At least 32 keys a split: fewer make the merge cost more than they save.
+  const int64_t chunk = max(int64_t(32), ((n_keys + S - 1) / S + 31) / 32 * 32);
+  const int64_t k0 = split * chunk, k1 = min(k0 + chunk, n_keys);
+
+  float qr[G][DPL];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    load_dims(q + (int64_t(t) * n_heads + kvh * G + g) * HD + sub * DPL, qr[g]);
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) qr[g][i] *= scale;
+  }
+  float m[G], l[G], acc[G][DPL];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) acc[g][i] = 0.0f;
+  }
+  const KT* kb = kc + int64_t(kvh) * capacity * HD + sub * DPL;
+  const KT* vb = vc + int64_t(kvh) * capacity * HD + sub * DPL;
+  constexpr int kStep = kWarps * KPW;  // keys the block takes per step
+  // The loop bound is the same for the whole warp (the shuffles need every
+  // lane); a slot past the split's end computes nothing.
+  for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
+    const int64_t j = base + slot;
+    const bool valid = j < k1;
+    float kr[DPL], vr[DPL];
+    if (valid) {
+      load_dims(kb + j * HD, kr);
+      load_dims(vb + j * HD, vr);
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float sc = 0.0f;
+      if (valid) {
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) sc = fmaf(qr[g][i], kr[i], sc);
+      }
+#pragma unroll
+      for (int o = LPK / 2; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o);
+      if (valid) {
+        const float m_new = fmaxf(m[g], sc);
+        const float corr = expf(m[g] - m_new);  // m = -inf the first time: 0
+        const float p = expf(sc - m_new);
+        l[g] = l[g] * corr + p;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) acc[g][i] = fmaf(p, vr[i], acc[g][i] * corr);
+        m[g] = m_new;
+      }
+    }
+  }
+  // Merge the warp's slots (lanes sub, sub + LPK, ...), then the warps.
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+#pragma unroll
+    for (int o = LPK; o < 32; o <<= 1) {
+      float acc_o[DPL];
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) acc_o[i] = __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+      const float m_o = __shfl_xor_sync(0xffffffffu, m[g], o);
+      const float l_o = __shfl_xor_sync(0xffffffffu, l[g], o);
+      merge_state(m[g], l[g], acc[g], m_o, l_o, acc_o);
+    }
+    if (slot == 0) {
+      if (sub == 0) wm[warp][g] = m[g], wl[warp][g] = l[g];
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) wacc[warp][g][sub * DPL + i] = acc[g][i];
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * HD; e += blockDim.x) {
+    const int g = e / HD, d = e % HD;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wm[w][g]);
+    float L = 0.0f, a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = wm[w][g] == -INFINITY ? 0.0f : expf(wm[w][g] - M);
+      L += wl[w][g] * f;
+      a += wacc[w][g][d] * f;
+    }
+    const int64_t bh = int64_t(t) * n_heads + kvh * G + g;
+    if (S == 1) {
+      out[bh * HD + d] = a / L;
+    } else {
+      float* pp = partial + (bh * S + split) * (HD + 2);
+      pp[2 + d] = a;
+      if (d == 0) pp[0] = M, pp[1] = L;
+    }
+  }
+}
+
+template <class KT, int HD, int G>
+void launch_decode(const float* q, const void* kc, const void* vc, int64_t capacity, int64_t T,
+                   int64_t n_heads, float scale, const int32_t* start, int S, float* partial,
+                   float* out, cudaStream_t s) {
+  const int64_t n_kv = n_heads / G;
+  launch(attn_decode_kernel<KT, HD, G>, dim3(unsigned(T * n_kv), unsigned(S)), kWarps * 32, 0,
+         s, "attention", q, static_cast<const KT*>(kc), static_cast<const KT*>(vc), capacity,
+         int(n_heads), int(n_kv), scale, start, S, partial, out);
+}
+
+// The decode kernel when the shape has an instance; false otherwise.
+template <class KT>
+bool try_decode(const float* q, const void* kc, const void* vc, int64_t hd, int64_t capacity,
+                int64_t T, int64_t n_heads, int64_t group, float scale, const int32_t* start,
+                int S, float* partial, float* out, cudaStream_t s) {
+  auto by_group = [&]<int HD>() {
+    switch (group) {
+      case 1: launch_decode<KT, HD, 1>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, s); return true;
+      case 2: launch_decode<KT, HD, 2>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, s); return true;
+      case 4: launch_decode<KT, HD, 4>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, s); return true;
+      case 8: launch_decode<KT, HD, 8>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, s); return true;
+      default: return false;
+    }
+  };
+  switch (hd) {
+    case 64: return by_group.template operator()<64>();
+    case 128: return by_group.template operator()<128>();
+    case 256: return by_group.template operator()<256>();
+    default: return false;
+  }
+}
+
 __global__ void attn_combine_kernel(const float* __restrict__ partial, int hd, int S,
                                     float* __restrict__ out) {
   pdl_trigger();
@@ -476,6 +684,15 @@ struct PrefillLaunch {
   }
 };
 
+// KILN_CUDA_ATTN=split keeps the older lane-per-key kernel, for comparison.
+bool decode_kernel_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("KILN_CUDA_ATTN");
+    return !(e && std::string(e) == "split");
+  }();
+  return on;
+}
+
 }  // namespace
 
 void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t n_kv_heads,
@@ -484,8 +701,15 @@ void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t
                cudaStream_t s) {
   if (T <= 0) return;
   const int64_t group = n_heads / n_kv_heads;
-  by_head_dim<SplitLaunch>(f16, head_dim, q, kc, vc, head_dim, capacity, T, n_heads, group,
-                           scale, start_dev, splits, partial, out, s);
+  const bool decoded =
+      decode_kernel_enabled() &&
+      (f16 ? try_decode<__half>(q, kc, vc, head_dim, capacity, T, n_heads, group, scale,
+                                start_dev, splits, partial, out, s)
+           : try_decode<float>(q, kc, vc, head_dim, capacity, T, n_heads, group, scale,
+                               start_dev, splits, partial, out, s));
+  if (!decoded)
+    by_head_dim<SplitLaunch>(f16, head_dim, q, kc, vc, head_dim, capacity, T, n_heads, group,
+                             scale, start_dev, splits, partial, out, s);
   check_launch("attention");
   if (splits > 1) {
     launch(attn_combine_kernel, unsigned(T * n_heads), 128, 0, s, "attention (combine)",

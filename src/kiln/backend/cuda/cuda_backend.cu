@@ -162,6 +162,15 @@ class CudaBackend final : public Backend {
                      "launch %.1f us\n",
                      1000.0 * stats_->gpu_ms / double(stats_->timed), (long long)stats_->timed,
                      stats_->periods ? 1000.0 * stats_->period_ms / double(stats_->periods) : 0.0);
+      if (stats_->timed) {
+        const double n = double(stats_->timed) / 1000.0;
+        std::fprintf(stderr,
+                     "kiln cuda stats: host per replayed step: recording %.1f us, matching %.1f "
+                     "us, graph launch %.1f us, waiting for the GPU %.1f us, output copy %.1f us, "
+                     "caller between steps %.1f us\n",
+                     stats_->record_ms / n, stats_->match_ms / n, stats_->launch_ms / n,
+                     stats_->wait_ms / n, stats_->copy_ms / n, stats_->between_ms / n);
+      }
       if (!stats_->last_failure.empty())
         std::fprintf(stderr, "kiln cuda stats: last capture failure: %s\n",
                      stats_->last_failure.c_str());
@@ -363,7 +372,10 @@ class CudaBackend final : public Backend {
     // stays valid as the sequence grows; blocks past the last key exit early.
     int splits = 1;
     if (p.n_tokens == 1) {
-      splits = int(std::clamp<int64_t>((c.capacity + 255) / 256, 1, 32));
+      // One split per 64 positions of capacity (at most 32): a short
+      // sequence uses the first few (a split takes >= 32 keys), a long one
+      // spreads over enough blocks to fill the GPU.
+      splits = int(std::clamp<int64_t>((c.capacity + 63) / 64, 1, 32));
       const size_t per = size_t(p.n_heads) * size_t(c.head_dim + 2) * sizeof(float);
       while (splits > 1 && per * size_t(splits) > kPartialBytes) splits /= 2;
     }
@@ -630,6 +642,7 @@ class CudaBackend final : public Backend {
       launched_ = false;
     }
     deferring_ = true;
+    if (stats_) stats_->step_begin = std::chrono::steady_clock::now();
     recs_.clear();
     copy_out_.clear();
     step_used_ = 0;
@@ -643,6 +656,12 @@ class CudaBackend final : public Backend {
     deferring_ = false;
     if (recs_.empty()) return;
     if (stats_) ++stats_->ended_by[why];
+    using clock = std::chrono::steady_clock;
+    const auto ms_since = [](clock::time_point t) {
+      return std::chrono::duration<double, std::milli>(clock::now() - t).count();
+    };
+    const clock::time_point t_flush = clock::now();
+    clock::time_point t_launch{}, t_wait{};
     const uint64_t h = hash_recs(recs_);
     auto it = graphs_.find(h);
     bool ran = false, timed_replay = false;
@@ -662,9 +681,13 @@ class CudaBackend final : public Backend {
         }
         stats_->last_launch = now;
         check(cudaEventRecord(stats_->e0, stream_), "stats event");
+        t_launch = clock::now();
       }
       check(cudaGraphLaunch(it->second.exec, stream_), "graph replay");
-      if (stats_) check(cudaEventRecord(stats_->e1, stream_), "stats event");
+      if (stats_) {
+        check(cudaEventRecord(stats_->e1, stream_), "stats event");
+        t_wait = clock::now();
+      }
       timed_replay = stats_ != nullptr;
       ran = true;
       if (stats_) ++stats_->replayed;
@@ -683,13 +706,25 @@ class CudaBackend final : public Backend {
     if (!copy_out_.empty()) {
       check(cudaStreamSynchronize(stream_), "decode step");
       launched_ = false;
+      const clock::time_point t_copy = clock::now();
+      for (const CopyOut& c : copy_out_) std::memcpy(c.host, out_host_ + c.offset, c.bytes);
       if (timed_replay) {
         float ms = 0.0f;
         check(cudaEventElapsedTime(&ms, stats_->e0, stats_->e1), "stats event");
         stats_->gpu_ms += ms;
         ++stats_->timed;
+        const auto span = [](clock::time_point a, clock::time_point b) {
+          return std::chrono::duration<double, std::milli>(b - a).count();
+        };
+        stats_->record_ms += span(stats_->step_begin, t_flush);
+        stats_->match_ms += span(t_flush, t_launch);
+        stats_->launch_ms += span(t_launch, t_wait);
+        stats_->wait_ms += span(t_wait, t_copy);
+        stats_->copy_ms += ms_since(t_copy);
+        if (stats_->step_end != clock::time_point{})
+          stats_->between_ms += span(stats_->step_end, stats_->step_begin);
+        stats_->step_end = clock::now();
       }
-      for (const CopyOut& c : copy_out_) std::memcpy(c.host, out_host_ + c.offset, c.bytes);
     }
     recs_.clear();
     copy_out_.clear();
@@ -1138,6 +1173,14 @@ class CudaBackend final : public Backend {
     int64_t timed = 0, periods = 0;
     double gpu_ms = 0.0, period_ms = 0.0;
     std::chrono::steady_clock::time_point last_launch{};
+    // Where the host's share of a replayed step goes (milliseconds summed
+    // over the timed steps): recording the ops (the step's start to its
+    // flush), matching them to a graph (hash + compare + argument copy), the
+    // graph launch call, waiting for the GPU, copying outputs out, and the
+    // caller's own work between one step's end and the next one's start.
+    double record_ms = 0.0, match_ms = 0.0, launch_ms = 0.0, wait_ms = 0.0, copy_ms = 0.0,
+           between_ms = 0.0;
+    std::chrono::steady_clock::time_point step_begin{}, step_end{};
   };
   std::unique_ptr<Stats> stats_;
 
