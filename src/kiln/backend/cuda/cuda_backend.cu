@@ -136,6 +136,8 @@ class CudaBackend final : public Backend {
       stats_ = std::make_unique<Stats>();
     const char* prefill = std::getenv("KILN_CUDA_PREFILL");
     f16_prefill_ = !(prefill && std::string(prefill) == "tf32");
+    const char* bf16 = std::getenv("KILN_CUDA_BF16");
+    bf16_tensor_ = !(bf16 && std::string(bf16) == "f32");
     const char* fuse = std::getenv("KILN_CUDA_FUSE");
     fuse_enabled_ = !(fuse && std::string(fuse) == "0");
     const char* reuse = std::getenv("KILN_CUDA_MV_REUSE");
@@ -183,6 +185,7 @@ class CudaBackend final : public Backend {
     for (void* c : chunks_) cudaFree(c);
     if (dq_) cudaFree(dq_);
     if (xh_) cudaFree(xh_);
+    if (xb_) cudaFree(xb_);
     if (ternary_) cudaFree(ternary_);
     for (void* p : retired_) cudaFree(p);
     cudaFree(partial_);
@@ -1076,7 +1079,8 @@ class CudaBackend final : public Backend {
     check_blas(cublasSetStream(blas_, stream_), "cublasSetStream");
     // Block-format weights are already rounded far more than TF32 rounds
     // (and their activations are int8 in the decode path, as on the CPU):
-    // they take the tensor cores. F32/F16/BF16 weights keep full f32.
+    // they take the tensor cores. F32/F16 weights keep full f32; BF16 takes
+    // the bf16 tensor cores with split activations (gemm_bf16).
     const bool quantized = t != DType::F32 && t != DType::F16 && t != DType::BF16;
     check_blas(cublasSetMathMode(blas_, quantized ? CUBLAS_TF32_TENSOR_OP_MATH
                                                   : CUBLAS_PEDANTIC_MATH),
@@ -1090,6 +1094,10 @@ class CudaBackend final : public Backend {
     }
     if (quantized && f16_prefill_) {
       gemm_f16(t, w, row_bytes, N, K, x, T, y);
+      return;
+    }
+    if (t == DType::BF16 && bf16_tensor_) {
+      gemm_bf16(w, N, K, x, T, y);
       return;
     }
     if (!dq_) dq_ = static_cast<float*>(raw_alloc(kDequantBytes, "the dequantization tile"));
@@ -1133,6 +1141,31 @@ class CudaBackend final : public Backend {
     }
   }
 
+  // BF16 weights in prefill, used in place on the bf16 tensor cores: the
+  // f32 activations split into three bf16 parts (all 24 significand bits),
+  // each multiplied by the exact bf16 weights with f32 accumulation and
+  // summed into y, so the result is an f32 product (the goldens hold as on
+  // the CPU; two parts, 16 bits, put the hybrids at 1e-3) at tensor-core
+  // speed: one full-f32 SGEMM over dequantized tiles was a fifth of
+  // llama.cpp's f16 prefill. KILN_CUDA_BF16=f32 keeps that path.
+  void gemm_bf16(const void* w, int64_t N, int64_t K, const float* x, int64_t T, float* y) {
+    const size_t need = size_t(cuda::kBf16Parts) * size_t(T * K) * sizeof(__nv_bfloat16);
+    if (xb_bytes_ < need) {
+      if (xb_) retired_.push_back(xb_);
+      xb_ = static_cast<__nv_bfloat16*>(raw_alloc(need, "the bf16 activations"));
+      xb_bytes_ = need;
+    }
+    cuda::split_bf16(x, T * K, xb_, stream_);
+    check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    const float one = 1.0f, zero = 0.0f;
+    for (int k = 0; k < cuda::kBf16Parts; ++k)
+      check_blas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, w,
+                              CUDA_R_16BF, int(K), xb_ + size_t(k) * size_t(T * K), CUDA_R_16BF,
+                              int(K), k == 0 ? &zero : &one, y, CUDA_R_32F, int(N),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  }
+
   int device_ = 0;
   std::string device_name_;
   size_t total_mem_ = 0;
@@ -1152,7 +1185,10 @@ class CudaBackend final : public Backend {
   size_t ternary_bytes_ = 0;
   std::vector<void*> retired_;
   size_t xh_bytes_ = 0;
+  __nv_bfloat16* xb_ = nullptr;  // gemm_bf16's split activations
+  size_t xb_bytes_ = 0;
   bool f16_prefill_ = true;
+  bool bf16_tensor_ = true;  // KILN_CUDA_BF16=f32 turns gemm_bf16 off
   std::vector<float> route_buf_;
   bool prefill_attention_ = true;
 

@@ -2,6 +2,7 @@
 // kiln::Error, and the kernel launchers each .cu file provides.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -142,6 +143,12 @@ bool matvec_fused_prepares(DType t, int64_t K, int64_t T, size_t scratch_bytes);
 void dequant_rows_f16(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
                       int64_t K, __half* out, cudaStream_t s);
 void to_half(const float* x, int64_t n, __half* y, cudaStream_t s);
+// x as the sum of kBf16Parts bf16 values (parts[k * n + i], largest first;
+// three carry all of f32's 24 significand bits): activations for bf16
+// tensor-core products as exact as f32 ones (one product per part with the
+// exact bf16 weights, f32 accumulation).
+constexpr int kBf16Parts = 3;
+void split_bf16(const float* x, int64_t n, __nv_bfloat16* parts, cudaStream_t s);
 // out[i, :] = row (ids ? ids[i] : row0 + i) of W as f32, for i < rows.
 void dequant_rows(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
                   int64_t K, const int32_t* ids, float* out, cudaStream_t s);

@@ -6,6 +6,7 @@
 // formats are not 16-byte aligned, so the stage starts at the aligned
 // address below the row and decoding skips the head). Every weight byte is
 // read from HBM once; the activations are small and stay in L1/L2.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -272,7 +273,27 @@ __global__ void to_half_kernel(const float* __restrict__ x, int64_t n, __half* _
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) y[i] = __float2half_rn(x[i]);
 }
+
+__global__ void split_bf16_kernel(const float* __restrict__ x, int64_t n,
+                                  __nv_bfloat16* __restrict__ parts) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float rest = x[i];
+#pragma unroll
+  for (int k = 0; k < kBf16Parts; ++k) {
+    const __nv_bfloat16 p = __float2bfloat16_rn(rest);
+    parts[k * n + i] = p;
+    rest -= __bfloat162float(p);  // exact in f32
+  }
+}
 }  // namespace
+
+void split_bf16(const float* x, int64_t n, __nv_bfloat16* parts, cudaStream_t s) {
+  if (n <= 0) return;
+  launch(split_bf16_kernel, grid_for(n, 256), 256, 0, s, "split_bf16", x, n, parts);
+}
 
 void to_half(const float* x, int64_t n, __half* y, cudaStream_t s) {
   if (n <= 0) return;
