@@ -219,10 +219,12 @@ class CudaBackend final : public Backend {
     // A graph may hold nodes on this memory (a copy, a memset): a new buffer
     // at the same address would match its records but not its allocation.
     drop_graphs();
+    xh_src_ = nullptr;
     if (p && cudaFree(p) != cudaSuccess) cudaGetLastError();
   }
   void to_device(void* dst, const void* host, size_t bytes) override {
     flush("to_device");
+    xh_src_ = nullptr;
     check(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_), "copy to the GPU");
     check(cudaStreamSynchronize(stream_), "copy to the GPU");
   }
@@ -794,6 +796,7 @@ class CudaBackend final : public Backend {
   // and the residual add behind a product.
   void run_recs() {
     prep_ = {};
+    xh_src_ = nullptr;
     for (size_t i = 0; i < recs_.size();) {
       // What the product just before prepared (valid only for the next op).
       const Prepared before = prep_;
@@ -944,6 +947,8 @@ class CudaBackend final : public Backend {
 
   void execute(const Rec& r) {
     cudaStream_t s = stream_;
+    // Any op but a product may write the f16 copy's source.
+    if (r.op != Op::Matmul) xh_src_ = nullptr;
     switch (r.op) {
       case Op::Matmul: {
         const DType t = DType(r.dtype);
@@ -967,6 +972,7 @@ class CudaBackend final : public Backend {
         } else {
           gemm(t, r.p[0], size_t(r.n[0]), N, K, x, T, y);
         }
+        if (xh_src_ && y < xh_src_ + xh_n_ && xh_src_ < y + T * N) xh_src_ = nullptr;
         break;
       }
       case Op::Embed:
@@ -1123,9 +1129,15 @@ class CudaBackend final : public Backend {
     if (xh_bytes_ < xh_need) {
       if (xh_) retired_.push_back(xh_);
       xh_ = static_cast<__half*>(raw_alloc(xh_need, "the f16 activations"));
+      xh_src_ = nullptr;
       xh_bytes_ = xh_need;
     }
-    cuda::to_half(x, T * K, xh_, stream_);
+    // q/k/v (and gate/up) read the same activations: convert them once.
+    if (x != xh_src_ || T * K != xh_n_) {
+      cuda::to_half(x, T * K, xh_, stream_);
+      xh_src_ = x;
+      xh_n_ = T * K;
+    }
     auto* tile_buf = reinterpret_cast<__half*>(dq_);
     const int64_t tile = std::max<int64_t>(1, int64_t(kDequantBytes / sizeof(__half)) / K);
     const float one = 1.0f, zero = 0.0f;
@@ -1185,6 +1197,11 @@ class CudaBackend final : public Backend {
   size_t ternary_bytes_ = 0;
   std::vector<void*> retired_;
   size_t xh_bytes_ = 0;
+  // What xh_ holds: the f16 copy of xh_n_ floats at xh_src_ (null: nothing
+  // valid). Cleared by every op but a product not writing into it, by a
+  // step's replay, and by frees and host copies.
+  const float* xh_src_ = nullptr;
+  int64_t xh_n_ = 0;
   __nv_bfloat16* xb_ = nullptr;  // gemm_bf16's split activations
   size_t xb_bytes_ = 0;
   bool f16_prefill_ = true;
