@@ -250,12 +250,14 @@ TEST(CudaOps, DeltaNetOps) {
   REQUIRE_GPU();
   Backend& cpu = *fx().cpu;
   Backend& gpu = *fx().gpu;
-  // conv1d_silu, twice, so the second call starts from the advanced state.
+  // conv1d_silu, several calls in a row, so each starts from the state the
+  // one before advanced: prompts (8 tokens or more: a thread per token and
+  // channel) and short steps (a thread per channel walking the tokens).
   const int64_t C = 96, kern = 4;
   const auto cw = random_vec(size_t(C * kern), 20, 0.5f);
   std::vector<float> st_c(size_t((kern - 1) * C), 0.0f);
   Dev cwg(gpu, cw), st_g(gpu, st_c);
-  for (int64_t T : {5, 1}) {
+  for (int64_t T : {5, 40, 1, 9, 2}) {
     const auto x = random_vec(size_t(T * C), uint32_t(21 + T));
     std::vector<float> want(x.size());
     cpu.conv1d_silu(x.data(), T, C, cw.data(), kern, st_c.data(), want.data());

@@ -15,6 +15,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "kiln/backend/cuda/cuda_common.cuh"
 
@@ -56,6 +58,54 @@ __global__ void conv1d_silu_kernel(const float* __restrict__ x, int64_t T, int64
 #pragma unroll
   for (int j = 0; j < kMaxConvKernel; ++j)
     if (j < hist) state[j * C + c] = win[j];
+}
+
+// A prompt's convolution with every (token, channel) in its own thread (the
+// kernel above walks the tokens in order, one thread per channel: 512
+// dependent steps for a 512-token prompt). The same sum in the same order,
+// so the results are identical; the state advances in a second launch,
+// once every thread has read the old one.
+__global__ void conv1d_silu_tokens_kernel(const float* __restrict__ x, int64_t T, int64_t C,
+                                          const float* __restrict__ weight, int kernel,
+                                          const float* __restrict__ state,
+                                          float* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * C) return;
+  const int64_t t = i / C, c = i % C;
+  const int hist = kernel - 1;
+  double s = 0;
+#pragma unroll
+  for (int j = 0; j < kMaxConvKernel; ++j) {
+    if (j >= kernel) break;
+    const int64_t tau = t - hist + j;  // input position; < 0: from the state
+    const float v = tau >= 0 ? x[tau * C + c] : state[(hist + tau) * C + c];
+    s += double(weight[c * kernel + j]) * v;
+  }
+  out[i] = float(silu_d(s));
+}
+
+// state <- the last kernel - 1 inputs (from x, or the old state if T is shorter).
+__global__ void conv1d_state_kernel(const float* __restrict__ x, int64_t T, int64_t C, int kernel,
+                                    float* state) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int hist = kernel - 1;
+  float win[kMaxConvKernel];
+#pragma unroll
+  for (int j = 0; j < kMaxConvKernel; ++j) {
+    if (j >= hist) break;
+    const int64_t tau = T - hist + j;
+    win[j] = tau >= 0 ? x[tau * C + c] : state[(hist + tau) * C + c];
+  }
+#pragma unroll
+  for (int j = 0; j < kMaxConvKernel; ++j) {
+    if (j >= hist) break;
+    state[j * C + c] = win[j];
+  }
 }
 
 __global__ void gates_kernel(const float* a, const float* b, const float* __restrict__ A,
@@ -145,6 +195,115 @@ __global__ void __launch_bounds__(32) delta_rule_kernel(const __grid_constant__ 
     for (int64_t i = 0; i < dk; ++i) Sg[i * dv + j] = float(S[i * 32 + lane]);
 }
 
+// The same rule with the state in registers, for head_k_dim <= 128: four
+// warps each hold 32 rows of the 32 columns (a double each), so a token's
+// two passes over the state are 32 steps per lane instead of 128 through
+// shared memory, and the next token's q, k, v, g and beta are loaded while
+// this one is computed (in the kernel above every token waited on those
+// loads, and its sums were one dependent chain of 128: ~6 us a token, 84%
+// of a Qwen3.5-2B prefill). The norms and the per-column sums meet in
+// shared memory, double-buffered by token parity, behind two barriers a
+// token. Normalisation is factored out of the sums (k / |k| . S =
+// (k . S) / |k|), so results differ from the kernel above by double
+// rounding only.
+constexpr int kRuleWarps = 4;
+constexpr int kRuleRows = 32;  // state rows per warp
+
+__global__ void __launch_bounds__(kRuleWarps * 32)
+    delta_rule_regs_kernel(const __grid_constant__ RuleArgs a) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ double part_k[2][kRuleWarps][32], part_o[2][kRuleWarps][32];
+  __shared__ double part_q2[2][kRuleWarps], part_k2[2][kRuleWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t dk = a.dk, dv = a.dv;
+  const int64_t h = blockIdx.x;
+  const int64_t j = int64_t(blockIdx.y) * 32 + lane;
+  const bool col = j < dv;
+  const int64_t key_dim = a.nk * dk;
+  const int64_t kh = a.tiled ? h % a.nk : h / (a.nv / a.nk);
+  const int64_t stride = 2 * key_dim + a.nv * dv;
+  const int64_t r0 = int64_t(warp) * kRuleRows;
+  const bool my_row = r0 + lane < dk;  // lane holds q, k of row r0 + lane
+  float* Sg = a.state + h * dk * dv;
+  double S[kRuleRows];
+#pragma unroll
+  for (int r = 0; r < kRuleRows; ++r)
+    S[r] = col && r0 + r < dk ? double(Sg[(r0 + r) * dv + j]) : 0.0;
+  const double scale = 1.0 / sqrt(double(dk));
+
+  auto load = [&](int64_t t, float& qv, float& kv, float& vv, float& gv, float& bv) {
+    const float* row = a.qkv + t * stride;
+    qv = my_row ? row[kh * dk + r0 + lane] : 0.0f;
+    kv = my_row ? row[key_dim + kh * dk + r0 + lane] : 0.0f;
+    vv = col ? row[2 * key_dim + h * dv + j] : 0.0f;
+    gv = a.g[t * a.nv + h];
+    bv = a.beta[t * a.nv + h];
+  };
+  float qv, kv, vv, gv, bv;
+  load(0, qv, kv, vv, gv, bv);
+  for (int64_t t = 0; t < a.T; ++t) {
+    const int par = int(t & 1);
+    const float q_t = qv, k_t = kv, v_t = vv, g_t = gv, b_t = bv;
+    if (t + 1 < a.T) load(t + 1, qv, kv, vv, gv, bv);  // in flight during this token
+
+    // Pass 1: this warp's share of the norms and of k . S[:, j].
+    double q2 = double(q_t) * q_t, k2 = double(k_t) * k_t;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      q2 += __shfl_xor_sync(0xffffffffu, q2, o);
+      k2 += __shfl_xor_sync(0xffffffffu, k2, o);
+    }
+    double d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma unroll
+    for (int r = 0; r < kRuleRows; r += 4) {
+      d0 += S[r] * double(__shfl_sync(0xffffffffu, k_t, r));
+      d1 += S[r + 1] * double(__shfl_sync(0xffffffffu, k_t, r + 1));
+      d2 += S[r + 2] * double(__shfl_sync(0xffffffffu, k_t, r + 2));
+      d3 += S[r + 3] * double(__shfl_sync(0xffffffffu, k_t, r + 3));
+    }
+    part_k[par][warp][lane] = (d0 + d1) + (d2 + d3);
+    if (lane == 0) part_q2[par][warp] = q2, part_k2[par][warp] = k2;
+    __syncthreads();
+
+    // Pass 2: the delta, the update of this warp's rows, its share of q . S.
+    double sq = 0, sk = 0, ks = 0;
+#pragma unroll
+    for (int w = 0; w < kRuleWarps; ++w) {
+      sq += part_q2[par][w];
+      sk += part_k2[par][w];
+      ks += part_k[par][w][lane];
+    }
+    const double iq = 1.0 / sqrt(sq + 1e-6), ik = 1.0 / sqrt(sk + 1e-6);
+    const double decay = exp(double(g_t));
+    const double delta = (double(v_t) - decay * ks * ik) * double(b_t);
+    const double kd = ik * delta;
+    double o0 = 0, o1 = 0, o2 = 0, o3 = 0;
+#pragma unroll
+    for (int r = 0; r < kRuleRows; r += 4) {
+      S[r] = S[r] * decay + double(__shfl_sync(0xffffffffu, k_t, r)) * kd;
+      S[r + 1] = S[r + 1] * decay + double(__shfl_sync(0xffffffffu, k_t, r + 1)) * kd;
+      S[r + 2] = S[r + 2] * decay + double(__shfl_sync(0xffffffffu, k_t, r + 2)) * kd;
+      S[r + 3] = S[r + 3] * decay + double(__shfl_sync(0xffffffffu, k_t, r + 3)) * kd;
+      o0 += S[r] * double(__shfl_sync(0xffffffffu, q_t, r));
+      o1 += S[r + 1] * double(__shfl_sync(0xffffffffu, q_t, r + 1));
+      o2 += S[r + 2] * double(__shfl_sync(0xffffffffu, q_t, r + 2));
+      o3 += S[r + 3] * double(__shfl_sync(0xffffffffu, q_t, r + 3));
+    }
+    part_o[par][warp][lane] = (o0 + o1) + (o2 + o3);
+    __syncthreads();
+    if (warp == 0 && col) {
+      double o = 0;
+#pragma unroll
+      for (int w = 0; w < kRuleWarps; ++w) o += part_o[par][w][lane];
+      a.out[t * a.nv * dv + h * dv + j] = float(o * iq * scale);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRuleRows; ++r)
+    if (col && r0 + r < dk) Sg[(r0 + r) * dv + j] = float(S[r]);
+}
+
 // One warp per row.
 __global__ void rmsnorm_gated_kernel(const float* x, const float* __restrict__ w, const float* z,
                                      int64_t rows, int64_t dim, float eps, float* y) {
@@ -173,6 +332,15 @@ __global__ void sigmoid_mul_kernel(float* x, const float* __restrict__ gate, int
   x[i] *= sigmoid_f(gate[per_row ? i / dim : i]);
 }
 
+// KILN_CUDA_DELTA=smem keeps the shared-memory kernel, to compare.
+bool registers_rule_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("KILN_CUDA_DELTA");
+    return !(e && std::string(e) == "smem");
+  }();
+  return on;
+}
+
 }  // namespace
 
 void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int64_t kernel,
@@ -180,6 +348,13 @@ void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int6
   KILN_CHECK(kernel >= 1 && kernel <= kMaxConvKernel, "conv1d_silu: kernel ", kernel,
              " is over the CUDA backend's limit of ", kMaxConvKernel);
   if (T <= 0 || C <= 0) return;
+  if (T >= 8) {  // a prompt: every token in parallel
+    launch(conv1d_silu_tokens_kernel, grid_for(T * C, 256), 256, 0, s, "conv1d_silu", x, T, C,
+           weight, int(kernel), state, out);
+    launch(conv1d_state_kernel, grid_for(C, 128), 128, 0, s, "conv1d_silu (state)", x, T, C,
+           int(kernel), state);
+    return;
+  }
   launch(conv1d_silu_kernel, grid_for(C, 128), 128, 0, s, "conv1d_silu",
          x, T, C, weight, int(kernel), state, out);
 }
@@ -200,6 +375,12 @@ void gated_delta_rule(const float* qkv, const float* g, const float* beta, float
   KILN_CHECK(smem <= 200 * 1024, "gated delta rule: head_k_dim ", dk,
              " is over the CUDA backend's limit");
   if (T <= 0) return;
+  if (dk <= kRuleWarps * kRuleRows && registers_rule_enabled()) {
+    RuleArgs a{qkv, g, beta, state, out, T, nk, nv, dk, dv, tiled};
+    launch(delta_rule_regs_kernel, dim3(unsigned(nv), unsigned((dv + 31) / 32)),
+           kRuleWarps * 32, 0, s, "gated_delta_rule", a);
+    return;
+  }
   static bool raised = false;
   if (!raised) {
     check(cudaFuncSetAttribute(delta_rule_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
