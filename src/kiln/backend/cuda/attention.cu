@@ -2,15 +2,17 @@
 // may hold f16), online softmax.
 //
 // Decode (flash-decoding): each (query, head) spreads its keys over a fixed
-// number of splits; each split is a block of 4 warps, each warp takes 32
-// keys at a time (a lane per key for the scores, a lane per dimension for the
-// values), and a second kernel merges the splits. The grid depends only on
+// number of splits and a second kernel merges them. For head_dim 64/128/256
+// and up to 8 query heads per KV head, attn_decode_kernel splits each key
+// row over several lanes; other shapes (and KILN_CUDA_ATTN=split) take the
+// older kernels, where a warp takes 32 keys at a time (a lane per key for
+// the scores, a lane per dimension for the values). The grid depends only on
 // the cache capacity and the first position is read from device memory, so
 // the launch can be recorded once in a graph and replayed at every position.
 //
-// Prefill: a block takes 16 consecutive queries of one head and walks the
-// keys in tiles of 32 staged in shared memory, so each K/V tile is read from
-// memory once per 16 queries instead of once per query.
+// Prefill: head_dim 64/128 take attn_prefill_tiled_kernel (register tiles,
+// 64 queries a block); others a block of 16 consecutive queries of one head
+// walking the keys in tiles of 32 staged in shared memory.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
