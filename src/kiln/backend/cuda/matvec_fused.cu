@@ -162,6 +162,58 @@ struct Unit {
   float s0, s1, m0, m1;
 };
 
+// N bytes (N % 4 == 0) of a staged piece in shared memory, at any
+// alignment. The words around them are funnel-shifted without a branch (a
+// shift of 0 keeps the low word), so lanes whose units sit at different
+// alignments (Q8_0's 34-byte blocks, Q6_K's 210) do not diverge; reads one
+// word past the end, which the buffers' slack covers. kUniform: the format's
+// blocks are a multiple of 16 bytes (Q4_K, Q5_K), so every lane of a piece
+// has the same alignment and a 16-byte aligned unit takes vector loads.
+// Only pointer arithmetic on p, never a round trip through an integer, so
+// that the compiler keeps these shared-memory loads (a generic load costs an
+// address-space check and 64-bit address arithmetic per word).
+template <int N, bool kUniform>
+__device__ __forceinline__ void smem_words(const uint8_t* p, uint32_t (&out)[N / 4]) {
+  const int mis = int(uint32_t(__cvta_generic_to_shared(p)) & 15);
+  if constexpr (kUniform && N % 16 == 0) {
+    if (mis == 0) {
+      const uint4* v = reinterpret_cast<const uint4*>(p);
+#pragma unroll
+      for (int i = 0; i < N / 16; ++i) {
+        const uint4 q = v[i];
+        out[4 * i] = q.x, out[4 * i + 1] = q.y, out[4 * i + 2] = q.z, out[4 * i + 3] = q.w;
+      }
+      return;
+    }
+  }
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(p - (mis & 3));
+  const uint32_t sh = uint32_t(mis & 3) * 8;
+  uint32_t prev = w[0];
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    const uint32_t next = w[i + 1];
+    out[i] = __funnelshift_r(prev, next, sh);
+    prev = next;
+  }
+}
+
+__device__ __forceinline__ float smem_half(const uint8_t* p) {
+  return __half2float(*reinterpret_cast<const __half*>(p));
+}
+
+// The 6-bit scale and minimum of unit j (0-7) of a Q4_K / Q5_K block from
+// its 12 scale bytes q, as scale_min_k4 decodes them, but both halves
+// computed and selected, so that the eight lanes of a block do not diverge.
+__device__ __forceinline__ void scale_min_k4_select(int j, const uint8_t* q, int* sc, int* m) {
+  uint32_t s[3];
+  smem_words<12, false>(q, s);
+  const int sh = (j & 3) * 8;
+  const uint32_t a = (s[0] >> sh) & 0xFF, b = (s[1] >> sh) & 0xFF, c = (s[2] >> sh) & 0xFF;
+  const bool low = j < 4;
+  *sc = int(low ? a & 63 : (c & 0xF) | ((a >> 6) << 4));
+  *m = int(low ? b & 63 : (c >> 4) | ((b >> 6) << 4));
+}
+
 template <DType DT>
 struct Dp4a {
   static constexpr bool kHas = false;
@@ -171,8 +223,8 @@ template <>
 struct Dp4a<DType::Q8_0> {
   static constexpr bool kHas = true, kMin = false;
   __device__ static void unit(const uint8_t* b, int, Unit& u) {
-    const float d = half_at(b);
-    bytes_at<32>(b + 2, reinterpret_cast<uint32_t(&)[8]>(u.v));
+    const float d = smem_half(b);
+    smem_words<32, false>(b + 2, reinterpret_cast<uint32_t(&)[8]>(u.v));
     u.s0 = u.s1 = d;
     u.m0 = u.m1 = 0.0f;
   }
@@ -181,9 +233,9 @@ template <>
 struct Dp4a<DType::Q4_0> {
   static constexpr bool kHas = true, kMin = true;
   __device__ static void unit(const uint8_t* b, int, Unit& u) {
-    const float d = half_at(b);
+    const float d = smem_half(b);
     uint32_t q[4];
-    bytes_at<16>(b + 2, q);
+    smem_words<16, false>(b + 2, q);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       u.v[i] = int(q[i] & 0x0F0F0F0Fu);
@@ -197,11 +249,11 @@ template <>
 struct Dp4a<DType::Q4_K> {
   static constexpr bool kHas = true, kMin = true;
   __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = half_at(b), dmin = half_at(b + 2);
+    const float d = smem_half(b), dmin = smem_half(b + 2);
     int sc, m;
-    scale_min_k4(uu, b + 4, &sc, &m);
+    scale_min_k4_select(uu, b + 4, &sc, &m);
     uint32_t q[8];
-    bytes_at<32>(b + 16 + 32 * (uu >> 1), q);
+    smem_words<32, true>(b + 16 + 32 * (uu >> 1), q);
     const int shift = (uu & 1) * 4;
 #pragma unroll
     for (int i = 0; i < 8; ++i) u.v[i] = int((q[i] >> shift) & 0x0F0F0F0Fu);
@@ -213,12 +265,12 @@ template <>
 struct Dp4a<DType::Q5_K> {
   static constexpr bool kHas = true, kMin = true;
   __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = half_at(b), dmin = half_at(b + 2);
+    const float d = smem_half(b), dmin = smem_half(b + 2);
     int sc, m;
-    scale_min_k4(uu, b + 4, &sc, &m);
+    scale_min_k4_select(uu, b + 4, &sc, &m);
     uint32_t q[8], qh[8];
-    bytes_at<32>(b + 48 + 32 * (uu >> 1), q);
-    bytes_at<32>(b + 16, qh);
+    smem_words<32, true>(b + 48 + 32 * (uu >> 1), q);
+    smem_words<32, true>(b + 16, qh);
     const int shift = (uu & 1) * 4;
 #pragma unroll
     for (int i = 0; i < 8; ++i)
@@ -231,12 +283,12 @@ template <>
 struct Dp4a<DType::Q6_K> {
   static constexpr bool kHas = true, kMin = true;
   __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = half_at(b + 208);
+    const float d = smem_half(b + 208);
     const int half = uu >> 2, k = uu & 3;
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * half);
     uint32_t lo[8], hi[8];
-    bytes_at<32>(b + 64 * half + (k & 1) * 32, lo);
-    bytes_at<32>(b + 128 + 32 * half, hi);
+    smem_words<32, false>(b + 64 * half + (k & 1) * 32, lo);
+    smem_words<32, false>(b + 128 + 32 * half, hi);
     const int lshift = (k >> 1) * 4, hshift = 2 * k;
 #pragma unroll
     for (int i = 0; i < 8; ++i)
@@ -250,8 +302,10 @@ struct Dp4a<DType::Q6_K> {
 
 template <DType DT, int MAXT>
 __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t* xq,
-                                         const float* xd, int64_t k, int64_t K, int T,
+                                         const float* xd, int k, int K, int T,
                                          float (&acc)[MAXT]) {
+  // k and K are 32-bit (a product's input, T * K int8 values, fits in
+  // shared memory), which keeps this loop's index arithmetic 32-bit.
   if constexpr (Dp4a<DT>::kHas) {
     Unit u;
     Dp4a<DT>::unit(b, uu, u);
@@ -375,8 +429,8 @@ __global__ void __launch_bounds__(kThreads, 3)
     const uint8_t* sb = stage + cur_head;
     for (int u = lane; u < cur_nb * F::kUnits; u += 32) {
       const int blk = u / F::kUnits, uu = u % F::kUnits;
-      unit_dot<DT, MAXT>(sb + blk * F::kBytes, uu, xq, xd, (cur_b0 + blk) * F::kBlock + uu * 32,
-                         K, T, acc);
+      unit_dot<DT, MAXT>(sb + blk * F::kBytes, uu, xq, xd,
+                         int((cur_b0 + blk) * F::kBlock + uu * 32), int(K), T, acc);
     }
     __syncwarp();
     if (b0 == 0) {  // cur_row is complete
@@ -738,8 +792,8 @@ __global__ void __launch_bounds__(kThreads)
       } else {
         for (int u = lane; u < p.nb * F::kUnits; u += 32) {
           const int blk = u / F::kUnits, uu = u % F::kUnits;
-          unit_dot<DT, MAXT>(wr + blk * F::kBytes, uu, xq, xd, (p.b0 + blk) * F::kBlock + uu * 32,
-                             K, T, acc);
+          unit_dot<DT, MAXT>(wr + blk * F::kBytes, uu, xq, xd,
+                             int((p.b0 + blk) * F::kBlock + uu * 32), int(K), T, acc);
         }
       }
       if (a.P == 1 || p.part == a.P - 1) finish_row(a, p.seg, p.row0 + r, lane, acc);
