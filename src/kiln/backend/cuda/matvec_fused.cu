@@ -39,10 +39,21 @@ constexpr int kStageSlack = 48;  // aligned-down head (< 16) + one word read pas
 constexpr int kMaxT = kMaxMatvecTokens;
 constexpr size_t kMaxSmem = 160 * 1024;
 
-// Bytes of the int8 input and its scales, rounded up so the stages after
-// them stay 16-byte aligned.
+// The int8 input of a product: T * K values, then an f32 scale per
+// 32-value block, then per block the sums of its two 16-value halves as two
+// int16 in one word (formats with an offset or a minimum subtract
+// minimum x sum; made once with the input instead of eight dp4a per weight
+// unit). Rounded up so the stages after it stay 16-byte aligned.
 __host__ __device__ constexpr int64_t xq_bytes(int64_t K, int64_t T) {
-  return (T * K + T * (K / 32) * 4 + 15) / 16 * 16;
+  return (T * K + T * (K / 32) * 8 + 15) / 16 * 16;
+}
+
+__host__ __device__ constexpr int64_t xsum_offset(int64_t K, int64_t T) {
+  return T * K + T * (K / 32) * 4;
+}
+
+__device__ __forceinline__ int pack_half_sums(int lo, int hi) {
+  return int((uint32_t(lo) & 0xFFFFu) | (uint32_t(hi) << 16));
 }
 
 // Bytes of a bulk-copy product's prepared input: f32 for plain weights,
@@ -302,8 +313,8 @@ struct Dp4a<DType::Q6_K> {
 
 template <DType DT, int MAXT>
 __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t* xq,
-                                         const float* xd, int k, int K, int T,
-                                         float (&acc)[MAXT]) {
+                                         const float* xd, const int* xsum, int k, int K,
+                                         int T, float (&acc)[MAXT]) {
   // k and K are 32-bit (a product's input, T * K int8 values, fits in
   // shared memory), which keeps this loop's index arithmetic 32-bit.
   if constexpr (Dp4a<DT>::kHas) {
@@ -322,11 +333,8 @@ __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t*
       for (int i = 4; i < 8; ++i) i1 = __dp4a(u.v[i], xv[i], i1);
       float s = u.s0 * float(i0) + u.s1 * float(i1);
       if constexpr (Dp4a<DT>::kMin) {
-        int x0 = 0, x1 = 0;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) x0 = __dp4a(0x01010101, xv[i], x0);
-#pragma unroll
-        for (int i = 4; i < 8; ++i) x1 = __dp4a(0x01010101, xv[i], x1);
+        const int h = xsum[(t * K + k) / 32];
+        const int x0 = int(int16_t(h & 0xFFFF)), x1 = h >> 16;
         s -= u.m0 * float(x0) + u.m1 * float(x1);
       }
       acc[t] = fmaf(xd[(t * K + k) / 32], s, acc[t]);
@@ -359,6 +367,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int T = a.T;
   int8_t* xq = reinterpret_cast<int8_t*>(smem);
   float* xd = reinterpret_cast<float*>(smem + T * K);
+  int* xsum = reinterpret_cast<int*>(smem + xsum_offset(K, T));
   uint8_t* stage = smem + xq_bytes(K, T) + warp * (kStage + kStageSlack);
 
   // The first piece of every warp's weights is requested before anything
@@ -400,8 +409,15 @@ __global__ void __launch_bounds__(kThreads, 3)
       for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
       const float d = amax / 127.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      xq[t * K + blk * 32 + lane] = int8_t(int(roundf(v * id)));
-      if (lane == 0) xd[t * (K / 32) + blk] = d;
+      const int q = int(roundf(v * id));
+      xq[t * K + blk * 32 + lane] = int8_t(q);
+      int hs = q;  // the sum of this lane's 16-value half
+      for (int o = 8; o > 0; o >>= 1) hs += __shfl_xor_sync(0xffffffffu, hs, o);
+      const int hi = __shfl_sync(0xffffffffu, hs, 16);
+      if (lane == 0) {
+        xd[t * (K / 32) + blk] = d;
+        xsum[t * (K / 32) + blk] = pack_half_sums(hs, hi);
+      }
     }
   __syncthreads();
 
@@ -429,7 +445,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     const uint8_t* sb = stage + cur_head;
     for (int u = lane; u < cur_nb * F::kUnits; u += 32) {
       const int blk = u / F::kUnits, uu = u % F::kUnits;
-      unit_dot<DT, MAXT>(sb + blk * F::kBytes, uu, xq, xd,
+      unit_dot<DT, MAXT>(sb + blk * F::kBytes, uu, xq, xd, xsum,
                          int((cur_b0 + blk) * F::kBlock + uu * 32), int(K), T, acc);
     }
     __syncwarp();
@@ -684,7 +700,7 @@ __device__ __forceinline__ bool piece_at(const Args& a, int64_t gw, int64_t nw, 
 // per block (the products' blocks each re-reading and re-quantizing a
 // 10-40 KB row cost more than their weights): the prologue applied, written
 // to a.mat when asked, and stored as the products read it, int8 per 32
-// elements with an f32 scale (the layout of xq_bytes) or f32 for plain
+// elements with an f32 scale and half sums (the layout of xq_bytes) or f32 for plain
 // weights. Each thread makes 4 elements (a group of 8 threads one 32-element
 // block), and a row is spread over as many blocks as that takes, so every
 // load is in flight at once; with the rmsnorm prologue each block first sums
@@ -718,13 +734,25 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __gri
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     uint32_t packed = 0;
+    int sum = 0;
 #pragma unroll
-    for (int e = 0; e < 4; ++e)
-      packed |= uint32_t(uint8_t(int8_t(int(roundf(v[e] * id))))) << (8 * e);
+    for (int e = 0; e < 4; ++e) {
+      const int q = int(roundf(v[e] * id));
+      sum += q;
+      packed |= uint32_t(uint8_t(int8_t(q))) << (8 * e);
+    }
+    // Each half of the block is four threads' values.
+    sum += __shfl_xor_sync(group, sum, 1);
+    sum += __shfl_xor_sync(group, sum, 2);
+    const int hi = __shfl_xor_sync(group, sum, 4);
     int8_t* xq = reinterpret_cast<int8_t*>(a.xprep);
     float* xd = reinterpret_cast<float*>(a.xprep + a.T * K);
+    int* xsum = reinterpret_cast<int*>(a.xprep + xsum_offset(K, a.T));
     *reinterpret_cast<uint32_t*>(xq + int64_t(t) * K + k0) = packed;
-    if (k0 % 32 == 0) xd[(int64_t(t) * K + k0) / 32] = d;
+    if (k0 % 32 == 0) {
+      xd[(int64_t(t) * K + k0) / 32] = d;
+      xsum[(int64_t(t) * K + k0) / 32] = pack_half_sums(sum, hi);
+    }
   } else {
     float* xs = reinterpret_cast<float*>(a.xprep);
     *reinterpret_cast<float4*>(xs + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
@@ -769,6 +797,7 @@ __global__ void __launch_bounds__(kThreads)
   bar_wait(&xbar, 0);
   const int8_t* xq = reinterpret_cast<const int8_t*>(smem);
   const float* xd = reinterpret_cast<const float*>(smem + T * K);
+  const int* xsum = reinterpret_cast<const int*>(smem + xsum_offset(K, T));
   const float* xs = reinterpret_cast<const float*>(smem);
 
   float acc[MAXT];
@@ -792,7 +821,7 @@ __global__ void __launch_bounds__(kThreads)
       } else {
         for (int u = lane; u < p.nb * F::kUnits; u += 32) {
           const int blk = u / F::kUnits, uu = u % F::kUnits;
-          unit_dot<DT, MAXT>(wr + blk * F::kBytes, uu, xq, xd,
+          unit_dot<DT, MAXT>(wr + blk * F::kBytes, uu, xq, xd, xsum,
                              int((p.b0 + blk) * F::kBlock + uu * 32), int(K), T, acc);
         }
       }
