@@ -29,6 +29,20 @@ __device__ __forceinline__ uint32_t u32_at(const uint8_t* p) {
   return __funnelshift_r(w[0], w[1], sh);
 }
 
+// N/4 words starting sh bits (0, 8, 16 or 24) into the 4-aligned words w:
+// each is funnel-shifted out of two neighbours, so a shift of 0 needs no
+// branch (it keeps the low word). Reads one word past the N/4.
+template <int N>
+__device__ __forceinline__ void funnel_words(const uint32_t* w, uint32_t sh, uint32_t (&out)[N / 4]) {
+  uint32_t prev = w[0];
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    const uint32_t next = w[i + 1];
+    out[i] = __funnelshift_r(prev, next, sh);
+    prev = next;
+  }
+}
+
 // n bytes (n % 4 == 0) into words.
 template <int N>
 __device__ __forceinline__ void bytes_at(const uint8_t* p, uint32_t (&out)[N / 4]) {
@@ -39,13 +53,7 @@ __device__ __forceinline__ void bytes_at(const uint8_t* p, uint32_t (&out)[N / 4
 #pragma unroll
     for (int i = 0; i < N / 4; ++i) out[i] = w[i];
   } else {
-    uint32_t prev = w[0];
-#pragma unroll
-    for (int i = 0; i < N / 4; ++i) {
-      const uint32_t next = w[i + 1];
-      out[i] = __funnelshift_r(prev, next, sh);
-      prev = next;
-    }
+    funnel_words<N>(w, sh, out);
   }
 }
 
@@ -61,14 +69,15 @@ __device__ __forceinline__ float mul_add(float a, float b, float c) {
   return __fadd_rn(__fmul_rn(a, b), c);
 }
 
+// The 6-bit scale and minimum of unit j (0-7) of a Q4_K / Q5_K block from its
+// 12 scale bytes q. Both layouts are computed and one selected, so that the
+// eight lanes decoding one block's units do not diverge on j < 4.
 __device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
+  const int i = j & 3;
+  const uint32_t a = q[i], b = q[i + 4], c = q[i + 8];
+  const bool low = j < 4;
+  *sc = int(low ? a & 63 : (c & 0xF) | ((a >> 6) << 4));
+  *m = int(low ? b & 63 : (c >> 4) | ((b >> 6) << 4));
 }
 
 static __constant__ int8_t kIQ4Table[16] = {-127, -104, -83, -65, -49, -35, -22, -10,

@@ -199,30 +199,7 @@ __device__ __forceinline__ void smem_words(const uint8_t* p, uint32_t (&out)[N /
   }
   const uint32_t* w = reinterpret_cast<const uint32_t*>(p - (mis & 3));
   const uint32_t sh = uint32_t(mis & 3) * 8;
-  uint32_t prev = w[0];
-#pragma unroll
-  for (int i = 0; i < N / 4; ++i) {
-    const uint32_t next = w[i + 1];
-    out[i] = __funnelshift_r(prev, next, sh);
-    prev = next;
-  }
-}
-
-__device__ __forceinline__ float smem_half(const uint8_t* p) {
-  return __half2float(*reinterpret_cast<const __half*>(p));
-}
-
-// The 6-bit scale and minimum of unit j (0-7) of a Q4_K / Q5_K block from
-// its 12 scale bytes q, as scale_min_k4 decodes them, but both halves
-// computed and selected, so that the eight lanes of a block do not diverge.
-__device__ __forceinline__ void scale_min_k4_select(int j, const uint8_t* q, int* sc, int* m) {
-  uint32_t s[3];
-  smem_words<12, false>(q, s);
-  const int sh = (j & 3) * 8;
-  const uint32_t a = (s[0] >> sh) & 0xFF, b = (s[1] >> sh) & 0xFF, c = (s[2] >> sh) & 0xFF;
-  const bool low = j < 4;
-  *sc = int(low ? a & 63 : (c & 0xF) | ((a >> 6) << 4));
-  *m = int(low ? b & 63 : (c >> 4) | ((b >> 6) << 4));
+  funnel_words<N>(w, sh, out);
 }
 
 template <DType DT>
@@ -234,7 +211,7 @@ template <>
 struct Dp4a<DType::Q8_0> {
   static constexpr bool kHas = true, kMin = false;
   __device__ static void unit(const uint8_t* b, int, Unit& u) {
-    const float d = smem_half(b);
+    const float d = half_at(b);
     smem_words<32, false>(b + 2, reinterpret_cast<uint32_t(&)[8]>(u.v));
     u.s0 = u.s1 = d;
     u.m0 = u.m1 = 0.0f;
@@ -244,7 +221,7 @@ template <>
 struct Dp4a<DType::Q4_0> {
   static constexpr bool kHas = true, kMin = true;
   __device__ static void unit(const uint8_t* b, int, Unit& u) {
-    const float d = smem_half(b);
+    const float d = half_at(b);
     uint32_t q[4];
     smem_words<16, false>(b + 2, q);
 #pragma unroll
@@ -260,9 +237,9 @@ template <>
 struct Dp4a<DType::Q4_K> {
   static constexpr bool kHas = true, kMin = true;
   __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = smem_half(b), dmin = smem_half(b + 2);
+    const float d = half_at(b), dmin = half_at(b + 2);
     int sc, m;
-    scale_min_k4_select(uu, b + 4, &sc, &m);
+    scale_min_k4(uu, b + 4, &sc, &m);
     uint32_t q[8];
     smem_words<32, true>(b + 16 + 32 * (uu >> 1), q);
     const int shift = (uu & 1) * 4;
@@ -276,9 +253,9 @@ template <>
 struct Dp4a<DType::Q5_K> {
   static constexpr bool kHas = true, kMin = true;
   __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = smem_half(b), dmin = smem_half(b + 2);
+    const float d = half_at(b), dmin = half_at(b + 2);
     int sc, m;
-    scale_min_k4_select(uu, b + 4, &sc, &m);
+    scale_min_k4(uu, b + 4, &sc, &m);
     uint32_t q[8], qh[8];
     smem_words<32, true>(b + 48 + 32 * (uu >> 1), q);
     smem_words<32, true>(b + 16, qh);
@@ -294,7 +271,7 @@ template <>
 struct Dp4a<DType::Q6_K> {
   static constexpr bool kHas = true, kMin = true;
   __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = smem_half(b + 208);
+    const float d = half_at(b + 208);
     const int half = uu >> 2, k = uu & 3;
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * half);
     uint32_t lo[8], hi[8];
@@ -323,7 +300,8 @@ __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t*
 #pragma unroll
     for (int t = 0; t < MAXT; ++t) {
       if (t >= T) break;
-      const int4* xp = reinterpret_cast<const int4*>(xq + t * K + k);
+      const int at = t * K + k, block = at / 32;  // this unit in xq; its block in xd, xsum
+      const int4* xp = reinterpret_cast<const int4*>(xq + at);
       const int4 xa = xp[0], xb = xp[1];
       const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
       int i0 = 0, i1 = 0;
@@ -333,11 +311,11 @@ __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t*
       for (int i = 4; i < 8; ++i) i1 = __dp4a(u.v[i], xv[i], i1);
       float s = u.s0 * float(i0) + u.s1 * float(i1);
       if constexpr (Dp4a<DT>::kMin) {
-        const int h = xsum[(t * K + k) / 32];
+        const int h = xsum[block];
         const int x0 = int(int16_t(h & 0xFFFF)), x1 = h >> 16;
         s -= u.m0 * float(x0) + u.m1 * float(x1);
       }
-      acc[t] = fmaf(xd[(t * K + k) / 32], s, acc[t]);
+      acc[t] = fmaf(xd[block], s, acc[t]);
     }
   } else {
     float w[32];
@@ -345,13 +323,14 @@ __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t*
 #pragma unroll
     for (int t = 0; t < MAXT; ++t) {
       if (t >= T) break;
-      const int4* xp = reinterpret_cast<const int4*>(xq + t * K + k);
+      const int at = t * K + k, block = at / 32;  // this unit in xq; its block in xd, xsum
+      const int4* xp = reinterpret_cast<const int4*>(xq + at);
       const int4 xa = xp[0], xb = xp[1];
       const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
       float s = 0.0f;
 #pragma unroll
       for (int i = 0; i < 32; ++i) s = fmaf(w[i], float(int8_t(xv[i / 4] >> (8 * (i % 4)))), s);
-      acc[t] = fmaf(xd[(t * K + k) / 32], s, acc[t]);
+      acc[t] = fmaf(xd[block], s, acc[t]);
     }
   }
 }
