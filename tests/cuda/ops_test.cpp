@@ -25,6 +25,9 @@
 // - rmsnorm, rope, silu_mul, add, gather/scatter: 1e-6 (at most an ulp or two:
 //   sum order, expf).
 // - moe_route: identical ids, weights equal (computed on the host the same way).
+// - vision ops: layernorm, add_bias, gelu 1e-6 (same arithmetic; erff/tanhf
+//   against libm within an ulp or two); attention_segments 2e-6 (online
+//   softmax in tiles of 32 keys against the CPU's exact max first).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -395,6 +398,51 @@ TEST(CudaOps, RmsnormRopeElementwise) {
   EXPECT_LE(rel_err(og.get(gpu), sm), 1e-6);
   gpu.add(ag.f(), bg.f(), 1000);
   EXPECT_LE(rel_err(ag.get(gpu), ad), 1e-6);
+}
+
+TEST(CudaOps, VisionOps) {
+  REQUIRE_GPU();
+  Backend& cpu = *fx().cpu;
+  Backend& gpu = *fx().gpu;
+  const int64_t rows = 29, dim = 72;
+  auto x = random_vec(size_t(rows * dim), 11);
+  for (float& v : x) v += 3.0f;  // a mean far from zero, as ViT rows have
+  const auto w = random_vec(size_t(dim), 12), b = random_vec(size_t(dim), 13);
+  std::vector<float> want(x.size());
+  cpu.layernorm(x.data(), w.data(), b.data(), rows, dim, 1e-6f, want.data());
+  Dev xg(gpu, x), wg(gpu, w), bg(gpu, b), yg(gpu, x.size());
+  gpu.layernorm(xg.f(), wg.f(), bg.f(), rows, dim, 1e-6f, yg.f());
+  EXPECT_LE(rel_err(yg.get(gpu), want), 1e-6);
+
+  std::vector<float> biased = x;
+  cpu.add_bias(biased.data(), b.data(), rows, dim);
+  gpu.add_bias(xg.f(), bg.f(), rows, dim);
+  EXPECT_LE(rel_err(xg.get(gpu), biased), 1e-6);
+
+  for (bool tanh_approx : {false, true}) {
+    auto g = random_vec(4000, 14, 3.0f);
+    Dev gg(gpu, g);
+    cpu.gelu(g.data(), int64_t(g.size()), tanh_approx);
+    gpu.gelu(gg.f(), int64_t(g.size()), tanh_approx);
+    EXPECT_LE(rel_err(gg.get(gpu), g), 1e-6) << "tanh " << tanh_approx;
+  }
+
+  // Three segments (two frames and a short one), lengths that cross the
+  // 16-query and 32-key tiles; head sizes with one, three and four lanes' worth
+  // of dims (16, 72 as Qwen3-VL's tower has, 128).
+  const std::vector<int32_t> bounds = {0, 70, 141, 150};
+  const int64_t T = 150, heads = 3;
+  for (int64_t hd : {16, 72, 128}) {
+    const size_t n = size_t(T * heads * hd);
+    const auto q = random_vec(n, 15), k = random_vec(n, 16), v = random_vec(n, 17);
+    const float scale = 1.0f / std::sqrt(float(hd));
+    std::vector<float> ref(n);
+    cpu.attention_segments(q.data(), k.data(), v.data(), T, heads, hd, bounds.data(), 3, scale,
+                           ref.data());
+    Dev qg(gpu, q), kg(gpu, k), vg(gpu, v), og(gpu, n);
+    gpu.attention_segments(qg.f(), kg.f(), vg.f(), T, heads, hd, bounds.data(), 3, scale, og.f());
+    EXPECT_LE(rel_err(og.get(gpu), ref), 2e-6) << "head_dim " << hd;
+  }
 }
 
 TEST(CudaOps, MoePlumbing) {

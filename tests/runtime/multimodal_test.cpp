@@ -10,21 +10,12 @@
 // repeated to fill the temporal patch, a height that is not a multiple of 32,
 // and three temporal patches whose timestamps are text between the pads.
 //
-// Tolerances: position_ids identical; pixel_values max abs <= 1e-5 (the
-// resize and normalisation in f32); video_embeds / deepstack max |x - ref| /
-// max |ref| <= 1e-4 (f32 summation order); logits max |x - ref| / max |ref| <= 1e-4
-// (bf16 weights widen exactly; what remains is f32 summation order, ~1e-6 for
-// Qwen3-VL and ~2e-5 for the Qwen3.5 hybrid's delta rule); greedy ids equal.
+// Tolerances: see tests/support/multimodal_check.h.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cmath>
 #include <string>
-#include <vector>
 
-#include "kiln/io/safetensors.h"
-#include "kiln/runtime/engine.h"
-#include "kiln/runtime/multimodal.h"
+#include "support/multimodal_check.h"
 
 namespace kiln {
 namespace {
@@ -35,132 +26,20 @@ struct Case {
   std::string arch, model;  // model: relative to the fixture folder ("" = the checkpoint)
 };
 
+LoadOptions cpu_options() {
+  LoadOptions lo;
+  lo.force_cpu = true;
+  return lo;
+}
+
 class MultimodalTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MultimodalTest, LogitsPositionsAndGreedyIdsMatch) {
-  const std::string dir = kData + "/hf/" + GetParam().arch;
-  auto ref = SafetensorsModel::open(dir + "/ref.safetensors");
-  auto tensor = [&](const char* name) {
-    const TensorView* t = ref->find_tensor(name);
-    EXPECT_TRUE(t) << name;
-    return t;
-  };
-  const TensorView* ids_t = tensor("input_ids");
-  const int32_t* ip = static_cast<const int32_t*>(ids_t->data);
-  const std::vector<int32_t> ids(ip, ip + ids_t->numel());
-  const int64_t T = int64_t(ids.size());
-
-  LoadOptions lo;
-  auto engine = Engine::load(dir + (GetParam().model.empty() ? "" : "/" + GetParam().model), lo);
-  auto vision = VisionRuntime::open(engine->file(), "", engine->backend());
-  std::vector<MediaItem> media{vision->encode_image(dir + "/image.png")};
-  const MultimodalPrompt mm =
-      build_multimodal_prompt(ids, media, vision_token_ids(engine->require_tokenizer()), 0);
-  const int32_t* pos = static_cast<const int32_t*>(tensor("position_ids")->data);
-  EXPECT_EQ(mm.positions, std::vector<int32_t>(pos, pos + 3 * T));
-
-  StateOptions so;
-  so.context = 128;
-  auto state = engine->model().new_state(so);
-  const int64_t V = engine->spec().vocab_size;
-  std::vector<float> logits(size_t(T * V));
-  prefill_multimodal(engine->model(), *state, mm, logits.data(), true);
-  const TensorView* want = tensor("logits");
-  const float* w = static_cast<const float*>(want->data);
-  double diff = 0, mag = 0;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    diff = std::max(diff, double(std::fabs(logits[i] - w[i])));
-    mag = std::max(mag, double(std::fabs(w[i])));
-  }
-  EXPECT_LE(diff / mag, 1e-4);
-  std::printf("%s %s: logits rel error %.2e\n", GetParam().arch.c_str(),
-              GetParam().model.empty() ? "safetensors" : GetParam().model.c_str(), diff / mag);
-
-  const TensorView* greedy_t = tensor("greedy_ids");
-  const int32_t* g = static_cast<const int32_t*>(greedy_t->data);
-  std::vector<int32_t> got;
-  std::vector<float> last(logits.end() - V, logits.end());
-  for (int64_t i = 0; i < greedy_t->numel(); ++i) {
-    const int32_t next = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
-    got.push_back(next);
-    engine->model().forward(*state, &next, 1, last.data(), false);
-  }
-  EXPECT_EQ(got, std::vector<int32_t>(g, g + greedy_t->numel()));
-}
-
-double max_rel_error(const float* got, const TensorView& want) {
-  const float* w = static_cast<const float*>(want.data);
-  double diff = 0, mag = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    diff = std::max(diff, double(std::fabs(got[i] - w[i])));
-    mag = std::max(mag, double(std::fabs(w[i])));
-  }
-  return diff / mag;
+  test::check_image_prompt(kData, GetParam().arch, GetParam().model, cpu_options());
 }
 
 TEST_P(MultimodalTest, VideoMatches) {
-  const std::string dir = kData + "/hf/" + GetParam().arch;
-  auto ref = SafetensorsModel::open(dir + "/ref_video.safetensors");
-  auto tensor = [&](const char* name) {
-    const TensorView* t = ref->find_tensor(name);
-    EXPECT_TRUE(t) << name;
-    return t;
-  };
-  const TensorView* ids_t = tensor("input_ids");
-  const int32_t* ip = static_cast<const int32_t*>(ids_t->data);
-  const std::vector<int32_t> ids(ip, ip + ids_t->numel());
-  const int64_t T = int64_t(ids.size());
-
-  LoadOptions lo;
-  auto engine = Engine::load(dir + (GetParam().model.empty() ? "" : "/" + GetParam().model), lo);
-  auto vision = VisionRuntime::open(engine->file(), "", engine->backend());
-  VideoOptions vo;  // the defaults: 2 frames per second
-  std::vector<MediaItem> media{vision->encode_video(kData + "/vision/video_frames", vo)};
-  const MediaItem& video = media[0];
-
-  const TensorView* grid = tensor("video_grid_thw");
-  const int32_t* g = static_cast<const int32_t*>(grid->data);
-  EXPECT_EQ(std::vector<int64_t>({video.pixels.grid_t, video.pixels.grid_h, video.pixels.grid_w}),
-            std::vector<int64_t>({g[0], g[1], g[2]}));
-  const TensorView* px = tensor("pixel_values");
-  ASSERT_EQ(int64_t(video.pixels.data.size()), px->numel());
-  double px_diff = 0;
-  for (int64_t i = 0; i < px->numel(); ++i)
-    px_diff = std::max(px_diff, double(std::fabs(video.pixels.data[i] -
-                                                  static_cast<const float*>(px->data)[i])));
-  EXPECT_LE(px_diff, 1e-5);
-
-  const TensorView* emb = tensor("video_embeds");
-  ASSERT_EQ(emb->shape, (std::vector<int64_t>{video.out.n_tokens, video.out.dim}));
-  EXPECT_LE(max_rel_error(video.out.embeds.data(), *emb), 1e-4);
-  if (const TensorView* ds = ref->find_tensor("deepstack_embeds")) {
-    ASSERT_EQ(ds->shape,
-              (std::vector<int64_t>{video.out.n_deepstack, video.out.n_tokens, video.out.dim}));
-    EXPECT_LE(max_rel_error(video.out.deepstack.data(), *ds), 1e-4);
-  } else {
-    EXPECT_EQ(video.out.n_deepstack, 0);
-  }
-
-  // The prompt kiln writes around the video is the one the processor wrote.
-  const Tokenizer& tok = engine->require_tokenizer();
-  const VisionTokenIds v = vision_token_ids(tok);
-  const std::vector<int32_t> template_ids =
-      tok.encode("<|vision_start|><|video_pad|><|vision_end|>What happens?");
-  EXPECT_EQ(expand_media_pads(template_ids, media, tok, v), ids);
-
-  const MultimodalPrompt mm = build_multimodal_prompt(ids, media, v, 0);
-  const int32_t* pos = static_cast<const int32_t*>(tensor("position_ids")->data);
-  EXPECT_EQ(mm.positions, std::vector<int32_t>(pos, pos + 3 * T));
-
-  StateOptions so;
-  so.context = 128;
-  auto state = engine->model().new_state(so);
-  std::vector<float> logits(size_t(T * engine->spec().vocab_size));
-  prefill_multimodal(engine->model(), *state, mm, logits.data(), true);
-  const double e = max_rel_error(logits.data(), *tensor("logits"));
-  EXPECT_LE(e, 1e-4);
-  std::printf("%s %s: video pixels %.1e, logits rel error %.2e\n", GetParam().arch.c_str(),
-              GetParam().model.empty() ? "safetensors" : GetParam().model.c_str(), px_diff, e);
+  test::check_video_prompt(kData, GetParam().arch, GetParam().model, cpu_options());
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MultimodalTest,

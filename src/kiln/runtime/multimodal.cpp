@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/core/error.h"
 #include "kiln/io/json_file.h"
 
@@ -27,12 +26,12 @@ std::unique_ptr<VisionRuntime> VisionRuntime::open(const ModelFile& model,
                                                    const std::string& mmproj, Backend& backend) {
   namespace fs = std::filesystem;
   auto r = std::make_unique<VisionRuntime>();
-  if (!dynamic_cast<CpuBackend*>(&backend)) r->cpu_backend_ = make_cpu_backend(BackendOptions{});
-  Backend& backend_for_tower = r->cpu_backend_ ? *r->cpu_backend_ : backend;
+  // The tower runs on the language model's backend (CPU or GPU); its
+  // output comes back to host memory and enters the model as token embeddings.
   std::string config_dir = model.directory();
   if (model.format() == ModelFormat::Safetensors && mmproj.empty()) {
     KILN_CHECK(model.safetensors(), model.path(), ": no safetensors container");
-    r->tower_ = VisionTower::from_safetensors(*model.safetensors(), model.hf_config(), backend_for_tower);
+    r->tower_ = VisionTower::from_safetensors(*model.safetensors(), model.hf_config(), backend);
   } else {
     std::string path = mmproj;
     if (path.empty()) {
@@ -48,7 +47,7 @@ std::unique_ptr<VisionRuntime> VisionRuntime::open(const ModelFile& model,
       path = found.front();
     }
     r->mmproj_ = GgufFile::open(path);
-    r->tower_ = VisionTower::from_gguf(*r->mmproj_, backend_for_tower);
+    r->tower_ = VisionTower::from_gguf(*r->mmproj_, backend);
     config_dir = fs::path(path).parent_path().string();
   }
   // preprocessor_config.json beside the weights, or one folder up (GGUFs in a

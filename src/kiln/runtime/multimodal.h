@@ -46,10 +46,6 @@ class VisionRuntime {
  private:
   std::unique_ptr<GgufFile> mmproj_;
   std::unique_ptr<SafetensorsModel> st_;
-  // The tower's ops exist on the CPU backend only so far: with the language
-  // model on a GPU, the tower runs on a CPU backend of its own (its output,
-  // host memory, goes to the model as it would anyway).
-  std::unique_ptr<Backend> cpu_backend_;
   std::unique_ptr<VisionTower> tower_;
   VisionPreprocessConfig cfg_;
 };

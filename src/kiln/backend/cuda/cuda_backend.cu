@@ -66,7 +66,8 @@ constexpr double kMiB = 1024.0 * 1024.0;
 
 enum class Op : uint8_t {
   Matmul, Embed, Rmsnorm, Rope, StoreKv, Attention, SiluMul, Add, FillZero, Gather, ScatterAdd,
-  ToHost, Conv1dSilu, DeltaGates, DeltaRule, RmsnormGated, SigmoidMul, TernaryMatmul, Relu2Mul
+  ToHost, Conv1dSilu, DeltaGates, DeltaRule, RmsnormGated, SigmoidMul, TernaryMatmul, Relu2Mul,
+  LayerNorm, AddBias, Gelu, AttentionSegments
 };
 
 // One recorded op. Compared bytewise, so always built from a zeroed value.
@@ -564,6 +565,59 @@ class CudaBackend final : public Backend {
     r.n[0] = rows;
     r.n[1] = dim;
     r.flag = per_row;
+    submit(r);
+  }
+
+  // ------------------------------------------------- vision encoders
+
+  void layernorm(const float* x, const float* w, const float* b, int64_t rows, int64_t dim,
+                 float eps, float* y) override {
+    Rec r = blank(Op::LayerNorm);
+    r.p[0] = x;
+    r.p[1] = w;
+    r.p[2] = b;
+    r.p[3] = y;
+    r.n[0] = rows;
+    r.n[1] = dim;
+    r.f = eps;
+    submit(r);
+  }
+
+  void add_bias(float* x, const float* bias, int64_t rows, int64_t dim) override {
+    Rec r = blank(Op::AddBias);
+    r.p[0] = x;
+    r.p[1] = bias;
+    r.n[0] = rows;
+    r.n[1] = dim;
+    submit(r);
+  }
+
+  void gelu(float* x, int64_t n, bool tanh_approx) override {
+    Rec r = blank(Op::Gelu);
+    r.p[0] = x;
+    r.n[0] = n;
+    r.flag = tanh_approx;
+    submit(r);
+  }
+
+  void attention_segments(const float* q, const float* k, const float* v, int64_t n_tokens,
+                          int64_t n_heads, int64_t head_dim, const int32_t* bounds,
+                          int64_t n_segments, float scale, float* out) override {
+    KILN_CHECK(head_dim <= 128, "attention_segments: head_dim ", head_dim,
+               " is over the CUDA backend's limit of 128");
+    KILN_CHECK(n_segments >= 1 && bounds[0] == 0 && bounds[n_segments] == n_tokens,
+               "attention_segments: the segments do not cover the ", n_tokens, " tokens");
+    Rec r = blank(Op::AttentionSegments);
+    r.p[0] = q;
+    r.p[1] = k;
+    r.p[2] = v;
+    r.p[3] = out;
+    r.n[0] = n_tokens;
+    r.n[1] = n_heads;
+    r.n[2] = head_dim;
+    r.n[3] = n_segments;
+    r.f = scale;
+    r.arg = push_args(bounds, size_t(n_segments + 1) * sizeof(int32_t));
     submit(r);
   }
 
@@ -1065,6 +1119,25 @@ class CudaBackend final : public Backend {
       case Op::Relu2Mul:
         cuda::relu2_mul(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
                         r.n[0], static_cast<float*>(const_cast<void*>(r.p[2])), s);
+        break;
+      case Op::LayerNorm:
+        cuda::layernorm(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
+                        static_cast<const float*>(r.p[2]), r.n[0], r.n[1], r.f,
+                        static_cast<float*>(const_cast<void*>(r.p[3])), s);
+        break;
+      case Op::AddBias:
+        cuda::add_bias(static_cast<float*>(const_cast<void*>(r.p[0])),
+                       static_cast<const float*>(r.p[1]), r.n[0], r.n[1], s);
+        break;
+      case Op::Gelu:
+        cuda::gelu(static_cast<float*>(const_cast<void*>(r.p[0])), r.n[0], r.flag != 0, s);
+        break;
+      case Op::AttentionSegments:
+        cuda::attention_segments(static_cast<const float*>(r.p[0]),
+                                 static_cast<const float*>(r.p[1]),
+                                 static_cast<const float*>(r.p[2]), r.n[0], r.n[1], r.n[2],
+                                 arg_ptr(r.arg), r.n[3], r.f,
+                                 static_cast<float*>(const_cast<void*>(r.p[3])), s);
         break;
       case Op::ToHost:
         check(cudaMemcpyAsync(out_host_ + r.n[1], r.p[0], size_t(r.n[0]), cudaMemcpyDeviceToHost,

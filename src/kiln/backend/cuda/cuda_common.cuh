@@ -216,6 +216,16 @@ void rmsnorm_gated(const float* x, const float* w, const float* z, int64_t rows,
 void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim, bool per_row,
                  cudaStream_t s);
 
+// Vision encoders (vision.cu): the ops of the same names in backend.h;
+// bounds_dev, n_segments + 1 entries, in device memory; head_dim <= 128.
+void layernorm(const float* x, const float* w, const float* b, int64_t rows, int64_t dim,
+               float eps, float* y, cudaStream_t s);
+void add_bias(float* x, const float* bias, int64_t rows, int64_t dim, cudaStream_t s);
+void gelu(float* x, int64_t n, bool tanh_approx, cudaStream_t s);
+void attention_segments(const float* q, const float* k, const float* v, int64_t T,
+                        int64_t n_heads, int64_t head_dim, const int32_t* bounds_dev,
+                        int64_t n_segments, float scale, float* out, cudaStream_t s);
+
 // Attention over the cache with the first query at *start_dev. splits > 1
 // spreads each (query, head)'s keys over that many blocks (flash-decoding)
 // and needs partial = splits * T * n_heads * (head_dim + 2) floats.
