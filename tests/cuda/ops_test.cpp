@@ -20,7 +20,7 @@
 //   same, so in practice equal.
 // - Gated DeltaNet ops: 1e-6 against the CPU (both compute in double inside;
 //   only the f32 results' rounding differs), the delta rule 1e-5 (the CPU's
-//   chunked prefill and the GPU's recurrent form differ at ~1e-9).
+//   and the GPU's forms, chunked or recurrent, differ at ~1e-9).
 // - attention: 2e-5, online softmax and split merging against a two-pass one.
 // - rmsnorm, rope, silu_mul, add, gather/scatter: 1e-6 (at most an ulp or two:
 //   sum order, expf).
@@ -303,6 +303,32 @@ TEST(CudaOps, DeltaNetOps) {
       gpu.gated_delta_rule(qg.f(), ag.f() + t0 * nv, bg.f() + t0 * nv, Sg.f(), p, og.f());
       EXPECT_LE(rel_err(og.get(gpu), want), 1e-5) << "delta rule n=" << n << " tiled=" << tiled;
       EXPECT_LE(rel_err(Sg.get(gpu), S), 1e-5) << "state n=" << n << " tiled=" << tiled;
+    }
+  }
+  // Qwen3.5's head size (128 x 128), a prompt over two full chunks of the
+  // GPU's chunked form and a partial one, then a prompt shorter than a chunk
+  // (the recurrent form) continuing from its state, then one token.
+  {
+    const int64_t nk2 = 2, nv2 = 4, d2 = 128, stride = 2 * nk2 * d2 + nv2 * d2;
+    std::vector<float> S(size_t(nv2 * d2 * d2), 0.0f);
+    Dev Sg(gpu, S);
+    for (int64_t n : {int64_t(150), int64_t(20), int64_t(1)}) {
+      const auto qkv = random_vec(size_t(n * stride), uint32_t(60 + n));
+      auto ga = random_vec(size_t(n * nv2), uint32_t(61 + n)), gb = random_vec(size_t(n * nv2), uint32_t(62 + n));
+      cpu.deltanet_gates(ga.data(), gb.data(), An.data(), dt.data(), n, nv2, ga.data(), gb.data());
+      DeltaRuleParams p;
+      p.n_tokens = n;
+      p.n_k_heads = nk2;
+      p.n_v_heads = nv2;
+      p.head_k_dim = d2;
+      p.head_v_dim = d2;
+      p.chunk = 64;
+      std::vector<float> want(size_t(n * nv2 * d2));
+      cpu.gated_delta_rule(qkv.data(), ga.data(), gb.data(), S.data(), p, want.data());
+      Dev qg(gpu, qkv), gg(gpu, ga), bg2(gpu, gb), og(gpu, want.size());
+      gpu.gated_delta_rule(qg.f(), gg.f(), bg2.f(), Sg.f(), p, og.f());
+      EXPECT_LE(rel_err(og.get(gpu), want), 1e-5) << "delta rule 128x128 n=" << n;
+      EXPECT_LE(rel_err(Sg.get(gpu), S), 1e-5) << "state 128x128 n=" << n;
     }
   }
   // Gated norm (in place) and the sigmoid gates.

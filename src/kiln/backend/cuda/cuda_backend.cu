@@ -188,6 +188,7 @@ class CudaBackend final : public Backend {
     if (xh_) cudaFree(xh_);
     if (xb_) cudaFree(xb_);
     if (ternary_) cudaFree(ternary_);
+    if (delta_) cudaFree(delta_);
     for (void* p : retired_) cudaFree(p);
     cudaFree(partial_);
     cudaFree(counter_);
@@ -503,6 +504,17 @@ class CudaBackend final : public Backend {
     r.n[3] = dp.head_k_dim;
     r.n[4] = dp.head_v_dim;
     r.flag = dp.tiled_heads;
+    // Scratch for a prompt's chunked form, sized here as the ternary
+    // activations' are (outgrown buffers stay allocated for recorded ops).
+    const size_t need = cuda::delta_rule_scratch_bytes(dp.n_tokens, dp.n_v_heads, dp.head_k_dim,
+                                                       dp.head_v_dim);
+    if (delta_bytes_ < need) {
+      if (delta_) retired_.push_back(delta_);
+      delta_ = raw_alloc(need, "the delta rule's chunk scratch");
+      delta_bytes_ = need;
+    }
+    r.p[5] = need ? delta_ : nullptr;
+    r.n[5] = int64_t(need);
     submit(r);
   }
 
@@ -1096,7 +1108,8 @@ class CudaBackend final : public Backend {
                                static_cast<const float*>(r.p[2]),
                                static_cast<float*>(const_cast<void*>(r.p[3])), r.n[0], r.n[1],
                                r.n[2], r.n[3], r.n[4], r.flag != 0,
-                               static_cast<float*>(const_cast<void*>(r.p[4])), s);
+                               static_cast<float*>(const_cast<void*>(r.p[4])),
+                               const_cast<void*>(r.p[5]), size_t(r.n[5]), s);
         break;
       case Op::RmsnormGated:
         cuda::rmsnorm_gated(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
@@ -1269,6 +1282,8 @@ class CudaBackend final : public Backend {
   uint8_t* ternary_ = nullptr;  // BitNet activations: int8 values, then scales
   size_t ternary_bytes_ = 0;
   std::vector<void*> retired_;
+  void* delta_ = nullptr;  // the delta rule's chunk scratch
+  size_t delta_bytes_ = 0;
   size_t xh_bytes_ = 0;
   // What xh_ holds: the f16 copy of xh_n_ floats at xh_src_ (null: nothing
   // valid). Cleared by every op but a product not writing into it, by a

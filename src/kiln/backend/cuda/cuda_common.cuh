@@ -208,9 +208,13 @@ void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int6
                  float* state, float* out, cudaStream_t s);
 void deltanet_gates(const float* a, const float* b, const float* A, const float* dt_bias,
                     int64_t T, int64_t H, float* g, float* beta, cudaStream_t s);
+// Prompts of kChunkMinTokens or more with head dims <= 128 take the chunked
+// form when given scratch of delta_rule_scratch_bytes (0: the recurrent form
+// only); otherwise, and for decoding, the recurrent form.
+size_t delta_rule_scratch_bytes(int64_t T, int64_t nv, int64_t dk, int64_t dv);
 void gated_delta_rule(const float* qkv, const float* g, const float* beta, float* state,
                       int64_t T, int64_t nk, int64_t nv, int64_t dk, int64_t dv, bool tiled,
-                      float* out, cudaStream_t s);
+                      float* out, void* scratch, size_t scratch_bytes, cudaStream_t s);
 void rmsnorm_gated(const float* x, const float* w, const float* z, int64_t rows, int64_t dim,
                    float eps, float* y, cudaStream_t s);
 void sigmoid_mul(float* x, const float* gate, int64_t rows, int64_t dim, bool per_row,

@@ -332,7 +332,346 @@ __global__ void sigmoid_mul_kernel(float* x, const float* __restrict__ gate, int
   x[i] *= sigmoid_f(gate[per_row ? i / dim : i]);
 }
 
-// KILN_CUDA_DELTA=smem keeps the shared-memory kernel, to compare.
+// The chunked form, for prompts (the CPU's chunked_head, same algebra): in
+// chunks of kChunk tokens the sequential updates fold into a triangular
+// solve, so a prompt is T / kChunk dependent steps instead of T. Two kernels:
+//
+// 1. chunk_prep, a block per (value head, chunk), all chunks in parallel:
+//    the chunk's norms and cumulative log-decay gc; A = -beta_i (k_i . k_j)
+//    exp(gc_i - gc_j) below the diagonal, T = (I - A)^-1 by forward
+//    substitution (a column per 4 lanes, columns independent);
+//    U = T beta V, W = T beta exp(gc) K, and the masked decayed scores
+//    M_ij = (q_i . k_j) exp(gc_i - gc_j), j <= i, written to the scratch.
+// 2. chunk_scan, a block per (value head, 16 value columns), chunks in order
+//    with the state's columns in shared memory: new values V' = U - W S,
+//    o = exp(gc) q S + M V', S = exp(gc_last) S + (exp(gc_last - gc) k)^T V'.
+//
+// q and k are kept raw (f32, as they arrive) with their inverse norms apart
+// (k / |k| . x = (k . x) / |k|): products of f32 values are exact in double,
+// so this differs from normalising first by double rounding only.
+constexpr int kChunk = 64;
+constexpr int64_t kChunkMinTokens = 64;  // shorter prompts: the recurrent form is as fast
+constexpr int kChunkMaxDim = 128;
+constexpr int kPrepThreads = 256;
+constexpr int kScanThreads = 256;
+
+struct ChunkArgs {
+  const float* qkv;
+  const float* g;
+  const float* beta;
+  float* state;
+  float* out;
+  int64_t T, nk, nv, dk, dv;
+  bool tiled;
+  int n_chunks;
+  // Scratch (double): U [nv][T][dv], W [nv][T][dk], M [nv][n_chunks][kChunk][kChunk],
+  // gc, q_inv (1 / |q| / sqrt(dk)), k_inv (1 / |k|) [nv][T].
+  double *U, *W, *M, *gc, *q_inv, *k_inv;
+};
+
+__device__ __forceinline__ int64_t key_head(const ChunkArgs& a, int64_t h) {
+  return a.tiled ? h % a.nk : h / (a.nv / a.nk);
+}
+
+// Shared-memory rows padded so that lanes reading different rows of a
+// column fall in different banks.
+constexpr int kPad = kChunk + 1;
+
+__global__ void __launch_bounds__(kPrepThreads)
+    delta_chunk_prep_kernel(const __grid_constant__ ChunkArgs a) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ double smd[];
+  const int dk = int(a.dk), dv = int(a.dv), dkp = dk + 1;
+  double* A = smd;              // [kChunk][kPad]
+  double* Tm = A + kChunk * kPad;  // [kChunk][kPad]
+  double* gc = Tm + kChunk * kPad;
+  double* bt = gc + kChunk;
+  double* iq = bt + kChunk;
+  double* ik = iq + kChunk;
+  double* ek = ik + kChunk;     // exp(gc_j) / |k_j|
+  float* Kf = reinterpret_cast<float*>(ek + kChunk);  // [kChunk][dkp]
+  float* QVf = Kf + kChunk * dkp;  // q [kChunk][dkp], then v [kChunk][dv]
+  const int64_t h = blockIdx.x, c = blockIdx.y, t0 = c * kChunk;
+  const int L = int(a.T - t0 < kChunk ? a.T - t0 : int64_t(kChunk));
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int64_t key_dim = a.nk * a.dk, stride = 2 * key_dim + a.nv * a.dv;
+  const int64_t kh = key_head(a, h);
+  const double scale = 1.0 / sqrt(double(dk));
+  // Register tiles of 4 x 4 (scores) and 4 rows x 8 columns (U, W): thread
+  // (ti, tj) = (tid / 16, tid % 16).
+  const int ti = tid / 16, tj = tid % 16, i0 = ti * 4, j0 = tj * 4;
+
+  for (int idx = tid; idx < kChunk * dk; idx += kPrepThreads) {
+    const int i = idx / dk, d = idx % dk;
+    const float* row = a.qkv + (t0 + i) * stride;
+    QVf[i * dkp + d] = i < L ? row[kh * dk + d] : 0.0f;
+    Kf[i * dkp + d] = i < L ? row[key_dim + kh * dk + d] : 0.0f;
+  }
+  __syncthreads();
+  for (int i = warp; i < kChunk; i += kPrepThreads / 32) {
+    double sq = 0, sk = 0;
+    for (int d = lane; d < dk; d += 32) {
+      sq += double(QVf[i * dkp + d]) * QVf[i * dkp + d];
+      sk += double(Kf[i * dkp + d]) * Kf[i * dkp + d];
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      sq += __shfl_xor_sync(0xffffffffu, sq, o);
+      sk += __shfl_xor_sync(0xffffffffu, sk, o);
+    }
+    if (lane == 0) {
+      iq[i] = 1.0 / sqrt(sq + 1e-6);
+      ik[i] = 1.0 / sqrt(sk + 1e-6);
+      bt[i] = i < L ? double(a.beta[(t0 + i) * a.nv + h]) : 0.0;
+    }
+  }
+  if (tid == 0) {
+    // The cumulative log-decay reaches hundreds over a chunk: kept in double.
+    double acc = 0;
+    for (int i = 0; i < kChunk; ++i) {
+      if (i < L) acc += double(a.g[(t0 + i) * a.nv + h]);
+      gc[i] = acc;
+    }
+  }
+  __syncthreads();
+  if (tid < kChunk) {
+    ek[tid] = exp(gc[tid]) * ik[tid];
+    if (tid < L) {
+      const int64_t at = h * a.T + t0 + tid;
+      a.gc[at] = gc[tid];
+      a.q_inv[at] = iq[tid] * scale;
+      a.k_inv[at] = ik[tid];
+    }
+  }
+  // A below the diagonal and M on and below it, a 4 x 4 tile per thread
+  // (tiles wholly above the diagonal are zeros).
+  double* Mg = a.M + (h * a.n_chunks + c) * kChunk * kChunk;
+  {
+    double kk[4][4] = {}, qk[4][4] = {};
+    if (j0 <= i0 + 3) {
+      for (int d = 0; d < dk; ++d) {
+        double ki[4], qi[4], kj[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          ki[r] = Kf[(i0 + r) * dkp + d];
+          qi[r] = QVf[(i0 + r) * dkp + d];
+          kj[r] = Kf[(j0 + r) * dkp + d];
+        }
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            kk[r][q] = fma(ki[r], kj[q], kk[r][q]);
+            qk[r][q] = fma(qi[r], kj[q], qk[r][q]);
+          }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int i = i0 + r, j = j0 + q;
+        const double decay = j <= i && i < L ? exp(gc[i] - gc[j]) : 0.0;
+        A[i * kPad + j] = j < i ? -(bt[i] * kk[r][q] * ik[i] * ik[j]) * decay : 0.0;
+        Mg[i * kChunk + j] = qk[r][q] * iq[i] * scale * ik[j] * decay;
+      }
+  }
+  __syncthreads();
+  // V over q's buffer (q is done with).
+  for (int idx = tid; idx < kChunk * dv; idx += kPrepThreads) {
+    const int i = idx / dv, d = idx % dv;
+    QVf[i * dv + d] = i < L ? a.qkv[(t0 + i) * stride + 2 * key_dim + h * dv + d] : 0.0f;
+  }
+  // T = (I - A)^-1: T_ij = sum_{j <= m < i} A_im T_mj (i > j), T_jj = 1. Column
+  // j is four adjacent lanes' work (partial sums over m = r, r + 4, ...).
+  {
+    const int j = tid / 4, r = tid % 4;
+    for (int i = 0; i < kChunk; ++i) {
+      double part = 0;
+      for (int m = j + r; m < i; m += 4) part += A[i * kPad + m] * Tm[m * kPad + j];
+      part += __shfl_xor_sync(0xffffffffu, part, 1);
+      part += __shfl_xor_sync(0xffffffffu, part, 2);
+      if (r == 0) Tm[i * kPad + j] = i < j ? 0.0 : i == j ? 1.0 : part;
+      __syncwarp();
+    }
+  }
+  __syncthreads();
+  // Tb = T diag(beta), then U = Tb v and W = Tb (exp(gc) k / |k|), rows i < L:
+  // 4 rows x 8 columns (tj, tj + 16, ...) per thread and pass.
+  for (int idx = tid; idx < kChunk * kChunk; idx += kPrepThreads)
+    Tm[(idx / kChunk) * kPad + idx % kChunk] *= bt[idx % kChunk];
+  __syncthreads();
+  const int j_end = min(i0 + 4, L);
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool is_w = pass == 1;
+    const int width = is_w ? dk : dv;
+    double* dst = is_w ? a.W + (h * a.T + t0) * dk : a.U + (h * a.T + t0) * dv;
+    for (int c0 = 0; c0 < width; c0 += 128) {
+      double acc[4][8] = {};
+      for (int j = 0; j < j_end; ++j) {
+        double t[4], x[8];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) t[r] = Tm[(i0 + r) * kPad + j];
+#pragma unroll
+        for (int m = 0; m < 8; ++m) {
+          const int col = c0 + tj + 16 * m;
+          x[m] = col < width ? (is_w ? double(Kf[j * dkp + col]) * ek[j] : double(QVf[j * dv + col]))
+                             : 0.0;
+        }
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+          for (int m = 0; m < 8; ++m) acc[r][m] = fma(t[r], x[m], acc[r][m]);
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int m = 0; m < 8; ++m) {
+          const int col = c0 + tj + 16 * m;
+          if (i0 + r < L && col < width) dst[(i0 + r) * width + col] = acc[r][m];
+        }
+    }
+  }
+}
+
+// A block per (value head, kScanCols value columns); thread (grp, c) =
+// (tid / kScanCols, tid % kScanCols) takes column c and rows of the chunk
+// (4 per group) or of the state (dk / 16 per group). Each chunk's W, q, k
+// and M are staged in shared memory first, with coalesced loads.
+constexpr int kScanCols = 16;
+constexpr int kScanGroups = kScanThreads / kScanCols;  // 16
+
+__global__ void __launch_bounds__(kScanThreads)
+    delta_chunk_scan_kernel(const __grid_constant__ ChunkArgs a) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ double smd[];
+  const int dk = int(a.dk), dv = int(a.dv), wst = dk + 2;  // even: 16-byte rows of pairs
+  double* S = smd;                         // [dk][kScanCols]
+  double* Vn = S + dk * kScanCols;         // [kChunk][kScanCols]: the chunk's new values
+  double* Vk = Vn + kChunk * kScanCols;    // the same, times exp(gc_last - gc_i) / |k_i|
+  double* Wc = Vk + kChunk * kScanCols;    // [kChunk][wst]
+  double* Mc = Wc + kChunk * wst;          // [kChunk][kPad]
+  float* Qc = reinterpret_cast<float*>(Mc + kChunk * kPad);  // [kChunk][wst]
+  float* Kc = Qc + kChunk * wst;                               // [kChunk][dk]
+  const int tid = threadIdx.x, c = tid % kScanCols, grp = tid / kScanCols;
+  const int64_t h = blockIdx.x, col = int64_t(blockIdx.y) * kScanCols + c;
+  const bool in = col < dv;
+  const int64_t key_dim = a.nk * a.dk, stride = 2 * key_dim + a.nv * a.dv;
+  const int64_t kh = key_head(a, h);
+  const int rows_per_grp = dk / kScanGroups, d0 = grp * rows_per_grp;
+  const int i0 = grp * (kChunk / kScanGroups);  // 4 chunk rows per group
+  float* Sg = a.state + h * a.dk * a.dv;
+  for (int d = grp; d < dk; d += kScanGroups)
+    S[d * kScanCols + c] = in ? double(Sg[d * dv + col]) : 0.0;
+
+  for (int ch = 0; ch < a.n_chunks; ++ch) {
+    const int64_t t0 = int64_t(ch) * kChunk;
+    const int L = int(a.T - t0 < kChunk ? a.T - t0 : int64_t(kChunk));
+    const double* Ug = a.U + (h * a.T + t0) * dv;
+    const double* Wg = a.W + (h * a.T + t0) * dk;
+    const double* Mg = a.M + (h * a.n_chunks + ch) * kChunk * kChunk;
+    const int64_t at0 = h * a.T + t0;
+    __syncthreads();  // the previous chunk's readers are done
+#pragma unroll 4
+    for (int idx = tid; idx < kChunk * dk; idx += kScanThreads) {
+      const int i = idx / dk, d = idx % dk;
+      const bool v = i < L;
+      const float* row = a.qkv + (t0 + i) * stride;
+      Wc[i * wst + d] = v ? Wg[idx] : 0.0;
+      Qc[i * wst + d] = v ? row[kh * dk + d] : 0.0f;
+      Kc[i * dk + d] = v ? row[key_dim + kh * dk + d] : 0.0f;
+    }
+#pragma unroll 4
+    for (int idx = tid; idx < kChunk * kChunk; idx += kScanThreads)
+      Mc[(idx / kChunk) * kPad + idx % kChunk] = idx / kChunk < L ? Mg[idx] : 0.0;
+    __syncthreads();
+
+    // V' = U - W S, and the inter-chunk part of o: exp(gc_i) q_i S.
+    double ws[4] = {}, qs[4] = {};
+    for (int d = 0; d < dk; d += 2) {
+      const double s0 = S[d * kScanCols + c], s1 = S[(d + 1) * kScanCols + c];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const double2 w = *reinterpret_cast<const double2*>(&Wc[(i0 + r) * wst + d]);
+        const float2 q = *reinterpret_cast<const float2*>(&Qc[(i0 + r) * wst + d]);
+        ws[r] = fma(w.x, s0, ws[r]);
+        ws[r] = fma(w.y, s1, ws[r]);
+        qs[r] = fma(double(q.x), s0, qs[r]);
+        qs[r] = fma(double(q.y), s1, qs[r]);
+      }
+    }
+    const double g_last = a.gc[at0 + L - 1];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int i = i0 + r;
+      double v = 0, vk = 0;
+      if (i < L) {
+        v = (in ? Ug[int64_t(i) * dv + col] : 0.0) - ws[r];
+        vk = v * exp(g_last - a.gc[at0 + i]) * a.k_inv[at0 + i];
+        qs[r] *= a.q_inv[at0 + i] * exp(a.gc[at0 + i]);
+      }
+      Vn[i * kScanCols + c] = v;
+      Vk[i * kScanCols + c] = vk;
+    }
+    __syncthreads();  // Vn, Vk complete; every read of S above is done
+
+    // o_i = exp(gc_i) q_i S + sum_{j <= i} M_ij V'_j (M is zero above the diagonal).
+    {
+      double o[4] = {qs[0], qs[1], qs[2], qs[3]};
+      const int j_end = min(i0 + 4, L);
+      for (int j = 0; j < j_end; ++j) {
+        const double vj = Vn[j * kScanCols + c];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) o[r] = fma(Mc[(i0 + r) * kPad + j], vj, o[r]);
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        if (i0 + r < L && in) a.out[(t0 + i0 + r) * a.nv * dv + h * dv + col] = float(o[r]);
+    }
+    // S = exp(gc_last) S + sum_i (exp(gc_last - gc_i) k_i / |k_i|) V'_i^T.
+    {
+      const double e_last = exp(g_last);
+      double st[kChunkMaxDim / kScanGroups];
+#pragma unroll
+      for (int m = 0; m < kChunkMaxDim / kScanGroups; ++m)
+        if (m < rows_per_grp) st[m] = S[(d0 + m) * kScanCols + c] * e_last;
+      for (int i = 0; i < L; ++i) {
+        const double v = Vk[i * kScanCols + c];
+        const float* kr = Kc + i * dk + d0;
+#pragma unroll
+        for (int m = 0; m < kChunkMaxDim / kScanGroups; ++m)
+          if (m < rows_per_grp) st[m] = fma(double(kr[m]), v, st[m]);
+      }
+#pragma unroll
+      for (int m = 0; m < kChunkMaxDim / kScanGroups; ++m)
+        if (m < rows_per_grp) S[(d0 + m) * kScanCols + c] = st[m];
+    }
+  }
+  __syncthreads();
+  for (int d = grp; d < dk; d += kScanGroups)
+    if (in) Sg[d * dv + col] = float(S[d * kScanCols + c]);
+}
+
+size_t chunk_prep_smem(int64_t dk, int64_t dv) {
+  return size_t(2 * kChunk * kPad + 5 * kChunk) * sizeof(double) +
+         size_t(kChunk * (dk + 1) + kChunk * std::max(dk + 1, dv)) * sizeof(float);
+}
+size_t chunk_scan_smem(int64_t dk) {
+  return size_t(dk * kScanCols + 2 * kChunk * kScanCols + kChunk * (dk + 2) + kChunk * kPad) *
+             sizeof(double) +
+         size_t(kChunk * (dk + 2) + kChunk * dk) * sizeof(float);
+}
+
+// KILN_CUDA_DELTA=recurrent keeps prompts in the recurrent form, to compare.
+bool chunked_rule_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("KILN_CUDA_DELTA");
+    return !(e && (std::string(e) == "recurrent" || std::string(e) == "smem"));
+  }();
+  return on;
+}
+
 bool registers_rule_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("KILN_CUDA_DELTA");
@@ -366,15 +705,51 @@ void deltanet_gates(const float* a, const float* b, const float* A, const float*
          a, b, A, dt_bias, T, H, g, beta);
 }
 
+size_t delta_rule_scratch_bytes(int64_t T, int64_t nv, int64_t dk, int64_t dv) {
+  if (T < kChunkMinTokens || dk > kChunkMaxDim || dv > kChunkMaxDim || dk % 16 != 0 ||
+      !chunked_rule_enabled())
+    return 0;
+  const int64_t chunks = (T + kChunk - 1) / kChunk;
+  return size_t(nv * T * (dv + dk + 3) + nv * chunks * kChunk * kChunk) * sizeof(double);
+}
+
 void gated_delta_rule(const float* qkv, const float* g, const float* beta, float* state,
                       int64_t T, int64_t nk, int64_t nv, int64_t dk, int64_t dv, bool tiled,
-                      float* out, cudaStream_t s) {
+                      float* out, void* scratch, size_t scratch_bytes, cudaStream_t s) {
   KILN_CHECK(nk > 0 && nv % nk == 0, "gated delta rule: ", nv,
              " value heads are not a multiple of ", nk, " key heads");
   const size_t smem = size_t(dk) * 34 * sizeof(double);
   KILN_CHECK(smem <= 200 * 1024, "gated delta rule: head_k_dim ", dk,
              " is over the CUDA backend's limit");
   if (T <= 0) return;
+  const size_t need = delta_rule_scratch_bytes(T, nv, dk, dv);
+  if (need > 0 && scratch && scratch_bytes >= need) {
+    static bool raised = false;
+    if (!raised) {
+      check(cudaFuncSetAttribute(delta_chunk_prep_kernel,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 int(chunk_prep_smem(kChunkMaxDim, kChunkMaxDim))),
+            "delta rule shared memory");
+      check(cudaFuncSetAttribute(delta_chunk_scan_kernel,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 int(chunk_scan_smem(kChunkMaxDim))),
+            "delta rule shared memory");
+      raised = true;
+    }
+    ChunkArgs a{qkv, g, beta, state, out, T, nk, nv, dk, dv, tiled, int((T + kChunk - 1) / kChunk)};
+    auto* base = static_cast<double*>(scratch);
+    a.U = base;
+    a.W = a.U + nv * T * dv;
+    a.M = a.W + nv * T * dk;
+    a.gc = a.M + nv * a.n_chunks * kChunk * kChunk;
+    a.q_inv = a.gc + nv * T;
+    a.k_inv = a.q_inv + nv * T;
+    launch(delta_chunk_prep_kernel, dim3(unsigned(nv), unsigned(a.n_chunks)), kPrepThreads,
+           chunk_prep_smem(dk, dv), s, "gated_delta_rule (chunks)", a);
+    launch(delta_chunk_scan_kernel, dim3(unsigned(nv), unsigned((dv + kScanCols - 1) / kScanCols)), kScanThreads,
+           chunk_scan_smem(dk), s, "gated_delta_rule (scan)", a);
+    return;
+  }
   if (dk <= kRuleWarps * kRuleRows && registers_rule_enabled()) {
     RuleArgs a{qkv, g, beta, state, out, T, nk, nv, dk, dv, tiled};
     launch(delta_rule_regs_kernel, dim3(unsigned(nv), unsigned((dv + 31) / 32)),
