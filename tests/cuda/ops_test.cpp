@@ -570,7 +570,11 @@ INSTANTIATE_TEST_SUITE_P(
                     AttnCase{DType::F16, 128, 16, 2, 1024, 300, 130},
                     AttnCase{DType::F32, 64, 8, 8, 256, 5, 70},
                     AttnCase{DType::F16, 64, 8, 1, 128, 0, 65},
-                    AttnCase{DType::F32, 128, 4, 4, 64, 31, 2}),
+                    AttnCase{DType::F32, 128, 4, 4, 64, 31, 2},
+                    // head_dim 256 (the hybrids' gated attention, Qwen3.5-2B's
+                    // 8 heads over 2 KV heads).
+                    AttnCase{DType::F16, 256, 8, 2, 1024, 0, 512},
+                    AttnCase{DType::F32, 256, 8, 2, 256, 40, 100}),
     [](const auto& info) {
       const AttnCase& c = info.param;
       return cat(dtype_name(c.kv), "_hd", c.head_dim, "_h", c.n_heads, "_kv", c.n_kv_heads,

@@ -10,7 +10,7 @@
 // the cache capacity and the first position is read from device memory, so
 // the launch can be recorded once in a graph and replayed at every position.
 //
-// Prefill: head_dim 64/128 take attn_prefill_tiled_kernel (register tiles,
+// Prefill: head_dim 64/128/256 take attn_prefill_tiled_kernel (register tiles,
 // 64 queries a block); others a block of 16 consecutive queries of one head
 // walking the keys in tiles of 32 staged in shared memory.
 #include <cuda_fp16.h>
@@ -619,7 +619,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Prefill attention in register tiles (head_dim 64 or 128). A block takes 64
+// Prefill attention in register tiles (head_dim 64, 128 or 256). A block takes 64
 // consecutive queries of one head and walks the keys in tiles of 32. Its 128
 // threads form a 16 x 8 grid: thread (ty, tx) owns queries 4ty..4ty+3, the
 // scores of keys 4tx..4tx+3 of the tile (S = Q K^T, a 4 x 4 register tile fed
@@ -834,6 +834,8 @@ bool try_prefill_tiled(const float* q, const void* kc, const void* vc, int64_t h
     launch_prefill_tiled<KT, 64>(q, kc, vc, capacity, T, n_heads, group, scale, start, out, s);
   else if (hd == 128)
     launch_prefill_tiled<KT, 128>(q, kc, vc, capacity, T, n_heads, group, scale, start, out, s);
+  else if (hd == 256)
+    launch_prefill_tiled<KT, 256>(q, kc, vc, capacity, T, n_heads, group, scale, start, out, s);
   else
     return false;
   return true;
