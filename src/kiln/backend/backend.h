@@ -85,6 +85,9 @@ class Backend {
   virtual void free(void* p) = 0;
   virtual void to_device(void* dst, const void* host, size_t bytes) = 0;
   virtual void to_host(void* host, const void* src, size_t bytes) = 0;
+  // Row j of src (device, row_bytes each) to hosts[j], for j < rows: the
+  // logits of a batch's sequences, each to its own buffer, with one wait.
+  virtual void to_host_rows(void* const* hosts, const void* src, size_t row_bytes, int64_t rows);
   virtual void fill_zero(void* dst, size_t bytes) = 0;
 
   // Makes a weight resident (the CPU uses the mapping as it is).
@@ -110,6 +113,14 @@ class Backend {
   // Causal attention of q [T, n_heads, head_dim] over the cache; out like q.
   virtual void attention(const float* q, const KvLayer& cache, const AttentionParams& p,
                          float* out) = 0;
+  // One decode step of n sequences at once (continuous batching): row i of k
+  // and v [n, n_kv_heads, head_dim] is stored at position starts[i] of
+  // caches[i], then row i of q [n, n_heads, head_dim] attends over that
+  // cache's positions 0 .. starts[i]; out like q. The default stores and
+  // attends sequence by sequence; a GPU does all of them in one launch each.
+  virtual void attention_decode_batch(const float* q, const float* k, const float* v,
+                                      const KvLayer* caches, const int64_t* starts, int64_t n,
+                                      int64_t n_heads, float scale, float* out);
   // out = silu(gate) * up, element-wise over n.
   virtual void silu_mul(const float* gate, const float* up, int64_t n, float* out) = 0;
   // x += y over n.

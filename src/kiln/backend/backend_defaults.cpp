@@ -32,6 +32,27 @@ void Backend::sigmoid_mul(float*, const float*, int64_t, int64_t, bool) {
   missing(*this, "sigmoid_mul");
 }
 
+void Backend::to_host_rows(void* const* hosts, const void* src, size_t row_bytes, int64_t rows) {
+  for (int64_t j = 0; j < rows; ++j)
+    to_host(hosts[j], static_cast<const uint8_t*>(src) + size_t(j) * row_bytes, row_bytes);
+}
+
+void Backend::attention_decode_batch(const float* q, const float* k, const float* v,
+                                     const KvLayer* caches, const int64_t* starts, int64_t n,
+                                     int64_t n_heads, float scale, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const KvLayer& c = caches[i];
+    const int64_t kv_row = c.n_kv_heads * c.head_dim, q_row = n_heads * c.head_dim;
+    store_kv(c, k + i * kv_row, v + i * kv_row, 1, starts[i]);
+    AttentionParams p;
+    p.n_tokens = 1;
+    p.start = starts[i];
+    p.n_heads = n_heads;
+    p.scale = scale;
+    attention(q + i * q_row, c, p, out + i * q_row);
+  }
+}
+
 void Backend::ternary_matmul(const Weight&, const float*, int64_t, float*) {
   missing(*this, "ternary_matmul");
 }

@@ -194,6 +194,12 @@ class Transformer final : public Model {
 
     float* x = ws.x.f32();
     const ForwardInputs* vision = n_items == 1 ? items[0].inputs : nullptr;
+    // Several sequences one token each (a serving step): their attention in
+    // one batched op per layer instead of two ops per sequence.
+    bool decode_batch = n_items > 1;
+    for (int64_t i = 0; i < n_items; ++i) decode_batch = decode_batch && items[i].n == 1;
+    std::vector<KvLayer> batch_caches(decode_batch ? size_t(n_items) : 0);
+    std::vector<int64_t> batch_starts(batch_caches.size());
     for (int64_t li = 0; li < s.n_layers; ++li) {
       Layer& L = layers_[size_t(li)];
       // --- attention block
@@ -217,7 +223,16 @@ class Transformer final : public Model {
                inv_freq_.f32(), s.rope_style);
       }
       const int64_t q_row = s.n_heads * hd, kv_row = s.n_kv_heads * hd;
-      for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
+      if (decode_batch) {
+        for (int64_t i = 0; i < n_items; ++i) {
+          batch_caches[size_t(i)] = items[i].state->cache.layer(li);
+          batch_starts[size_t(i)] = items[i].state->position();
+        }
+        b.attention_decode_batch(ws.q.f32(), ws.k.f32(), ws.v.f32(), batch_caches.data(),
+                                 batch_starts.data(), n_items, s.n_heads,
+                                 1.0f / std::sqrt(float(hd)), ws.attn.f32());
+      }
+      for (int64_t i = 0, row = 0; i < n_items && !decode_batch; row += items[i].n, ++i) {
         const Item& it = items[i];
         const KvLayer& kv = it.state->cache.layer(li);
         const int64_t start = it.state->position();
@@ -250,7 +265,7 @@ class Transformer final : public Model {
     // Only the rows whose logits are wanted go through the head, a few rows
     // at a time so the buffer stays small next to a large vocabulary.
     // dest[j]: where row j of ws.h goes on the host.
-    std::vector<float*> dest;
+    std::vector<void*> dest;
     int64_t rows = 0;
     for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
       const Item& it = items[i];
@@ -265,9 +280,8 @@ class Transformer final : public Model {
     for (int64_t r = 0; r < rows; r += kHeadRows) {
       const int64_t n = std::min(kHeadRows, rows - r);
       b.matmul(output_, ws.h.f32() + r * H, n, ws.logits.f32());
-      for (int64_t j = 0; j < n; ++j)
-        b.to_host(dest[size_t(r + j)], ws.logits.f32() + j * s.vocab_size,
-                  size_t(s.vocab_size) * sizeof(float));
+      b.to_host_rows(dest.data() + r, ws.logits.f32(),
+                     size_t(s.vocab_size) * sizeof(float), n);
     }
   }
 

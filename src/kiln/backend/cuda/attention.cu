@@ -366,7 +366,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     attn_decode_kernel(const float* __restrict__ q, const KT* __restrict__ kc,
                        const KT* __restrict__ vc, int64_t capacity, int n_heads, int n_kv_heads,
                        float scale, const int32_t* __restrict__ start_dev, int S,
-                       float* __restrict__ partial, float* __restrict__ out) {
+                       float* __restrict__ partial, float* __restrict__ out,
+                       const KvItem* __restrict__ items) {
   using Shape = DecodeShape<HD, G>;
   constexpr int DPL = Shape::DPL, LPK = Shape::LPK, KPW = Shape::KPW;
   pdl_trigger();
@@ -376,7 +377,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int sub = lane % LPK, slot = lane / LPK;
   const int t = blockIdx.x / n_kv_heads, kvh = blockIdx.x % n_kv_heads, split = blockIdx.y;
-  const int64_t n_keys = int64_t(*start_dev) + t + 1;
+  // A batched step: query t is one token of sequence t, with its own cache.
+  const KvItem* item = items ? items + t : nullptr;
+  if (item) kc = static_cast<const KT*>(item->k), vc = static_cast<const KT*>(item->v);
+  const int64_t n_keys = item ? item->start + 1 : int64_t(*start_dev) + t + 1;
   // At least 32 keys a split: fewer make the merge cost more than they save.
   const int64_t chunk = max(int64_t(32), ((n_keys + S - 1) / S + 31) / 32 * 32);
   const int64_t k0 = split * chunk, k1 = min(k0 + chunk, n_keys);
@@ -473,24 +477,25 @@ __global__ void __launch_bounds__(kWarps * 32)
 template <class KT, int HD, int G>
 void launch_decode(const float* q, const void* kc, const void* vc, int64_t capacity, int64_t T,
                    int64_t n_heads, float scale, const int32_t* start, int S, float* partial,
-                   float* out, cudaStream_t s) {
+                   float* out, const KvItem* items, cudaStream_t s) {
   const int64_t n_kv = n_heads / G;
   launch(attn_decode_kernel<KT, HD, G>, dim3(unsigned(T * n_kv), unsigned(S)), kWarps * 32, 0,
          s, "attention", q, static_cast<const KT*>(kc), static_cast<const KT*>(vc), capacity,
-         int(n_heads), int(n_kv), scale, start, S, partial, out);
+         int(n_heads), int(n_kv), scale, start, S, partial, out, items);
 }
 
 // The decode kernel when the shape has an instance; false otherwise.
 template <class KT>
 bool try_decode(const float* q, const void* kc, const void* vc, int64_t hd, int64_t capacity,
                 int64_t T, int64_t n_heads, int64_t group, float scale, const int32_t* start,
-                int S, float* partial, float* out, cudaStream_t s) {
+                int S, float* partial, float* out, cudaStream_t s,
+                const KvItem* items = nullptr) {
   auto by_group = [&]<int HD>() {
     switch (group) {
-      case 1: launch_decode<KT, HD, 1>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, s); return true;
-      case 2: launch_decode<KT, HD, 2>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, s); return true;
-      case 4: launch_decode<KT, HD, 4>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, s); return true;
-      case 8: launch_decode<KT, HD, 8>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, s); return true;
+      case 1: launch_decode<KT, HD, 1>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, items, s); return true;
+      case 2: launch_decode<KT, HD, 2>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, items, s); return true;
+      case 4: launch_decode<KT, HD, 4>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, items, s); return true;
+      case 8: launch_decode<KT, HD, 8>(q, kc, vc, capacity, T, n_heads, scale, start, S, partial, out, items, s); return true;
       default: return false;
     }
   };
@@ -939,6 +944,52 @@ void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t
     launch(attn_combine_kernel, unsigned(T * n_heads), 128, 0, s, "attention (combine)",
            partial, int(head_dim), splits, out);
   }
+}
+
+// Row t of k and v (one token of sequence t) into that sequence's cache.
+__global__ void store_kv_batch_kernel(bool f16, int64_t n_kv_heads, int64_t head_dim,
+                                      int64_t capacity, const float* __restrict__ k,
+                                      const float* __restrict__ v, int64_t n,
+                                      const KvItem* __restrict__ items) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * n_kv_heads * head_dim) return;
+  const int64_t d = i % head_dim, th = i / head_dim, h = th % n_kv_heads, t = th / n_kv_heads;
+  const KvItem& it = items[t];
+  const int64_t off = (h * capacity + it.start) * head_dim + d;
+  if (f16) {
+    static_cast<__half*>(it.k)[off] = __float2half_rn(k[i]);
+    static_cast<__half*>(it.v)[off] = __float2half_rn(v[i]);
+  } else {
+    static_cast<float*>(it.k)[off] = k[i];
+    static_cast<float*>(it.v)[off] = v[i];
+  }
+}
+
+bool decode_batch_supported(int64_t head_dim, int64_t group) {
+  return decode_kernel_enabled() && (head_dim == 64 || head_dim == 128 || head_dim == 256) &&
+         (group == 1 || group == 2 || group == 4 || group == 8);
+}
+
+void attention_decode_batch(const float* q, const float* k, const float* v, bool f16,
+                            int64_t n_kv_heads, int64_t head_dim, int64_t capacity, int64_t n,
+                            int64_t n_heads, float scale, const KvItem* items_dev, int splits,
+                            float* partial, float* out, cudaStream_t s) {
+  if (n <= 0) return;
+  const int64_t group = n_heads / n_kv_heads, total = n * n_kv_heads * head_dim;
+  launch(store_kv_batch_kernel, unsigned((total + 255) / 256), 256, 0, s, "store_kv (batch)",
+         f16, n_kv_heads, head_dim, capacity, k, v, n, items_dev);
+  const bool ok = f16 ? try_decode<__half>(q, nullptr, nullptr, head_dim, capacity, n, n_heads,
+                                           group, scale, nullptr, splits, partial, out, s,
+                                           items_dev)
+                      : try_decode<float>(q, nullptr, nullptr, head_dim, capacity, n, n_heads,
+                                          group, scale, nullptr, splits, partial, out, s,
+                                          items_dev);
+  KILN_CHECK(ok, "batched attention: no kernel for head_dim ", head_dim, ", group ", group);
+  if (splits > 1)
+    launch(attn_combine_kernel, unsigned(n * n_heads), 128, 0, s, "attention (combine)", partial,
+           int(head_dim), splits, out);
 }
 
 void attention_prefill(const float* q, const void* kc, const void* vc, bool f16,

@@ -67,7 +67,7 @@ constexpr double kMiB = 1024.0 * 1024.0;
 enum class Op : uint8_t {
   Matmul, Embed, Rmsnorm, Rope, StoreKv, Attention, SiluMul, Add, FillZero, Gather, ScatterAdd,
   ToHost, Conv1dSilu, DeltaGates, DeltaRule, RmsnormGated, SigmoidMul, TernaryMatmul, Relu2Mul,
-  LayerNorm, AddBias, Gelu, AttentionSegments
+  LayerNorm, AddBias, Gelu, AttentionSegments, AttentionBatch
 };
 
 // One recorded op. Compared bytewise, so always built from a zeroed value.
@@ -246,6 +246,23 @@ class CudaBackend final : public Backend {
     check(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy from the GPU");
     check(cudaStreamSynchronize(stream_), "copy from the GPU");
   }
+  void to_host_rows(void* const* hosts, const void* src, size_t row_bytes,
+                    int64_t rows) override {
+    const size_t padded = (row_bytes + 255) / 256 * 256;
+    if (!deferring_ || out_used_ + padded * size_t(rows) > kOutBytes)
+      return Backend::to_host_rows(hosts, src, row_bytes, rows);
+    // Every row staged in the step, then one wait (not a wait per row).
+    for (int64_t j = 0; j < rows; ++j) {
+      Rec r = blank(Op::ToHost);
+      r.p[0] = static_cast<const uint8_t*>(src) + size_t(j) * row_bytes;
+      r.n[0] = int64_t(row_bytes);
+      r.n[1] = int64_t(out_used_);
+      copy_out_.push_back({hosts[j], out_used_, row_bytes});
+      out_used_ += padded;
+      recs_.push_back(r);
+    }
+    flush("to_host");
+  }
   void fill_zero(void* dst, size_t bytes) override {
     Rec r = blank(Op::FillZero);
     r.p[0] = dst;
@@ -389,6 +406,47 @@ class CudaBackend final : public Backend {
     r.arg2 = uint32_t(splits);
     const int32_t s = int32_t(p.start);
     r.arg = push_args(&s, sizeof s);
+    submit(r);
+  }
+
+  void attention_decode_batch(const float* q, const float* k, const float* v,
+                              const KvLayer* caches, const int64_t* starts, int64_t n,
+                              int64_t n_heads, float scale, float* out) override {
+    const KvLayer& c0 = caches[0];
+    bool one_kernel = n > 0 && n_heads % c0.n_kv_heads == 0 &&
+                      cuda::decode_batch_supported(c0.head_dim, n_heads / c0.n_kv_heads);
+    for (int64_t i = 0; i < n && one_kernel; ++i) {
+      const KvLayer& c = caches[i];
+      one_kernel = !c.blocks && c.dtype == c0.dtype && c.n_kv_heads == c0.n_kv_heads &&
+                   c.head_dim == c0.head_dim && c.capacity == c0.capacity;
+    }
+    if (!one_kernel)
+      return Backend::attention_decode_batch(q, k, v, caches, starts, n, n_heads, scale, out);
+    std::vector<cuda::KvItem> items(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      KILN_CHECK(starts[i] < caches[i].capacity, "context full: ", starts[i] + 1,
+                 " positions needed, the cache holds ", caches[i].capacity,
+                 " (raise --ctx-size)");
+      items[size_t(i)] = {caches[i].k, caches[i].v, starts[i]};
+    }
+    Rec r = blank(Op::AttentionBatch);
+    r.p[0] = q;
+    r.p[1] = k;
+    r.p[2] = v;
+    r.p[3] = out;
+    r.flag = c0.dtype == DType::F16;
+    r.n[0] = c0.n_kv_heads;
+    r.n[1] = c0.head_dim;
+    r.n[2] = c0.capacity;
+    r.n[3] = n;
+    r.n[4] = n_heads;
+    r.f = scale;
+    // Splits as for one sequence, while the batch's partials fit.
+    int splits = int(std::clamp<int64_t>((c0.capacity + 63) / 64, 1, 32));
+    const size_t per = size_t(n) * size_t(n_heads) * size_t(c0.head_dim + 2) * sizeof(float);
+    while (splits > 1 && per * size_t(splits) > kPartialBytes) splits /= 2;
+    r.arg2 = uint32_t(splits);
+    r.arg = push_args(items.data(), items.size() * sizeof(cuda::KvItem));
     submit(r);
   }
 
@@ -636,7 +694,9 @@ class CudaBackend final : public Backend {
  private:
   static constexpr size_t kArgBytes = 4 << 20;      // argument area, pinned + device
   static constexpr size_t kStepArgBytes = 1 << 20;  // its first part: a deferred step's
-  static constexpr size_t kOutBytes = 8 << 20;      // pinned staging of a step's outputs
+  // Pinned staging of a step's outputs: a serving step's 64 rows of logits
+  // of a 151936-token vocabulary.
+  static constexpr size_t kOutBytes = 40 << 20;
   static constexpr size_t kPartialBytes = 8 << 20;  // flash-decoding partials
   static constexpr size_t kInputBytes = 2 << 20;    // a fused product's prepared input
   static constexpr size_t kChunkBytes = 256 << 20;  // weight chunk
@@ -1070,6 +1130,13 @@ class CudaBackend final : public Backend {
                                   r.n[4], r.f, arg_ptr(r.arg), out, s);
         break;
       }
+      case Op::AttentionBatch:
+        cuda::attention_decode_batch(
+            static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
+            static_cast<const float*>(r.p[2]), r.flag != 0, r.n[0], r.n[1], r.n[2], r.n[3], r.n[4],
+            r.f, reinterpret_cast<const cuda::KvItem*>(arg_ptr(r.arg)), int(r.arg2), partial_,
+            static_cast<float*>(const_cast<void*>(r.p[3])), s);
+        break;
       case Op::SiluMul:
         cuda::silu_mul(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
                        r.n[0], static_cast<float*>(const_cast<void*>(r.p[2])), s);

@@ -236,6 +236,23 @@ void attention_segments(const float* q, const float* k, const float* v, int64_t 
 void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t n_kv_heads,
                int64_t head_dim, int64_t capacity, int64_t T, int64_t n_heads, float scale,
                const int32_t* start_dev, int splits, float* partial, float* out, cudaStream_t s);
+// One sequence of a batched decode step: its cache planes (contiguous,
+// [n_kv_heads][capacity][head_dim]) and the position its token takes.
+struct KvItem {
+  void* k;
+  void* v;
+  int64_t start;
+};
+// Whether attention_decode_batch has a kernel for the shape.
+bool decode_batch_supported(int64_t head_dim, int64_t group);
+// n sequences, one token each (rows of q, k, v): k and v stored at
+// items[i].start of their caches (all of one capacity), then attention over
+// positions 0 .. items[i].start; items_dev in device memory, partial as for
+// attention with T = n.
+void attention_decode_batch(const float* q, const float* k, const float* v, bool f16,
+                            int64_t n_kv_heads, int64_t head_dim, int64_t capacity, int64_t n,
+                            int64_t n_heads, float scale, const KvItem* items_dev, int splits,
+                            float* partial, float* out, cudaStream_t s);
 // Tiled prefill attention: a block shares each K/V tile among a group of queries.
 void attention_prefill(const float* q, const void* kc, const void* vc, bool f16,
                        int64_t n_kv_heads, int64_t head_dim, int64_t capacity, int64_t T,
