@@ -43,11 +43,12 @@ double run(Model& model, int streams, int tokens, int64_t context, int prompt = 
   const double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const SchedulerStats st = sched.stats();
+  const double steps = double(std::max<int64_t>(st.steps, 1));
   std::printf("%3d streams: %lld tokens in %.2f s = %.1f tok/s aggregate (%.1f per stream); "
-              "%lld steps, %.1f ms each, %lld preempted\n",
+              "%lld steps, %.1f ms each + %.2f ms sampling, %lld preempted\n",
               streams, (long long)total, wall, double(total) / wall,
               double(total) / wall / streams, (long long)st.steps,
-              1e3 * st.busy_seconds / double(std::max<int64_t>(st.steps, 1)),
+              1e3 * st.busy_seconds / steps, 1e3 * st.sample_seconds / steps,
               (long long)st.preemptions);
   return double(total) / wall;
 }

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "kiln/core/thread_pool.h"
 #include "kiln/model/model.h"
 #include "kiln/runtime/sampler.h"
 
@@ -125,6 +126,7 @@ struct SchedulerStats {
   int64_t kv_blocks = 0, kv_blocks_used = 0, kv_block_positions = 0;
   int64_t preemptions = 0, shared_prefix_tokens = 0;
   double busy_seconds = 0;        // time spent in forward steps
+  double sample_seconds = 0;      // time spent choosing and emitting tokens after them
   double recent_tokens_per_s = 0; // generated tokens per second over the last few seconds
 };
 
@@ -165,7 +167,17 @@ class Scheduler {
   void start(Slot& slot, std::shared_ptr<Sequence> seq);
   void release(Slot& slot, FinishReason why, const std::string& error = {});
   void step();
-  void sample(Slot& slot);
+  // A slot's next token from its last step's logits, in two halves: choose
+  // reads only the slot and its request (so a step's slots choose in
+  // parallel), commit emits it and ends the request where it ends.
+  struct Choice {
+    std::vector<int32_t> forced;  // tokens the request forces instead of a draw
+    int32_t id = -1;              // -1 (nothing forced): the constraint allows no token
+    float logprob = 0;
+    std::vector<TokenLogprob> top;
+  };
+  Choice choose(Slot& slot) const;
+  void commit(Slot& slot, Choice choice);
   // --- paged KV pool
   // Takes the longest head of prompt that another slot's cache holds, in
   // whole blocks, when it is longer than what the slot kept of its own.
@@ -191,6 +203,9 @@ class Scheduler {
   SchedulerStats stats_;
   uint64_t clock_ = 0;
   std::deque<std::pair<double, int64_t>> recent_;  // (time, tokens) of recent steps
+  // Threads for choosing many slots' tokens at once (made with the first
+  // step that needs them): each argmax or sort reads a whole vocabulary.
+  std::unique_ptr<ThreadPool> choose_pool_;
   std::thread thread_;
 };
 

@@ -302,6 +302,8 @@ struct Server::Impl {
            s.recent_tokens_per_s);
     metric("kiln_forward_steps_total", "counter", "batched forward steps", double(s.steps));
     metric("kiln_busy_seconds_total", "counter", "seconds spent in forward steps", s.busy_seconds);
+    metric("kiln_sample_seconds_total", "counter", "seconds spent choosing tokens after them",
+           s.sample_seconds);
     if (s.kv_blocks > 0) {
       metric("kiln_kv_blocks_total", "gauge", "blocks in the paged KV pool", double(s.kv_blocks));
       metric("kiln_kv_blocks_used", "gauge", "KV blocks held by sequences (running or cached)",
