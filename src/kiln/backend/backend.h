@@ -89,6 +89,11 @@ class Backend {
   // logits of a batch's sequences, each to its own buffer, with one wait.
   virtual void to_host_rows(void* const* hosts, const void* src, size_t row_bytes, int64_t rows);
   virtual void fill_zero(void* dst, size_t bytes) = 0;
+  // Host memory that copies from the device land in directly (pinned on a
+  // GPU, so a recorded step copies straight into it, no staging); plain
+  // memory by default.
+  virtual void* alloc_host(size_t bytes);
+  virtual void free_host(void* p);
 
   // Makes a weight resident (the CPU uses the mapping as it is).
   virtual Weight load_weight(const TensorView& view) = 0;
@@ -199,14 +204,15 @@ class Backend {
 };
 
 // Owns a block of backend memory.
-class DeviceBuffer {
+template <void* (Backend::*Alloc)(size_t), void (Backend::*Free)(void*)>
+class BackendBuffer {
  public:
-  DeviceBuffer() = default;
-  DeviceBuffer(Backend& backend, size_t bytes)
-      : backend_(&backend), data_(bytes ? backend.alloc(bytes) : nullptr), bytes_(bytes) {}
-  ~DeviceBuffer() { release(); }
-  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+  BackendBuffer() = default;
+  BackendBuffer(Backend& backend, size_t bytes)
+      : backend_(&backend), data_(bytes ? (backend.*Alloc)(bytes) : nullptr), bytes_(bytes) {}
+  ~BackendBuffer() { release(); }
+  BackendBuffer(BackendBuffer&& o) noexcept { *this = std::move(o); }
+  BackendBuffer& operator=(BackendBuffer&& o) noexcept {
     if (this != &o) {
       release();
       backend_ = o.backend_;
@@ -217,8 +223,8 @@ class DeviceBuffer {
     }
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  BackendBuffer(const BackendBuffer&) = delete;
+  BackendBuffer& operator=(const BackendBuffer&) = delete;
 
   void* get() const { return data_; }
   float* f32() const { return static_cast<float*>(data_); }
@@ -226,13 +232,16 @@ class DeviceBuffer {
 
  private:
   void release() {
-    if (data_) backend_->free(data_);
+    if (data_) (backend_->*Free)(data_);
     data_ = nullptr;
   }
   Backend* backend_ = nullptr;
   void* data_ = nullptr;
   size_t bytes_ = 0;
 };
+using DeviceBuffer = BackendBuffer<&Backend::alloc, &Backend::free>;
+// Host memory from Backend::alloc_host (pinned on a GPU).
+using HostBuffer = BackendBuffer<&Backend::alloc_host, &Backend::free_host>;
 
 struct BackendOptions {
   int threads = 0;  // CPU threads; 0 = physical cores

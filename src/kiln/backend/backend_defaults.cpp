@@ -32,6 +32,9 @@ void Backend::sigmoid_mul(float*, const float*, int64_t, int64_t, bool) {
   missing(*this, "sigmoid_mul");
 }
 
+void* Backend::alloc_host(size_t bytes) { return ::operator new(bytes); }
+void Backend::free_host(void* p) { ::operator delete(p); }
+
 void Backend::to_host_rows(void* const* hosts, const void* src, size_t row_bytes, int64_t rows) {
   for (int64_t j = 0; j < rows; ++j)
     to_host(hosts[j], static_cast<const uint8_t*>(src) + size_t(j) * row_bytes, row_bytes);

@@ -101,7 +101,8 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& o) : model_(model), o
   slots_.resize(size_t(o.slots));
   for (Slot& s : slots_) {
     s.state = model.new_state(so);
-    s.logits.resize(size_t(model.spec().vocab_size));
+    // Pinned on a GPU: a step's logits land there with no staging copy.
+    s.logits = HostBuffer(model.backend(), size_t(model.spec().vocab_size) * sizeof(float));
   }
   stats_.slots = o.slots;
   if (kv_pool_) {
@@ -297,7 +298,7 @@ void Scheduler::step() {
     it.state = s.state.get();
     it.tokens = s.pending.data();
     it.n = n;
-    it.logits = n == int64_t(s.pending.size()) ? s.logits.data() : nullptr;
+    it.logits = n == int64_t(s.pending.size()) ? s.logits.f32() : nullptr;
     items.push_back(it);
     owners.push_back(&s);
     budget -= n;
@@ -463,7 +464,7 @@ void Scheduler::preempt(Slot& slot) {
 Scheduler::Choice Scheduler::choose(Slot& s) const {
   const Sequence& seq = *s.seq;
   const int64_t vocab = model_.spec().vocab_size;
-  float* logits = s.logits.data();
+  float* logits = s.logits.f32();
   Choice c;
   if (seq.force) c.forced = seq.force(s.generated);
   if (!c.forced.empty()) return c;

@@ -154,7 +154,7 @@ class Scheduler {
     std::vector<int32_t> history;  // prompt + generated, for the penalties
     std::vector<int32_t> generated;
     std::unique_ptr<Sampler> sampler;
-    std::vector<float> logits;
+    HostBuffer logits;  // [vocab], where the model's step puts this slot's logits
     bool logits_ready = false;  // logits hold the distribution for the next token
     bool recomputing = false;   // preempted: pending re-feeds what the cache lost
     uint64_t last_used = 0;

@@ -224,6 +224,30 @@ class CudaBackend final : public Backend {
     xh_src_ = nullptr;
     if (p && cudaFree(p) != cudaSuccess) cudaGetLastError();
   }
+  void* alloc_host(size_t bytes) override {
+    void* p = nullptr;
+    check(cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocDefault), "pinned host memory");
+    pinned_[reinterpret_cast<uintptr_t>(p)] = bytes;
+    return p;
+  }
+  void free_host(void* p) override {
+    if (!p) return;
+    try {
+      flush("free_host");
+    } catch (const Error&) {
+    }
+    drop_graphs();  // a graph may copy into it
+    pinned_.erase(reinterpret_cast<uintptr_t>(p));
+    if (cudaFreeHost(p) != cudaSuccess) cudaGetLastError();
+  }
+  // Whether [p, p + bytes) lies in memory from alloc_host.
+  bool pinned(const void* p, size_t bytes) const {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = pinned_.upper_bound(a);
+    if (it == pinned_.begin()) return false;
+    --it;
+    return a + bytes <= it->first + it->second;
+  }
   void to_device(void* dst, const void* host, size_t bytes) override {
     flush("to_device");
     xh_src_ = nullptr;
@@ -251,14 +275,21 @@ class CudaBackend final : public Backend {
     const size_t padded = (row_bytes + 255) / 256 * 256;
     if (!deferring_ || out_used_ + padded * size_t(rows) > kOutBytes)
       return Backend::to_host_rows(hosts, src, row_bytes, rows);
-    // Every row staged in the step, then one wait (not a wait per row).
+    // Every row in the step, then one wait (not a wait per row): straight
+    // into pinned destinations, else staged in the pinned output area.
     for (int64_t j = 0; j < rows; ++j) {
       Rec r = blank(Op::ToHost);
       r.p[0] = static_cast<const uint8_t*>(src) + size_t(j) * row_bytes;
       r.n[0] = int64_t(row_bytes);
-      r.n[1] = int64_t(out_used_);
-      copy_out_.push_back({hosts[j], out_used_, row_bytes});
-      out_used_ += padded;
+      if (pinned(hosts[j], row_bytes)) {
+        r.flag = 1;
+        r.p[1] = hosts[j];
+        direct_out_ = true;
+      } else {
+        r.n[1] = int64_t(out_used_);
+        copy_out_.push_back({hosts[j], out_used_, row_bytes});
+        out_used_ += padded;
+      }
       recs_.push_back(r);
     }
     flush("to_host");
@@ -834,7 +865,8 @@ class CudaBackend final : public Backend {
       run_recs();
     }
     launched_ = true;
-    if (!copy_out_.empty()) {
+    if (!copy_out_.empty() || direct_out_) {
+      direct_out_ = false;
       check(cudaStreamSynchronize(stream_), "decode step");
       launched_ = false;
       const clock::time_point t_copy = clock::now();
@@ -1220,7 +1252,9 @@ class CudaBackend final : public Backend {
                                  static_cast<float*>(const_cast<void*>(r.p[3])), s);
         break;
       case Op::ToHost:
-        check(cudaMemcpyAsync(out_host_ + r.n[1], r.p[0], size_t(r.n[0]), cudaMemcpyDeviceToHost,
+        check(cudaMemcpyAsync(r.flag ? static_cast<uint8_t*>(const_cast<void*>(r.p[1]))
+                                     : out_host_ + r.n[1],
+                              r.p[0], size_t(r.n[0]), cudaMemcpyDeviceToHost,
                               s),
               "copy from the GPU");
         break;
@@ -1341,6 +1375,8 @@ class CudaBackend final : public Backend {
   uint8_t* args_dev_ = nullptr;
   size_t ring_ = kStepArgBytes;
   uint8_t* out_host_ = nullptr;
+  std::map<uintptr_t, size_t> pinned_;  // alloc_host's blocks: start -> bytes
+  bool direct_out_ = false;             // the step copies straight into pinned memory
   float* partial_ = nullptr;
   unsigned* counter_ = nullptr;  // matvec_fused's ticket
   cuda::MatvecScratch scratch_;
