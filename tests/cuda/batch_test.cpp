@@ -1,7 +1,8 @@
 // Continuous batching on the GPU: a serving step of several sequences, one
 // token each, runs every weight product once for all of them and their
 // attention as one launch per layer over each sequence's own cache. Each
-// sequence must get the logits it gets when decoded alone.
+// sequence must get the logits it gets when decoded alone, or, asking only
+// for its greedy pick (the argmax on the device), the argmax of those.
 //
 // The model is random (kiln synth) with the decode kernels' head size (64,
 // 4 heads over 2 KV heads), f32 weights so that the products' paths (up to
@@ -18,6 +19,7 @@
 
 #include "kiln/backend/backend.h"
 #include "kiln/convert/convert.h"
+#include "kiln/core/argmax.h"
 #include "kiln/runtime/engine.h"
 #include "support/reference.h"
 
@@ -78,12 +80,24 @@ TEST_P(CudaBatch, DecodeStepEqualsOneAtATime) {
   for (int step = 0; step < 4; ++step) {
     std::vector<std::vector<float>> got(static_cast<size_t>(n_seqs),
                                         std::vector<float>(static_cast<size_t>(V)));
+    // Odd sequences bring back only their greedy pick, as a serving step
+    // does for greedy requests.
+    std::vector<int32_t> picks(static_cast<size_t>(n_seqs), -1);
     std::vector<BatchItem> items;
-    for (int i = 0; i < n_seqs; ++i)
-      items.push_back(BatchItem{batched[size_t(i)].get(), &next[size_t(i)], 1, got[size_t(i)].data()});
+    for (int i = 0; i < n_seqs; ++i) {
+      BatchItem it{batched[size_t(i)].get(), &next[size_t(i)], 1, got[size_t(i)].data()};
+      if (i % 2) it.logits = nullptr, it.argmax = &picks[size_t(i)];
+      items.push_back(it);
+    }
     model.forward_batch(items);
     for (int i = 0; i < n_seqs; ++i) {
       model.forward(*alone[size_t(i)], &next[size_t(i)], 1, logits.data(), false);
+      if (i % 2) {
+        EXPECT_EQ(picks[size_t(i)], argmax(logits.data(), V)) << "sequence " << i << " step " << step;
+        EXPECT_EQ(batched[size_t(i)]->position(), alone[size_t(i)]->position());
+        next[size_t(i)] = int32_t((next[size_t(i)] * 7 + step + 1) % V);
+        continue;
+      }
       const double err = test::max_relative_error(got[size_t(i)], logits);
       worst = std::max(worst, err);
       EXPECT_LE(err, 1e-5) << "sequence " << i << " step " << step;

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "kiln/backend/backend.h"
+#include "kiln/core/argmax.h"
 #include "kiln/core/error.h"
 #include "kiln/quant/dequantize.h"
 #include "kiln/quant/quantize.h"
@@ -580,6 +581,34 @@ INSTANTIATE_TEST_SUITE_P(
       return cat(dtype_name(c.kv), "_hd", c.head_dim, "_h", c.n_heads, "_kv", c.n_kv_heads,
                  "_cap", c.capacity, "_start", c.start, "_T", c.T);
     });
+
+// The greedy pick on the device: the host's argmax on every row, including
+// ties (the first wins), NaNs (never win), a row of -inf and one of NaN only.
+TEST(CudaOps, ArgmaxRowsMatchesHost) {
+  REQUIRE_GPU();
+  Backend& gpu = *fx().gpu;
+  const int64_t rows = 6, cols = 151936;
+  auto x = random_vec(size_t(rows * cols), 70);
+  float* r1 = x.data() + cols;
+  r1[1000] = r1[90000] = 50.0f;  // a tie
+  float* r2 = x.data() + 2 * cols;
+  r2[7] = std::nanf("");
+  r2[151935] = 60.0f;  // the last element
+  for (int64_t i = 0; i < cols; ++i) x[size_t(3 * cols + i)] = -INFINITY;
+  for (int64_t i = 0; i < cols; ++i) x[size_t(4 * cols + i)] = std::nanf("");
+  x[size_t(5 * cols + 3)] = std::nanf("");
+  Dev xg(gpu, x);
+  std::vector<int32_t> got(size_t(rows), -1);
+  std::vector<int32_t*> outs;
+  for (auto& g : got) outs.push_back(&g);
+  gpu.argmax_rows(xg.f(), rows, cols, outs.data());
+  for (int64_t j = 0; j < rows; ++j)
+    EXPECT_EQ(got[size_t(j)], argmax(x.data() + j * cols, cols)) << "row " << j;
+  EXPECT_EQ(got[1], 1000);
+  EXPECT_EQ(got[2], 151935);
+  EXPECT_EQ(got[3], 0);
+  EXPECT_EQ(got[4], 0);
+}
 
 TEST(CudaOps, CleanErrors) {
   REQUIRE_GPU();

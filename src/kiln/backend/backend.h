@@ -88,6 +88,12 @@ class Backend {
   // Row j of src (device, row_bytes each) to hosts[j], for j < rows: the
   // logits of a batch's sequences, each to its own buffer, with one wait.
   virtual void to_host_rows(void* const* hosts, const void* src, size_t row_bytes, int64_t rows);
+  // *outs[j] = the index of the largest of the cols floats of row j of src
+  // (device), for j < rows: the first on ties, NaN never, 0 for a row of
+  // NaN only, as a greedy sampler's argmax on the host. So a greedy serving
+  // step brings back 4 bytes a sequence, not its logits. The default copies
+  // each row to the host.
+  virtual void argmax_rows(const float* src, int64_t rows, int64_t cols, int32_t* const* outs);
   virtual void fill_zero(void* dst, size_t bytes) = 0;
   // Host memory that copies from the device land in directly (pinned on a
   // GPU, so a recorded step copies straight into it, no staging); plain

@@ -2,7 +2,10 @@
 // the backend, so a model that needs a missing op fails with a clear line
 // instead of computing garbage.
 #include "kiln/backend/backend.h"
+#include "kiln/core/argmax.h"
 #include "kiln/core/error.h"
+
+#include <vector>
 
 namespace kiln {
 namespace {
@@ -38,6 +41,14 @@ void Backend::free_host(void* p) { ::operator delete(p); }
 void Backend::to_host_rows(void* const* hosts, const void* src, size_t row_bytes, int64_t rows) {
   for (int64_t j = 0; j < rows; ++j)
     to_host(hosts[j], static_cast<const uint8_t*>(src) + size_t(j) * row_bytes, row_bytes);
+}
+
+void Backend::argmax_rows(const float* src, int64_t rows, int64_t cols, int32_t* const* outs) {
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t j = 0; j < rows; ++j) {
+    to_host(row.data(), src + j * cols, row.size() * sizeof(float));
+    *outs[j] = argmax(row.data(), cols);
+  }
 }
 
 void Backend::attention_decode_batch(const float* q, const float* k, const float* v,

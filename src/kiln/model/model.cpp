@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kiln/core/argmax.h"
 #include "kiln/core/error.h"
 #include "kiln/model/bitnet.h"
 #include "kiln/model/hybrid.h"
@@ -60,8 +61,17 @@ void Model::prepare_tokens(SequenceState& s, const int32_t* tokens, int64_t n) c
 }
 
 void Model::forward_batch(const std::vector<BatchItem>& items) {
-  for (const BatchItem& it : items)
-    if (it.n > 0) forward(*it.state, it.tokens, it.n, it.logits, false);
+  std::vector<float> row;
+  for (const BatchItem& it : items) {
+    if (it.n <= 0) continue;
+    if (it.logits || !it.argmax) {
+      forward(*it.state, it.tokens, it.n, it.logits, false);
+      continue;
+    }
+    row.resize(size_t(spec_.vocab_size));
+    forward(*it.state, it.tokens, it.n, row.data(), false);
+    *it.argmax = argmax(row.data(), spec_.vocab_size);
+  }
 }
 
 std::unique_ptr<Model> load_model(const ModelFile& file, Backend& backend) {

@@ -87,6 +87,9 @@ struct BatchItem {
   const int32_t* tokens = nullptr;  // fed at the state's next positions
   int64_t n = 0;
   float* logits = nullptr;  // host [vocab] for the last token, or null
+  // Without logits: where the index of the last token's largest logit goes
+  // (a greedy step; the logits stay on the device), or null.
+  int32_t* argmax = nullptr;
 };
 
 class Model {

@@ -47,6 +47,7 @@ struct Item {
   int64_t n;
   float* logits;  // null: none wanted
   const ForwardInputs* inputs = nullptr;  // vision inputs (a single-item step only)
+  int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
 };
 
 class Transformer final : public Model {
@@ -95,7 +96,7 @@ class Transformer final : public Model {
       prepare_tokens(*st, it.tokens, it.n);
       for (const Item& other : run)
         KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
-      run.push_back(Item{st, it.tokens, it.n, it.logits});
+      run.push_back(Item{st, it.tokens, it.n, it.logits, nullptr, it.logits ? nullptr : it.argmax});
       total += it.n;
     }
     if (run.empty()) return;
@@ -262,10 +263,12 @@ class Transformer final : public Model {
     }
     for (int64_t i = 0; i < n_items; ++i) advance(*items[i].state, items[i].n);
 
-    // Only the rows whose logits are wanted go through the head, a few rows
-    // at a time so the buffer stays small next to a large vocabulary.
-    // dest[j]: where row j of ws.h goes on the host.
+    // Only the rows whose logits (or greedy choice) are wanted go through the
+    // head, a few rows at a time so the buffer stays small next to a large
+    // vocabulary: first the rows whose logits go to the host (dest[j]: where
+    // row j goes), then those that bring back only their argmax (picks).
     std::vector<void*> dest;
+    std::vector<int32_t*> picks;
     int64_t rows = 0;
     for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
       const Item& it = items[i];
@@ -277,11 +280,25 @@ class Transformer final : public Model {
         dest.push_back(it.logits + (t - first) * s.vocab_size);
       rows += it.n - first;
     }
+    const int64_t logit_rows = rows;
+    for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
+      const Item& it = items[i];
+      if (!it.argmax) continue;
+      b.rmsnorm(x + (row + it.n - 1) * H, output_norm_.f32(), 1, H, s.norm_eps,
+                ws.h.f32() + rows * H);
+      picks.push_back(it.argmax);
+      ++rows;
+    }
     for (int64_t r = 0; r < rows; r += kHeadRows) {
       const int64_t n = std::min(kHeadRows, rows - r);
+      const int64_t with_logits = std::clamp<int64_t>(logit_rows - r, 0, n);
       b.matmul(output_, ws.h.f32() + r * H, n, ws.logits.f32());
-      b.to_host_rows(dest.data() + r, ws.logits.f32(),
-                     size_t(s.vocab_size) * sizeof(float), n);
+      if (with_logits > 0)
+        b.to_host_rows(dest.data() + r, ws.logits.f32(), size_t(s.vocab_size) * sizeof(float),
+                       with_logits);
+      if (n > with_logits)
+        b.argmax_rows(ws.logits.f32() + with_logits * s.vocab_size, n - with_logits,
+                      s.vocab_size, picks.data() + (r + with_logits - logit_rows));
     }
   }
 

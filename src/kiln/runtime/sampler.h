@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "kiln/core/argmax.h"
+
 namespace kiln {
 
 struct SamplingParams {
@@ -36,6 +38,5 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> candidates_;
 };
 
-int32_t argmax(const float* logits, int64_t vocab);
 
 }  // namespace kiln

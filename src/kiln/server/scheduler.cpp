@@ -298,7 +298,14 @@ void Scheduler::step() {
     it.state = s.state.get();
     it.tokens = s.pending.data();
     it.n = n;
-    it.logits = n == int64_t(s.pending.size()) ? s.logits.f32() : nullptr;
+    const bool last = n == int64_t(s.pending.size());
+    const Sequence& q = *s.seq;
+    const SamplingParams& sp = q.sampling;
+    s.picked = last && sp.temperature <= 0.0f && sp.repeat_penalty == 1.0f &&
+               sp.presence_penalty == 0.0f && sp.frequency_penalty == 0.0f &&
+               q.top_logprobs < 0 && !q.constraint;
+    it.logits = last && !s.picked ? s.logits.f32() : nullptr;
+    it.argmax = s.picked ? &s.pick : nullptr;
     items.push_back(it);
     owners.push_back(&s);
     budget -= n;
@@ -491,7 +498,9 @@ Scheduler::Choice Scheduler::choose(Slot& s) const {
   }
 
   int32_t id = -1;
-  if (!seq.constraint) {
+  if (s.picked) {
+    id = s.pick;  // what the sampler's greedy argmax gives, chosen on the device
+  } else if (!seq.constraint) {
     id = s.sampler->sample(logits, vocab, s.history);
   } else {
     // Draw; a token the constraint refuses is struck out and the draw

@@ -155,6 +155,10 @@ class Scheduler {
     std::vector<int32_t> generated;
     std::unique_ptr<Sampler> sampler;
     HostBuffer logits;  // [vocab], where the model's step puts this slot's logits
+    // Greedy requests without penalties, logprobs or a constraint: the step
+    // brings back only the largest logit's index, here (picked: it did).
+    int32_t pick = -1;
+    bool picked = false;
     bool logits_ready = false;  // logits hold the distribution for the next token
     bool recomputing = false;   // preempted: pending re-feeds what the cache lost
     uint64_t last_used = 0;

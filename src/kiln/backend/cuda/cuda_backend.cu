@@ -67,7 +67,7 @@ constexpr double kMiB = 1024.0 * 1024.0;
 enum class Op : uint8_t {
   Matmul, Embed, Rmsnorm, Rope, StoreKv, Attention, SiluMul, Add, FillZero, Gather, ScatterAdd,
   ToHost, Conv1dSilu, DeltaGates, DeltaRule, RmsnormGated, SigmoidMul, TernaryMatmul, Relu2Mul,
-  LayerNorm, AddBias, Gelu, AttentionSegments, AttentionBatch
+  LayerNorm, AddBias, Gelu, AttentionSegments, AttentionBatch, ArgmaxRows
 };
 
 // One recorded op. Compared bytewise, so always built from a zeroed value.
@@ -189,6 +189,7 @@ class CudaBackend final : public Backend {
     if (xb_) cudaFree(xb_);
     if (ternary_) cudaFree(ternary_);
     if (delta_) cudaFree(delta_);
+    if (argmax_dev_) cudaFree(argmax_dev_);
     for (void* p : retired_) cudaFree(p);
     cudaFree(partial_);
     cudaFree(counter_);
@@ -293,6 +294,38 @@ class CudaBackend final : public Backend {
       recs_.push_back(r);
     }
     flush("to_host");
+  }
+  void argmax_rows(const float* src, int64_t rows, int64_t cols,
+                   int32_t* const* outs) override {
+    if (rows <= 0) return;
+    if (argmax_capacity_ < rows) {
+      if (argmax_dev_) retired_.push_back(argmax_dev_);
+      argmax_capacity_ = std::max<int64_t>(rows, 64);
+      argmax_dev_ = raw_alloc(size_t(argmax_capacity_) * sizeof(int32_t), "argmax indices");
+    }
+    Rec r = blank(Op::ArgmaxRows);
+    r.p[0] = src;
+    r.p[1] = argmax_dev_;
+    r.n[0] = rows;
+    r.n[1] = cols;
+    submit(r);
+    const size_t bytes = size_t(rows) * sizeof(int32_t);
+    if (deferring_ && out_used_ + bytes <= kOutBytes) {
+      // The indices come back with the step, one 4-byte row per sequence.
+      Rec t = blank(Op::ToHost);
+      t.p[0] = argmax_dev_;
+      t.n[0] = int64_t(bytes);
+      t.n[1] = int64_t(out_used_);
+      recs_.push_back(t);
+      for (int64_t j = 0; j < rows; ++j)
+        copy_out_.push_back({outs[j], out_used_ + size_t(j) * sizeof(int32_t), sizeof(int32_t)});
+      out_used_ += (bytes + 255) / 256 * 256;
+      flush("to_host");
+      return;
+    }
+    std::vector<int32_t> ids(static_cast<size_t>(rows));
+    to_host(ids.data(), argmax_dev_, bytes);
+    for (int64_t j = 0; j < rows; ++j) *outs[j] = ids[size_t(j)];
   }
   void fill_zero(void* dst, size_t bytes) override {
     Rec r = blank(Op::FillZero);
@@ -1162,6 +1195,10 @@ class CudaBackend final : public Backend {
                                   r.n[4], r.f, arg_ptr(r.arg), out, s);
         break;
       }
+      case Op::ArgmaxRows:
+        cuda::argmax_rows(static_cast<const float*>(r.p[0]), r.n[0], r.n[1],
+                          static_cast<int32_t*>(const_cast<void*>(r.p[1])), s);
+        break;
       case Op::AttentionBatch:
         cuda::attention_decode_batch(
             static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
@@ -1385,6 +1422,8 @@ class CudaBackend final : public Backend {
   uint8_t* ternary_ = nullptr;  // BitNet activations: int8 values, then scales
   size_t ternary_bytes_ = 0;
   std::vector<void*> retired_;
+  void* argmax_dev_ = nullptr;  // argmax_rows' indices on the device
+  int64_t argmax_capacity_ = 0;
   void* delta_ = nullptr;  // the delta rule's chunk scratch
   size_t delta_bytes_ = 0;
   size_t xh_bytes_ = 0;

@@ -162,6 +162,9 @@ void store_kv(void* kc, void* vc, bool f16, int64_t n_kv_heads, int64_t head_dim
               int64_t capacity, const float* k, const float* v, int64_t T,
               const int32_t* start_dev, cudaStream_t s);
 void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t s);
+// out[j] = the first index of the largest value of row j (NaN never; 0 for
+// a row of NaN only), rows of cols floats.
+void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaStream_t s);
 void add(float* x, const float* y, int64_t n, cudaStream_t s);
 void gather_rows(const float* x, const int32_t* rows_dev, int64_t n, int64_t dim, float* out,
                  cudaStream_t s);

@@ -3,6 +3,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
+
 #include "kiln/backend/cuda/cuda_common.cuh"
 
 namespace kiln::cuda {
@@ -81,6 +83,37 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, f
   out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
 }
 
+// A block per row: each thread keeps the best (value, first index) of its
+// stride, then the block reduces them; a greater value wins, an equal one
+// only at a lower index, NaN never (it compares false).
+constexpr int kArgmaxThreads = 512;
+__device__ __forceinline__ void keep_best(float& bv, int& bi, float v, int i) {
+  if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+}
+__global__ void __launch_bounds__(kArgmaxThreads)
+    argmax_rows_kernel(const float* __restrict__ x, int64_t cols, int32_t* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
+  const float* row = x + int64_t(blockIdx.x) * cols;
+  float bv = -INFINITY;
+  int bi = INT_MAX;
+  for (int64_t i = threadIdx.x; i < cols; i += kArgmaxThreads) keep_best(bv, bi, row[i], int(i));
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int i = __shfl_xor_sync(0xffffffffu, bi, o);
+    keep_best(bv, bi, v, i);
+  }
+  __shared__ float sv[kArgmaxThreads / 32];
+  __shared__ int si[kArgmaxThreads / 32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) sv[warp] = bv, si[warp] = bi;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kArgmaxThreads / 32; ++w) keep_best(bv, bi, sv[w], si[w]);
+    out[blockIdx.x] = bi == INT_MAX ? 0 : bi;
+  }
+}
+
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
   pdl_trigger();
   pdl_wait();
@@ -141,6 +174,11 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStr
   if (n <= 0) return;
   launch(silu_mul_kernel, grid_for(n, 256), 256, 0, s, "silu_mul",
          gate, up, n, out);
+}
+
+void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaStream_t s) {
+  if (rows <= 0) return;
+  launch(argmax_rows_kernel, unsigned(rows), kArgmaxThreads, 0, s, "argmax_rows", x, cols, out);
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t s) {
