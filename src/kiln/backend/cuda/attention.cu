@@ -957,14 +957,7 @@ __global__ void store_kv_batch_kernel(bool f16, int64_t n_kv_heads, int64_t head
   if (i >= n * n_kv_heads * head_dim) return;
   const int64_t d = i % head_dim, th = i / head_dim, h = th % n_kv_heads, t = th / n_kv_heads;
   const KvItem& it = items[t];
-  const int64_t off = (h * capacity + it.start) * head_dim + d;
-  if (f16) {
-    static_cast<__half*>(it.k)[off] = __float2half_rn(k[i]);
-    static_cast<__half*>(it.v)[off] = __float2half_rn(v[i]);
-  } else {
-    static_cast<float*>(it.k)[off] = k[i];
-    static_cast<float*>(it.v)[off] = v[i];
-  }
+  store_kv_element(it.k, it.v, f16, (h * capacity + it.start) * head_dim + d, k[i], v[i]);
 }
 
 bool decode_batch_supported(int64_t head_dim, int64_t group) {

@@ -43,6 +43,19 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// One key and one value element into their cache planes at element offset
+// off, as f16 (rounded to nearest) or f32.
+__device__ __forceinline__ void store_kv_element(void* kc, void* vc, bool f16, int64_t off,
+                                                 float k, float v) {
+  if (f16) {
+    static_cast<__half*>(kc)[off] = __float2half_rn(k);
+    static_cast<__half*>(vc)[off] = __float2half_rn(v);
+  } else {
+    static_cast<float*>(kc)[off] = k;
+    static_cast<float*>(vc)[off] = v;
+  }
+}
+
 // 1 / rms of the row xr[0, dim) over a block of kThreads threads (part:
 // kThreads / 32 floats of shared memory), returned to every thread: thread i
 // sums the squares of elements i, i + kThreads, ..., each warp adds its

@@ -133,6 +133,12 @@ struct RuleArgs {
   bool tiled;
 };
 
+// The key head a value head reads: tiled (value head h -> h % nk, llama.cpp's
+// GGUF order) or grouped (consecutive value heads share one, transformers').
+__device__ __forceinline__ int64_t key_head(const RuleArgs& a, int64_t h) {
+  return a.tiled ? h % a.nk : h / (a.nv / a.nk);
+}
+
 // Block (32 threads) = value head blockIdx.x, columns 32 * blockIdx.y ...
 __global__ void __launch_bounds__(32) delta_rule_kernel(const __grid_constant__ RuleArgs a) {
   pdl_trigger();
@@ -147,7 +153,7 @@ __global__ void __launch_bounds__(32) delta_rule_kernel(const __grid_constant__ 
   const int64_t j = int64_t(blockIdx.y) * 32 + lane;
   const bool col = j < dv;
   const int64_t key_dim = a.nk * dk;
-  const int64_t kh = a.tiled ? h % a.nk : h / (a.nv / a.nk);
+  const int64_t kh = key_head(a, h);
   const int64_t stride = 2 * key_dim + a.nv * dv;
   float* Sg = a.state + h * dk * dv;
   for (int64_t i = 0; i < dk; ++i) S[i * 32 + lane] = col ? double(Sg[i * dv + j]) : 0.0;
@@ -221,7 +227,7 @@ __global__ void __launch_bounds__(kRuleWarps * 32)
   const int64_t j = int64_t(blockIdx.y) * 32 + lane;
   const bool col = j < dv;
   const int64_t key_dim = a.nk * dk;
-  const int64_t kh = a.tiled ? h % a.nk : h / (a.nv / a.nk);
+  const int64_t kh = key_head(a, h);
   const int64_t stride = 2 * key_dim + a.nv * dv;
   const int64_t r0 = int64_t(warp) * kRuleRows;
   const bool my_row = r0 + lane < dk;  // lane holds q, k of row r0 + lane
@@ -355,23 +361,13 @@ constexpr int kChunkMaxDim = 128;
 constexpr int kPrepThreads = 256;
 constexpr int kScanThreads = 256;
 
-struct ChunkArgs {
-  const float* qkv;
-  const float* g;
-  const float* beta;
-  float* state;
-  float* out;
-  int64_t T, nk, nv, dk, dv;
-  bool tiled;
+struct ChunkArgs : RuleArgs {
   int n_chunks;
   // Scratch (double): U [nv][T][dv], W [nv][T][dk], M [nv][n_chunks][kChunk][kChunk],
   // gc, q_inv (1 / |q| / sqrt(dk)), k_inv (1 / |k|) [nv][T].
   double *U, *W, *M, *gc, *q_inv, *k_inv;
 };
 
-__device__ __forceinline__ int64_t key_head(const ChunkArgs& a, int64_t h) {
-  return a.tiled ? h % a.nk : h / (a.nv / a.nk);
-}
 
 // Shared-memory rows padded so that lanes reading different rows of a
 // column fall in different banks.
@@ -736,7 +732,9 @@ void gated_delta_rule(const float* qkv, const float* g, const float* beta, float
             "delta rule shared memory");
       raised = true;
     }
-    ChunkArgs a{qkv, g, beta, state, out, T, nk, nv, dk, dv, tiled, int((T + kChunk - 1) / kChunk)};
+    ChunkArgs a;
+    static_cast<RuleArgs&>(a) = RuleArgs{qkv, g, beta, state, out, T, nk, nv, dk, dv, tiled};
+    a.n_chunks = int((T + kChunk - 1) / kChunk);
     auto* base = static_cast<double*>(scratch);
     a.U = base;
     a.W = a.U + nv * T * dv;

@@ -64,14 +64,7 @@ __global__ void store_kv_kernel(void* kc, void* vc, bool f16, int64_t n_kv_heads
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * n_kv_heads * head_dim) return;
   const int64_t d = i % head_dim, th = i / head_dim, h = th % n_kv_heads, t = th / n_kv_heads;
-  const int64_t off = (h * capacity + *start + t) * head_dim + d;
-  if (f16) {
-    static_cast<__half*>(kc)[off] = __float2half_rn(k[i]);
-    static_cast<__half*>(vc)[off] = __float2half_rn(v[i]);
-  } else {
-    static_cast<float*>(kc)[off] = k[i];
-    static_cast<float*>(vc)[off] = v[i];
-  }
+  store_kv_element(kc, vc, f16, (h * capacity + *start + t) * head_dim + d, k[i], v[i]);
 }
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, float* out) {
