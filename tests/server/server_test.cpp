@@ -89,7 +89,7 @@ Sse parse_sse(const std::string& body) {
 std::string completion_text(const LiveServer& srv, const std::string& prompt, int n) {
   auto r = srv.post("/v1/completions",
                     {{"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}});
-  EXPECT_TRUE(r);
+  EXPECT_TRUE(r) << "no response: " << httplib::to_string(r.error());
   if (!r) return "";
   EXPECT_EQ(r->status, 200) << r->body;
   return json::parse(r->body)["choices"][0]["text"];

@@ -1,7 +1,10 @@
 #include "kiln/server/server.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cmath>
@@ -817,6 +820,31 @@ Server::~Server() {
 const std::string& Server::model_id() const { return impl_->opt.model_id; }
 SchedulerStats Server::scheduler_stats() const { return impl_->scheduler->stats(); }
 
+namespace {
+
+// Debian's cpp-httplib is a compiled library whose listening socket takes a
+// backlog of 5 connections: more clients connecting at once than the accept
+// loop has taken (16 streams starting together on a loaded machine) get
+// their connections reset. listen() again on the bound socket raises the
+// backlog; httplib does not hand the socket out, so it is found among the
+// process's descriptors as the listening TCP socket on our port.
+void raise_listen_backlog(int port) {
+  for (int fd = 0; fd < 4096; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int bound = -1;
+    if (addr.ss_family == AF_INET) bound = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    if (bound == port) ::listen(fd, SOMAXCONN);
+  }
+}
+
+}  // namespace
+
 int Server::bind() {
   const auto& o = impl_->opt;
   int port = o.port;
@@ -826,6 +854,7 @@ int Server::bind() {
     port = -1;
   KILN_CHECK(port > 0, "cannot listen on ", o.host, ":", o.port,
              " (is the port taken, or the address not this machine's?)");
+  raise_listen_backlog(port);
   return port;
 }
 
