@@ -232,18 +232,19 @@ class Transformer final : public Model {
         b.attention_decode_batch(ws.q.f32(), ws.k.f32(), ws.v.f32(), batch_caches.data(),
                                  batch_starts.data(), n_items, s.n_heads,
                                  1.0f / std::sqrt(float(hd)), ws.attn.f32());
-      }
-      for (int64_t i = 0, row = 0; i < n_items && !decode_batch; row += items[i].n, ++i) {
-        const Item& it = items[i];
-        const KvLayer& kv = it.state->cache.layer(li);
-        const int64_t start = it.state->position();
-        b.store_kv(kv, ws.k.f32() + row * kv_row, ws.v.f32() + row * kv_row, it.n, start);
-        AttentionParams ap;
-        ap.n_tokens = it.n;
-        ap.start = start;
-        ap.n_heads = s.n_heads;
-        ap.scale = 1.0f / std::sqrt(float(hd));
-        b.attention(ws.q.f32() + row * q_row, kv, ap, ws.attn.f32() + row * q_row);
+      } else {
+        for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
+          const Item& it = items[i];
+          const KvLayer& kv = it.state->cache.layer(li);
+          const int64_t start = it.state->position();
+          b.store_kv(kv, ws.k.f32() + row * kv_row, ws.v.f32() + row * kv_row, it.n, start);
+          AttentionParams ap;
+          ap.n_tokens = it.n;
+          ap.start = start;
+          ap.n_heads = s.n_heads;
+          ap.scale = 1.0f / std::sqrt(float(hd));
+          b.attention(ws.q.f32() + row * q_row, kv, ap, ws.attn.f32() + row * q_row);
+        }
       }
       b.matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
       b.add(x, ws.out.f32(), T * H);

@@ -29,6 +29,12 @@ class Sampler {
   // Picks a token from logits[vocab] (modified in place by the penalties),
   // given the tokens of the sequence so far.
   int32_t sample(float* logits, int64_t vocab, const std::vector<int32_t>& history);
+  // Whether sample() is argmax(logits): greedy with no penalties, so the
+  // choice can be made wherever the logits are (on the device).
+  bool plain_argmax() const {
+    return params_.temperature <= 0.0f && params_.repeat_penalty == 1.0f &&
+           params_.presence_penalty == 0.0f && params_.frequency_penalty == 0.0f;
+  }
   const SamplingParams& params() const { return params_; }
 
  private:
@@ -37,6 +43,5 @@ class Sampler {
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> candidates_;
 };
-
 
 }  // namespace kiln

@@ -299,11 +299,7 @@ void Scheduler::step() {
     it.tokens = s.pending.data();
     it.n = n;
     const bool last = n == int64_t(s.pending.size());
-    const Sequence& q = *s.seq;
-    const SamplingParams& sp = q.sampling;
-    s.picked = last && sp.temperature <= 0.0f && sp.repeat_penalty == 1.0f &&
-               sp.presence_penalty == 0.0f && sp.frequency_penalty == 0.0f &&
-               q.top_logprobs < 0 && !q.constraint;
+    s.picked = last && s.sampler->plain_argmax() && s.seq->top_logprobs < 0 && !s.seq->constraint;
     it.logits = last && !s.picked ? s.logits.f32() : nullptr;
     it.argmax = s.picked ? &s.pick : nullptr;
     items.push_back(it);
