@@ -108,7 +108,9 @@ INSTANTIATE_TEST_SUITE_P(
     Models, BatchForward,
     ::testing::Values(Case{"stories260K", std::string(KILN_TEST_DATA) + "/../../models/stories260K.gguf"},
                       Case{"qwen3", kData + "/hf/qwen3"}, Case{"qwen3_moe", kData + "/hf/qwen3_moe"},
-                      Case{"smollm3", kData + "/hf/smollm3"}),
+                      Case{"smollm3", kData + "/hf/smollm3"},
+                      Case{"qwen3_5_text", kData + "/hf/qwen3_5_text"},
+                      Case{"qwen3_next", kData + "/hf/qwen3_next"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

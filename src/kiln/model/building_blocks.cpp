@@ -221,4 +221,37 @@ void MoeFfn::forward(Backend& b, const ModelSpec& s, const float* h, int64_t T, 
   }
 }
 
+void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_t n_reqs,
+                     bool all_logits, float* h_buf, float* logits_buf) const {
+  std::vector<void*> dest;        // where logits row j goes
+  std::vector<int32_t*> picks;    // where the pick of row logit_rows + j goes
+  int64_t rows = 0;
+  for (int64_t i = 0; i < n_reqs; ++i) {
+    const HeadRequest& r = reqs[i];
+    if (!r.logits || r.n <= 0) continue;
+    const int64_t first = all_logits ? 0 : r.n - 1;
+    b.rmsnorm(x + (r.row + first) * hidden, norm, r.n - first, hidden, eps, h_buf + rows * hidden);
+    for (int64_t t = first; t < r.n; ++t) dest.push_back(r.logits + (t - first) * vocab);
+    rows += r.n - first;
+  }
+  const int64_t logit_rows = rows;
+  for (int64_t i = 0; i < n_reqs; ++i) {
+    const HeadRequest& r = reqs[i];
+    if (r.logits || !r.argmax || r.n <= 0) continue;
+    b.rmsnorm(x + (r.row + r.n - 1) * hidden, norm, 1, hidden, eps, h_buf + rows * hidden);
+    picks.push_back(r.argmax);
+    ++rows;
+  }
+  for (int64_t r = 0; r < rows; r += head_rows) {
+    const int64_t n = std::min(head_rows, rows - r);
+    const int64_t with_logits = std::clamp<int64_t>(logit_rows - r, 0, n);
+    b.matmul(*output, h_buf + r * hidden, n, logits_buf);
+    if (with_logits > 0)
+      b.to_host_rows(dest.data() + r, logits_buf, size_t(vocab) * sizeof(float), with_logits);
+    if (n > with_logits)
+      b.argmax_rows(logits_buf + with_logits * vocab, n - with_logits, vocab,
+                    picks.data() + (r + with_logits - logit_rows));
+  }
+}
+
 }  // namespace kiln

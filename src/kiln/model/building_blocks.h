@@ -1,6 +1,7 @@
 // Pieces shared by the forward passes of several architectures: small f32
 // parameter vectors, RoPE frequencies, mixture-of-experts
-// feed-forward blocks, re-ordered copies of fused weights.
+// feed-forward blocks, re-ordered copies of fused weights, the output head
+// of a step over several sequences.
 #pragma once
 
 #include <cstdint>
@@ -63,6 +64,29 @@ class MoeFfn {
   Weight router_;
   std::vector<Expert> experts_;
   Weight shared_gate_, shared_up_, shared_down_, shared_router_;
+};
+
+// One sequence's rows in a forward step, as the output head sees them.
+struct HeadRequest {
+  int64_t row = 0;            // its first row among the step's activations
+  int64_t n = 0;              // its rows
+  float* logits = nullptr;    // host memory for its logits, or null
+  int32_t* argmax = nullptr;  // without logits: where its last row's pick goes, or null
+};
+
+// The final norm and output projection of a step, only for the rows that are
+// wanted: with all_logits (a single request) every row, else each request's
+// last. Rows whose logits go to the host come first, then those that bring
+// back only their argmax, at most head_rows rows per product so that
+// logits_buf [head_rows, vocab] stays small next to a large vocabulary.
+// x [T, hidden]; h_buf holds a row per wanted row.
+struct OutputHead {
+  const Weight* output = nullptr;
+  const float* norm = nullptr;  // f32 [hidden]
+  float eps = 0;
+  int64_t hidden = 0, vocab = 0, head_rows = 0;
+  void run(Backend& backend, const float* x, const HeadRequest* requests, int64_t n_requests,
+           bool all_logits, float* h_buf, float* logits_buf) const;
 };
 
 }  // namespace kiln

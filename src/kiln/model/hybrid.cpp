@@ -93,6 +93,17 @@ class HybridState final : public SequenceState {
   }
 };
 
+// One sequence's tokens within a step.
+struct Item {
+  HybridState* state;
+  const int32_t* tokens;
+  int64_t n;
+  float* logits;                          // null: none wanted
+  const ForwardInputs* inputs = nullptr;  // vision inputs (a single-item step only)
+  int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
+  int64_t row = 0;            // its first row among the step's activations
+};
+
 class Hybrid final : public Model {
  public:
   // Rows per pass through the output head. Each pass unpacks the head's
@@ -123,8 +134,33 @@ class Hybrid final : public Model {
     for_each_chunk(n, st.max_batch, logits, all_logits,
                    [&](int64_t done, int64_t chunk, float* out) {
       const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
-      step(st, tokens + done, chunk, out, all_logits, in.view);
+      Item item{&st, tokens + done, chunk, out, &in.view};
+      step(&item, 1, st.ws, all_logits);
     });
+  }
+
+  // All items' tokens go through each weight product together; the
+  // convolution and delta rule of the DeltaNet layers (each sequence's own
+  // state) and attention run per item, at its own positions.
+  void forward_batch(const std::vector<BatchItem>& items) override {
+    std::vector<Item> run;
+    int64_t total = 0;
+    for (const BatchItem& it : items) {
+      if (it.n <= 0) continue;
+      auto* st = static_cast<HybridState*>(it.state);
+      prepare_tokens(*st, it.tokens, it.n);
+      for (const Item& other : run)
+        KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
+      run.push_back(Item{st, it.tokens, it.n, it.logits, nullptr, it.logits ? nullptr : it.argmax});
+      total += it.n;
+    }
+    if (run.empty()) return;
+    if (total > batch_capacity_) {
+      batch_ws_ = Workspace();
+      allocate(batch_ws_, total);
+      batch_capacity_ = total;
+    }
+    step(run.data(), int64_t(run.size()), batch_ws_, false);
   }
 
  private:
@@ -298,39 +334,43 @@ class Hybrid final : public Model {
     if (s.is_moe()) ws.moe.allocate(b, s, T);
   }
 
-  void linear_attention(HybridState& st, Layer& L, int64_t T) {
+  void linear_attention(Item* items, int64_t n_items, Layer& L, Workspace& ws, int64_t T) {
     const ModelSpec& s = spec_;
     Backend& b = *backend_;
-    Workspace& ws = st.ws;
-    const int64_t nv = s.linear_v_heads, dv = s.linear_v_dim;
+    const int64_t nv = s.linear_v_heads, dv = s.linear_v_dim, C = channels();
     b.matmul(L.w_qkv, ws.h.f32(), T, ws.proj.f32());
     b.matmul(L.w_z, ws.h.f32(), T, ws.z.f32());
     b.matmul(L.w_b, ws.h.f32(), T, ws.b.f32());
     b.matmul(L.w_a, ws.h.f32(), T, ws.a.f32());
-    b.conv1d_silu(ws.proj.f32(), T, channels(), L.conv.f32(), s.linear_conv_kernel,
-                  st.conv[size_t(L.slot)].f32(), ws.mixed.f32());
     // g over a, beta over b
     b.deltanet_gates(ws.a.f32(), ws.b.f32(), L.A.f32(), L.dt_bias.f32(), T, nv, ws.a.f32(),
                      ws.b.f32());
     DeltaRuleParams dp;
-    dp.n_tokens = T;
     dp.n_k_heads = s.linear_k_heads;
     dp.n_v_heads = nv;
     dp.head_k_dim = s.linear_k_dim;
     dp.head_v_dim = dv;
     dp.tiled_heads = s.linear_tiled_heads;
     dp.chunk = kDeltaChunk;
-    b.gated_delta_rule(ws.mixed.f32(), ws.a.f32(), ws.b.f32(), st.recurrent[size_t(L.slot)].f32(),
-                       dp, ws.core.f32());
+    for (int64_t i = 0; i < n_items; ++i) {
+      const Item& it = items[i];
+      HybridState& st = *it.state;
+      const int64_t r = it.row;
+      b.conv1d_silu(ws.proj.f32() + r * C, it.n, C, L.conv.f32(), s.linear_conv_kernel,
+                    st.conv[size_t(L.slot)].f32(), ws.mixed.f32() + r * C);
+      dp.n_tokens = it.n;
+      b.gated_delta_rule(ws.mixed.f32() + r * C, ws.a.f32() + r * nv, ws.b.f32() + r * nv,
+                         st.recurrent[size_t(L.slot)].f32(), dp, ws.core.f32() + r * nv * dv);
+    }
     b.rmsnorm_gated(ws.core.f32(), L.ssm_norm.f32(), ws.z.f32(), T * nv, dv, s.norm_eps,
                     ws.core.f32());
     b.matmul(L.w_out, ws.core.f32(), T, ws.out.f32());
   }
 
-  void full_attention(HybridState& st, Layer& L, int64_t T, int64_t start) {
+  void full_attention(Item* items, int64_t n_items, Layer& L, Workspace& ws, int64_t T,
+                      const ForwardInputs* vision) {
     const ModelSpec& s = spec_;
     Backend& b = *backend_;
-    Workspace& ws = st.ws;
     const int64_t hd = s.head_dim;
     b.matmul(L.wq, ws.h.f32(), T, ws.q.f32());
     if (L.wgate) b.matmul(L.wgate, ws.h.f32(), T, ws.gate.f32());
@@ -340,10 +380,10 @@ class Hybrid final : public Model {
       b.rmsnorm(ws.q.f32(), L.q_norm.f32(), T * s.n_heads, hd, s.norm_eps, ws.q.f32());
       b.rmsnorm(ws.k.f32(), L.k_norm.f32(), T * s.n_kv_heads, hd, s.norm_eps, ws.k.f32());
     }
-    if (s.rope_dims > 0 && vision_ && vision_->mrope_positions) {
-      mrope_.apply(b, ws.q.f32(), T, s.n_heads, hd, s.rope_dims, vision_->mrope_positions,
+    if (s.rope_dims > 0 && vision && vision->mrope_positions) {
+      mrope_.apply(b, ws.q.f32(), T, s.n_heads, hd, s.rope_dims, vision->mrope_positions,
                    s.rope_style);
-      mrope_.apply(b, ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, vision_->mrope_positions,
+      mrope_.apply(b, ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, vision->mrope_positions,
                    s.rope_style);
     } else if (s.rope_dims > 0) {
       b.rope(ws.q.f32(), T, s.n_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
@@ -351,37 +391,63 @@ class Hybrid final : public Model {
       b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
              s.rope_style);
     }
-    const KvLayer& kv = st.cache.layer(L.slot);
-    b.store_kv(kv, ws.k.f32(), ws.v.f32(), T, start);
-    AttentionParams ap;
-    ap.n_tokens = T;
-    ap.start = start;
-    ap.n_heads = s.n_heads;
-    ap.scale = 1.0f / std::sqrt(float(hd));
-    b.attention(ws.q.f32(), kv, ap, ws.attn.f32());
+    const float scale = 1.0f / std::sqrt(float(hd));
+    const int64_t q_row = s.n_heads * hd, kv_row = s.n_kv_heads * hd;
+    // Several sequences one token each (a serving step): their attention in
+    // one batched op instead of two ops per sequence.
+    bool decode_batch = n_items > 1;
+    for (int64_t i = 0; i < n_items; ++i) decode_batch = decode_batch && items[i].n == 1;
+    if (decode_batch) {
+      std::vector<KvLayer> caches(static_cast<size_t>(n_items));
+      std::vector<int64_t> starts(caches.size());
+      for (int64_t i = 0; i < n_items; ++i) {
+        caches[size_t(i)] = items[i].state->cache.layer(L.slot);
+        starts[size_t(i)] = items[i].state->position();
+      }
+      b.attention_decode_batch(ws.q.f32(), ws.k.f32(), ws.v.f32(), caches.data(), starts.data(),
+                               n_items, s.n_heads, scale, ws.attn.f32());
+    } else {
+      for (int64_t i = 0; i < n_items; ++i) {
+        const Item& it = items[i];
+        const KvLayer& kv = it.state->cache.layer(L.slot);
+        const int64_t start = it.state->position(), r = it.row;
+        b.store_kv(kv, ws.k.f32() + r * kv_row, ws.v.f32() + r * kv_row, it.n, start);
+        AttentionParams ap;
+        ap.n_tokens = it.n;
+        ap.start = start;
+        ap.n_heads = s.n_heads;
+        ap.scale = scale;
+        b.attention(ws.q.f32() + r * q_row, kv, ap, ws.attn.f32() + r * q_row);
+      }
+    }
     if (L.wgate) b.sigmoid_mul(ws.attn.f32(), ws.gate.f32(), T, s.n_heads * hd, false);
     b.matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
   }
 
-  void step(HybridState& st, const int32_t* tokens, int64_t T, float* logits, bool all_logits,
-            const ForwardInputs& in) {
-    vision_ = &in;
+  // One forward step over the items' tokens, concatenated (T rows in all).
+  // all_logits (a single item only): logits for every row, not just the last.
+  void step(Item* items, int64_t n_items, Workspace& ws, bool all_logits) {
     const ModelSpec& s = spec_;
     Backend& b = *backend_;
-    Workspace& ws = st.ws;
     const int64_t H = s.hidden;
-    const int64_t start = st.position();
-    for (int64_t t = 0; t < T; ++t) ws.positions[t] = int32_t(start + st.rope_offset() + t);
-
     float* x = ws.x.f32();
-    b.embed(embed_, tokens, T, x);
-    place_embeddings(b, in, x, H);
+    int64_t T = 0;
+    for (int64_t i = 0; i < n_items; ++i) {
+      Item& it = items[i];
+      it.row = T;
+      const int64_t pos0 = it.state->position() + it.state->rope_offset();
+      for (int64_t t = 0; t < it.n; ++t) ws.positions[size_t(T + t)] = int32_t(pos0 + t);
+      b.embed(embed_, it.tokens, it.n, x + T * H);
+      if (it.inputs) place_embeddings(b, *it.inputs, x + T * H, H);
+      T += it.n;
+    }
+    const ForwardInputs* vision = n_items == 1 ? items[0].inputs : nullptr;
     for (Layer& L : layers_) {
       b.rmsnorm(x, L.attn_norm.f32(), T, H, s.norm_eps, ws.h.f32());
       if (L.is_linear)
-        linear_attention(st, L, T);
+        linear_attention(items, n_items, L, ws, T);
       else
-        full_attention(st, L, T, start);
+        full_attention(items, n_items, L, ws, T, vision);
       b.add(x, ws.out.f32(), T * H);
 
       b.rmsnorm(x, L.ffn_norm.f32(), T, H, s.norm_eps, ws.h.f32());
@@ -395,24 +461,21 @@ class Hybrid final : public Model {
       }
       b.add(x, ws.out.f32(), T * H);
     }
-    advance(st, T);
-    if (!logits) return;
+    for (int64_t i = 0; i < n_items; ++i) advance(*items[i].state, items[i].n);
 
-    const int64_t first = all_logits ? 0 : T - 1;
-    b.rmsnorm(x + first * H, output_norm_.f32(), T - first, H, s.norm_eps, ws.h.f32());
-    for (int64_t r = first; r < T; r += kHeadRows) {
-      const int64_t rows = std::min(kHeadRows, T - r);
-      b.matmul(output_, ws.h.f32() + (r - first) * H, rows, ws.logits.f32());
-      b.to_host(logits + (r - first) * s.vocab_size, ws.logits.get(),
-                size_t(rows * s.vocab_size) * sizeof(float));
-    }
+    std::vector<HeadRequest> wanted(static_cast<size_t>(n_items));
+    for (int64_t i = 0; i < n_items; ++i)
+      wanted[size_t(i)] = HeadRequest{items[i].row, items[i].n, items[i].logits, items[i].argmax};
+    const OutputHead head{&output_, output_norm_.f32(), s.norm_eps, H, s.vocab_size, kHeadRows};
+    head.run(b, x, wanted.data(), n_items, all_logits, ws.h.f32(), ws.logits.f32());
   }
 
   Weight embed_, output_;
   DeviceBuffer output_norm_, inv_freq_;
   MropeTables mrope_;
-  const ForwardInputs* vision_ = nullptr;  // the step's vision inputs
   std::vector<Layer> layers_;
+  Workspace batch_ws_;  // forward_batch's activations, grown to the largest step seen
+  int64_t batch_capacity_ = 0;
   int64_t attention_layers() const override { return n_attn_; }
 
   int64_t n_attn_ = 0, n_linear_ = 0;

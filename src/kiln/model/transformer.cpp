@@ -264,43 +264,15 @@ class Transformer final : public Model {
     }
     for (int64_t i = 0; i < n_items; ++i) advance(*items[i].state, items[i].n);
 
-    // Only the rows whose logits (or greedy choice) are wanted go through the
-    // head, a few rows at a time so the buffer stays small next to a large
-    // vocabulary: first the rows whose logits go to the host (dest[j]: where
-    // row j goes), then those that bring back only their argmax (picks).
-    std::vector<void*> dest;
-    std::vector<int32_t*> picks;
-    int64_t rows = 0;
-    for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
-      const Item& it = items[i];
-      if (!it.logits) continue;
-      const int64_t first = all_logits ? 0 : it.n - 1;
-      b.rmsnorm(x + (row + first) * H, output_norm_.f32(), it.n - first, H, s.norm_eps,
-                ws.h.f32() + rows * H);
-      for (int64_t t = first; t < it.n; ++t)
-        dest.push_back(it.logits + (t - first) * s.vocab_size);
-      rows += it.n - first;
-    }
-    const int64_t logit_rows = rows;
-    for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
-      const Item& it = items[i];
-      if (!it.argmax) continue;
-      b.rmsnorm(x + (row + it.n - 1) * H, output_norm_.f32(), 1, H, s.norm_eps,
-                ws.h.f32() + rows * H);
-      picks.push_back(it.argmax);
-      ++rows;
-    }
-    for (int64_t r = 0; r < rows; r += kHeadRows) {
-      const int64_t n = std::min(kHeadRows, rows - r);
-      const int64_t with_logits = std::clamp<int64_t>(logit_rows - r, 0, n);
-      b.matmul(output_, ws.h.f32() + r * H, n, ws.logits.f32());
-      if (with_logits > 0)
-        b.to_host_rows(dest.data() + r, ws.logits.f32(), size_t(s.vocab_size) * sizeof(float),
-                       with_logits);
-      if (n > with_logits)
-        b.argmax_rows(ws.logits.f32() + with_logits * s.vocab_size, n - with_logits,
-                      s.vocab_size, picks.data() + (r + with_logits - logit_rows));
-    }
+    std::vector<HeadRequest> wanted(static_cast<size_t>(n_items));
+    for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i)
+      wanted[size_t(i)] = HeadRequest{row, items[i].n, items[i].logits, items[i].argmax};
+    head().run(b, x, wanted.data(), n_items, all_logits, ws.h.f32(), ws.logits.f32());
+  }
+
+  OutputHead head() const {
+    const ModelSpec& s = spec_;
+    return OutputHead{&output_, output_norm_.f32(), s.norm_eps, s.hidden, s.vocab_size, kHeadRows};
   }
 
   Weight embed_, output_;
