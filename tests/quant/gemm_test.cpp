@@ -110,5 +110,57 @@ INSTANTIATE_TEST_SUITE_P(Formats, GemmInt8,
                            return std::string(dtype_name(i.param));
                          });
 
+// gemm_float (f32, f16 and bf16 weights, f32 activations): against double
+// within 1e-6 of sum |w x| (f32 sums over at most a thousand products), and
+// every token of a call equal, bit for bit, to the same token alone: decode
+// and prefill (and a serving step, whose sequences share a call) must not
+// round differently, so that greedy outputs do not depend on the batch.
+// Column counts that leave a partial 16-lane chunk, row and token counts
+// that leave partial 4 x 4 tiles.
+class GemmFloat : public testing::TestWithParam<DType> {};
+
+TEST_P(GemmFloat, MatchesDoubleAndEachTokenAlone) {
+  const DType t = GetParam();
+  for (int64_t K : {64, 172, 1000})
+    for (int64_t rows : {1, 3, 4, 7, 37}) {
+      const size_t rb = dtype_row_bytes(t, K);
+      std::vector<uint8_t> w(rb * size_t(rows));
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<float> row = test::gaussian(size_t(K), 40 + uint32_t(r), 0.05f);
+        quantize_row(t, row.data(), w.data() + size_t(r) * rb, K);
+      }
+      std::vector<float> wf(size_t(rows * K));
+      for (int64_t r = 0; r < rows; ++r) dequantize_row(t, w.data() + size_t(r) * rb, wf.data() + r * K, K);
+      Aligned scratch(gemm_scratch_bytes(K));
+      for (int64_t T : {1, 2, 4, 5, 13}) {
+        const std::vector<float> x = test::gaussian(size_t(T * K), 9);
+        const int64_t ys = rows + 2;
+        std::vector<float> y(size_t(T * ys), -7.0f), alone(static_cast<size_t>(rows));
+        gemm_float(t, w.data(), rb, 0, rows, x.data(), T, K, y.data(), ys, scratch.p);
+        for (int64_t tk = 0; tk < T; ++tk) {
+          gemm_float(t, w.data(), rb, 0, rows, x.data() + tk * K, 1, K, alone.data(), rows, scratch.p);
+          for (int64_t r = 0; r < rows; ++r) {
+            double ref = 0, mag = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              ref += double(wf[size_t(r * K + k)]) * double(x[size_t(tk * K + k)]);
+              mag += std::fabs(double(wf[size_t(r * K + k)]) * double(x[size_t(tk * K + k)]));
+            }
+            const float got = y[size_t(tk * ys + r)];
+            ASSERT_LE(std::fabs(double(got) - ref), 1e-6 * mag)
+                << dtype_name(t) << " K " << K << " row " << r << " token " << tk << " of " << T;
+            ASSERT_EQ(got, alone[size_t(r)])
+                << dtype_name(t) << " K " << K << " row " << r << " token " << tk << " of " << T;
+          }
+          for (int64_t c = rows; c < ys; ++c) ASSERT_EQ(y[size_t(tk * ys + c)], -7.0f);
+        }
+      }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, GemmFloat, testing::Values(DType::F32, DType::F16, DType::BF16),
+                         [](const testing::TestParamInfo<DType>& i) {
+                           return std::string(dtype_name(i.param));
+                         });
+
 }  // namespace
 }  // namespace kiln

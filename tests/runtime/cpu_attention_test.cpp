@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kiln/backend/backend.h"
+#include "kiln/core/dtype.h"
 #include "kiln/core/half.h"
 
 namespace kiln {
@@ -125,6 +126,86 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{21, 70, 16, DType::F32},  // paged chunk
                       Case{1, 129, 0, DType::F16},   // f16 cache, decode
                       Case{19, 45, 8, DType::F16})); // f16, paged chunk
+
+// A serving step's batched decode (one op for every sequence) against each
+// sequence stored and attended on its own: the same cache writes and the
+// same outputs bit for bit (both run the same per-head work unit; only how
+// the units are spread over the threads differs). Sequences of very
+// different lengths, so the split by keys is uneven; paged and contiguous
+// caches, f32 and f16.
+TEST(CpuAttentionDecodeBatch, EqualsEachSequenceAlone) {
+  const int64_t n_heads = 4, n_kv = 2, hd = 24;
+  const std::vector<int64_t> starts = {0, 1, 63, 64, 300, 5, 129};
+  BackendOptions bo;
+  bo.threads = 2;
+  auto cpu = make_cpu_backend(bo);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (DType dtype : {DType::F32, DType::F16}) {
+    const size_t elem = dtype == DType::F16 ? 2 : 4;
+    const int64_t n = int64_t(starts.size());
+    // Two copies of every cache: one for the batched op, one for the reference.
+    std::vector<std::vector<uint8_t>> mem[2][2];  // [copy][k or v][sequence]
+    std::vector<std::vector<int32_t>> tables(static_cast<size_t>(n));
+    std::vector<KvLayer> caches[2];
+    for (int64_t i = 0; i < n; ++i) {
+      KvLayer c;
+      c.dtype = dtype;
+      c.n_kv_heads = n_kv;
+      c.head_dim = hd;
+      c.capacity = starts[size_t(i)] + 1;
+      int64_t rows = n_kv * c.capacity;
+      if (i % 2 == 1) {  // paged, blocks in reverse order
+        c.block = 16;
+        const int64_t n_blocks = (c.capacity + 15) / 16;
+        for (int64_t b = 0; b < n_blocks; ++b) tables[size_t(i)].push_back(int32_t(n_blocks - 1 - b));
+        c.blocks = tables[size_t(i)].data();
+        rows = n_blocks * n_kv * 16;
+      }
+      std::vector<uint8_t> k(size_t(rows * hd) * elem), v(k.size());
+      for (auto* plane : {&k, &v})
+        for (size_t e = 0; e < plane->size() / elem; ++e) {
+          const float x = nd(rng);
+          if (dtype == DType::F16)
+            reinterpret_cast<uint16_t*>(plane->data())[e] = f32_to_f16(x);
+          else
+            reinterpret_cast<float*>(plane->data())[e] = x;
+        }
+      for (int copy = 0; copy < 2; ++copy) {
+        mem[copy][0].push_back(k);
+        mem[copy][1].push_back(v);
+      }
+      for (int copy = 0; copy < 2; ++copy) caches[copy].push_back(c);
+    }
+    for (int copy = 0; copy < 2; ++copy)
+      for (int64_t i = 0; i < n; ++i) {
+        caches[copy][size_t(i)].k = mem[copy][0][size_t(i)].data();
+        caches[copy][size_t(i)].v = mem[copy][1][size_t(i)].data();
+      }
+    std::vector<float> q(size_t(n * n_heads * hd)), k(size_t(n * n_kv * hd)), v(k.size());
+    for (auto* x : {&q, &k, &v})
+      for (float& e : *x) e = 2.0f * nd(rng);
+
+    std::vector<float> got(q.size(), NAN), want(q.size(), NAN);
+    cpu->attention_decode_batch(q.data(), k.data(), v.data(), caches[0].data(), starts.data(), n,
+                                n_heads, 0.2f, got.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const KvLayer& c = caches[1][size_t(i)];
+      cpu->store_kv(c, k.data() + i * n_kv * hd, v.data() + i * n_kv * hd, 1, starts[size_t(i)]);
+      AttentionParams p;
+      p.n_tokens = 1;
+      p.start = starts[size_t(i)];
+      p.n_heads = n_heads;
+      p.scale = 0.2f;
+      cpu->attention(q.data() + i * n_heads * hd, c, p, want.data() + i * n_heads * hd);
+    }
+    for (size_t e = 0; e < got.size(); ++e)
+      ASSERT_EQ(got[e], want[e]) << "sequence " << e / size_t(n_heads * hd) << ", " << dtype_name(dtype);
+    for (int m = 0; m < 2; ++m)
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_EQ(mem[0][m][size_t(i)], mem[1][m][size_t(i)]) << "sequence " << i << "'s cache";
+  }
+}
 
 }  // namespace
 }  // namespace kiln

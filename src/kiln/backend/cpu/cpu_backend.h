@@ -32,6 +32,9 @@ class CpuBackend final : public Backend {
                 int64_t start) override;
   void attention(const float* q, const KvLayer& cache, const AttentionParams& p,
                  float* out) override;
+  void attention_decode_batch(const float* q, const float* k, const float* v,
+                              const KvLayer* caches, const int64_t* starts, int64_t n,
+                              int64_t n_heads, float scale, float* out) override;
   void silu_mul(const float* gate, const float* up, int64_t n, float* out) override;
   void add(float* x, const float* y, int64_t n) override;
   void moe_route(const float* logits, int64_t n_tokens, int64_t n_experts, int64_t k,
