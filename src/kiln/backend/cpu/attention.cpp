@@ -20,8 +20,10 @@ namespace {
 
 // Query tokens per unit: their keys come from L1/L2 after the first.
 constexpr int64_t kQueryBlock = 16;
-// Keys per softmax step: 32 KB of K and 32 KB of V at head_dim 128, f32.
-constexpr int64_t kKeyBlock = 64;
+// Keys per softmax step: 16 KB of K and 16 KB of V at head_dim 128, f32.
+// One block of the server's paged caches (32 positions), so that a step's
+// rows lie together and are read in place rather than gathered.
+constexpr int64_t kKeyBlock = 32;
 
 // Pointer to one position of one head in a cache plane (either layout).
 template <class T>

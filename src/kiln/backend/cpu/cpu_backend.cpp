@@ -4,6 +4,7 @@
 #include <cstring>
 #include <new>
 
+#include "kiln/core/argmax.h"
 #include "kiln/core/error.h"
 
 namespace kiln {
@@ -25,6 +26,14 @@ void CpuBackend::free(void* p) { std::free(p); }
 void CpuBackend::to_device(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
 void CpuBackend::to_host(void* host, const void* src, size_t bytes) { std::memcpy(host, src, bytes); }
 void CpuBackend::fill_zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
+
+// The logits are host memory already: no copy (the default stages each row
+// in a fresh vector, which costs page faults as large as the vocabulary).
+void CpuBackend::argmax_rows(const float* src, int64_t rows, int64_t cols, int32_t* const* outs) {
+  pool_.parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r) *outs[r] = argmax(src + r * cols, cols);
+  });
+}
 
 Weight CpuBackend::load_weight(const TensorView& view) {
   KILN_CHECK(dtype_info(view.dtype).supported, "tensor ", view.name, ": block type ",

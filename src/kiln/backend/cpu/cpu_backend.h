@@ -19,6 +19,7 @@ class CpuBackend final : public Backend {
   void to_device(void* dst, const void* host, size_t bytes) override;
   void to_host(void* host, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;
+  void argmax_rows(const float* src, int64_t rows, int64_t cols, int32_t* const* outs) override;
   Weight load_weight(const TensorView& view) override;
 
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
