@@ -66,6 +66,12 @@ float exp_sum_f32_simd(float* x, int64_t n, float sub);
 // out[i] = silu(gate[i]) * up[i], exp as in exp_sum_f32_simd.
 void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out);
 
+// Double precision, for the delta rule: y[i] += s * x[i] (x double or f32),
+// and sum a[i] * b[i].
+void axpy_f64_simd(double* y, const double* x, double s, int64_t n);
+void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n);
+double dot_f64_simd(const double* a, const double* b, int64_t n);
+
 // Name of the kernel level in use ("avx512vnni", ...).
 const char* gemm_kernel_level();
 

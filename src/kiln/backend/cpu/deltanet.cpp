@@ -21,6 +21,7 @@
 
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/core/error.h"
+#include "kiln/quant/gemm.h"
 
 namespace kiln {
 namespace {
@@ -31,20 +32,12 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 // torch.nn.functional.softplus with beta 1 and threshold 20.
 inline double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
 
-template <class R>
-R dot(const R* a, const R* b, int64_t n) {
-  R s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 // dst = src / sqrt(|src|^2 + 1e-6) * scale, as the reference's l2norm.
-template <class R>
-void l2_normalise(const float* src, int64_t n, R scale, R* dst) {
-  R sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += R(src[i]) * R(src[i]);
-  const R inv = R(1) / std::sqrt(sum + R(1e-6));
-  for (int64_t i = 0; i < n; ++i) dst[i] = R(src[i]) * inv * scale;
+void l2_normalise(const float* src, int64_t n, double scale, double* dst) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += double(src[i]) * double(src[i]);
+  const double inv = 1.0 / std::sqrt(sum + 1e-6);
+  for (int64_t i = 0; i < n; ++i) dst[i] = double(src[i]) * inv * scale;
 }
 
 struct HeadView {
@@ -53,48 +46,49 @@ struct HeadView {
   int64_t q_off, k_off, v_off;
 };
 
+// The vector steps are row operations on S [dk][dv] and its dv-long rows:
+// y += s x (axpy_f64_simd) and dots, in double on every kernel level.
+
 // One token at a time. S [dk][dv].
-template <class R>
 void recurrent_head(const HeadView& hv, const float* g, const float* beta, int64_t g_stride,
-                    const DeltaRuleParams& p, R* S, float* out, int64_t out_stride) {
+                    const DeltaRuleParams& p, double* S, float* out, int64_t out_stride) {
   const int64_t dk = p.head_k_dim, dv = p.head_v_dim;
-  std::vector<R> q(static_cast<size_t>(dk)), k(static_cast<size_t>(dk));
-  std::vector<R> delta(static_cast<size_t>(dv));
-  const R scale = R(1) / std::sqrt(R(dk));
+  std::vector<double> q(static_cast<size_t>(dk)), k(static_cast<size_t>(dk));
+  std::vector<double> delta(static_cast<size_t>(dv)), o(static_cast<size_t>(dv));
+  const double scale = 1.0 / std::sqrt(double(dk));
   for (int64_t t = 0; t < p.n_tokens; ++t) {
     const float* row = hv.qkv + t * hv.stride;
-    l2_normalise<R>(row + hv.q_off, dk, scale, q.data());
-    l2_normalise<R>(row + hv.k_off, dk, R(1), k.data());
+    l2_normalise(row + hv.q_off, dk, scale, q.data());
+    l2_normalise(row + hv.k_off, dk, 1.0, k.data());
     const float* v = row + hv.v_off;
-    const R decay = std::exp(R(g[t * g_stride]));
-    const R b = beta[t * g_stride];
-    for (int64_t i = 0; i < dk * dv; ++i) S[i] *= decay;
-    std::fill(delta.begin(), delta.end(), R(0));
-    for (int64_t i = 0; i < dk; ++i)
-      for (int64_t j = 0; j < dv; ++j) delta[j] += S[i * dv + j] * k[i];
-    for (int64_t j = 0; j < dv; ++j) delta[j] = (v[j] - delta[j]) * b;
-    for (int64_t i = 0; i < dk; ++i)
-      for (int64_t j = 0; j < dv; ++j) S[i * dv + j] += k[i] * delta[j];
-    float* o = out + t * out_stride;
-    for (int64_t j = 0; j < dv; ++j) {
-      R sum = 0;
-      for (int64_t i = 0; i < dk; ++i) sum += S[i * dv + j] * q[i];
-      o[j] = float(sum);
+    const double decay = std::exp(double(g[t * g_stride]));
+    const double b = beta[t * g_stride];
+    // delta = (v - decay S^T k) b; S = decay S + k delta^T; o = S^T q.
+    std::fill(delta.begin(), delta.end(), 0.0);
+    for (int64_t i = 0; i < dk; ++i) axpy_f64_simd(delta.data(), S + i * dv, k[size_t(i)], dv);
+    for (int64_t j = 0; j < dv; ++j) delta[size_t(j)] = (v[j] - decay * delta[size_t(j)]) * b;
+    std::fill(o.begin(), o.end(), 0.0);
+    for (int64_t i = 0; i < dk; ++i) {
+      double* s = S + i * dv;
+      for (int64_t j = 0; j < dv; ++j) s[j] *= decay;
+      axpy_f64_simd(s, delta.data(), k[size_t(i)], dv);
+      axpy_f64_simd(o.data(), s, q[size_t(i)], dv);
     }
+    float* dst = out + t * out_stride;
+    for (int64_t j = 0; j < dv; ++j) dst[j] = float(o[size_t(j)]);
   }
 }
 
 // Chunks of p.chunk tokens (the last may be shorter: the reference pads it
 // with zeros, which changes nothing for the real tokens).
-template <class R>
 void chunked_head(const HeadView& hv, const float* g, const float* beta, int64_t g_stride,
-                  const DeltaRuleParams& p, R* S, float* out, int64_t out_stride) {
+                  const DeltaRuleParams& p, double* S, float* out, int64_t out_stride) {
   const int64_t dk = p.head_k_dim, dv = p.head_v_dim, C = std::max<int64_t>(1, p.chunk);
-  const R scale = R(1) / std::sqrt(R(dk));
-  auto buf = [](int64_t n) { return std::vector<R>(static_cast<size_t>(n)); };
-  std::vector<R> Q = buf(C * dk), K = buf(C * dk), W = buf(C * dk), U = buf(C * dv);
-  std::vector<R> A = buf(C * C), row = buf(C), gc = buf(C), b = buf(C);
-  std::vector<R> tmp = buf(dv), kd = buf(dk);
+  const double scale = 1.0 / std::sqrt(double(dk));
+  auto buf = [](int64_t n) { return std::vector<double>(static_cast<size_t>(n)); };
+  std::vector<double> Q = buf(C * dk), K = buf(C * dk), W = buf(C * dk), U = buf(C * dv);
+  std::vector<double> A = buf(C * C), QK = buf(C * C), row = buf(C), gc = buf(C), b = buf(C);
+  std::vector<double> tmp = buf(dv), kd = buf(dk);
   for (int64_t t0 = 0; t0 < p.n_tokens; t0 += C) {
     const int64_t L = std::min(C, p.n_tokens - t0);
     // The cumulative log-decay reaches hundreds over a chunk: in f32 it
@@ -102,80 +96,62 @@ void chunked_head(const HeadView& hv, const float* g, const float* beta, int64_t
     double acc = 0;
     for (int64_t i = 0; i < L; ++i) {
       const float* r = hv.qkv + (t0 + i) * hv.stride;
-      l2_normalise<R>(r + hv.q_off, dk, scale, &Q[i * dk]);
-      l2_normalise<R>(r + hv.k_off, dk, R(1), &K[i * dk]);
+      l2_normalise(r + hv.q_off, dk, scale, &Q[i * dk]);
+      l2_normalise(r + hv.k_off, dk, 1.0, &K[i * dk]);
       acc += g[(t0 + i) * g_stride];
-      gc[i] = R(acc);
+      gc[i] = acc;
       b[i] = beta[(t0 + i) * g_stride];
     }
     // A = -(beta_i k_i . k_j) exp(gc_i - gc_j) below the diagonal, then
-    // inverted by forward substitution: T = (I - A)^-1 row by row.
+    // inverted by forward substitution: T = (I - A)^-1 row by row. QK holds
+    // q_i . k_j exp(gc_i - gc_j) on and below it, for the outputs.
     for (int64_t i = 0; i < L; ++i)
-      for (int64_t j = 0; j < L; ++j)
-        A[i * C + j] = j < i ? -(b[i] * dot(&K[i * dk], &K[j * dk], dk)) *
-                                   std::exp(gc[i] - gc[j])
-                             : R(0);
+      for (int64_t j = 0; j < L; ++j) {
+        const double decay = j <= i ? std::exp(gc[i] - gc[j]) : 0.0;
+        A[i * C + j] = j < i ? -(b[i] * dot_f64_simd(&K[i * dk], &K[j * dk], dk)) * decay : 0.0;
+        QK[i * C + j] = j <= i ? dot_f64_simd(&Q[i * dk], &K[j * dk], dk) * decay : 0.0;
+      }
     for (int64_t i = 1; i < L; ++i) {
       for (int64_t j = 0; j < i; ++j) row[j] = A[i * C + j];
       for (int64_t j = 0; j < i; ++j) {
-        R s = row[j];
+        double s = row[j];
         for (int64_t m = j + 1; m < i; ++m) s += row[m] * A[m * C + j];
         A[i * C + j] = s;
       }
     }
-    for (int64_t i = 0; i < L; ++i) A[i * C + i] = R(1);
+    for (int64_t i = 0; i < L; ++i) A[i * C + i] = 1.0;
     // U = T (beta v), W = T (beta exp(gc) k)
     for (int64_t i = 0; i < L; ++i) {
-      R* u = &U[i * dv];
-      R* w = &W[i * dk];
-      std::fill(u, u + dv, R(0));
-      std::fill(w, w + dk, R(0));
+      double* u = &U[i * dv];
+      double* w = &W[i * dk];
+      std::fill(u, u + dv, 0.0);
+      std::fill(w, w + dk, 0.0);
       for (int64_t j = 0; j <= i; ++j) {
-        const R a = A[i * C + j] * b[j];
-        const float* v = hv.qkv + (t0 + j) * hv.stride + hv.v_off;
-        for (int64_t d = 0; d < dv; ++d) u[d] += a * v[d];
-        const R ae = a * std::exp(gc[j]);
-        for (int64_t d = 0; d < dk; ++d) w[d] += ae * K[j * dk + d];
+        const double a = A[i * C + j] * b[j];
+        axpy_f64_f32_simd(u, hv.qkv + (t0 + j) * hv.stride + hv.v_off, a, dv);
+        axpy_f64_simd(w, &K[j * dk], a * std::exp(gc[j]), dk);
       }
     }
     // New values against the state carried in: U -= W S.
-    for (int64_t i = 0; i < L; ++i) {
-      R* u = &U[i * dv];
-      for (int64_t d = 0; d < dk; ++d) {
-        const R wd = W[i * dk + d];
-        const R* s = S + d * dv;
-        for (int64_t j = 0; j < dv; ++j) u[j] -= wd * s[j];
-      }
-    }
+    for (int64_t i = 0; i < L; ++i)
+      for (int64_t d = 0; d < dk; ++d) axpy_f64_simd(&U[i * dv], S + d * dv, -W[i * dk + d], dv);
     // o_i = exp(gc_i) q_i S + sum_{j <= i} (q_i . k_j) exp(gc_i - gc_j) u_j
     for (int64_t i = 0; i < L; ++i) {
+      std::fill(tmp.begin(), tmp.end(), 0.0);
+      const double e = std::exp(gc[i]);
+      for (int64_t d = 0; d < dk; ++d) axpy_f64_simd(tmp.data(), S + d * dv, Q[i * dk + d] * e, dv);
+      for (int64_t j = 0; j <= i; ++j) axpy_f64_simd(tmp.data(), &U[j * dv], QK[i * C + j], dv);
       float* o = out + (t0 + i) * out_stride;
-      std::fill(tmp.begin(), tmp.end(), R(0));
-      const R e = std::exp(gc[i]);
-      for (int64_t d = 0; d < dk; ++d) {
-        const R qd = Q[i * dk + d] * e;
-        const R* s = S + d * dv;
-        for (int64_t j = 0; j < dv; ++j) tmp[j] += qd * s[j];
-      }
-      for (int64_t j = 0; j <= i; ++j) {
-        const R a = dot(&Q[i * dk], &K[j * dk], dk) * std::exp(gc[i] - gc[j]);
-        const R* u = &U[j * dv];
-        for (int64_t d = 0; d < dv; ++d) tmp[d] += a * u[d];
-      }
       for (int64_t d = 0; d < dv; ++d) o[d] = float(tmp[d]);
     }
     // S = exp(gc_last) S + sum_i exp(gc_last - gc_i) k_i u_i^T
-    const R g_last = gc[L - 1];
-    const R e_last = std::exp(g_last);
+    const double g_last = gc[L - 1];
+    const double e_last = std::exp(g_last);
     for (int64_t x = 0; x < dk * dv; ++x) S[x] *= e_last;
     for (int64_t i = 0; i < L; ++i) {
-      const R e = std::exp(g_last - gc[i]);
+      const double e = std::exp(g_last - gc[i]);
       for (int64_t d = 0; d < dk; ++d) kd[d] = K[i * dk + d] * e;
-      const R* u = &U[i * dv];
-      for (int64_t d = 0; d < dk; ++d) {
-        R* s = S + d * dv;
-        for (int64_t j = 0; j < dv; ++j) s[j] += kd[d] * u[j];
-      }
+      for (int64_t d = 0; d < dk; ++d) axpy_f64_simd(S + d * dv, &U[i * dv], kd[d], dv);
     }
   }
 }
@@ -233,9 +209,9 @@ void CpuBackend::gated_delta_rule(const float* qkv, const float* g, const float*
       const int64_t os = p.n_v_heads * dv;
       std::vector<double> Sd(S, S + dk * dv);
       if (p.n_tokens == 1)
-        recurrent_head<double>(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
+        recurrent_head(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
       else
-        chunked_head<double>(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
+        chunked_head(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
       for (int64_t i = 0; i < dk * dv; ++i) S[i] = float(Sd[i]);
     }
   });
