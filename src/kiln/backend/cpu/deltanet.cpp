@@ -53,8 +53,8 @@ struct HeadView {
 void recurrent_head(const HeadView& hv, const float* g, const float* beta, int64_t g_stride,
                     const DeltaRuleParams& p, double* S, float* out, int64_t out_stride) {
   const int64_t dk = p.head_k_dim, dv = p.head_v_dim;
-  std::vector<double> q(static_cast<size_t>(dk)), k(static_cast<size_t>(dk));
-  std::vector<double> delta(static_cast<size_t>(dv)), o(static_cast<size_t>(dv));
+  thread_local std::vector<double> q, k, delta, o;
+  q.resize(size_t(dk)), k.resize(size_t(dk)), delta.resize(size_t(dv)), o.resize(size_t(dv));
   const double scale = 1.0 / std::sqrt(double(dk));
   for (int64_t t = 0; t < p.n_tokens; ++t) {
     const float* row = hv.qkv + t * hv.stride;
@@ -85,10 +85,13 @@ void chunked_head(const HeadView& hv, const float* g, const float* beta, int64_t
                   const DeltaRuleParams& p, double* S, float* out, int64_t out_stride) {
   const int64_t dk = p.head_k_dim, dv = p.head_v_dim, C = std::max<int64_t>(1, p.chunk);
   const double scale = 1.0 / std::sqrt(double(dk));
-  auto buf = [](int64_t n) { return std::vector<double>(static_cast<size_t>(n)); };
-  std::vector<double> Q = buf(C * dk), K = buf(C * dk), W = buf(C * dk), U = buf(C * dv);
-  std::vector<double> A = buf(C * C), QK = buf(C * C), row = buf(C), gc = buf(C), b = buf(C);
-  std::vector<double> tmp = buf(dv), kd = buf(dk);
+  // Per-thread scratch, kept between calls: a fresh allocation per head and
+  // call would be a new mapping (and its page faults) for every one.
+  thread_local std::vector<double> Q, K, W, U, A, QK, row, gc, b, tmp, kd;
+  for (auto [v, n] : {std::pair{&Q, C * dk}, {&K, C * dk}, {&W, C * dk}, {&U, C * dv},
+                      {&A, C * C}, {&QK, C * C}, {&row, C}, {&gc, C}, {&b, C}, {&tmp, dv},
+                      {&kd, dk}})
+    v->resize(size_t(n));
   for (int64_t t0 = 0; t0 < p.n_tokens; t0 += C) {
     const int64_t L = std::min(C, p.n_tokens - t0);
     // The cumulative log-decay reaches hundreds over a chunk: in f32 it
@@ -207,7 +210,8 @@ void CpuBackend::gated_delta_rule(const float* qkv, const float* g, const float*
       float* S = state + h * dk * dv;
       float* o = out + h * dv;
       const int64_t os = p.n_v_heads * dv;
-      std::vector<double> Sd(S, S + dk * dv);
+      thread_local std::vector<double> Sd;  // the state in double, as the rule works in
+      Sd.assign(S, S + dk * dv);
       if (p.n_tokens == 1)
         recurrent_head(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
       else
