@@ -2,7 +2,8 @@
 // one. A measurement, not a check, so it is disabled by default; run it with
 //   KILN_SERVE_BENCH_MODEL=model.gguf test_server \
 //     --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
-// (KILN_SERVE_BENCH_TOKENS, default 32: tokens per sequence). It drives the
+// (KILN_SERVE_BENCH_TOKENS, default 32: tokens per sequence; KILN_SERVE_BENCH_THREADS:
+// CPU threads, default the physical cores). It drives the
 // Scheduler directly with token-id prompts, so a model without a tokenizer
 // (kiln synth) works; the HTTP layer adds nothing per token worth measuring.
 #include <gtest/gtest.h>
@@ -76,6 +77,7 @@ TEST(DISABLED_Throughput, ConcurrentVsSingle) {
   const int tokens = n ? std::atoi(n) : 32;
   LoadOptions lo;
   lo.need_tokenizer = false;
+  if (const char* t = std::getenv("KILN_SERVE_BENCH_THREADS")) lo.threads = std::atoi(t);
   auto engine = Engine::load(model, lo);
   std::printf("%s on %s\n", model.c_str(), engine->backend().name().c_str());
   run(engine->model(), 1, 4, 256);  // warm-up

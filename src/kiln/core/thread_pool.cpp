@@ -20,10 +20,14 @@
 namespace kiln {
 namespace {
 
-// Spin iterations (each a pause, tens of cycles) before sleeping: a few
-// hundred microseconds, longer than the gap between two ops of a forward
-// pass, much shorter than a pause between requests.
-constexpr int kSpins = 1 << 14;
+// A waiting thread spins before it sleeps: kPauses pauses (tens of cycles
+// each, longer than the gap between two ops of a forward pass), then kYields
+// turns of giving its CPU away (about half a millisecond in all, much
+// shorter than a pause between requests). The yields matter when threads
+// outnumber CPUs (a server's connection and scheduler threads beside the
+// pool): a pure spin would hold the CPU that the thread it waits for
+// needs, for the rest of a time slice.
+constexpr int kPauses = 1 << 10, kYields = 512;
 
 inline void cpu_relax() {
 #if defined(__x86_64__)
@@ -106,8 +110,9 @@ void ThreadPool::worker_loop(int index) {
     uint32_t g;
     int spins = 0;
     while ((g = generation_.load(std::memory_order_acquire)) == seen) {
-      if (++spins < kSpins) {
-        cpu_relax();
+      if (++spins < kPauses + kYields) {
+        if (spins < kPauses) cpu_relax();
+        else sched_yield();
         continue;
       }
       // Announce the sleep before re-checking: the caller reads
@@ -140,8 +145,9 @@ void ThreadPool::run(JobFn fn, void* ctx) {
   int spins = 0;
   uint32_t left;
   while ((left = remaining_.load(std::memory_order_acquire)) != 0) {
-    if (++spins < kSpins) {
-      cpu_relax();
+    if (++spins < kPauses + kYields) {
+      if (spins < kPauses) cpu_relax();
+      else sched_yield();
       continue;
     }
     caller_sleeping_.fetch_add(1);

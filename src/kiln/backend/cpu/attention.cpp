@@ -149,8 +149,14 @@ void CpuBackend::attention(const float* q, const KvLayer& c, const AttentionPara
                            float* out) {
   const int64_t n_qblocks = (p.n_tokens + kQueryBlock - 1) / kQueryBlock;
   // Units ordered head-major: a thread's range holds consecutive query
-  // blocks of the same heads, whose keys stay in its caches.
-  pool_.parallel_for(p.n_heads * n_qblocks, [&](int64_t w0, int64_t w1, int) {
+  // blocks of the same heads, whose keys stay in its caches. A call of a
+  // few microseconds' work (a short head's decode) stays on this thread.
+  const int64_t work = p.n_heads * p.n_tokens * (p.start + p.n_tokens) * c.head_dim;
+  auto run = [&](int64_t n, auto&& fn) {
+    if (work < (1 << 15)) fn(int64_t(0), n, 0);
+    else pool_.parallel_for(n, fn);
+  };
+  run(p.n_heads * n_qblocks, [&](int64_t w0, int64_t w1, int) {
     float* scratch = unit_scratch(c.head_dim);
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t h = w / n_qblocks, t0 = (w % n_qblocks) * kQueryBlock;

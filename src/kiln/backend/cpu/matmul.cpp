@@ -35,11 +35,20 @@ class Scratch {
 };
 
 // Calls fn(r0, r1, scratch) over the rows of the output, split over the pool.
+// A product this small (a few microseconds of work) runs on the calling
+// thread: handing half of it to another costs about as much as it saves.
+constexpr int64_t kInlineMacs = 1 << 16;
+
 template <class Fn>
 void split_rows(ThreadPool& pool, int64_t n_rows, int64_t n_tokens, int64_t K, Fn&& fn) {
   const int64_t g = gemm_row_granule(n_tokens);
   const int64_t units = (n_rows + g - 1) / g;
   const size_t scratch_bytes = gemm_scratch_bytes(K);
+  if (n_rows * K * n_tokens < kInlineMacs) {
+    thread_local Scratch scratch;
+    fn(0, n_rows, scratch.get(scratch_bytes));
+    return;
+  }
   pool.parallel_for(units, [&](int64_t u0, int64_t u1, int) {
     thread_local Scratch scratch;
     fn(u0 * g, std::min(n_rows, u1 * g), scratch.get(scratch_bytes));
