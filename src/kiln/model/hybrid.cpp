@@ -143,17 +143,8 @@ class Hybrid final : public Model {
   // convolution and delta rule of the DeltaNet layers (each sequence's own
   // state) and attention run per item, at its own positions.
   void forward_batch(const std::vector<BatchItem>& items) override {
-    std::vector<Item> run;
     int64_t total = 0;
-    for (const BatchItem& it : items) {
-      if (it.n <= 0) continue;
-      auto* st = static_cast<HybridState*>(it.state);
-      prepare_tokens(*st, it.tokens, it.n);
-      for (const Item& other : run)
-        KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
-      run.push_back(Item{st, it.tokens, it.n, it.logits, nullptr, it.logits ? nullptr : it.argmax});
-      total += it.n;
-    }
+    std::vector<Item> run = batch_items<HybridState, Item>(items, total);
     if (run.empty()) return;
     if (total > batch_capacity_) {
       batch_ws_ = Workspace();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kiln/backend/backend.h"
+#include "kiln/core/error.h"
 #include "kiln/model/model_file.h"
 #include "kiln/model/model_spec.h"
 
@@ -159,6 +160,24 @@ class Model {
     }
   }
   static void set_capacity(SequenceState& s, int64_t c) { s.capacity_ = c; }
+  // forward_batch's items that carry tokens, as the model's Item {state,
+  // tokens, n, logits, inputs, argmax (only without logits)}, each state
+  // checked and prepared (prepare_tokens) and none twice; total: their tokens.
+  template <class State, class Item>
+  std::vector<Item> batch_items(const std::vector<BatchItem>& items, int64_t& total) const {
+    std::vector<Item> run;
+    total = 0;
+    for (const BatchItem& it : items) {
+      if (it.n <= 0) continue;
+      auto* st = static_cast<State*>(it.state);
+      prepare_tokens(*st, it.tokens, it.n);
+      for (const Item& other : run)
+        KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
+      run.push_back(Item{st, it.tokens, it.n, it.logits, nullptr, it.logits ? nullptr : it.argmax});
+      total += it.n;
+    }
+    return run;
+  }
 
   ModelSpec spec_;
   Backend* backend_;
