@@ -116,7 +116,6 @@ class Hybrid final : public Model {
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
     auto st = make_state<HybridState>(o, n_attn_, n_linear_);
-    allocate(st->ws, st->max_batch);
     return st;
   }
 
@@ -131,6 +130,10 @@ class Hybrid final : public Model {
                " model has no M-RoPE sections: it does not take images");
     auto& st = static_cast<HybridState&>(base);
     prepare_tokens(st, tokens, n);
+    // A state's own activations come with its first forward(): a server's
+    // states only ever run in forward_batch, whose workspace is shared (on a
+    // GPU, 32 slots' unused logits rows alone would hold a gigabyte).
+    if (!st.ws.x.get()) allocate(st.ws, st.max_batch);
     for_each_chunk(n, st.max_batch, logits, all_logits,
                    [&](int64_t done, int64_t chunk, float* out) {
       const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
