@@ -88,6 +88,11 @@ TEST_P(HybridState, TruncateKeepsAllOrNothing) {
   so.context = 64;
   auto st = engine->model().new_state(so);
   engine->model().forward(*st, ids.data(), 10, nullptr, false);
+  // What the server and chat ask before they cut a cache back to a shared
+  // head: only all or nothing is possible.
+  EXPECT_TRUE(st->can_truncate(10));
+  EXPECT_TRUE(st->can_truncate(0));
+  EXPECT_FALSE(st->can_truncate(5));
   EXPECT_NO_THROW(st->truncate(10));
   EXPECT_THROW(st->truncate(5), Error);
   st->truncate(0);

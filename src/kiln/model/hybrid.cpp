@@ -70,6 +70,7 @@ class HybridState final : public SequenceState {
   }
   // The recurrent state summarises every position at once: it can be kept
   // whole or dropped, not cut back to an earlier position.
+  bool can_truncate(int64_t pos) const override { return pos == 0 || pos == position(); }
   void truncate(int64_t pos) override {
     if (pos == position()) return;
     KILN_CHECK(pos == 0, "a hybrid model's recurrent state cannot be cut back to position ", pos,
