@@ -210,7 +210,17 @@ void Scheduler::admit(std::unique_lock<std::mutex>&) {
     }
     if (!best) break;
     queue_.pop_front();
-    start(*best, std::move(seq));
+    try {
+      start(*best, seq);
+    } catch (const std::exception& e) {
+      // A state that cannot take the request (its cache refused to be cut
+      // back, a pool out of blocks): the request fails, the server goes on.
+      best->state->reset();
+      best->cached.clear();
+      best->seq.reset();
+      seq->finish(FinishReason::Error, e.what());
+      continue;
+    }
     ++stats_.active;
     ++stats_.requests_started;
   }
