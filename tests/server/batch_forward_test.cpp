@@ -110,7 +110,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen3", kData + "/hf/qwen3"}, Case{"qwen3_moe", kData + "/hf/qwen3_moe"},
                       Case{"smollm3", kData + "/hf/smollm3"},
                       Case{"qwen3_5_text", kData + "/hf/qwen3_5_text"},
-                      Case{"qwen3_next", kData + "/hf/qwen3_next"}),
+                      Case{"qwen3_next", kData + "/hf/qwen3_next"},
+                      Case{"bitnet", kData + "/hf/bitnet"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -442,13 +442,13 @@ TEST(Server, ApiKeyIsRequired) {
 }
 
 // The hybrids (Gated DeltaNet + gated attention, per-sequence recurrent
-// state) batch their steps too: 6 greedy requests of different prompt
+// state) and BitNet (ternary products) batch their steps too: 6 greedy requests of different prompt
 // lengths on 3 slots (so some queue and slots are reused) give what each
 // gives alone. Their products and attention give the same bits batched or
 // alone; the prompts are fed in the same chunks either way (one per step,
 // under the step budget), so the delta rule's chunks match as well.
-TEST(Server, ConcurrentRequestsEqualSequentialOnHybrids) {
-  for (const char* fixture : {"qwen3_5_text", "qwen3_next"}) {
+TEST(Server, ConcurrentRequestsEqualSequentialOnHybridsAndBitnet) {
+  for (const char* fixture : {"qwen3_5_text", "qwen3_next", "bitnet"}) {
     LiveServer srv(std::string(KILN_TEST_DATA) + "/hf/" + fixture, options(3));
     std::vector<std::string> prompts;
     for (int i = 0; i < 6; ++i) {

@@ -144,6 +144,16 @@ class BitnetState final : public SequenceState {
   int64_t max_batch = 0;
 };
 
+// One sequence's tokens within a step.
+struct Item {
+  BitnetState* state;
+  const int32_t* tokens;
+  int64_t n;
+  float* logits;                          // null: none wanted
+  const ForwardInputs* inputs = nullptr;  // unused: BitNet takes no images
+  int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
+};
+
 class Bitnet final : public Model {
  public:
   // Rows per pass through the output head. Each pass unpacks the head's
@@ -155,19 +165,34 @@ class Bitnet final : public Model {
   Bitnet(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
-    auto st = make_state<BitnetState>(o);
-    allocate(st->ws, st->max_batch);
-    return st;
+    return make_state<BitnetState>(o);
   }
 
   void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits) override {
     auto& st = static_cast<BitnetState&>(base);
     prepare_tokens(st, tokens, n);
+    if (!st.ws.x.get()) allocate(st.ws, st.max_batch);  // a server's states never need it
     for_each_chunk(n, st.max_batch, logits, all_logits,
                    [&](int64_t done, int64_t chunk, float* out) {
-      step(st, tokens + done, chunk, out, all_logits);
+      Item item{&st, tokens + done, chunk, out};
+      step(&item, 1, st.ws, all_logits);
     });
+  }
+
+  // All items' tokens go through each ternary product together (each token
+  // quantized on its own, so batching changes no bits); attention runs per
+  // item, at its own positions.
+  void forward_batch(const std::vector<BatchItem>& items) override {
+    int64_t total = 0;
+    std::vector<Item> run = batch_items<BitnetState, Item>(items, total);
+    if (run.empty()) return;
+    if (total > batch_capacity_) {
+      batch_ws_ = Workspace();
+      allocate(batch_ws_, total);
+      batch_capacity_ = total;
+    }
+    step(run.data(), int64_t(run.size()), batch_ws_, false);
   }
 
  private:
@@ -261,15 +286,29 @@ class Bitnet final : public Model {
     ws.logits = f32(std::min(T, kHeadRows) * s.vocab_size);
   }
 
-  void step(BitnetState& st, const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+  // One forward step over the items' tokens, concatenated (T rows in all).
+  // all_logits (a single item only): logits for every row, not just the last.
+  void step(Item* items, int64_t n_items, Workspace& ws, bool all_logits) {
     const ModelSpec& s = spec_;
     Backend& b = *backend_;
-    Workspace& ws = st.ws;
     const int64_t H = s.hidden, hd = s.head_dim, F = s.ffn_hidden;
-    const int64_t start = st.position();
-    for (int64_t t = 0; t < T; ++t) ws.positions[size_t(t)] = int32_t(start + t);
-    b.embed(embed_, tokens, T, ws.x.f32());
     float* x = ws.x.f32();
+    std::vector<int64_t> rows(static_cast<size_t>(n_items));
+    int64_t T = 0;
+    for (int64_t i = 0; i < n_items; ++i) {
+      const Item& it = items[i];
+      rows[size_t(i)] = T;
+      const int64_t start = it.state->position();
+      for (int64_t t = 0; t < it.n; ++t) ws.positions[size_t(T + t)] = int32_t(start + t);
+      b.embed(embed_, it.tokens, it.n, x + T * H);
+      T += it.n;
+    }
+    bool decode_batch = n_items > 1;
+    for (int64_t i = 0; i < n_items; ++i) decode_batch = decode_batch && items[i].n == 1;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    const int64_t q_row = s.n_heads * hd, kv_row = s.n_kv_heads * hd;
+    std::vector<KvLayer> caches(decode_batch ? size_t(n_items) : 0);
+    std::vector<int64_t> starts(caches.size());
     for (int64_t li = 0; li < s.n_layers; ++li) {
       Layer& L = layers_[size_t(li)];
       // --- attention, with SubLN before the output projection
@@ -281,14 +320,27 @@ class Bitnet final : public Model {
              s.rope_style);
       b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
              s.rope_style);
-      const KvLayer& kv = st.cache.layer(li);
-      b.store_kv(kv, ws.k.f32(), ws.v.f32(), T, start);
-      AttentionParams ap;
-      ap.n_tokens = T;
-      ap.start = start;
-      ap.n_heads = s.n_heads;
-      ap.scale = 1.0f / std::sqrt(float(hd));
-      b.attention(ws.q.f32(), kv, ap, ws.attn.f32());
+      if (decode_batch) {  // a serving step: one batched attention op
+        for (int64_t i = 0; i < n_items; ++i) {
+          caches[size_t(i)] = items[i].state->cache.layer(li);
+          starts[size_t(i)] = items[i].state->position();
+        }
+        b.attention_decode_batch(ws.q.f32(), ws.k.f32(), ws.v.f32(), caches.data(), starts.data(),
+                                 n_items, s.n_heads, scale, ws.attn.f32());
+      } else {
+        for (int64_t i = 0; i < n_items; ++i) {
+          const Item& it = items[i];
+          const KvLayer& kv = it.state->cache.layer(li);
+          const int64_t start = it.state->position(), r = rows[size_t(i)];
+          b.store_kv(kv, ws.k.f32() + r * kv_row, ws.v.f32() + r * kv_row, it.n, start);
+          AttentionParams ap;
+          ap.n_tokens = it.n;
+          ap.start = start;
+          ap.n_heads = s.n_heads;
+          ap.scale = scale;
+          b.attention(ws.q.f32() + r * q_row, kv, ap, ws.attn.f32() + r * q_row);
+        }
+      }
       b.rmsnorm(ws.attn.f32(), L.attn_sub_norm.f32(), T, s.n_heads * hd, s.norm_eps,
                 ws.attn.f32());
       b.ternary_matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
@@ -306,23 +358,21 @@ class Bitnet final : public Model {
       b.ternary_matmul(L.w_down, ws.gate.f32(), T, ws.out.f32());
       b.add(x, ws.out.f32(), T * H);
     }
-    advance(st, T);
-    if (!logits) return;
+    for (int64_t i = 0; i < n_items; ++i) advance(*items[i].state, items[i].n);
 
-    const int64_t first = all_logits ? 0 : T - 1, rows = T - first;
-    b.rmsnorm(x + first * H, output_norm_.f32(), rows, H, s.norm_eps, ws.h.f32());
-    for (int64_t r = 0; r < rows; r += kHeadRows) {
-      const int64_t n = std::min(kHeadRows, rows - r);
-      b.matmul(output_, ws.h.f32() + r * H, n, ws.logits.f32());
-      b.to_host(logits + r * s.vocab_size, ws.logits.f32(),
-                size_t(n * s.vocab_size) * sizeof(float));
-    }
+    std::vector<HeadRequest> wanted(static_cast<size_t>(n_items));
+    for (int64_t i = 0; i < n_items; ++i)
+      wanted[size_t(i)] = HeadRequest{rows[size_t(i)], items[i].n, items[i].logits, items[i].argmax};
+    const OutputHead head{&output_, output_norm_.f32(), s.norm_eps, H, s.vocab_size, kHeadRows};
+    head.run(b, x, wanted.data(), n_items, all_logits, ws.h.f32(), ws.logits.f32());
   }
 
   Weight embed_, output_;
   DeviceBuffer output_norm_, inv_freq_;
   std::vector<Layer> layers_;
   std::deque<std::vector<uint8_t>> storage_;  // projections turned into I2_S at load
+  Workspace batch_ws_;  // forward_batch's activations, grown to the largest step seen
+  int64_t batch_capacity_ = 0;
 };
 
 }  // namespace
