@@ -115,14 +115,14 @@ TEST_P(CudaBatch, DecodeStepEqualsOneAtATime) {
   check_decode_steps(synth_once(), n_seqs, kv, 1e-5);
 }
 
-// The hybrids batch their steps too (Hybrid::forward_batch): the products
-// for all sequences at once, each sequence's convolution window and delta
-// rule state on its own, attention batched. The fixtures' bf16 weights
-// take the matrix-vector kernels alone and cuBLAS batched, and these random
-// hybrids amplify rounding (see the CPU goldens): 1e-4, as their goldens.
-TEST(CudaBatchHybrid, DecodeStepEqualsOneAtATime) {
+// The hybrids and BitNet batch their steps too: the products for all
+// sequences at once; a hybrid's convolution window and delta rule state per
+// sequence; attention batched. The hybrid fixtures' bf16 weights take the
+// matrix-vector kernels alone and cuBLAS batched, and these random hybrids
+// amplify rounding (see the CPU goldens): 1e-4, as their goldens.
+TEST(CudaBatchOtherArchitectures, DecodeStepEqualsOneAtATime) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  for (const char* m : {"qwen3_5_text", "qwen3_next"})
+  for (const char* m : {"qwen3_5_text", "qwen3_next", "bitnet"})
     check_decode_steps(std::string(KILN_TEST_DATA) + "/hf/" + m, 6, DType::F32, 1e-4);
 }
 
