@@ -200,6 +200,33 @@ TEST(Server, ConcurrentRequestsEqualSequentialOnes) {
   EXPECT_GT(m["kiln_prompt_tokens_cached_total"].get<double>(), 0);  // the repeats reuse their heads
 }
 
+// 32 streams at once on 32 slots, every one running in each batched step:
+// each equals its single-stream greedy output.
+TEST(Server, ThirtyTwoStreamsEqualTheirSingleStreamOutputs) {
+  LiveServer srv(kStories, options(32));
+  std::vector<std::string> prompts;
+  for (const auto& p : kPrompts) {
+    prompts.push_back(p);
+    prompts.push_back(p + " and then");
+  }
+  std::vector<std::string> alone;
+  for (const auto& p : prompts) alone.push_back(completion_text(srv, p, 40));
+  std::vector<std::string> together(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    threads.emplace_back([&, i] {
+      auto r = srv.post("/v1/completions", {{"prompt", prompts[i]},
+                                            {"max_tokens", 40},
+                                            {"temperature", 0},
+                                            {"stream", true}});
+      ASSERT_TRUE(r && r->status == 200);
+      for (const auto& e : parse_sse(r->body).events)
+        if (!e["choices"].empty()) together[i] += e["choices"][0]["text"].get<std::string>();
+    });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(alone[i], together[i]) << prompts[i];
+}
+
 // The same on the Qwen3 fixture through the chat endpoint: a chat template,
 // BPE, QK-norm, a 151k vocabulary; streamed and not.
 TEST(Server, ConcurrentChatEqualsSequentialOnQwen3) {
