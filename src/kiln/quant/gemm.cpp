@@ -28,6 +28,8 @@ namespace kiln {
   void axpy_f64(double* y, const double* x, double s, int64_t n);                              \
   void axpy_f64_f32(double* y, const float* x, double s, int64_t n);                           \
   double dot_f64(const double* a, const double* b, int64_t n);                                 \
+  void gemm_f64(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,   \
+                const double* B, int64_t ldb, double* C, int64_t ldc);                         \
   }
 KILN_DECLARE_LEVEL(k_avx2)
 KILN_DECLARE_LEVEL(k_avx2vnni)
@@ -80,6 +82,16 @@ double dot_f64_scalar(const double* a, const double* b, int64_t n) {
   return s;
 }
 
+void gemm_f64_scalar(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+                     const double* B, int64_t ldb, double* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double sum = 0;
+      for (int64_t k = 0; k < K; ++k) sum = std::fma(A[i * lda + k], B[k * ldb + j], sum);
+      C[i * ldc + j] = std::fma(alpha, sum, C[i * ldc + j]);
+    }
+}
+
 struct Kernels {
   const char* level = "scalar";
   decltype(&k_avx2::quantize_rows) quantize = nullptr;
@@ -94,6 +106,7 @@ struct Kernels {
   decltype(&k_avx2::axpy_f64) axpy64 = axpy_f64_scalar;
   decltype(&k_avx2::axpy_f64_f32) axpy64_32 = axpy_f64_f32_scalar;
   decltype(&k_avx2::dot_f64) dot64 = dot_f64_scalar;
+  decltype(&k_avx2::gemm_f64) gemm64 = gemm_f64_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
 };
 
@@ -101,7 +114,7 @@ struct Kernels {
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
           ns::exp_sum_f32, ns::silu_mul_f32, ns::axpy_f64,     ns::axpy_f64_f32, \
-          ns::dot_f64,     tiles}
+          ns::dot_f64,     ns::gemm_f64,        tiles}
 
 Kernels pick() {
 #if defined(__x86_64__)
@@ -223,6 +236,10 @@ void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n) {
   kernels().axpy64_32(y, x, s, n);
 }
 double dot_f64_simd(const double* a, const double* b, int64_t n) { return kernels().dot64(a, b, n); }
+void gemm_f64_simd(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+                   const double* B, int64_t ldb, double* C, int64_t ldc) {
+  kernels().gemm64(M, N, K, alpha, A, lda, B, ldb, C, ldc);
+}
 void dot_rows_f32_simd(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,
                        float scale, float* out) {
   kernels().dot_rows(k, stride, rows, q, n, scale, out);

@@ -71,6 +71,9 @@ void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out
 void axpy_f64_simd(double* y, const double* x, double s, int64_t n);
 void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n);
 double dot_f64_simd(const double* a, const double* b, int64_t n);
+// C[M x N] += alpha A[M x K] B[K x N], row-major with leading dimensions.
+void gemm_f64_simd(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+                   const double* B, int64_t ldb, double* C, int64_t ldc);
 
 // Name of the kernel level in use ("avx512vnni", ...).
 const char* gemm_kernel_level();

@@ -80,17 +80,19 @@ void recurrent_head(const HeadView& hv, const float* g, const float* beta, int64
 }
 
 // Chunks of p.chunk tokens (the last may be shorter: the reference pads it
-// with zeros, which changes nothing for the real tokens).
+// with zeros, which changes nothing for the real tokens). Within a chunk of
+// L tokens every step is a matrix product (gemm_f64_simd) except the L x L
+// triangular solve.
 void chunked_head(const HeadView& hv, const float* g, const float* beta, int64_t g_stride,
                   const DeltaRuleParams& p, double* S, float* out, int64_t out_stride) {
   const int64_t dk = p.head_k_dim, dv = p.head_v_dim, C = std::max<int64_t>(1, p.chunk);
   const double scale = 1.0 / std::sqrt(double(dk));
   // Per-thread scratch, kept between calls: a fresh allocation per head and
   // call would be a new mapping (and its page faults) for every one.
-  thread_local std::vector<double> Q, K, W, U, A, QK, row, gc, b, tmp, kd;
-  for (auto [v, n] : {std::pair{&Q, C * dk}, {&K, C * dk}, {&W, C * dk}, {&U, C * dv},
-                      {&A, C * C}, {&QK, C * C}, {&row, C}, {&gc, C}, {&b, C}, {&tmp, dv},
-                      {&kd, dk}})
+  thread_local std::vector<double> Q, K, Kt, V, W, U, O, G, QK, T, Tb, row, gc, b;
+  for (auto [v, n] : {std::pair{&Q, C * dk}, {&K, C * dk}, {&Kt, dk * C}, {&V, C * dv},
+                      {&W, C * dk}, {&U, C * dv}, {&O, C * dv}, {&G, C * C}, {&QK, C * C},
+                      {&T, C * C}, {&Tb, C * C}, {&row, C}, {&gc, C}, {&b, C}})
     v->resize(size_t(n));
   for (int64_t t0 = 0; t0 < p.n_tokens; t0 += C) {
     const int64_t L = std::min(C, p.n_tokens - t0);
@@ -101,61 +103,70 @@ void chunked_head(const HeadView& hv, const float* g, const float* beta, int64_t
       const float* r = hv.qkv + (t0 + i) * hv.stride;
       l2_normalise(r + hv.q_off, dk, scale, &Q[i * dk]);
       l2_normalise(r + hv.k_off, dk, 1.0, &K[i * dk]);
+      const float* v = r + hv.v_off;
+      for (int64_t d = 0; d < dv; ++d) V[i * dv + d] = v[d];
       acc += g[(t0 + i) * g_stride];
       gc[i] = acc;
       b[i] = beta[(t0 + i) * g_stride];
     }
-    // A = -(beta_i k_i . k_j) exp(gc_i - gc_j) below the diagonal, then
-    // inverted by forward substitution: T = (I - A)^-1 row by row. QK holds
-    // q_i . k_j exp(gc_i - gc_j) on and below it, for the outputs.
+    for (int64_t i = 0; i < L; ++i)
+      for (int64_t d = 0; d < dk; ++d) Kt[d * L + i] = K[i * dk + d];
+    // G = K K^T and QK = Q K^T, then masked and decayed:
+    // T (strictly below the diagonal) = -(beta_i k_i . k_j) exp(gc_i - gc_j),
+    // QK (on and below it) = (q_i . k_j) exp(gc_i - gc_j).
+    std::fill(G.begin(), G.begin() + L * L, 0.0);
+    std::fill(QK.begin(), QK.begin() + L * L, 0.0);
+    gemm_f64_simd(L, L, dk, 1.0, K.data(), dk, Kt.data(), L, G.data(), L);
+    gemm_f64_simd(L, L, dk, 1.0, Q.data(), dk, Kt.data(), L, QK.data(), L);
     for (int64_t i = 0; i < L; ++i)
       for (int64_t j = 0; j < L; ++j) {
         const double decay = j <= i ? std::exp(gc[i] - gc[j]) : 0.0;
-        A[i * C + j] = j < i ? -(b[i] * dot_f64_simd(&K[i * dk], &K[j * dk], dk)) * decay : 0.0;
-        QK[i * C + j] = j <= i ? dot_f64_simd(&Q[i * dk], &K[j * dk], dk) * decay : 0.0;
+        T[i * L + j] = j < i ? -(b[i] * G[i * L + j]) * decay : 0.0;
+        QK[i * L + j] *= decay;
       }
+    // T = (I - T)^-1 by forward substitution, row by row.
     for (int64_t i = 1; i < L; ++i) {
-      for (int64_t j = 0; j < i; ++j) row[j] = A[i * C + j];
+      for (int64_t j = 0; j < i; ++j) row[j] = T[i * L + j];
       for (int64_t j = 0; j < i; ++j) {
         double s = row[j];
-        for (int64_t m = j + 1; m < i; ++m) s += row[m] * A[m * C + j];
-        A[i * C + j] = s;
+        for (int64_t m = j + 1; m < i; ++m) s += row[m] * T[m * L + j];
+        T[i * L + j] = s;
       }
     }
-    for (int64_t i = 0; i < L; ++i) A[i * C + i] = 1.0;
-    // U = T (beta v), W = T (beta exp(gc) k)
-    for (int64_t i = 0; i < L; ++i) {
-      double* u = &U[i * dv];
-      double* w = &W[i * dk];
-      std::fill(u, u + dv, 0.0);
-      std::fill(w, w + dk, 0.0);
-      for (int64_t j = 0; j <= i; ++j) {
-        const double a = A[i * C + j] * b[j];
-        axpy_f64_f32_simd(u, hv.qkv + (t0 + j) * hv.stride + hv.v_off, a, dv);
-        axpy_f64_simd(w, &K[j * dk], a * std::exp(gc[j]), dk);
-      }
-    }
-    // New values against the state carried in: U -= W S.
+    for (int64_t i = 0; i < L; ++i) T[i * L + i] = 1.0;
+    // U = T diag(beta) V, W = T diag(beta exp(gc)) K
     for (int64_t i = 0; i < L; ++i)
-      for (int64_t d = 0; d < dk; ++d) axpy_f64_simd(&U[i * dv], S + d * dv, -W[i * dk + d], dv);
-    // o_i = exp(gc_i) q_i S + sum_{j <= i} (q_i . k_j) exp(gc_i - gc_j) u_j
+      for (int64_t j = 0; j < L; ++j) Tb[i * L + j] = T[i * L + j] * b[j];
+    std::fill(U.begin(), U.begin() + L * dv, 0.0);
+    gemm_f64_simd(L, dv, L, 1.0, Tb.data(), L, V.data(), dv, U.data(), dv);
+    for (int64_t j = 0; j < L; ++j) row[j] = std::exp(gc[j]);
+    for (int64_t i = 0; i < L; ++i)
+      for (int64_t j = 0; j < L; ++j) Tb[i * L + j] *= row[j];
+    std::fill(W.begin(), W.begin() + L * dk, 0.0);
+    gemm_f64_simd(L, dk, L, 1.0, Tb.data(), L, K.data(), dk, W.data(), dk);
+    // New values against the state carried in: U -= W S.
+    gemm_f64_simd(L, dv, dk, -1.0, W.data(), dk, S, dv, U.data(), dv);
+    // O = diag(exp(gc)) Q S + QK U
     for (int64_t i = 0; i < L; ++i) {
-      std::fill(tmp.begin(), tmp.end(), 0.0);
       const double e = std::exp(gc[i]);
-      for (int64_t d = 0; d < dk; ++d) axpy_f64_simd(tmp.data(), S + d * dv, Q[i * dk + d] * e, dv);
-      for (int64_t j = 0; j <= i; ++j) axpy_f64_simd(tmp.data(), &U[j * dv], QK[i * C + j], dv);
-      float* o = out + (t0 + i) * out_stride;
-      for (int64_t d = 0; d < dv; ++d) o[d] = float(tmp[d]);
+      for (int64_t d = 0; d < dk; ++d) Q[i * dk + d] *= e;
     }
-    // S = exp(gc_last) S + sum_i exp(gc_last - gc_i) k_i u_i^T
+    std::fill(O.begin(), O.begin() + L * dv, 0.0);
+    gemm_f64_simd(L, dv, dk, 1.0, Q.data(), dk, S, dv, O.data(), dv);
+    gemm_f64_simd(L, dv, L, 1.0, QK.data(), L, U.data(), dv, O.data(), dv);
+    for (int64_t i = 0; i < L; ++i) {
+      float* o = out + (t0 + i) * out_stride;
+      for (int64_t d = 0; d < dv; ++d) o[d] = float(O[i * dv + d]);
+    }
+    // S = exp(gc_last) S + K^T diag(exp(gc_last - gc)) U
     const double g_last = gc[L - 1];
     const double e_last = std::exp(g_last);
     for (int64_t x = 0; x < dk * dv; ++x) S[x] *= e_last;
     for (int64_t i = 0; i < L; ++i) {
       const double e = std::exp(g_last - gc[i]);
-      for (int64_t d = 0; d < dk; ++d) kd[d] = K[i * dk + d] * e;
-      for (int64_t d = 0; d < dk; ++d) axpy_f64_simd(S + d * dv, &U[i * dv], kd[d], dv);
+      for (int64_t d = 0; d < dk; ++d) Kt[d * L + i] *= e;
     }
+    gemm_f64_simd(dk, dv, L, 1.0, Kt.data(), L, U.data(), dv, S, dv);
   }
 }
 
