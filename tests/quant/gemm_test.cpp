@@ -164,3 +164,39 @@ INSTANTIATE_TEST_SUITE_P(Formats, GemmFloat, testing::Values(DType::F32, DType::
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// gemm_f64_simd (the delta rule's products) against the plain triple loop,
+// with sizes that leave partial 4-row and 8-column blocks and leading
+// dimensions wider than the matrices (the gaps must stay untouched), to
+// double rounding (1e-13 per term).
+TEST(GemmF64, MatchesTheTripleLoop) {
+  std::mt19937 rng(3);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  for (int64_t M : {1, 4, 7, 64})
+    for (int64_t N : {1, 8, 13, 128})
+      for (int64_t K : {1, 16, 33}) {
+        const int64_t lda = K + 1, ldb = N + 3, ldc = N + 2;
+        std::vector<double> A(size_t(M * lda)), B(size_t(K * ldb)), C(size_t(M * ldc));
+        for (auto* v : {&A, &B, &C})
+          for (double& x : *v) x = nd(rng);
+        std::vector<double> want = C;
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            double s = 0;
+            for (int64_t k = 0; k < K; ++k) s += A[size_t(i * lda + k)] * B[size_t(k * ldb + j)];
+            want[size_t(i * ldc + j)] += -0.5 * s;
+          }
+        gemm_f64_simd(M, N, K, -0.5, A.data(), lda, B.data(), ldb, C.data(), ldc);
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < ldc; ++j)
+            ASSERT_NEAR(C[size_t(i * ldc + j)], want[size_t(i * ldc + j)],
+                        1e-13 * (1.0 + std::fabs(want[size_t(i * ldc + j)])) * double(K))
+                << M << "x" << N << "x" << K << " at " << i << ", " << j;
+      }
+}
+
+}  // namespace
+}  // namespace kiln

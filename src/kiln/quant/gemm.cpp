@@ -26,8 +26,6 @@ namespace kiln {
   float exp_sum_f32(float* x, int64_t n, float sub);                                           \
   void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out);               \
   void axpy_f64(double* y, const double* x, double s, int64_t n);                              \
-  void axpy_f64_f32(double* y, const float* x, double s, int64_t n);                           \
-  double dot_f64(const double* a, const double* b, int64_t n);                                 \
   void gemm_f64(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,   \
                 const double* B, int64_t ldb, double* C, int64_t ldc);                         \
   }
@@ -73,14 +71,6 @@ float exp_sum_scalar(float* x, int64_t n, float sub) {
 void axpy_f64_scalar(double* y, const double* x, double s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = std::fma(s, x[i], y[i]);
 }
-void axpy_f64_f32_scalar(double* y, const float* x, double s, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = std::fma(s, double(x[i]), y[i]);
-}
-double dot_f64_scalar(const double* a, const double* b, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s = std::fma(a[i], b[i], s);
-  return s;
-}
 
 void gemm_f64_scalar(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
                      const double* B, int64_t ldb, double* C, int64_t ldc) {
@@ -104,8 +94,6 @@ struct Kernels {
   decltype(&k_avx2::exp_sum_f32) exp_sum = exp_sum_scalar;
   decltype(&k_avx2::silu_mul_f32) silu_mul = silu_mul_scalar;
   decltype(&k_avx2::axpy_f64) axpy64 = axpy_f64_scalar;
-  decltype(&k_avx2::axpy_f64_f32) axpy64_32 = axpy_f64_f32_scalar;
-  decltype(&k_avx2::dot_f64) dot64 = dot_f64_scalar;
   decltype(&k_avx2::gemm_f64) gemm64 = gemm_f64_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
 };
@@ -113,8 +101,8 @@ struct Kernels {
 #define KILN_LEVEL(ns, name, tiles) \
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
-          ns::exp_sum_f32, ns::silu_mul_f32, ns::axpy_f64,     ns::axpy_f64_f32, \
-          ns::dot_f64,     ns::gemm_f64,        tiles}
+          ns::exp_sum_f32, ns::silu_mul_f32, ns::axpy_f64,     ns::gemm_f64,     \
+          tiles}
 
 Kernels pick() {
 #if defined(__x86_64__)
@@ -232,10 +220,6 @@ void gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const
 float dot_f32_simd(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
 void axpy_f32_simd(float* y, const float* x, float s, int64_t n) { kernels().axpy(y, x, s, n); }
 void axpy_f64_simd(double* y, const double* x, double s, int64_t n) { kernels().axpy64(y, x, s, n); }
-void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n) {
-  kernels().axpy64_32(y, x, s, n);
-}
-double dot_f64_simd(const double* a, const double* b, int64_t n) { return kernels().dot64(a, b, n); }
 void gemm_f64_simd(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
                    const double* B, int64_t ldb, double* C, int64_t ldc) {
   kernels().gemm64(M, N, K, alpha, A, lda, B, ldb, C, ldc);

@@ -66,11 +66,8 @@ float exp_sum_f32_simd(float* x, int64_t n, float sub);
 // out[i] = silu(gate[i]) * up[i], exp as in exp_sum_f32_simd.
 void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out);
 
-// Double precision, for the delta rule: y[i] += s * x[i] (x double or f32),
-// and sum a[i] * b[i].
+// Double precision, for the delta rule: y[i] += s * x[i];
 void axpy_f64_simd(double* y, const double* x, double s, int64_t n);
-void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n);
-double dot_f64_simd(const double* a, const double* b, int64_t n);
 // C[M x N] += alpha A[M x K] B[K x N], row-major with leading dimensions.
 void gemm_f64_simd(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
                    const double* B, int64_t ldb, double* C, int64_t ldc);
