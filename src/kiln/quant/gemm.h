@@ -68,6 +68,8 @@ void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out
 
 // Double precision, for the delta rule: y[i] += s * x[i];
 void axpy_f64_simd(double* y, const double* x, double s, int64_t n);
+// acc[i] += a[i] * b[i] in double.
+void mul_add_f64_simd(double* acc, const float* a, const float* b, int64_t n);
 // C[M x N] += alpha A[M x K] B[K x N], row-major with leading dimensions.
 void gemm_f64_simd(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
                    const double* B, int64_t ldb, double* C, int64_t ldc);

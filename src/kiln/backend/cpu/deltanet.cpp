@@ -175,19 +175,30 @@ void chunked_head(const HeadView& hv, const float* g, const float* beta, int64_t
 void CpuBackend::conv1d_silu(const float* x, int64_t n_tokens, int64_t channels,
                              const float* weight, int64_t kernel, float* state, float* out) {
   const int64_t hist = kernel - 1;
+  // Channels [c0, c1) for every token: a tap at a time over the channel run
+  // (contiguous in x and in the state), the sums in double.
   auto body = [&](int64_t c0, int64_t c1, int) {
-    std::vector<float> window(size_t(hist + n_tokens));
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t i = 0; i < hist; ++i) window[i] = state[i * channels + c];
-      for (int64_t t = 0; t < n_tokens; ++t) window[hist + t] = x[t * channels + c];
-      const float* w = weight + c * kernel;
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        double s = 0;
-        for (int64_t j = 0; j < kernel; ++j) s += double(w[j]) * window[t + j];
-        out[t * channels + c] = float(silu(s));
-      }
-      for (int64_t i = 0; i < hist; ++i) state[i * channels + c] = window[n_tokens + i];
+    const int64_t n = c1 - c0;
+    thread_local std::vector<float> taps;  // [kernel][n]: weight transposed
+    thread_local std::vector<double> acc;
+    taps.resize(size_t(kernel * n));
+    acc.resize(size_t(n));
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t j = 0; j < kernel; ++j) taps[size_t(j * n + c)] = weight[(c0 + c) * kernel + j];
+    // Window position i: state row i before the call's tokens, then x's rows.
+    auto window = [&](int64_t i) {
+      return i < hist ? state + i * channels + c0 : x + (i - hist) * channels + c0;
+    };
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t j = 0; j < kernel; ++j) mul_add_f64_simd(acc.data(), taps.data() + j * n, window(t + j), n);
+      float* o = out + t * channels + c0;
+      for (int64_t c = 0; c < n; ++c) o[c] = float(silu(acc[size_t(c)]));
     }
+    // The new state: the window's last hist rows, in ascending order (each
+    // read is of a later row than the one written).
+    for (int64_t k = 0; k < hist; ++k)
+      std::copy_n(window(n_tokens + k), n, state + k * channels + c0);
   };
   if (n_tokens * channels * kernel < 32768)
     body(0, channels, 0);
