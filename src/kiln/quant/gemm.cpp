@@ -25,8 +25,10 @@ namespace kiln {
                      float* y);                                                                \
   float exp_sum_f32(float* x, int64_t n, float sub);                                           \
   void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out);               \
-  void axpy_f64(double* y, const double* x, double s, int64_t n);                              \
   void mul_add_f64(double* acc, const float* a, const float* b, int64_t n);                    \
+  void axpy_f64_f32(double* y, const float* x, double s, int64_t n);                           \
+  void decay_update_f32(float* row, const double* delta, double decay, double k, double q,    \
+                        double* o, int64_t n);                                                 \
   void gemm_f64(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,   \
                 const double* B, int64_t ldb, double* C, int64_t ldc);                         \
   }
@@ -69,10 +71,18 @@ float exp_sum_scalar(float* x, int64_t n, float sub) {
   return total;
 }
 
-void axpy_f64_scalar(double* y, const double* x, double s, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = std::fma(s, x[i], y[i]);
-}
 
+void axpy_f64_f32_scalar(double* y, const float* x, double s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::fma(s, double(x[i]), y[i]);
+}
+void decay_update_f32_scalar(float* row, const double* delta, double decay, double k, double q,
+                             double* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = std::fma(k, delta[i], double(row[i]) * decay);
+    row[i] = float(v);
+    o[i] = std::fma(q, v, o[i]);
+  }
+}
 void mul_add_f64_scalar(double* acc, const float* a, const float* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] = std::fma(double(a[i]), double(b[i]), acc[i]);
 }
@@ -97,17 +107,18 @@ struct Kernels {
   decltype(&k_avx2::wsum_rows_f32) wsum_rows = wsum_rows_scalar;
   decltype(&k_avx2::exp_sum_f32) exp_sum = exp_sum_scalar;
   decltype(&k_avx2::silu_mul_f32) silu_mul = silu_mul_scalar;
-  decltype(&k_avx2::axpy_f64) axpy64 = axpy_f64_scalar;
   decltype(&k_avx2::gemm_f64) gemm64 = gemm_f64_scalar;
   decltype(&k_avx2::mul_add_f64) mul_add64 = mul_add_f64_scalar;
+  decltype(&k_avx2::axpy_f64_f32) axpy64_32 = axpy_f64_f32_scalar;
+  decltype(&k_avx2::decay_update_f32) decay_update = decay_update_f32_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
 };
 
 #define KILN_LEVEL(ns, name, tiles) \
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
-          ns::exp_sum_f32, ns::silu_mul_f32, ns::axpy_f64,     ns::gemm_f64,     \
-          ns::mul_add_f64, tiles}
+          ns::exp_sum_f32, ns::silu_mul_f32, ns::gemm_f64,     \
+          ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles}
 
 Kernels pick() {
 #if defined(__x86_64__)
@@ -224,7 +235,13 @@ void gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const
 
 float dot_f32_simd(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
 void axpy_f32_simd(float* y, const float* x, float s, int64_t n) { kernels().axpy(y, x, s, n); }
-void axpy_f64_simd(double* y, const double* x, double s, int64_t n) { kernels().axpy64(y, x, s, n); }
+void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n) {
+  kernels().axpy64_32(y, x, s, n);
+}
+void decay_update_f32_simd(float* row, const double* delta, double decay, double k, double q,
+                           double* o, int64_t n) {
+  kernels().decay_update(row, delta, decay, k, q, o, n);
+}
 void mul_add_f64_simd(double* acc, const float* a, const float* b, int64_t n) {
   kernels().mul_add64(acc, a, b, n);
 }

@@ -66,8 +66,13 @@ float exp_sum_f32_simd(float* x, int64_t n, float sub);
 // out[i] = silu(gate[i]) * up[i], exp as in exp_sum_f32_simd.
 void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out);
 
-// Double precision, for the delta rule: y[i] += s * x[i];
-void axpy_f64_simd(double* y, const double* x, double s, int64_t n);
+// Double precision, for the delta rule (backend/cpu/deltanet.cpp).
+// y[i] += s * x[i] with x f32, in double.
+void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n);
+// One row of the delta rule's recurrent step on an f32 state row:
+// v = row * decay + k * delta (in double), row = v rounded, o += q * v.
+void decay_update_f32_simd(float* row, const double* delta, double decay, double k, double q,
+                           double* o, int64_t n);
 // acc[i] += a[i] * b[i] in double.
 void mul_add_f64_simd(double* acc, const float* a, const float* b, int64_t n);
 // C[M x N] += alpha A[M x K] B[K x N], row-major with leading dimensions.

@@ -46,12 +46,14 @@ struct HeadView {
   int64_t q_off, k_off, v_off;
 };
 
-// The vector steps are row operations on S [dk][dv] and its dv-long rows:
-// y += s x (axpy_f64_simd) and dots, in double on every kernel level.
+// The vector steps (kiln/quant/gemm.h's double helpers, one build per
+// kernel level) work in double on every level.
 
-// One token at a time. S [dk][dv].
+// One token at a time, on the f32 state S [dk][dv] itself: each row is
+// widened, updated and the output summed in double, then rounded back,
+// the same values as a double copy of the state would give for one token.
 void recurrent_head(const HeadView& hv, const float* g, const float* beta, int64_t g_stride,
-                    const DeltaRuleParams& p, double* S, float* out, int64_t out_stride) {
+                    const DeltaRuleParams& p, float* S, float* out, int64_t out_stride) {
   const int64_t dk = p.head_k_dim, dv = p.head_v_dim;
   thread_local std::vector<double> q, k, delta, o;
   q.resize(size_t(dk)), k.resize(size_t(dk)), delta.resize(size_t(dv)), o.resize(size_t(dv));
@@ -65,15 +67,11 @@ void recurrent_head(const HeadView& hv, const float* g, const float* beta, int64
     const double b = beta[t * g_stride];
     // delta = (v - decay S^T k) b; S = decay S + k delta^T; o = S^T q.
     std::fill(delta.begin(), delta.end(), 0.0);
-    for (int64_t i = 0; i < dk; ++i) axpy_f64_simd(delta.data(), S + i * dv, k[size_t(i)], dv);
+    for (int64_t i = 0; i < dk; ++i) axpy_f64_f32_simd(delta.data(), S + i * dv, k[size_t(i)], dv);
     for (int64_t j = 0; j < dv; ++j) delta[size_t(j)] = (v[j] - decay * delta[size_t(j)]) * b;
     std::fill(o.begin(), o.end(), 0.0);
-    for (int64_t i = 0; i < dk; ++i) {
-      double* s = S + i * dv;
-      for (int64_t j = 0; j < dv; ++j) s[j] *= decay;
-      axpy_f64_simd(s, delta.data(), k[size_t(i)], dv);
-      axpy_f64_simd(o.data(), s, q[size_t(i)], dv);
-    }
+    for (int64_t i = 0; i < dk; ++i)
+      decay_update_f32_simd(S + i * dv, delta.data(), decay, k[size_t(i)], q[size_t(i)], o.data(), dv);
     float* dst = out + t * out_stride;
     for (int64_t j = 0; j < dv; ++j) dst[j] = float(o[size_t(j)]);
   }
@@ -232,12 +230,13 @@ void CpuBackend::gated_delta_rule(const float* qkv, const float* g, const float*
       float* S = state + h * dk * dv;
       float* o = out + h * dv;
       const int64_t os = p.n_v_heads * dv;
-      thread_local std::vector<double> Sd;  // the state in double, as the rule works in
+      if (p.n_tokens == 1) {
+        recurrent_head(hv, g + h, beta + h, p.n_v_heads, p, S, o, os);
+        continue;
+      }
+      thread_local std::vector<double> Sd;  // the state in double for the chunks
       Sd.assign(S, S + dk * dv);
-      if (p.n_tokens == 1)
-        recurrent_head(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
-      else
-        chunked_head(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
+      chunked_head(hv, g + h, beta + h, p.n_v_heads, p, Sd.data(), o, os);
       for (int64_t i = 0; i < dk * dv; ++i) S[i] = float(Sd[i]);
     }
   });
