@@ -187,12 +187,8 @@ class Bitnet final : public Model {
     int64_t total = 0;
     std::vector<Item> run = batch_items<BitnetState, Item>(items, total);
     if (run.empty()) return;
-    if (total > batch_capacity_) {
-      batch_ws_ = Workspace();
-      allocate(batch_ws_, total);
-      batch_capacity_ = total;
-    }
-    step(run.data(), int64_t(run.size()), batch_ws_, false);
+    Workspace& ws = batch_ws_.at_least(total, [&](Workspace& w, int64_t t) { allocate(w, t); });
+    step(run.data(), int64_t(run.size()), ws, false);
   }
 
  private:
@@ -293,22 +289,16 @@ class Bitnet final : public Model {
     Backend& b = *backend_;
     const int64_t H = s.hidden, hd = s.head_dim, F = s.ffn_hidden;
     float* x = ws.x.f32();
-    std::vector<int64_t> rows(static_cast<size_t>(n_items));
+    std::vector<AttentionItem> attending(static_cast<size_t>(n_items));
     int64_t T = 0;
     for (int64_t i = 0; i < n_items; ++i) {
       const Item& it = items[i];
-      rows[size_t(i)] = T;
       const int64_t start = it.state->position();
+      attending[size_t(i)] = AttentionItem{&it.state->cache, start, it.n, T};
       for (int64_t t = 0; t < it.n; ++t) ws.positions[size_t(T + t)] = int32_t(start + t);
       b.embed(embed_, it.tokens, it.n, x + T * H);
       T += it.n;
     }
-    bool decode_batch = n_items > 1;
-    for (int64_t i = 0; i < n_items; ++i) decode_batch = decode_batch && items[i].n == 1;
-    const float scale = 1.0f / std::sqrt(float(hd));
-    const int64_t q_row = s.n_heads * hd, kv_row = s.n_kv_heads * hd;
-    std::vector<KvLayer> caches(decode_batch ? size_t(n_items) : 0);
-    std::vector<int64_t> starts(caches.size());
     for (int64_t li = 0; li < s.n_layers; ++li) {
       Layer& L = layers_[size_t(li)];
       // --- attention, with SubLN before the output projection
@@ -320,27 +310,8 @@ class Bitnet final : public Model {
              s.rope_style);
       b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
              s.rope_style);
-      if (decode_batch) {  // a serving step: one batched attention op
-        for (int64_t i = 0; i < n_items; ++i) {
-          caches[size_t(i)] = items[i].state->cache.layer(li);
-          starts[size_t(i)] = items[i].state->position();
-        }
-        b.attention_decode_batch(ws.q.f32(), ws.k.f32(), ws.v.f32(), caches.data(), starts.data(),
-                                 n_items, s.n_heads, scale, ws.attn.f32());
-      } else {
-        for (int64_t i = 0; i < n_items; ++i) {
-          const Item& it = items[i];
-          const KvLayer& kv = it.state->cache.layer(li);
-          const int64_t start = it.state->position(), r = rows[size_t(i)];
-          b.store_kv(kv, ws.k.f32() + r * kv_row, ws.v.f32() + r * kv_row, it.n, start);
-          AttentionParams ap;
-          ap.n_tokens = it.n;
-          ap.start = start;
-          ap.n_heads = s.n_heads;
-          ap.scale = scale;
-          b.attention(ws.q.f32() + r * q_row, kv, ap, ws.attn.f32() + r * q_row);
-        }
-      }
+      attend_items(b, attending, li, s.n_heads, 1.0f / std::sqrt(float(hd)), ws.q.f32(), ws.k.f32(),
+                   ws.v.f32(), ws.attn.f32());
       b.rmsnorm(ws.attn.f32(), L.attn_sub_norm.f32(), T, s.n_heads * hd, s.norm_eps,
                 ws.attn.f32());
       b.ternary_matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
@@ -362,7 +333,8 @@ class Bitnet final : public Model {
 
     std::vector<HeadRequest> wanted(static_cast<size_t>(n_items));
     for (int64_t i = 0; i < n_items; ++i)
-      wanted[size_t(i)] = HeadRequest{rows[size_t(i)], items[i].n, items[i].logits, items[i].argmax};
+      wanted[size_t(i)] = HeadRequest{attending[size_t(i)].row, items[i].n, items[i].logits,
+                                      items[i].argmax};
     const OutputHead head{&output_, output_norm_.f32(), s.norm_eps, H, s.vocab_size, kHeadRows};
     head.run(b, x, wanted.data(), n_items, all_logits, ws.h.f32(), ws.logits.f32());
   }
@@ -371,8 +343,7 @@ class Bitnet final : public Model {
   DeviceBuffer output_norm_, inv_freq_;
   std::vector<Layer> layers_;
   std::deque<std::vector<uint8_t>> storage_;  // projections turned into I2_S at load
-  Workspace batch_ws_;  // forward_batch's activations, grown to the largest step seen
-  int64_t batch_capacity_ = 0;
+  BatchWorkspace<Workspace> batch_ws_;
 };
 
 }  // namespace

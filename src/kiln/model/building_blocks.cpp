@@ -221,6 +221,35 @@ void MoeFfn::forward(Backend& b, const ModelSpec& s, const float* h, int64_t T, 
   }
 }
 
+void attend_items(Backend& b, const std::vector<AttentionItem>& items, int64_t layer,
+                  int64_t n_heads, float scale, const float* q, const float* k, const float* v,
+                  float* out) {
+  bool decode_batch = items.size() > 1;
+  for (const AttentionItem& it : items) decode_batch = decode_batch && it.n == 1;
+  if (decode_batch) {
+    std::vector<KvLayer> caches;
+    std::vector<int64_t> starts;
+    for (const AttentionItem& it : items) {
+      caches.push_back(it.cache->layer(layer));
+      starts.push_back(it.start);
+    }
+    b.attention_decode_batch(q, k, v, caches.data(), starts.data(), int64_t(items.size()), n_heads,
+                             scale, out);
+    return;
+  }
+  for (const AttentionItem& it : items) {
+    const KvLayer kv = it.cache->layer(layer);
+    const int64_t q_row = n_heads * kv.head_dim, kv_row = kv.n_kv_heads * kv.head_dim;
+    b.store_kv(kv, k + it.row * kv_row, v + it.row * kv_row, it.n, it.start);
+    AttentionParams ap;
+    ap.n_tokens = it.n;
+    ap.start = it.start;
+    ap.n_heads = n_heads;
+    ap.scale = scale;
+    b.attention(q + it.row * q_row, kv, ap, out + it.row * q_row);
+  }
+}
+
 void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_t n_reqs,
                      bool all_logits, float* h_buf, float* logits_buf) const {
   std::vector<void*> dest;        // where logits row j goes

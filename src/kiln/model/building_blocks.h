@@ -66,6 +66,43 @@ class MoeFfn {
   Weight shared_gate_, shared_up_, shared_down_, shared_router_;
 };
 
+// One sequence's rows in a forward step, as a layer's attention sees them.
+struct AttentionItem {
+  const KvCache* cache = nullptr;
+  int64_t start = 0;  // the position of its first row
+  int64_t n = 0;      // its rows
+  int64_t row = 0;    // its first row among the step's activations
+};
+
+// One layer's attention for a step's items: each item's k/v rows stored in
+// its cache at its positions, then its q rows attended over that cache.
+// q [T, n_heads, head_dim], k/v [T, n_kv_heads, head_dim], out like q. A
+// step of several sequences one token each (a serving step) takes one
+// attention_decode_batch for all of them instead of two ops per sequence.
+void attend_items(Backend& backend, const std::vector<AttentionItem>& items, int64_t layer,
+                  int64_t n_heads, float scale, const float* q, const float* k, const float* v,
+                  float* out);
+
+// forward_batch's activations: one set for every step, grown to the
+// largest step seen (allocate(ws, rows) makes a set for that many rows).
+template <class Workspace>
+class BatchWorkspace {
+ public:
+  template <class Allocate>
+  Workspace& at_least(int64_t rows, Allocate&& allocate) {
+    if (rows > rows_) {
+      ws_ = Workspace();
+      allocate(ws_, rows);
+      rows_ = rows;
+    }
+    return ws_;
+  }
+
+ private:
+  Workspace ws_;
+  int64_t rows_ = 0;
+};
+
 // One sequence's rows in a forward step, as the output head sees them.
 struct HeadRequest {
   int64_t row = 0;            // its first row among the step's activations

@@ -150,12 +150,8 @@ class Hybrid final : public Model {
     int64_t total = 0;
     std::vector<Item> run = batch_items<HybridState, Item>(items, total);
     if (run.empty()) return;
-    if (total > batch_capacity_) {
-      batch_ws_ = Workspace();
-      allocate(batch_ws_, total);
-      batch_capacity_ = total;
-    }
-    step(run.data(), int64_t(run.size()), batch_ws_, false);
+    Workspace& ws = batch_ws_.at_least(total, [&](Workspace& w, int64_t t) { allocate(w, t); });
+    step(run.data(), int64_t(run.size()), ws, false);
   }
 
  private:
@@ -362,8 +358,8 @@ class Hybrid final : public Model {
     b.matmul(L.w_out, ws.core.f32(), T, ws.out.f32());
   }
 
-  void full_attention(Item* items, int64_t n_items, Layer& L, Workspace& ws, int64_t T,
-                      const ForwardInputs* vision) {
+  void full_attention(const std::vector<AttentionItem>& attending, Layer& L, Workspace& ws,
+                      int64_t T, const ForwardInputs* vision) {
     const ModelSpec& s = spec_;
     Backend& b = *backend_;
     const int64_t hd = s.head_dim;
@@ -386,35 +382,8 @@ class Hybrid final : public Model {
       b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(), inv_freq_.f32(),
              s.rope_style);
     }
-    const float scale = 1.0f / std::sqrt(float(hd));
-    const int64_t q_row = s.n_heads * hd, kv_row = s.n_kv_heads * hd;
-    // Several sequences one token each (a serving step): their attention in
-    // one batched op instead of two ops per sequence.
-    bool decode_batch = n_items > 1;
-    for (int64_t i = 0; i < n_items; ++i) decode_batch = decode_batch && items[i].n == 1;
-    if (decode_batch) {
-      std::vector<KvLayer> caches(static_cast<size_t>(n_items));
-      std::vector<int64_t> starts(caches.size());
-      for (int64_t i = 0; i < n_items; ++i) {
-        caches[size_t(i)] = items[i].state->cache.layer(L.slot);
-        starts[size_t(i)] = items[i].state->position();
-      }
-      b.attention_decode_batch(ws.q.f32(), ws.k.f32(), ws.v.f32(), caches.data(), starts.data(),
-                               n_items, s.n_heads, scale, ws.attn.f32());
-    } else {
-      for (int64_t i = 0; i < n_items; ++i) {
-        const Item& it = items[i];
-        const KvLayer& kv = it.state->cache.layer(L.slot);
-        const int64_t start = it.state->position(), r = it.row;
-        b.store_kv(kv, ws.k.f32() + r * kv_row, ws.v.f32() + r * kv_row, it.n, start);
-        AttentionParams ap;
-        ap.n_tokens = it.n;
-        ap.start = start;
-        ap.n_heads = s.n_heads;
-        ap.scale = scale;
-        b.attention(ws.q.f32() + r * q_row, kv, ap, ws.attn.f32() + r * q_row);
-      }
-    }
+    attend_items(b, attending, L.slot, s.n_heads, 1.0f / std::sqrt(float(hd)), ws.q.f32(),
+                 ws.k.f32(), ws.v.f32(), ws.attn.f32());
     if (L.wgate) b.sigmoid_mul(ws.attn.f32(), ws.gate.f32(), T, s.n_heads * hd, false);
     b.matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
   }
@@ -437,12 +406,16 @@ class Hybrid final : public Model {
       T += it.n;
     }
     const ForwardInputs* vision = n_items == 1 ? items[0].inputs : nullptr;
+    std::vector<AttentionItem> attending(static_cast<size_t>(n_items));
+    for (int64_t i = 0; i < n_items; ++i)
+      attending[size_t(i)] = AttentionItem{&items[i].state->cache, items[i].state->position(),
+                                           items[i].n, items[i].row};
     for (Layer& L : layers_) {
       b.rmsnorm(x, L.attn_norm.f32(), T, H, s.norm_eps, ws.h.f32());
       if (L.is_linear)
         linear_attention(items, n_items, L, ws, T);
       else
-        full_attention(items, n_items, L, ws, T, vision);
+        full_attention(attending, L, ws, T, vision);
       b.add(x, ws.out.f32(), T * H);
 
       b.rmsnorm(x, L.ffn_norm.f32(), T, H, s.norm_eps, ws.h.f32());
@@ -469,8 +442,7 @@ class Hybrid final : public Model {
   DeviceBuffer output_norm_, inv_freq_;
   MropeTables mrope_;
   std::vector<Layer> layers_;
-  Workspace batch_ws_;  // forward_batch's activations, grown to the largest step seen
-  int64_t batch_capacity_ = 0;
+  BatchWorkspace<Workspace> batch_ws_;
   int64_t attention_layers() const override { return n_attn_; }
 
   int64_t n_attn_ = 0, n_linear_ = 0;

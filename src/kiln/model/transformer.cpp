@@ -94,12 +94,8 @@ class Transformer final : public Model {
     int64_t total = 0;
     std::vector<Item> run = batch_items<TransformerState, Item>(items, total);
     if (run.empty()) return;
-    if (total > batch_capacity_) {
-      batch_ws_ = Workspace();
-      allocate(batch_ws_, total);
-      batch_capacity_ = total;
-    }
-    step(run.data(), int64_t(run.size()), batch_ws_, false);
+    Workspace& ws = batch_ws_.at_least(total, [&](Workspace& w, int64_t t) { allocate(w, t); });
+    step(run.data(), int64_t(run.size()), ws, false);
   }
 
  private:
@@ -189,12 +185,10 @@ class Transformer final : public Model {
 
     float* x = ws.x.f32();
     const ForwardInputs* vision = n_items == 1 ? items[0].inputs : nullptr;
-    // Several sequences one token each (a serving step): their attention in
-    // one batched op per layer instead of two ops per sequence.
-    bool decode_batch = n_items > 1;
-    for (int64_t i = 0; i < n_items; ++i) decode_batch = decode_batch && items[i].n == 1;
-    std::vector<KvLayer> batch_caches(decode_batch ? size_t(n_items) : 0);
-    std::vector<int64_t> batch_starts(batch_caches.size());
+    std::vector<AttentionItem> attending(static_cast<size_t>(n_items));
+    for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i)
+      attending[size_t(i)] = AttentionItem{&items[i].state->cache, items[i].state->position(),
+                                           items[i].n, row};
     for (int64_t li = 0; li < s.n_layers; ++li) {
       Layer& L = layers_[size_t(li)];
       // --- attention block
@@ -217,29 +211,8 @@ class Transformer final : public Model {
         b.rope(ws.k.f32(), T, s.n_kv_heads, hd, s.rope_dims, ws.positions.data(),
                inv_freq_.f32(), s.rope_style);
       }
-      const int64_t q_row = s.n_heads * hd, kv_row = s.n_kv_heads * hd;
-      if (decode_batch) {
-        for (int64_t i = 0; i < n_items; ++i) {
-          batch_caches[size_t(i)] = items[i].state->cache.layer(li);
-          batch_starts[size_t(i)] = items[i].state->position();
-        }
-        b.attention_decode_batch(ws.q.f32(), ws.k.f32(), ws.v.f32(), batch_caches.data(),
-                                 batch_starts.data(), n_items, s.n_heads,
-                                 1.0f / std::sqrt(float(hd)), ws.attn.f32());
-      } else {
-        for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i) {
-          const Item& it = items[i];
-          const KvLayer& kv = it.state->cache.layer(li);
-          const int64_t start = it.state->position();
-          b.store_kv(kv, ws.k.f32() + row * kv_row, ws.v.f32() + row * kv_row, it.n, start);
-          AttentionParams ap;
-          ap.n_tokens = it.n;
-          ap.start = start;
-          ap.n_heads = s.n_heads;
-          ap.scale = 1.0f / std::sqrt(float(hd));
-          b.attention(ws.q.f32() + row * q_row, kv, ap, ws.attn.f32() + row * q_row);
-        }
-      }
+      attend_items(b, attending, li, s.n_heads, 1.0f / std::sqrt(float(hd)), ws.q.f32(), ws.k.f32(),
+                   ws.v.f32(), ws.attn.f32());
       b.matmul(L.wo, ws.attn.f32(), T, ws.out.f32());
       b.add(x, ws.out.f32(), T * H);
 
@@ -273,8 +246,7 @@ class Transformer final : public Model {
   DeviceBuffer output_norm_, inv_freq_;
   MropeTables mrope_;
   std::vector<Layer> layers_;
-  Workspace batch_ws_;  // forward_batch's activations, grown to the largest step seen
-  int64_t batch_capacity_ = 0;
+  BatchWorkspace<Workspace> batch_ws_;
 };
 
 }  // namespace
