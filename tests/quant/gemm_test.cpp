@@ -6,7 +6,9 @@
 // while a wrong lane, scale or offset shows up at 1e-2 and more. Covers
 // matvec (1-3 tokens), every tile width's remainder (16-token AMX tiles and
 // their 128-token blocks included), and row counts that
-// leave partial tiles.
+// leave partial tiles. Both with and without batch_invariant; with it,
+// where the kernels promise it (same_bits_alone), each token of a call also
+// equals, bit for bit, the same token alone.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -51,13 +53,24 @@ std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, uint32_t 
   return w;
 }
 
-double check(DType t, int64_t rows, int64_t K, int64_t T) {
+// Whether this CPU's kernels promise a token of a T-token product the same
+// bits as the token alone: the AVX-512 VNNI strips (1-3 tokens) and tiles
+// share one order of operations (gemm_kernels.inc, "strip order"), so a
+// greedy request's output does not depend on the serving batch it is in.
+// (The AMX level then keeps to the same kernels.) The AVX2 kernels do not.
+bool same_bits_alone() {
+  const std::string level = gemm_kernel_level();
+  return level == "avx512vnni" || level == "amx";
+}
+
+double check(DType t, int64_t rows, int64_t K, int64_t T, bool invariant) {
   const std::vector<uint8_t> w = make_weights(t, rows, K, 11);
   const size_t rb = dtype_row_bytes(t, K);
   std::vector<float> x = test::gaussian(size_t(T * K), 5);
   for (int64_t i = 0; i < T * K; i += 97) x[size_t(i)] *= 8.0f;  // uneven block scales
   Aligned qmem(quantized_rows_bytes(T, K)), scratch(gemm_scratch_bytes(K));
-  const QuantizedRows q = quantized_rows_view(qmem.p, T, K);
+  QuantizedRows q = quantized_rows_view(qmem.p, T, K);
+  q.batch_invariant = invariant;
   quantize_rows_q8(x.data(), 0, T, q);
   const int64_t ys = rows + 3;
   std::vector<float> y(size_t(T * ys), -7.0f);
@@ -83,6 +96,22 @@ double check(DType t, int64_t rows, int64_t K, int64_t T) {
     for (int64_t tk = 0; tk < T; ++tk)  // the stride's gap is never written
       for (int64_t c = rows; c < ys; ++c) EXPECT_EQ(y[size_t(tk * ys + c)], -7.0f);
   }
+  if (invariant && same_bits_alone()) {  // every token as if it came alone (decode)
+    Aligned q1mem(quantized_rows_bytes(1, K));
+    QuantizedRows q1 = quantized_rows_view(q1mem.p, 1, K);
+    q1.batch_invariant = true;
+    std::vector<float> alone(static_cast<size_t>(rows));
+    for (int64_t tk = 0; tk < T; ++tk) {
+      quantize_rows_q8(x.data() + tk * K, 0, 1, q1);
+      gemm_int8(t, w.data(), rb, 0, rows, q1, alone.data(), rows, scratch.p);
+      for (int64_t r = 0; r < rows; ++r)
+        if (y[size_t(tk * ys + r)] != alone[size_t(r)]) {
+          ADD_FAILURE() << dtype_name(t) << " K " << K << " row " << r << " token " << tk << " of " << T
+                        << ": " << y[size_t(tk * ys + r)] << " batched, " << alone[size_t(r)] << " alone";
+          return worst;
+        }
+    }
+  }
   return worst;
 }
 
@@ -93,12 +122,13 @@ TEST_P(GemmInt8, MatchesDoubleReference) {
   if (gemm_path(t, 256) != GemmPath::kInt8) GTEST_SKIP() << "no int8 kernel here";
   double worst = 0;
   const bool k256 = t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::IQ4_XS;
-  for (int64_t K : k256 ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{96, 512})
+  for (int64_t K : k256 ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{96, 512, 1312})
     for (int64_t T : {1, 3, 4, 5, 8, 11, 16, 19, 33, 140})
-      for (int64_t rows : {5, 16, 37}) {
-        worst = std::max(worst, check(t, rows, K, T));
-        if (HasFailure()) return;
-      }
+      for (int64_t rows : {5, 16, 37})
+        for (bool invariant : {false, true}) {
+          worst = std::max(worst, check(t, rows, K, T, invariant));
+          if (HasFailure()) return;
+        }
   std::printf("[ measured ] %s (%s kernels): worst relative error %.3g\n",
               std::string(dtype_name(t)).c_str(), gemm_kernel_level(), worst);
 }

@@ -5,6 +5,7 @@
 // when everything has ended, the pool holds only what idle slots keep.
 #include <gtest/gtest.h>
 
+#include "kiln/quant/gemm.h"
 #include "kiln/runtime/engine.h"
 #include "kiln/server/scheduler.h"
 
@@ -94,6 +95,39 @@ TEST(PagedScheduler, PreemptedSequencesGiveTheirAloneOutputs) {
 // The hybrid: preemption also rewinds the recurrent state (to the start).
 TEST(PagedScheduler, PreemptionWorksForHybridModels) {
   expect_outputs_survive_a_small_pool(kHybrid, 6, 60);
+}
+
+// Block-format weights: a step of 32 sequences takes the CPU's int8 tiles,
+// a sequence alone the strip kernels (QuantizedRows::batch_invariant, which
+// the scheduler asks for); both in one order of operations, so each of 32
+// greedy streams equals its run alone. With the row kernels instead (the
+// single-stream default), several of these streams part from their alone
+// outputs within 40 tokens.
+void expect_32_streams_equal_alone(const std::string& path) {
+  const std::string level = gemm_kernel_level();
+  if (level != "avx512vnni" && level != "amx")
+    GTEST_SKIP() << "the " << level << " kernels do not keep one order for every batch";
+  auto e = load(path);
+  Model& m = e->model();
+  const int vocab = int(m.spec().vocab_size);
+  constexpr int kStreams = 32, kTokens = 40;
+  SchedulerOptions o;
+  o.slots = kStreams;
+  o.context = 128;
+  Scheduler sched(m, o);
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  for (int i = 0; i < kStreams; ++i) {
+    seqs.push_back(request(ids_from(i, 6 + i % 5, vocab), kTokens));
+    ASSERT_TRUE(sched.submit(seqs.back()));
+  }
+  std::vector<std::vector<int32_t>> together;
+  for (auto& s : seqs) together.push_back(collect(*s));
+  for (int i = 0; i < kStreams; ++i)
+    EXPECT_EQ(together[size_t(i)], alone(m, ids_from(i, 6 + i % 5, vocab), kTokens)) << "stream " << i;
+}
+
+TEST(PagedScheduler, ThirtyTwoStreamsOfQ8_0WeightsEqualTheirAloneOutputs) {
+  expect_32_streams_equal_alone(std::string(KILN_TEST_DATA) + "/hf/qwen3/gguf/qwen3-q8_0.gguf");
 }
 
 // Requests that begin like a running one take its blocks for that head.

@@ -6,6 +6,8 @@
 // CPU threads, default the physical cores). It drives the
 // Scheduler directly with token-id prompts, so a model without a tokenizer
 // (kiln synth) works; the HTTP layer adds nothing per token worth measuring.
+// It also checks that each of the 32 streams got the tokens its prompt gets
+// alone.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -19,7 +21,19 @@
 namespace kiln {
 namespace {
 
-double run(Model& model, int streams, int tokens, int64_t context, int prompt = 16) {
+using Outputs = std::vector<std::vector<int32_t>>;
+
+// Stream i's prompt: the same token ids whichever run it is in.
+std::vector<int32_t> prompt_of(int i, int prompt) {
+  std::vector<int32_t> p;
+  for (int t = 0; t < prompt; ++t) p.push_back(int32_t((i * 131 + t * 17 + 1) % 500 + 1));
+  return p;
+}
+
+// first: the index of the first stream (its prompt); outputs, when given,
+// receives each stream's token ids.
+double run(Model& model, int streams, int tokens, int64_t context, int prompt = 16,
+           int first = 0, Outputs* outputs = nullptr) {
   SchedulerOptions o;
   o.slots = streams;
   o.context = context;
@@ -28,7 +42,7 @@ double run(Model& model, int streams, int tokens, int64_t context, int prompt = 
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < streams; ++i) {
     auto s = std::make_shared<Sequence>();
-    for (int t = 0; t < prompt; ++t) s->prompt.push_back(int32_t((i * 131 + t * 17 + 1) % 500 + 1));
+    s->prompt = prompt_of(first + i, prompt);
     s->max_tokens = tokens;
     s->sampling.temperature = 0;
     sched.submit(s);
@@ -50,6 +64,11 @@ double run(Model& model, int streams, int tokens, int64_t context, int prompt = 
     total += int64_t(events[i].size());
   }
   const auto t_end = std::chrono::steady_clock::now();
+  if (outputs)
+    for (const auto& ev : events) {
+      outputs->emplace_back();
+      for (const auto& e : ev) outputs->back().push_back(e.id);
+    }
   const double wall = std::chrono::duration<double>(t_end - t0).count();
   const double decode_wall = std::chrono::duration<double>(t_end - t_first).count();
   const SchedulerStats st = sched.stats();
@@ -82,11 +101,29 @@ TEST(DISABLED_Throughput, ConcurrentVsSingle) {
   std::printf("%s on %s\n", model.c_str(), engine->backend().name().c_str());
   run(engine->model(), 1, 4, 256);  // warm-up
   const double one = run(engine->model(), 1, tokens, 256);
-  const double many = run(engine->model(), 32, tokens, 256);
+  Outputs together;
+  const double many = run(engine->model(), 32, tokens, 256, 16, 0, &together);
   // The same 32 rows per step as one 32-token prompt (the step above without
   // per-sequence attention, and with one row through the head).
   run(engine->model(), 1, 1, 256, 32);
   std::printf("32 streams / 1 stream: %.1fx\n", many / one);
+  // Serving must not change what a greedy request gets: each stream's
+  // tokens equal its prompt's run alone (decode through the single-token
+  // kernels, not the batched tiles).
+  int differ = 0;
+  for (int i = 0; i < 32; ++i) {
+    Outputs alone;
+    run(engine->model(), 1, tokens, 256, 16, i, &alone);
+    size_t at = 0;
+    while (at < alone[0].size() && at < together[size_t(i)].size() &&
+           alone[0][at] == together[size_t(i)][at])
+      ++at;
+    if (alone[0] != together[size_t(i)]) {
+      ++differ;
+      std::printf("stream %d differs from its run alone at token %zu\n", i, at);
+    }
+  }
+  EXPECT_EQ(differ, 0);
 }
 
 }  // namespace

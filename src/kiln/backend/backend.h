@@ -106,6 +106,11 @@ class Backend {
 
   // y[t, :] = W x[t, :] for t < n_tokens; W {N, K}, x [T, K], y [T, N].
   virtual void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) = 0;
+  // Asks matmul to give each token the same bits whatever n_tokens is (a
+  // serving step's sequences, a prompt's chunks), where that costs speed
+  // the single-stream path would rather keep. The serving scheduler turns
+  // it on; backends whose products are invariant anyway ignore it.
+  virtual void set_batch_invariant(bool on) {}
   // out[i, :] = row ids[i] of table (any dtype), as f32; ids are host memory.
   virtual void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;
   // y[r, :] = x[r, :] / rms(x[r, :]) * w; rows of length dim; w f32 [dim].

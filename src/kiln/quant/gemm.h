@@ -27,6 +27,13 @@ struct QuantizedRows {
   float* d16 = nullptr;    // [T][K/16]
   float* s16 = nullptr;    // [T][K/16]
   int32_t* i16 = nullptr;  // [T][K/16]
+  // One to three tokens take the strip kernels, whose order of operations
+  // the tiles of four tokens and more share, so each token gets the same
+  // bits whatever the batch (serving: a greedy request's output must not
+  // depend on who else is served); else the row kernels, ~10% faster on
+  // decode. Kept by the AVX-512 VNNI and AMX levels (the latter then
+  // leaves its AMX tiles to the VNNI ones), not by AVX2.
+  bool batch_invariant = false;
 };
 
 size_t quantized_rows_bytes(int64_t n_tokens, int64_t K);

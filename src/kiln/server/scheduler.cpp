@@ -98,6 +98,9 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& o) : model_(model), o
     kv_pool_ = model.new_kv_pool(block, (positions + block - 1) / block, o.kv_dtype);
     so.kv_pool = kv_pool_;
   }
+  // A greedy request gets the tokens it would get alone, whoever shares its
+  // steps (tests/server: 32 streams against each alone).
+  model.backend().set_batch_invariant(true);
   slots_.resize(size_t(o.slots));
   for (Slot& s : slots_) {
     s.state = model.new_state(so);

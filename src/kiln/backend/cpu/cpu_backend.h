@@ -23,6 +23,7 @@ class CpuBackend final : public Backend {
   Weight load_weight(const TensorView& view) override;
 
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
+  void set_batch_invariant(bool on) override { batch_invariant_ = on; }
   void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override;
   void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
                float* y) override;
@@ -72,6 +73,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  bool batch_invariant_ = false;  // set_batch_invariant
 };
 
 // f32 dot product, vectorised where the CPU allows.

@@ -68,8 +68,9 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
   switch (gemm_path(dtype, K)) {
     case GemmPath::kInt8: {
       thread_local Scratch qbuf;
-      const QuantizedRows q =
+      QuantizedRows q =
           quantized_rows_view(qbuf.get(quantized_rows_bytes(n_tokens, K)), n_tokens, K);
+      q.batch_invariant = batch_invariant_;
       if (n_tokens * K >= 32768)
         pool_.parallel_for(n_tokens, [&](int64_t t0, int64_t t1, int) {
           quantize_rows_q8(x, t0, t1, q);
