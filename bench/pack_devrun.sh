@@ -15,8 +15,9 @@ echo "void kiln_stub(void) {}" > .devrun/stub/stub.c
 for l in libavformat.so.59 libavcodec.so.59 libswscale.so.6 libavutil.so.57 libswresample.so.4; do
   gcc -shared -fPIC -Wl,-soname,$l -o $S/lib/$l .devrun/stub/stub.c
 done
-bins=("$B/kiln" "$B/tests/test_cuda")
-[ -x "$B/bench/kiln_bench_cuda" ] && bins+=("$B/bench/kiln_bench_cuda")
+bins=("$B/tests/test_cuda")
+[ "${NO_KILN:-0}" = 1 ] || bins+=("$B/kiln")
+[ "${NO_BENCH:-0}" = 1 ] || [ ! -x "$B/bench/kiln_bench_cuda" ] || bins+=("$B/bench/kiln_bench_cuda")
 # EXTRA_BINS: more binaries to ship (a build of the previous commit, say,
 # for a before/after in the same device call).
 for e in ${EXTRA_BINS:-}; do bins+=("$e"); done
@@ -28,5 +29,5 @@ done | sort -u | grep -v "^$S/" |
   grep -vE '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libcublas[^/]*|libcudart)\.so' |
   while read -r lib; do cp -L "$lib" $S/lib/; done
 strip --strip-unneeded $S/lib/*.so* 2>/dev/null || true
-tar cf - -C $S . | xz -T2 -6 > .devrun/devrun.txz
+tar cf - -C $S . | xz -T2 -9 > .devrun/devrun.txz
 du -sh .devrun/devrun.txz

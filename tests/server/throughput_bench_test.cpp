@@ -14,7 +14,9 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 
+#include "kiln/convert/convert.h"
 #include "kiln/runtime/engine.h"
 #include "kiln/server/scheduler.h"
 
@@ -88,10 +90,23 @@ double run(Model& model, int streams, int tokens, int64_t context, int prompt = 
   return double(total) / wall;
 }
 
+// KILN_SERVE_BENCH_SYNTH=CONFIG:TYPE makes the model first (kiln synth's
+// random weights of CONFIG's shapes), where no kiln command is at hand.
+std::string synth_from_env() {
+  const std::string spec = std::getenv("KILN_SERVE_BENCH_SYNTH");
+  const size_t colon = spec.rfind(':');
+  SynthOptions o;
+  o.type = parse_file_type(spec.substr(colon + 1));
+  const std::string out = testing::TempDir() + "/kiln_serve_bench.gguf";
+  synth_model(spec.substr(0, colon), out, o);
+  return out;
+}
+
 TEST(DISABLED_Throughput, ConcurrentVsSingle) {
   const char* path = std::getenv("KILN_SERVE_BENCH_MODEL");
-  const std::string model =
-      path ? path : std::string(KILN_TEST_DATA) + "/../../models/stories260K.gguf";
+  const std::string model = std::getenv("KILN_SERVE_BENCH_SYNTH") ? synth_from_env()
+                            : path ? path
+                                   : std::string(KILN_TEST_DATA) + "/../../models/stories260K.gguf";
   const char* n = std::getenv("KILN_SERVE_BENCH_TOKENS");
   const int tokens = n ? std::atoi(n) : 32;
   LoadOptions lo;
