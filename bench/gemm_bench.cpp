@@ -49,10 +49,8 @@ std::vector<float> make_acts(int64_t n) {
   return x;
 }
 
-// One matmul of {rows, cols} weights by `tokens` activations; invariant:
-// QuantizedRows::batch_invariant (serving's kernels).
-void run_gemm(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens,
-              bool invariant = false) {
+// One matmul of {rows, cols} weights by `tokens` activations.
+void run_gemm(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens) {
   if (gemm_path(t, cols) == GemmPath::kNone) {
     state.SkipWithError("no kernel for this type on this CPU");
     return;
@@ -61,8 +59,7 @@ void run_gemm(benchmark::State& state, DType t, int64_t rows, int64_t cols, int6
   const std::vector<float> x = make_acts(tokens * cols);
   std::vector<float> y(static_cast<size_t>(tokens * rows));
   Aligned qmem(quantized_rows_bytes(tokens, cols)), scratch(gemm_scratch_bytes(cols));
-  QuantizedRows q = quantized_rows_view(qmem.p, tokens, cols);
-  q.batch_invariant = invariant;
+  const QuantizedRows q = quantized_rows_view(qmem.p, tokens, cols);
   const size_t rb = dtype_row_bytes(t, cols);
   for (auto _ : state) {
     if (gemm_path(t, cols) == GemmPath::kInt8) {
@@ -96,11 +93,6 @@ void register_all() {
                                  [t](benchmark::State& s) { run_gemm(s, t, 3072, 1024, 1); });
     benchmark::RegisterBenchmark(("Matvec/" + n + "/16384x4096").c_str(),
                                  [t](benchmark::State& s) { run_gemm(s, t, 16384, 4096, 1); });
-    // Serving's decode: the strip kernels (the tiles' order of operations).
-    benchmark::RegisterBenchmark(("MatvecInvariant/" + n + "/3072x1024").c_str(),
-                                 [t](benchmark::State& s) { run_gemm(s, t, 3072, 1024, 1, true); });
-    benchmark::RegisterBenchmark(("MatvecInvariant/" + n + "/16384x4096").c_str(),
-                                 [t](benchmark::State& s) { run_gemm(s, t, 16384, 4096, 1, true); });
     benchmark::RegisterBenchmark(("Gemm/" + n + "/3072x1024x128").c_str(),
                                  [t](benchmark::State& s) { run_gemm(s, t, 3072, 1024, 128); })
         ->Unit(benchmark::kMillisecond);

@@ -56,11 +56,12 @@ std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, uint32_t 
 // Whether this CPU's kernels promise a token of a T-token product the same
 // bits as the token alone: the AVX-512 VNNI strips (1-3 tokens) and tiles
 // share one order of operations (gemm_kernels.inc, "strip order"), so a
-// greedy request's output does not depend on the serving batch it is in.
-// (The AMX level then keeps to the same kernels.) The AVX2 kernels do not.
-bool same_bits_alone() {
+// greedy request's output does not depend on the serving batch it is in;
+// the AMX level keeps to them when asked (batch_invariant). The AVX2
+// kernels do not.
+bool same_bits_alone(bool invariant) {
   const std::string level = gemm_kernel_level();
-  return level == "avx512vnni" || level == "amx";
+  return level == "avx512vnni" || (level == "amx" && invariant);
 }
 
 double check(DType t, int64_t rows, int64_t K, int64_t T, bool invariant) {
@@ -96,10 +97,10 @@ double check(DType t, int64_t rows, int64_t K, int64_t T, bool invariant) {
     for (int64_t tk = 0; tk < T; ++tk)  // the stride's gap is never written
       for (int64_t c = rows; c < ys; ++c) EXPECT_EQ(y[size_t(tk * ys + c)], -7.0f);
   }
-  if (invariant && same_bits_alone()) {  // every token as if it came alone (decode)
+  if (same_bits_alone(invariant)) {  // every token as if it came alone (decode)
     Aligned q1mem(quantized_rows_bytes(1, K));
     QuantizedRows q1 = quantized_rows_view(q1mem.p, 1, K);
-    q1.batch_invariant = true;
+    q1.batch_invariant = invariant;
     std::vector<float> alone(static_cast<size_t>(rows));
     for (int64_t tk = 0; tk < T; ++tk) {
       quantize_rows_q8(x.data() + tk * K, 0, 1, q1);

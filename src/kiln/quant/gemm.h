@@ -27,12 +27,12 @@ struct QuantizedRows {
   float* d16 = nullptr;    // [T][K/16]
   float* s16 = nullptr;    // [T][K/16]
   int32_t* i16 = nullptr;  // [T][K/16]
-  // One to three tokens take the strip kernels, whose order of operations
-  // the tiles of four tokens and more share, so each token gets the same
-  // bits whatever the batch (serving: a greedy request's output must not
-  // depend on who else is served); else the row kernels, ~10% faster on
-  // decode. Kept by the AVX-512 VNNI and AMX levels (the latter then
-  // leaves its AMX tiles to the VNNI ones), not by AVX2.
+  // Each token gets the same bits whatever the batch (serving: a greedy
+  // request's output must not depend on who else is served). The AVX-512
+  // VNNI kernels always keep one order for every token count (strips and
+  // tiles); the AMX level, whose tiles for 16 tokens and more sum in
+  // another, leaves them to the VNNI tiles when this is set. The AVX2
+  // levels do not promise it.
   bool batch_invariant = false;
 };
 
