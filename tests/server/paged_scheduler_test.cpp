@@ -98,11 +98,10 @@ TEST(PagedScheduler, PreemptionWorksForHybridModels) {
 }
 
 // Block-format weights: a step of 32 sequences takes the CPU's int8 tiles,
-// a sequence alone the strip kernels (QuantizedRows::batch_invariant, which
-// the scheduler asks for); both in one order of operations, so each of 32
-// greedy streams equals its run alone. With the row kernels instead (the
-// single-stream default), several of these streams part from their alone
-// outputs within 40 tokens.
+// a sequence alone the strip kernels, both in one order of operations, so
+// each of 32 greedy streams equals its run alone. With the row kernels the
+// AVX-512 level had for one token before, 2 of these 32 streams parted from
+// their alone outputs within 40 tokens.
 void expect_32_streams_equal_alone(const std::string& path) {
   const std::string level = gemm_kernel_level();
   if (level != "avx512vnni" && level != "amx")
