@@ -170,6 +170,42 @@ TEST_P(MatmulTest, MatchesCpu) {
   }
 }
 
+// Serving (Backend::set_batch_invariant): each token of a product of T
+// tokens gets the same bits as the token alone, for T the decode kernels
+// take whole (up to 8, or 32 on Hopper) and beyond (in chunks), so a greedy
+// request's output does not depend on who shares its steps. Widths where
+// the 32-token input fits beside the weight buffers (1536) and where it
+// does not (4608: chunks of fewer tokens).
+TEST_P(MatmulTest, BatchInvariantTokensEqualThemselvesAlone) {
+  REQUIRE_GPU();
+  Backend& gpu = *fx().gpu;
+  const DType t = GetParam();
+  const bool plain = t == DType::F32 || t == DType::F16 || t == DType::BF16;
+  gpu.set_batch_invariant(true);
+  struct Off {  // the fixture's backend is shared with the other tests
+    Backend& b;
+    ~Off() { b.set_batch_invariant(false); }
+  } off{gpu};
+  for (int64_t K : plain ? std::vector<int64_t>{72, 512} : std::vector<int64_t>{1536, 4608}) {
+    const int64_t N = 203;
+    auto q = make_weight(t, N, K, uint32_t(K) + 1);
+    Weight wg = gpu.load_weight(q.view);
+    for (int64_t T : {2, 9, 32, 40, 77}) {
+      const auto x = random_vec(size_t(T * K), uint32_t(T + 11));
+      Dev xg(gpu, x), yg(gpu, size_t(T * N)), one(gpu, size_t(N));
+      gpu.matmul(wg, xg.f(), T, yg.f());
+      const std::vector<float> y = yg.get(gpu);
+      for (int64_t tt = 0; tt < T; ++tt) {
+        gpu.matmul(wg, xg.f() + tt * K, 1, one.f());
+        const std::vector<float> alone = one.get(gpu);
+        int64_t differ = 0;
+        for (int64_t r = 0; r < N; ++r) differ += y[size_t(tt * N + r)] != alone[size_t(r)];
+        ASSERT_EQ(differ, 0) << dtype_name(t) << " K=" << K << " token " << tt << " of " << T;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, MatmulTest,
                          testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0,
                                          DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,

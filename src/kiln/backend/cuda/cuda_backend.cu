@@ -126,6 +126,7 @@ class CudaBackend final : public Backend {
     check(cudaHostAlloc(reinterpret_cast<void**>(&out_host_), kOutBytes, cudaHostAllocDefault),
           "pinned output area");
     partial_ = static_cast<float*>(raw_alloc(kPartialBytes, "attention scratch"));
+    partial_bytes_ = kPartialBytes;
     counter_ = static_cast<unsigned*>(raw_alloc(sizeof(unsigned), "a counter"));
     check(cudaMemset(counter_, 0, sizeof(unsigned)), "a counter");
     scratch_.counter = counter_;
@@ -143,6 +144,8 @@ class CudaBackend final : public Backend {
     fuse_enabled_ = !(fuse && std::string(fuse) == "0");
     const char* reuse = std::getenv("KILN_CUDA_MV_REUSE");
     reuse_input_ = !(reuse && std::string(reuse) == "0");
+    const char* invariant = std::getenv("KILN_CUDA_BATCH_INVARIANT");
+    honour_invariant_ = !(invariant && std::string(invariant) == "0");
     // Programmatic dependent launch needs compute capability 9.0 (Hopper).
     const char* pdl = std::getenv("KILN_CUDA_PDL");
     cuda::set_pdl_enabled(prop.major >= 9 && !(pdl && std::string(pdl) == "0"));
@@ -298,11 +301,8 @@ class CudaBackend final : public Backend {
   void argmax_rows(const float* src, int64_t rows, int64_t cols,
                    int32_t* const* outs) override {
     if (rows <= 0) return;
-    if (argmax_capacity_ < rows) {
-      if (argmax_dev_) retired_.push_back(argmax_dev_);
-      argmax_capacity_ = std::max<int64_t>(rows, 64);
-      argmax_dev_ = raw_alloc(size_t(argmax_capacity_) * sizeof(int32_t), "argmax indices");
-    }
+    grow_scratch(argmax_dev_, argmax_bytes_, size_t(rows) * sizeof(int32_t), "argmax indices",
+                 64 * sizeof(int32_t));
     Rec r = blank(Op::ArgmaxRows);
     r.p[0] = src;
     r.p[1] = argmax_dev_;
@@ -366,6 +366,8 @@ class CudaBackend final : public Backend {
   }
 
   // --------------------------------------------------------------------- ops
+
+  void set_batch_invariant(bool on) override { batch_invariant_ = on && honour_invariant_; }
 
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override {
     Rec r = blank(Op::Matmul);
@@ -456,21 +458,30 @@ class CudaBackend final : public Backend {
     r.n[4] = p.n_heads;
     r.f = p.scale;
     r.p[3] = out;
-    // Splits depend on the capacity, not the position, so a recorded step
-    // stays valid as the sequence grows; blocks past the last key exit early.
-    int splits = 1;
-    if (p.n_tokens == 1) {
-      // One split per 64 positions of capacity (at most 32): a short
-      // sequence uses the first few (a split takes >= 32 keys), a long one
-      // spreads over enough blocks to fill the GPU.
-      splits = int(std::clamp<int64_t>((c.capacity + 63) / 64, 1, 32));
-      const size_t per = size_t(p.n_heads) * size_t(c.head_dim + 2) * sizeof(float);
-      while (splits > 1 && per * size_t(splits) > kPartialBytes) splits /= 2;
-    }
-    r.arg2 = uint32_t(splits);
+    r.arg2 = uint32_t(p.n_tokens == 1 ? decode_splits(c.capacity, 1, p.n_heads, c.head_dim) : 1);
     const int32_t s = int32_t(p.start);
     r.arg = push_args(&s, sizeof s);
     submit(r);
+  }
+
+  // Flash-decoding splits for `rows` one-token queries of n_heads heads over
+  // caches of `capacity` positions: one split per 64 positions (at most 32;
+  // a short sequence uses the first few, a split taking >= 32 keys, a long
+  // one spreads over enough blocks to fill the GPU), halved until the
+  // partials fit. By capacity, not position, so that a recorded step stays
+  // valid as the sequences grow (blocks past the last key exit early).
+  // Serving (batch_invariant_): a row gets the splits it gets alone, since
+  // they set its order of summation, and the partials grow to fit instead.
+  int decode_splits(int64_t capacity, int64_t rows, int64_t n_heads, int64_t head_dim) {
+    int splits = int(std::clamp<int64_t>((capacity + 63) / 64, 1, 32));
+    const size_t per_row = size_t(n_heads) * size_t(head_dim + 2) * sizeof(float);
+    if (batch_invariant_) {
+      while (splits > 1 && per_row * size_t(splits) > kPartialBytes) splits /= 2;
+      grow_scratch(partial_, partial_bytes_, per_row * size_t(rows * splits), "attention scratch");
+      return splits;
+    }
+    while (splits > 1 && per_row * size_t(rows * splits) > partial_bytes_) splits /= 2;
+    return splits;
   }
 
   void attention_decode_batch(const float* q, const float* k, const float* v,
@@ -505,11 +516,7 @@ class CudaBackend final : public Backend {
     r.n[3] = n;
     r.n[4] = n_heads;
     r.f = scale;
-    // Splits as for one sequence, while the batch's partials fit.
-    int splits = int(std::clamp<int64_t>((c0.capacity + 63) / 64, 1, 32));
-    const size_t per = size_t(n) * size_t(n_heads) * size_t(c0.head_dim + 2) * sizeof(float);
-    while (splits > 1 && per * size_t(splits) > kPartialBytes) splits /= 2;
-    r.arg2 = uint32_t(splits);
+    r.arg2 = uint32_t(decode_splits(c0.capacity, n, n_heads, c0.head_dim));
     r.arg = push_args(items.data(), items.size() * sizeof(cuda::KvItem));
     submit(r);
   }
@@ -630,11 +637,7 @@ class CudaBackend final : public Backend {
     // activations' are (outgrown buffers stay allocated for recorded ops).
     const size_t need = cuda::delta_rule_scratch_bytes(dp.n_tokens, dp.n_v_heads, dp.head_k_dim,
                                                        dp.head_v_dim);
-    if (delta_bytes_ < need) {
-      if (delta_) retired_.push_back(delta_);
-      delta_ = raw_alloc(need, "the delta rule's chunk scratch");
-      delta_bytes_ = need;
-    }
+    grow_scratch(delta_, delta_bytes_, need, "the delta rule's chunk scratch");
     r.p[5] = need ? delta_ : nullptr;
     r.n[5] = int64_t(need);
     submit(r);
@@ -664,11 +667,7 @@ class CudaBackend final : public Backend {
     // Scratch for the int8 activations, sized here, outside any recorded
     // step; outgrown buffers stay allocated, since recorded ops may name them.
     const size_t need = size_t(n_tokens * K) + size_t(n_tokens) * sizeof(float) + 256;
-    if (ternary_bytes_ < need) {
-      if (ternary_) retired_.push_back(ternary_);
-      ternary_ = static_cast<uint8_t*>(raw_alloc(std::max(need, size_t(1) << 20), "ternary scratch"));
-      ternary_bytes_ = std::max(need, size_t(1) << 20);
-    }
+    grow_scratch(ternary_, ternary_bytes_, need, "ternary scratch", size_t(1) << 20);
     Rec r = blank(Op::TernaryMatmul);
     r.p[0] = w.data;
     r.dtype = uint32_t(t);
@@ -776,6 +775,18 @@ class CudaBackend final : public Backend {
     size_t arg_bytes = 0;
     cudaGraphExec_t exec = nullptr;
   };
+
+  // Grows a scratch buffer to at least need bytes (no fewer than floor);
+  // the outgrown one stays allocated until the backend goes, since recorded
+  // ops may still name it. True when the buffer was replaced.
+  template <class T>
+  bool grow_scratch(T*& buf, size_t& have, size_t need, const char* what, size_t floor = 0) {
+    if (have >= need) return false;
+    if (buf) retired_.push_back(buf);
+    have = std::max(need, floor);
+    buf = static_cast<T*>(raw_alloc(have, what));
+    return true;
+  }
 
   void* raw_alloc(size_t bytes, const char* what) {
     void* p = nullptr;
@@ -1146,18 +1157,24 @@ class CudaBackend final : public Backend {
         const int64_t N = r.n[1], K = r.n[2], T = r.n[3];
         const auto* x = static_cast<const float*>(r.p[1]);
         auto* y = static_cast<float*>(const_cast<void*>(r.p[2]));
-        if (cuda::matvec_fused_ok(t, K, T, size_t(r.n[0]), scratch_.input_bytes)) {
-          cuda::MatvecJob j;
-          j.dtype = t;
-          j.row_bytes = size_t(r.n[0]);
-          j.K = K;
-          j.T = T;
-          j.w[0] = r.p[0];
-          j.y[0] = y;
-          j.n[0] = N;
-          j.nseg = 1;
-          j.x = x;
-          cuda::matvec_fused(j, scratch_, s);
+        const int64_t chunk = batch_invariant_ ? invariant_chunk(t, K, T, size_t(r.n[0])) : 0;
+        if (cuda::matvec_fused_ok(t, K, T, size_t(r.n[0]), scratch_.input_bytes) || chunk > 0) {
+          // Serving (batch_invariant_): every token through the kernel that
+          // takes it alone, chunk tokens at a time.
+          const int64_t step = chunk > 0 ? chunk : T;
+          for (int64_t t0 = 0; t0 < T; t0 += step) {
+            cuda::MatvecJob j;
+            j.dtype = t;
+            j.row_bytes = size_t(r.n[0]);
+            j.K = K;
+            j.T = std::min(step, T - t0);
+            j.w[0] = r.p[0];
+            j.y[0] = y + t0 * N;
+            j.n[0] = N;
+            j.nseg = 1;
+            j.x = x + t0 * K;
+            cuda::matvec_fused(j, scratch_, s);
+          }
         } else if (T <= cuda::kMaxMatvecTokens) {
           cuda::matvec(t, r.p[0], size_t(r.n[0]), N, K, x, T, y, s);
         } else {
@@ -1298,6 +1315,21 @@ class CudaBackend final : public Backend {
     }
   }
 
+  // With batch_invariant_, the tokens per launch for a product of T tokens
+  // that the fused kernels cannot take whole (0: they can, or they cannot
+  // take even one token): the most that the kernel a token alone takes
+  // (bulk-copy or staged) takes too, so every token keeps its alone bits.
+  int64_t invariant_chunk(DType t, int64_t K, int64_t T, size_t row_bytes) const {
+    const size_t in = scratch_.input_bytes;
+    if (cuda::matvec_fused_ok(t, K, T, row_bytes, in) || !cuda::matvec_fused_ok(t, K, 1, row_bytes, in))
+      return 0;
+    const bool bulk = cuda::matvec_fused_prepares(t, K, 1, in);
+    for (int64_t c = std::min<int64_t>(T, cuda::kMaxBulkMatvecTokens); c > 1; --c)
+      if (cuda::matvec_fused_ok(t, K, c, row_bytes, in) && cuda::matvec_fused_prepares(t, K, c, in) == bulk)
+        return c;
+    return 1;
+  }
+
   // Prefill: cuBLAS SGEMM (full f32, as the CPU) on tiles of rows
   // dequantized into a scratch buffer; f32 weights are used in place.
   void gemm(DType t, const void* w, size_t row_bytes, int64_t N, int64_t K, const float* x,
@@ -1350,12 +1382,7 @@ class CudaBackend final : public Backend {
                 int64_t T, float* y) {
     if (!dq_) dq_ = static_cast<float*>(raw_alloc(kDequantBytes, "the dequantization tile"));
     const size_t xh_need = size_t(T * K) * sizeof(__half);
-    if (xh_bytes_ < xh_need) {
-      if (xh_) retired_.push_back(xh_);
-      xh_ = static_cast<__half*>(raw_alloc(xh_need, "the f16 activations"));
-      xh_src_ = nullptr;
-      xh_bytes_ = xh_need;
-    }
+    if (grow_scratch(xh_, xh_bytes_, xh_need, "the f16 activations")) xh_src_ = nullptr;
     // q/k/v (and gate/up) read the same activations: convert them once.
     if (x != xh_src_ || T * K != xh_n_) {
       cuda::to_half(x, T * K, xh_, stream_);
@@ -1386,11 +1413,7 @@ class CudaBackend final : public Backend {
   // llama.cpp's f16 prefill. KILN_CUDA_BF16=f32 keeps that path.
   void gemm_bf16(const void* w, int64_t N, int64_t K, const float* x, int64_t T, float* y) {
     const size_t need = size_t(cuda::kBf16Parts) * size_t(T * K) * sizeof(__nv_bfloat16);
-    if (xb_bytes_ < need) {
-      if (xb_) retired_.push_back(xb_);
-      xb_ = static_cast<__nv_bfloat16*>(raw_alloc(need, "the bf16 activations"));
-      xb_bytes_ = need;
-    }
+    grow_scratch(xb_, xb_bytes_, need, "the bf16 activations");
     cuda::split_bf16(x, T * K, xb_, stream_);
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     const float one = 1.0f, zero = 0.0f;
@@ -1414,7 +1437,8 @@ class CudaBackend final : public Backend {
   uint8_t* out_host_ = nullptr;
   std::map<uintptr_t, size_t> pinned_;  // alloc_host's blocks: start -> bytes
   bool direct_out_ = false;             // the step copies straight into pinned memory
-  float* partial_ = nullptr;
+  float* partial_ = nullptr;  // flash-decoding partials (decode_splits)
+  size_t partial_bytes_ = 0;
   unsigned* counter_ = nullptr;  // matvec_fused's ticket
   cuda::MatvecScratch scratch_;
   float* dq_ = nullptr;
@@ -1423,7 +1447,7 @@ class CudaBackend final : public Backend {
   size_t ternary_bytes_ = 0;
   std::vector<void*> retired_;
   void* argmax_dev_ = nullptr;  // argmax_rows' indices on the device
-  int64_t argmax_capacity_ = 0;
+  size_t argmax_bytes_ = 0;
   void* delta_ = nullptr;  // the delta rule's chunk scratch
   size_t delta_bytes_ = 0;
   size_t xh_bytes_ = 0;
@@ -1469,6 +1493,8 @@ class CudaBackend final : public Backend {
 
   bool graphs_enabled_ = true;
   bool fuse_enabled_ = true;  // KILN_CUDA_FUSE=0 runs each recorded op alone
+  bool batch_invariant_ = false;  // set_batch_invariant (serving)
+  bool honour_invariant_ = true;  // KILN_CUDA_BATCH_INVARIANT=0: ignore it, to compare
   bool reuse_input_ = true;   // KILN_CUDA_MV_REUSE=0: every fused product prepares its input
   bool deferring_ = false;
   bool launched_ = false;

@@ -108,6 +108,10 @@ bool format_supported(DType t);
 // weight bytes staged through shared memory with 16-byte loads. x must be
 // 16-byte aligned.
 inline constexpr int kMaxMatvecTokens = 8;
+// The fused products' bulk-copy kernels (Hopper) take up to this many: a
+// serving step of 32 sequences reads each weight once, and each token's
+// sums keep the order they have alone (see matvec_fused.cu).
+inline constexpr int kMaxBulkMatvecTokens = 32;
 void matvec(DType t, const void* w, size_t row_bytes, int64_t N, int64_t K, const float* x,
             int64_t T, float* y, cudaStream_t s);
 // The decode path's fused products (matvec_fused.cu): up to kMaxMatvecSegs

@@ -17,6 +17,13 @@
 //   output (the normed row, silu(gate) * up) is written by the last block
 //   to finish (an atomic ticket), since in-place ops (silu_mul into gate)
 //   must not overwrite an input other blocks are still reading.
+//
+// A token's sums are made in the same order whatever T is (each lane keeps
+// one accumulator per token over the same units, and the warp reduces them
+// alike), so a token gets the same bits alone or among up to 8 (staged) or
+// 32 (bulk-copy) others: a serving step's sequences get what they get when
+// decoded alone. Backend::set_batch_invariant extends that to any T
+// (cuda_backend.cu: larger products in chunks through these kernels).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -36,8 +43,13 @@ constexpr int kW = 8;  // warps per block
 constexpr int kThreads = kW * 32;
 constexpr int kStage = 2048;     // bytes of blocks staged per warp per step
 constexpr int kStageSlack = 48;  // aligned-down head (< 16) + one word read past the end
-constexpr int kMaxT = kMaxMatvecTokens;
+constexpr int kMaxT = kMaxMatvecTokens;  // the register-staged kernels' tokens
+constexpr int kMaxBulkT = kMaxBulkMatvecTokens;
 constexpr size_t kMaxSmem = 160 * 1024;
+// The bulk-copy kernels may take more (32 tokens' int8 input of a 3072-wide
+// product is 120 KB beside the 66 KB of weight buffers): under the 227 KB a
+// Hopper block can opt into, less the kernel's static barriers.
+constexpr size_t kMaxBulkSmem = 220 * 1024;
 
 // The int8 input of a product: T * K values, then an f32 scale per
 // 32-value block, then per block the sums of its two 16-value halves as two
@@ -874,6 +886,17 @@ bool bulk_enabled() {
   return on;
 }
 
+// KILN_CUDA_MV_TOKENS: the most tokens a bulk-copy product takes (8 to 32,
+// default 32; more go to the tiled prefill path), to compare.
+int bulk_tokens() {
+  static const int n = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_TOKENS");
+    const int v = e ? std::atoi(e) : kMaxBulkT;
+    return v >= kMaxT && v <= kMaxBulkT ? v : kMaxBulkT;
+  }();
+  return n;
+}
+
 int piece_bytes() {
   static const int n = [] {
     const char* e = std::getenv("KILN_CUDA_MV_PIECE");
@@ -892,9 +915,9 @@ size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
 // Whether the bulk-copy path takes this product: Hopper, whole 32-element
 // blocks, and its input fits the scratch area and shared memory.
 bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
-  return bulk_enabled() && K % 32 == 0 &&
+  return bulk_enabled() && K % 32 == 0 && T <= bulk_tokens() &&
          size_t(input_bytes(is_plain(t), K, T)) <= scratch_bytes &&
-         bulk_smem_bytes(t, K, T) <= kMaxSmem;
+         bulk_smem_bytes(t, K, T) <= kMaxBulkSmem;
 }
 
 // How the rows are cut into pieces of at most piece_bytes(): several whole
@@ -932,7 +955,7 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   for (const Fit& f : fits)
     if (f.kernel == reinterpret_cast<const void*>(k) && f.smem == smem) per_sm = f.blocks;
   if (!per_sm) {
-    check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem)),
+    check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxBulkSmem)),
           "matvec shared memory");
     check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, kThreads, smem),
           "matvec occupancy");
@@ -950,8 +973,9 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
 }  // namespace
 
 bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scratch_bytes) {
-  if (T < 1 || T > kMaxT || K < 32) return false;
-  if (smem_bytes(t, K, T) > kMaxSmem && !bulk_ok(t, K, T, scratch_bytes)) return false;
+  if (T < 1 || T > kMaxBulkT || K < 32) return false;
+  const bool bulk = bulk_ok(t, K, T, scratch_bytes);
+  if (!bulk && (T > kMaxT || smem_bytes(t, K, T) > kMaxSmem)) return false;
   bool ok = false;
   dispatch_format(t, [&]<DType DT>() {
     if constexpr (is_plain(DT)) {
@@ -1002,8 +1026,10 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
       plan_pieces<DT>(a);
       if (j.T == 1)
         launch_bulk(mv_bulk_kernel<DT, 1>, a, bulk_smem, s);
-      else
+      else if (j.T <= kMaxT)
         launch_bulk(mv_bulk_kernel<DT, kMaxT>, a, bulk_smem, s);
+      else
+        launch_bulk(mv_bulk_kernel<DT, kMaxBulkT>, a, bulk_smem, s);
       return;
     }
     if constexpr (is_plain(DT)) {
