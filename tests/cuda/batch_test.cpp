@@ -32,18 +32,28 @@ const char* kConfig = R"({"architectures": ["Qwen3ForCausalLM"], "model_type": "
   "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 1024,
   "tie_word_embeddings": true})";
 
+// BitNet with rows the GPU's ternary product takes (whole 256-value TQ2_0
+// blocks; the bitnet fixture's 64- and 160-wide rows run on the CPU only).
+const char* kBitnetConfig = R"({"architectures": ["BitNetForCausalLM"], "model_type": "bitnet",
+  "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+  "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+  "hidden_act": "relu2", "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+  "max_position_embeddings": 1024, "tie_word_embeddings": true})";
+
+std::string synth(const char* name, const char* config, FileType type) {
+  const std::string dir = testing::TempDir() + "/kiln_cuda_batch_" + name;
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/config.json") << config;
+  SynthOptions o;
+  o.type = type;
+  o.seed = 3;
+  o.stddev = 0.08f;  // sharper attention than 0.02 gives, so positions matter
+  synth_model(dir + "/config.json", dir + "/m.gguf", o);
+  return dir + "/m.gguf";
+}
+
 std::string synth_once() {
-  static const std::string path = [] {
-    const std::string dir = testing::TempDir() + "/kiln_cuda_batch";
-    std::filesystem::create_directories(dir);
-    std::ofstream(dir + "/config.json") << kConfig;
-    SynthOptions o;
-    o.type = FileType::F32;
-    o.seed = 3;
-    o.stddev = 0.08f;  // sharper attention than 0.02 gives, so positions matter
-    synth_model(dir + "/config.json", dir + "/m.gguf", o);
-    return dir + "/m.gguf";
-  }();
+  static const std::string path = synth("qwen3", kConfig, FileType::F32);
   return path;
 }
 
@@ -118,17 +128,17 @@ TEST_P(CudaBatch, DecodeStepEqualsOneAtATime) {
   check_decode_steps(synth_once(), n_seqs, kv, 1e-5);
 }
 
-// The hybrids batch their steps too: the products for all sequences at
-// once; a hybrid's convolution window and delta rule state per sequence;
-// attention batched. Without batch invariance the hybrid fixtures' bf16
-// weights take the matrix-vector kernels alone and cuBLAS batched, and these
-// random hybrids amplify rounding (see the CPU goldens): 1e-4, as their
-// goldens. (Not the bitnet fixture: its 64- and 160-wide rows are not the
-// whole 128-value groups the GPU's ternary product takes.)
+// The hybrids and BitNet batch their steps too: the products for all
+// sequences at once; a hybrid's convolution window and delta rule state per
+// sequence; attention batched. Without batch invariance the hybrid
+// fixtures' bf16 weights take the matrix-vector kernels alone and cuBLAS
+// batched, and these random hybrids amplify rounding (see the CPU goldens):
+// 1e-4, as their goldens.
 TEST(CudaBatchOtherArchitectures, DecodeStepEqualsOneAtATime) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (const char* m : {"qwen3_5_text", "qwen3_next"})
     check_decode_steps(std::string(KILN_TEST_DATA) + "/hf/" + m, 6, DType::F32, 1e-4);
+  check_decode_steps(synth("bitnet", kBitnetConfig, FileType::TQ2_0), 6, DType::F32, 1e-4);
 }
 
 // As the server runs it: every sequence's logits equal, bit for bit, its
@@ -138,6 +148,15 @@ TEST(CudaBatchInvariant, DecodeStepEqualsOneAtATimeExactly) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   for (int n : {12, 32, 40}) check_decode_steps(synth_once(), n, DType::F32, 0.0, true);
   check_decode_steps(synth_once(), 32, DType::F16, 0.0, true);
+  for (const char* m : {"qwen3_5_text", "qwen3_next"})
+    check_decode_steps(std::string(KILN_TEST_DATA) + "/hf/" + m, 12, DType::F32, 0.0, true);
+}
+
+// BitNet's ternary products for all sequences at once, each token's int8
+// activations its own.
+TEST(CudaBatchInvariant, BitnetDecodeStepEqualsOneAtATimeExactly) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  check_decode_steps(synth("bitnet", kBitnetConfig, FileType::TQ2_0), 12, DType::F32, 0.0, true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Steps, CudaBatch,

@@ -300,6 +300,20 @@ struct Dp4a<DType::Q6_K> {
   }
 };
 
+// A unit's 32 int8 activations as 8 words. The lanes of a warp take
+// consecutive units, 32 bytes apart, so the 8 lanes of a quarter-warp that
+// one 16-byte load serves would meet in 4 bank groups (a two-way conflict
+// on every load); lanes 4-7 of each 8 load their upper half first instead,
+// which spreads the 8 over all 8 groups. The values are the same.
+__device__ __forceinline__ void load_x32(const int8_t* p, int (&xv)[8]) {
+  const int4* xp = reinterpret_cast<const int4*>(p);
+  const int swap = int(threadIdx.x >> 2) & 1;
+  const int4 first = xp[swap], second = xp[swap ^ 1];
+  const int4 xa = swap ? second : first, xb = swap ? first : second;
+  xv[0] = xa.x, xv[1] = xa.y, xv[2] = xa.z, xv[3] = xa.w;
+  xv[4] = xb.x, xv[5] = xb.y, xv[6] = xb.z, xv[7] = xb.w;
+}
+
 template <DType DT, int MAXT>
 __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t* xq,
                                          const float* xd, const int* xsum, int k, int K,
@@ -313,9 +327,8 @@ __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t*
     for (int t = 0; t < MAXT; ++t) {
       if (t >= T) break;
       const int at = t * K + k, block = at / 32;  // this unit in xq; its block in xd, xsum
-      const int4* xp = reinterpret_cast<const int4*>(xq + at);
-      const int4 xa = xp[0], xb = xp[1];
-      const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+      int xv[8];
+      load_x32(xq + at, xv);
       int i0 = 0, i1 = 0;
 #pragma unroll
       for (int i = 0; i < 4; ++i) i0 = __dp4a(u.v[i], xv[i], i0);
@@ -336,9 +349,8 @@ __device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t*
     for (int t = 0; t < MAXT; ++t) {
       if (t >= T) break;
       const int at = t * K + k, block = at / 32;  // this unit in xq; its block in xd, xsum
-      const int4* xp = reinterpret_cast<const int4*>(xq + at);
-      const int4 xa = xp[0], xb = xp[1];
-      const int xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+      int xv[8];
+      load_x32(xq + at, xv);
       float s = 0.0f;
 #pragma unroll
       for (int i = 0; i < 32; ++i) s = fmaf(w[i], float(int8_t(xv[i / 4] >> (8 * (i % 4)))), s);
