@@ -31,8 +31,9 @@ struct QuantizedRows {
   // request's output must not depend on who else is served). The AVX-512
   // VNNI kernels always keep one order for every token count (strips and
   // tiles); the AMX level, whose tiles for 16 tokens and more sum in
-  // another, leaves them to the VNNI tiles when this is set. The AVX2
-  // levels do not promise it.
+  // another, leaves them to the VNNI tiles when this is set; the AVX2 and
+  // AVX-VNNI levels then take their strips for 1-3 tokens (in their 8-row
+  // tiles' order) instead of their faster row kernels.
   bool batch_invariant = false;
 };
 
