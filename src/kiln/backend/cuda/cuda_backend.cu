@@ -1157,11 +1157,12 @@ class CudaBackend final : public Backend {
         const int64_t N = r.n[1], K = r.n[2], T = r.n[3];
         const auto* x = static_cast<const float*>(r.p[1]);
         auto* y = static_cast<float*>(const_cast<void*>(r.p[2]));
-        const int64_t chunk = batch_invariant_ ? invariant_chunk(t, K, T, size_t(r.n[0])) : 0;
-        if (cuda::matvec_fused_ok(t, K, T, size_t(r.n[0]), scratch_.input_bytes) || chunk > 0) {
+        const bool whole = cuda::matvec_fused_ok(t, K, T, size_t(r.n[0]), scratch_.input_bytes);
+        const int64_t chunk = !whole && batch_invariant_ ? invariant_chunk(t, K, T, size_t(r.n[0])) : 0;
+        if (whole || chunk > 0) {
           // Serving (batch_invariant_): every token through the kernel that
           // takes it alone, chunk tokens at a time.
-          const int64_t step = chunk > 0 ? chunk : T;
+          const int64_t step = whole ? T : chunk;
           for (int64_t t0 = 0; t0 < T; t0 += step) {
             cuda::MatvecJob j;
             j.dtype = t;
@@ -1316,13 +1317,12 @@ class CudaBackend final : public Backend {
   }
 
   // With batch_invariant_, the tokens per launch for a product of T tokens
-  // that the fused kernels cannot take whole (0: they can, or they cannot
-  // take even one token): the most that the kernel a token alone takes
-  // (bulk-copy or staged) takes too, so every token keeps its alone bits.
+  // that the fused kernels cannot take whole (0: they cannot take even one
+  // token): the most that the kernel a token alone takes (bulk-copy or
+  // staged) takes too, so every token keeps its alone bits.
   int64_t invariant_chunk(DType t, int64_t K, int64_t T, size_t row_bytes) const {
     const size_t in = scratch_.input_bytes;
-    if (cuda::matvec_fused_ok(t, K, T, row_bytes, in) || !cuda::matvec_fused_ok(t, K, 1, row_bytes, in))
-      return 0;
+    if (!cuda::matvec_fused_ok(t, K, 1, row_bytes, in)) return 0;
     const bool bulk = cuda::matvec_fused_prepares(t, K, 1, in);
     for (int64_t c = std::min<int64_t>(T, cuda::kMaxBulkMatvecTokens); c > 1; --c)
       if (cuda::matvec_fused_ok(t, K, c, row_bytes, in) && cuda::matvec_fused_prepares(t, K, c, in) == bulk)
