@@ -13,8 +13,11 @@
 // Tolerances: see tests/support/multimodal_check.h.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 
+#include "kiln/vision/video.h"
 #include "support/multimodal_check.h"
 
 namespace kiln {
@@ -40,6 +43,42 @@ TEST_P(MultimodalTest, LogitsPositionsAndGreedyIdsMatch) {
 
 TEST_P(MultimodalTest, VideoMatches) {
   test::check_video_prompt(kData, GetParam().arch, GetParam().model, cpu_options());
+}
+
+// A video file the way a user gives it (H.264 / VP9, see
+// tests/vision/video_file_test.cpp): the prompt kiln writes for it (sampled
+// frames' timestamps, pads per temporal patch) and its pixel_values equal
+// what transformers' processor made of the same file for this model, from
+// the checkpoint and from GGUF + mmproj (which finds the checkpoint's
+// processor config a folder up).
+TEST_P(MultimodalTest, VideoFilePromptMatchesTheProcessor) {
+  if (GetParam().arch != "qwen3_vl") GTEST_SKIP() << "the clips' references are Qwen3-VL's";
+  if (!have_video_decoder()) GTEST_SKIP() << "built without video support";
+  const std::string dir = kData + "/hf/" + GetParam().arch;
+  auto engine = Engine::load(dir + (GetParam().model.empty() ? "" : "/" + GetParam().model),
+                             cpu_options());
+  auto vision = VisionRuntime::open(engine->file(), "", engine->backend());
+  const Tokenizer& tok = engine->require_tokenizer();
+  const VisionTokenIds v = vision_token_ids(tok);
+  const std::vector<int32_t> template_ids =
+      tok.encode("<|vision_start|><|video_pad|><|vision_end|>What happens?");
+  for (const char* clip : {"h264_160x90_10fps.mp4", "vp9_96x64_6fps.webm"}) {
+    SCOPED_TRACE(clip);
+    const std::string path = kData + "/vision/clips/" + clip;
+    auto ref = SafetensorsModel::open(path + ".ref.safetensors");
+    const std::vector<MediaItem> media{vision->encode_video(path, VideoOptions{})};
+    const TensorView* ids = ref->find_tensor("input_ids");
+    const int32_t* ip = static_cast<const int32_t*>(ids->data);
+    EXPECT_EQ(expand_media_pads(template_ids, media, tok, v),
+              std::vector<int32_t>(ip, ip + ids->numel()));
+    const TensorView* px = ref->find_tensor("pixel_values");
+    ASSERT_EQ(int64_t(media[0].pixels.data.size()), px->numel());
+    double diff = 0;
+    for (int64_t i = 0; i < px->numel(); ++i)
+      diff = std::max(diff, double(std::fabs(media[0].pixels.data[size_t(i)] -
+                                             static_cast<const float*>(px->data)[i])));
+    EXPECT_LE(diff, 1e-5);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MultimodalTest,

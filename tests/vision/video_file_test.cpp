@@ -10,7 +10,9 @@
 // as for the folder of frames.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -143,6 +145,77 @@ TEST(VideoFile, SampledFramesAndPixelsMatchTransformers) {
                                            static_cast<const float*>(want->data)[i])));
   EXPECT_LE(diff, 1e-5);
 #endif
+}
+
+// Lossy clips as users give them (H.264 in MP4, VP9 in WebM: 4:2:0 chroma,
+// see make_lossy_videos.cpp), against what transformers made of the same
+// files (make_clip_reference.py: its processor for tests/data/hf/qwen3_vl,
+// frames decoded by FFmpeg inside OpenCV, the decoder it had there). The
+// fixture ships no video_preprocessor_config.json, so transformers gives it
+// Qwen2-VL's video processor: frames at int(arange(0, total, total / n)),
+// the image budget per frame. Each sampled frame must equal that decoder's
+// frame byte for byte (both are FFmpeg's decoders and its swscale
+// conversion to RGB), hence pixel_values within 1e-5.
+TEST(VideoFile, LossyClipsDecodeAndSampleAsTransformers) {
+  if (!have_video_decoder()) GTEST_SKIP() << "built without video support";
+  struct Clip {
+    const char* name;
+    double fps;
+  };
+  const VisionPreprocessConfig cfg = load_preprocess_config(kData + "/hf/qwen3_vl");
+  ASSERT_EQ(cfg.video, VideoProcessorKind::kQwen2VL);
+  for (const Clip& c : {Clip{"h264_160x90_10fps.mp4", 10}, Clip{"vp9_96x64_6fps.webm", 6}}) {
+    SCOPED_TRACE(c.name);
+    const std::string path = kData + "/vision/clips/" + c.name;
+    auto ref = SafetensorsModel::open(path + ".ref.safetensors");
+    const TensorView* all = ref->find_tensor("frames");  // U8 [N, H, W, 3]
+    ASSERT_TRUE(all);
+    const int64_t total = all->shape[0], h = all->shape[1], w = all->shape[2];
+    VideoOptions o;
+    o.sampling = FrameSampling::kArange;
+    o.temporal = cfg.temporal;
+    const std::vector<int64_t> idx = sample_frame_indices(total, c.fps, o);
+    const VideoFrames got = load_video(path, o);
+    ASSERT_EQ(got.frames.size(), idx.size());
+    for (size_t i = 0; i < idx.size(); ++i) {
+      ASSERT_EQ(got.frames[i].width, w);
+      ASSERT_EQ(got.frames[i].height, h);
+      EXPECT_DOUBLE_EQ(got.seconds[i], double(idx[i]) / c.fps);
+      const uint8_t* want = static_cast<const uint8_t*>(all->data) + idx[i] * h * w * 3;
+      int worst = 0;
+      for (int64_t k = 0; k < h * w * 3; ++k)
+        worst = std::max(worst, std::abs(int(got.frames[i].rgb[size_t(k)]) - int(want[k])));
+      EXPECT_EQ(worst, 0) << "frame " << idx[i] << " differs from transformers' decoder";
+    }
+    const PixelValues px = preprocess_video(got.frames, cfg);
+    const TensorView* grid = ref->find_tensor("video_grid_thw");
+    const int32_t* g = static_cast<const int32_t*>(grid->data);
+    EXPECT_EQ(std::vector<int64_t>({px.grid_t, px.grid_h, px.grid_w}),
+              std::vector<int64_t>({g[0], g[1], g[2]}));
+    const TensorView* pv = ref->find_tensor("pixel_values");
+    ASSERT_EQ(int64_t(px.data.size()), pv->numel());
+    double diff = 0;
+    for (int64_t i = 0; i < pv->numel(); ++i)
+      diff = std::max(diff, double(std::fabs(px.data[size_t(i)] -
+                                             static_cast<const float*>(pv->data)[i])));
+    EXPECT_LE(diff, 1e-5);
+  }
+}
+
+// transformers' Qwen2-VL sampling, worked by hand: 23 frames at 10 fps, 2 a
+// second: 4.6 frames, floored to whole pairs (4), at arange(0, 23, 5.75).
+// Qwen3-VL's: int(4.6) = 4 at round(linspace(0, 22, 4)).
+TEST(VideoFile, FrameSamplingOfBothProcessors) {
+  VideoOptions o;
+  EXPECT_EQ(sample_frame_indices(23, 10, o), (std::vector<int64_t>{0, 7, 15, 22}));
+  o.sampling = FrameSampling::kArange;
+  EXPECT_EQ(sample_frame_indices(23, 10, o), (std::vector<int64_t>{0, 5, 11, 17}));
+  // 7 frames: max(1.4, 4) = 4 frames at steps of 1.75.
+  EXPECT_EQ(sample_frame_indices(7, 10, o), (std::vector<int64_t>{0, 1, 3, 5}));
+  // 100 frames at 25 fps, 2 a second: 8 at steps of 12.5.
+  EXPECT_EQ(sample_frame_indices(100, 25, o), (std::vector<int64_t>{0, 12, 25, 37, 50, 62, 75, 87}));
+  // 3 frames: the most whole pairs is one pair.
+  EXPECT_EQ(sample_frame_indices(3, 10, o), (std::vector<int64_t>{0, 1}));
 }
 
 TEST(VideoFile, ATruncatedFileIsAClearError) {

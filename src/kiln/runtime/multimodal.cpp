@@ -78,7 +78,11 @@ MediaItem VisionRuntime::encode_video(const std::string& path, const VideoOption
   MediaItem m;
   m.video = true;
   m.merge = cfg_.merge;
-  VideoFrames v = load_video(path, opt);
+  VideoOptions o = opt;  // the model's processor picks the frames its way
+  o.sampling = cfg_.video == VideoProcessorKind::kQwen2VL ? FrameSampling::kArange
+                                                          : FrameSampling::kLinspace;
+  o.temporal = cfg_.temporal;
+  VideoFrames v = load_video(path, o);
   m.pixels = preprocess_video(v.frames, cfg_);
   m.seconds = temporal_patch_seconds(v.seconds, cfg_.temporal);
   m.out = tower_->encode(m.pixels);

@@ -72,8 +72,23 @@ VisionPreprocessConfig load_preprocess_config(const std::string& dir,
     read_size(j, cfg.min_pixels, cfg.max_pixels);
   }
   const fs::path video_cfg = fs::path(dir) / "video_preprocessor_config.json";
-  if (fs::exists(video_cfg)) read_size(read_json_file(video_cfg.string()), cfg.video_min_pixels,
-                                       cfg.video_max_pixels);
+  auto names_qwen2 = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) && j[key].is_string() &&
+           j[key].get<std::string>().rfind("Qwen2VL", 0) == 0;
+  };
+  if (fs::exists(video_cfg)) {
+    const nlohmann::json j = read_json_file(video_cfg.string());
+    read_size(j, cfg.video_min_pixels, cfg.video_max_pixels);
+    cfg.video = names_qwen2(j, "video_processor_type") ? VideoProcessorKind::kQwen2VL
+                                                       : VideoProcessorKind::kQwen3VL;
+  } else if (fs::exists(image_cfg)) {
+    const nlohmann::json j = read_json_file(image_cfg.string());
+    if (names_qwen2(j, "image_processor_type")) {
+      cfg.video = VideoProcessorKind::kQwen2VL;
+      cfg.video_min_pixels = cfg.min_pixels;
+      cfg.video_max_pixels = cfg.max_pixels;
+    }
+  }
   KILN_CHECK(cfg.patch > 0 && cfg.merge > 0 && cfg.temporal > 0, image_cfg.string(),
              ": patch_size, merge_size and temporal_patch_size must be positive");
   return cfg;
@@ -118,9 +133,12 @@ PixelValues preprocess_image(const Image& image, const VisionPreprocessConfig& c
 PixelValues preprocess_video(const std::vector<Image>& frames, const VisionPreprocessConfig& cfg) {
   KILN_CHECK(!frames.empty(), "a video needs at least one frame");
   const Image& first = frames.front();
+  // Qwen3-VL's budget covers every frame; Qwen2-VL's is per frame.
+  const int budget_frames = cfg.video == VideoProcessorKind::kQwen3VL
+                                ? std::max<int>(int(frames.size()), cfg.temporal)
+                                : 0;
   auto [h, w] = smart_resize(first.height, first.width, cfg.factor(), cfg.video_min_pixels,
-                             cfg.video_max_pixels,
-                             std::max<int>(int(frames.size()), cfg.temporal), cfg.temporal);
+                             cfg.video_max_pixels, budget_frames, cfg.temporal);
   PixelValues pv;
   const int64_t n = int64_t(frames.size());
   pv.grid_t = (n + cfg.temporal - 1) / cfg.temporal;

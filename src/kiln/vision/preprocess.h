@@ -13,6 +13,12 @@
 
 namespace kiln {
 
+// The transformers video processor a checkpoint gets (load_preprocess_config).
+enum class VideoProcessorKind {
+  kQwen3VL,  // one pixel budget for all the frames; frames at linspace
+  kQwen2VL,  // the budget per frame; frames at arange, whole temporal patches
+};
+
 struct VisionPreprocessConfig {
   int patch = 16;
   int merge = 2;
@@ -26,11 +32,17 @@ struct VisionPreprocessConfig {
   int64_t max_pixels = 16777216;
   int64_t video_min_pixels = 4096;
   int64_t video_max_pixels = 25165824;
+  VideoProcessorKind video = VideoProcessorKind::kQwen3VL;
   int factor() const { return patch * merge; }
 };
 
 // Reads preprocessor_config.json (and video_preprocessor_config.json when
 // present) from `dir`; keeps the defaults (Qwen3-VL's) for absent keys or files.
+// As transformers' AutoVideoProcessor: video_preprocessor_config.json names
+// the video processor (video_processor_type) and its pixel budget; without
+// one, the image processor's config stands for the video processor too, and
+// a Qwen2VLImageProcessor's is a Qwen2VLVideoProcessor's (kQwen2VL, with
+// the image budget per frame).
 VisionPreprocessConfig load_preprocess_config(const std::string& dir,
                                               VisionPreprocessConfig defaults = {});
 

@@ -56,10 +56,14 @@ VideoFrames decode_video_file(const std::string& path, const VideoOptions& opt) 
   // return codes anyway.
   if (!std::getenv("KILN_FFMPEG_LOG")) av_log_set_level(AV_LOG_QUIET);
   Decoder d;
-  int rc = avformat_open_input(&d.fmt, path.c_str(), nullptr, nullptr);
-  KILN_CHECK(rc >= 0, path, ": cannot open as a video (", av_message(rc), ")");
-  rc = avformat_find_stream_info(d.fmt, nullptr);
-  KILN_CHECK(rc >= 0, path, ": cannot read the video's streams (", av_message(rc), ")");
+  auto open = [&] {
+    int rc = avformat_open_input(&d.fmt, path.c_str(), nullptr, nullptr);
+    KILN_CHECK(rc >= 0, path, ": cannot open as a video (", av_message(rc), ")");
+    rc = avformat_find_stream_info(d.fmt, nullptr);
+    KILN_CHECK(rc >= 0, path, ": cannot read the video's streams (", av_message(rc), ")");
+  };
+  open();
+  int rc = 0;
   const AVCodec* codec = nullptr;
   const int si = av_find_best_stream(d.fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
   KILN_CHECK(si >= 0 && codec, path, ": no decodable video stream");
@@ -75,6 +79,21 @@ VideoFrames decode_video_file(const std::string& path, const VideoOptions& opt) 
   KILN_CHECK(video_fps > 0, path, ": the video has no frame rate");
   int64_t total = st->nb_frames;
   if (total <= 0) {
+    // No count in the header (Matroska, WebM): count the stream's packets,
+    // one a frame, as a decoder's exact scan does (a duration times the rate
+    // can be a frame off), then read the file again from its start.
+    total = 0;
+    d.packet = av_packet_alloc();
+    KILN_CHECK(d.packet, path, ": out of memory");
+    while (av_read_frame(d.fmt, d.packet) >= 0) {
+      if (d.packet->stream_index == si) ++total;
+      av_packet_unref(d.packet);
+    }
+    avformat_close_input(&d.fmt);
+    open();
+    st = d.fmt->streams[si];
+  }
+  if (total <= 0) {
     const double seconds = st->duration != AV_NOPTS_VALUE ? st->duration * av_q2d(st->time_base)
                                                           : d.fmt->duration / double(AV_TIME_BASE);
     total = int64_t(std::llround(seconds * video_fps));
@@ -84,14 +103,19 @@ VideoFrames decode_video_file(const std::string& path, const VideoOptions& opt) 
 
   VideoFrames out;
   d.frame = av_frame_alloc();
-  d.packet = av_packet_alloc();
+  if (!d.packet) d.packet = av_packet_alloc();
   int64_t index = 0;
   size_t next = 0;
   Image last;
   auto take = [&](AVFrame* f) {
     const int w = f->width, h = f->height;
+    // swscale as the decoders transformers reads video with call it (PyAV,
+    // torchcodec: SWS_BILINEAR; OpenCV: SWS_BICUBIC, the same same-size
+    // path): 4:2:0 chroma as they upsample it, byte for byte. Accurate
+    // rounding or full chroma interpolation would move edges by up to ~90
+    // levels (tests/vision/video_file_test.cpp, the lossy clips).
     d.sws = sws_getCachedContext(d.sws, w, h, AVPixelFormat(f->format), w, h, AV_PIX_FMT_RGB24,
-                                 SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, nullptr,
+                                 SWS_BILINEAR, nullptr,
                                  nullptr, nullptr);
     KILN_CHECK(d.sws, path, ": cannot convert the video's pixel format");
     Image img;
@@ -153,6 +177,22 @@ bool have_video_decoder() {
 std::vector<int64_t> sample_frame_indices(int64_t total, double video_fps,
                                           const VideoOptions& opt) {
   KILN_CHECK(opt.fps > 0 && opt.max_frames > 0, "--fps and --max-frames must be positive");
+  if (opt.sampling == FrameSampling::kArange) {
+    // transformers' Qwen2VLVideoProcessor.sample_frames: the count in double,
+    // floored to whole temporal patches; torch.arange(0, total, step) in
+    // double, its values rounded to float32 and truncated (.int()).
+    const int64_t tp = std::max(opt.temporal, 1);
+    const int64_t most = std::min<int64_t>(opt.max_frames, total) / tp * tp;
+    double n = double(total) / video_fps * opt.fps;
+    n = std::min({std::max(n, double(opt.min_frames)), double(most), double(total)});
+    int64_t count = int64_t(std::floor(n / double(tp))) * tp;
+    if (count < 1) count = std::min<int64_t>(total, tp);  // (transformers divides by zero)
+    const double step = double(total) / double(count);
+    const int64_t size = int64_t(std::ceil(double(total) / step));
+    std::vector<int64_t> idx(static_cast<size_t>(size));
+    for (int64_t i = 0; i < size; ++i) idx[size_t(i)] = int64_t(float(double(i) * step));
+    return idx;
+  }
   int64_t n = int64_t(double(total) / video_fps * opt.fps);
   n = std::min<int64_t>({std::max<int64_t>(n, opt.min_frames), opt.max_frames, total});
   n = std::max<int64_t>(n, 1);
