@@ -101,6 +101,7 @@ int serve_command(const std::vector<std::string>& args) {
   o.scheduler.step_tokens = step_tokens;
   o.scheduler.kv_dtype = so.kv_dtype;
   o.scheduler.kv_positions = plan.kv_positions;
+  o.scheduler.weight_tiles_bytes = plan.on_gpu ? 0 : plan.weight_tiles_bytes;
   o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   Server server(*engine, o);
   if (const SchedulerStats st = server.scheduler_stats(); st.kv_blocks > 0)

@@ -78,6 +78,36 @@ void run_gemm(benchmark::State& state, DType t, int64_t rows, int64_t cols, int6
   state.SetLabel(gemm_kernel_level());
 }
 
+// The same product from tiles packed once (kept_tiles_bytes): what a serving
+// step costs when the weights are kept in tiles.
+void run_gemm_kept(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens) {
+  const size_t bytes = kept_tiles_bytes(t, rows, cols);
+  if (gemm_path(t, cols) != GemmPath::kInt8 || bytes == 0) {
+    state.SkipWithError("no kept tiles for this type on this CPU");
+    return;
+  }
+  const std::vector<uint8_t> w = make_weights(t, rows, cols);
+  const std::vector<float> x = make_acts(tokens * cols);
+  std::vector<float> y(static_cast<size_t>(tokens * rows));
+  Aligned qmem(quantized_rows_bytes(tokens, cols)), scratch(gemm_scratch_bytes(cols)), tiles(bytes);
+  const QuantizedRows q = quantized_rows_view(qmem.p, tokens, cols);
+  const size_t rb = dtype_row_bytes(t, cols);
+  pack_kept_tiles(t, w.data(), rb, rows, cols, 0, (rows + 15) / 16, tiles.p, scratch.p);
+  for (auto _ : state) {
+    quantize_rows_q8(x.data(), 0, tokens, q);
+    if (!gemm_int8_kept(t, tiles.p, 0, rows, q, y.data(), rows)) {
+      state.SkipWithError("these tokens take another kernel");
+      return;
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(state.iterations()) * double(bytes),
+                                              benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      double(state.iterations()) * 2.0 * double(rows * cols * tokens) / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(gemm_kernel_level());
+}
+
 const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::IQ4_NL, DType::Q4_K,
                         DType::Q5_K, DType::Q6_K, DType::IQ4_XS, DType::BF16, DType::F16,
                         DType::F32};
@@ -100,6 +130,9 @@ void register_all() {
     // for a quarter of the tokens a prompt gives them.
     benchmark::RegisterBenchmark(("Gemm/" + n + "/3072x1024x32").c_str(),
                                  [t](benchmark::State& s) { run_gemm(s, t, 3072, 1024, 32); })
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("GemmKept/" + n + "/3072x1024x32").c_str(),
+                                 [t](benchmark::State& s) { run_gemm_kept(s, t, 3072, 1024, 32); })
         ->Unit(benchmark::kMillisecond);
   }
   benchmark::RegisterBenchmark("QuantizeActs/128x1024", [](benchmark::State& s) {

@@ -5,6 +5,9 @@
 // when everything has ended, the pool holds only what idle slots keep.
 #include <gtest/gtest.h>
 
+#include "kiln/backend/cpu/cpu_backend.h"
+#include "kiln/quant/gemm.h"
+#include "kiln/quant/quantize.h"
 #include "kiln/runtime/engine.h"
 #include "kiln/server/scheduler.h"
 
@@ -102,7 +105,8 @@ TEST(PagedScheduler, PreemptionWorksForHybridModels) {
 // equals its run alone. With the row kernels the
 // AVX-512 level had for one token before, 2 of these 32 streams parted from
 // their alone outputs within 40 tokens.
-void expect_32_streams_equal_alone(const std::string& path) {
+// weight_tiles: SchedulerOptions::weight_tiles_bytes.
+void expect_32_streams_equal_alone(const std::string& path, size_t weight_tiles = 0) {
   auto e = load(path);
   Model& m = e->model();
   const int vocab = int(m.spec().vocab_size);
@@ -110,6 +114,7 @@ void expect_32_streams_equal_alone(const std::string& path) {
   SchedulerOptions o;
   o.slots = kStreams;
   o.context = 128;
+  o.weight_tiles_bytes = weight_tiles;
   Scheduler sched(m, o);
   std::vector<std::shared_ptr<Sequence>> seqs;
   for (int i = 0; i < kStreams; ++i) {
@@ -124,6 +129,54 @@ void expect_32_streams_equal_alone(const std::string& path) {
 
 TEST(PagedScheduler, ThirtyTwoStreamsOfQ8_0WeightsEqualTheirAloneOutputs) {
   expect_32_streams_equal_alone(std::string(KILN_TEST_DATA) + "/hf/qwen3/gguf/qwen3-q8_0.gguf");
+}
+
+// The same with the weights kept packed in tiles (what kiln serve does where
+// memory allows): the steps read the kept tiles, the alone runs' decode the
+// file's rows, and the outputs still agree.
+TEST(PagedScheduler, ThirtyTwoStreamsFromKeptWeightTilesEqualTheirAloneOutputs) {
+  const std::string path = std::string(KILN_TEST_DATA) + "/hf/qwen3/gguf/qwen3-q8_0.gguf";
+  if (kept_tiles_bytes(DType::Q8_0, 16, 64) == 0)
+    GTEST_SKIP() << "this CPU's kernels (" << gemm_kernel_level() << ") keep no tiles";
+  expect_32_streams_equal_alone(path, size_t(1) << 30);
+}
+
+// A budget too small for a weight leaves it to the per-call tiles.
+TEST(CpuWeightTiles, KeptWhileTheBudgetLastsAndEqualEitherWay) {
+  if (kept_tiles_bytes(DType::Q8_0, 16, 64) == 0)
+    GTEST_SKIP() << "this CPU's kernels (" << gemm_kernel_level() << ") keep no tiles";
+  const int64_t N = 40, K = 256, T = 7;  // a partial last tile
+  const size_t rb = dtype_row_bytes(DType::Q8_0, K);
+  std::vector<uint8_t> bytes(rb * size_t(N));
+  std::vector<float> row(static_cast<size_t>(K));
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t k = 0; k < K; ++k) row[size_t(k)] = float(int((r * K + k) * 7919 % 201) - 100) / 900.0f;
+    quantize_row(DType::Q8_0, row.data(), bytes.data() + size_t(r) * rb, K);
+  }
+  CpuBackend cpu(BackendOptions{});
+  TensorView view;
+  view.name = "w";
+  view.dtype = DType::Q8_0;
+  view.shape = {N, K};
+  view.data = bytes.data();
+  view.nbytes = bytes.size();
+  const Weight w = cpu.load_weight(view);
+  std::vector<float> x(size_t(T * K));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 104729 % 301) - 150) / 37.0f;
+  std::vector<float> plain(size_t(T * N)), kept(size_t(T * N)), small(size_t(T * N));
+  cpu.matmul(w, x.data(), T, plain.data());
+  const size_t need = kept_tiles_bytes(DType::Q8_0, N, K);
+  cpu.keep_weight_tiles(need - 1);
+  cpu.matmul(w, x.data(), T, small.data());
+  EXPECT_EQ(cpu.kept_tile_bytes(), 0u);
+  cpu.keep_weight_tiles(0);  // forgets, so the next budget is tried again
+  cpu.keep_weight_tiles(need);
+  cpu.matmul(w, x.data(), T, kept.data());
+  EXPECT_EQ(cpu.kept_tile_bytes(), need);
+  EXPECT_EQ(plain, small);
+  EXPECT_EQ(plain, kept);
+  cpu.keep_weight_tiles(0);
+  EXPECT_EQ(cpu.kept_tile_bytes(), 0u);
 }
 
 // Requests that begin like a running one take its blocks for that head.

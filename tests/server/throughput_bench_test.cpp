@@ -3,7 +3,8 @@
 //   KILN_SERVE_BENCH_MODEL=model.gguf test_server \
 //     --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
 // (KILN_SERVE_BENCH_TOKENS, default 32: tokens per sequence; KILN_SERVE_BENCH_THREADS:
-// CPU threads, default the physical cores). It drives the
+// CPU threads, default the physical cores; KILN_SERVE_BENCH_TILES=0: weights not
+// kept in tiles, see SchedulerOptions::weight_tiles_bytes). It drives the
 // Scheduler directly with token-id prompts, so a model without a tokenizer
 // (kiln synth) works; the HTTP layer adds nothing per token worth measuring.
 // It also checks that each of the 32 streams got the tokens its prompt gets
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -39,6 +41,9 @@ double run(Model& model, int streams, int tokens, int64_t context, int prompt = 
   SchedulerOptions o;
   o.slots = streams;
   o.context = context;
+  // As kiln serve does where the memory allows (KILN_SERVE_BENCH_TILES=0: off).
+  const char* tiles = std::getenv("KILN_SERVE_BENCH_TILES");
+  o.weight_tiles_bytes = tiles && std::atoi(tiles) == 0 ? 0 : SIZE_MAX;
   Scheduler sched(model, o);
   std::vector<std::shared_ptr<Sequence>> seqs;
   const auto t0 = std::chrono::steady_clock::now();

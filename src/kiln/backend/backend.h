@@ -111,6 +111,11 @@ class Backend {
   // the single-stream path would rather keep. The serving scheduler turns
   // it on; backends whose products are invariant anyway ignore it.
   virtual void set_batch_invariant(bool on) {}
+  // Lets matmul keep up to budget_bytes of weights in a second layout that
+  // products of many tokens read faster (the CPU's packed int8 tiles: a
+  // serving step repacks every weight otherwise). 0 turns it off. Backends
+  // without such a layout ignore it.
+  virtual void keep_weight_tiles(size_t budget_bytes) {}
   // out[i, :] = row ids[i] of table (any dtype), as f32; ids are host memory.
   virtual void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;
   // y[r, :] = x[r, :] / rms(x[r, :]) * w; rows of length dim; w f32 [dim].

@@ -17,6 +17,11 @@ namespace kiln {
                  const QuantizedRows& x, float* y, int64_t ys, void* scratch);                 \
   bool gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const float* x, \
                   int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch);           \
+  size_t kept_tile_bytes(DType t, int64_t K);                                                  \
+  bool pack_kept_tiles(DType t, const void* w, size_t rb, int64_t n_rows, int64_t K,           \
+                       int64_t tile0, int64_t tile1, void* out, void* scratch);                \
+  bool gemm_int8_kept(DType t, const void* tiles, int64_t r0, int64_t r1,                      \
+                      const QuantizedRows& x, float* y, int64_t ys);                           \
   float dot_f32(const float* a, const float* b, int64_t n);                                    \
   void axpy_f32(float* y, const float* x, float s, int64_t n);                                 \
   void dot_rows_f32(const float* k, int64_t stride, int64_t rows, const float* q, int64_t n,   \
@@ -112,13 +117,17 @@ struct Kernels {
   decltype(&k_avx2::axpy_f64_f32) axpy64_32 = axpy_f64_f32_scalar;
   decltype(&k_avx2::decay_update_f32) decay_update = decay_update_f32_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
+  decltype(&k_avx2::kept_tile_bytes) kept_bytes = nullptr;
+  decltype(&k_avx2::pack_kept_tiles) pack_kept = nullptr;
+  decltype(&k_avx2::gemm_int8_kept) int8_kept = nullptr;
 };
 
 #define KILN_LEVEL(ns, name, tiles) \
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
           ns::exp_sum_f32, ns::silu_mul_f32, ns::gemm_f64,     \
-          ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles}
+          ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
+          ns::kept_tile_bytes, ns::pack_kept_tiles, ns::gemm_int8_kept}
 
 Kernels pick() {
 #if defined(__x86_64__)
@@ -225,6 +234,23 @@ void gemm_int8(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const 
                float* y, int64_t ys, void* scratch) {
   KILN_CHECK(kernels().int8 && kernels().int8(t, w, rb, r0, r1, x, y, ys, scratch),
              "no int8 kernel for ", dtype_name(t));
+}
+
+size_t kept_tiles_bytes(DType t, int64_t rows, int64_t K) {
+  if (!kernels().kept_bytes || K % 32 != 0) return 0;
+  return size_t((rows + 15) / 16) * kernels().kept_bytes(t, K);
+}
+
+void pack_kept_tiles(DType t, const void* w, size_t row_bytes, int64_t rows, int64_t K,
+                     int64_t tile0, int64_t tile1, void* out, void* scratch) {
+  KILN_CHECK(kernels().pack_kept &&
+                 kernels().pack_kept(t, w, row_bytes, rows, K, tile0, tile1, out, scratch),
+             "no kept tiles for ", dtype_name(t), " at the ", kernels().level, " level");
+}
+
+bool gemm_int8_kept(DType t, const void* tiles, int64_t r0, int64_t r1, const QuantizedRows& x,
+                    float* y, int64_t y_stride) {
+  return kernels().int8_kept && kernels().int8_kept(t, tiles, r0, r1, x, y, y_stride);
 }
 
 void gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const float* x,

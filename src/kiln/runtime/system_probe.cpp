@@ -11,6 +11,7 @@
 
 #include "kiln/backend/backend.h"
 #include "kiln/core/error.h"
+#include "kiln/quant/gemm.h"
 
 namespace kiln {
 namespace {
@@ -122,7 +123,11 @@ std::string SystemProbe::summary() const {
 ModelFootprint model_footprint(const ModelFile& file, DType kv_dtype) {
   const ModelSpec& s = file.spec();
   ModelFootprint f;
-  for (const auto& [name, t] : file.tensors()) f.weight_bytes += t.nbytes;
+  for (const auto& [name, t] : file.tensors()) {
+    f.weight_bytes += t.nbytes;
+    if (t.shape.size() >= 2 && gemm_path(t.dtype, t.cols()) == GemmPath::kInt8)
+      f.weight_tile_bytes += kept_tiles_bytes(t.dtype, t.rows(), t.cols());
+  }
   // Every layer is counted as an attention layer: exact for transformers, an
   // upper bound for hybrid models (their linear layers keep a fixed state).
   f.kv_bytes_per_position = size_t(2 * s.n_layers * s.n_kv_heads * s.head_dim) *
@@ -231,7 +236,21 @@ ServePlan plan_serving(const ModelFile& file, const SystemProbe& sys, int64_t wa
                                gib(double(size_t(kv) * fp.kv_bytes_per_position)), " (", par,
                                " x ", ctx, " positions) = ", gib(double(need(kv, par))), " of ",
                                gib(double(plan.budget_bytes)), " usable ", where));
-  return finish(true);
+  // The CPU's batched steps repack every weight into int8 tiles on every
+  // step unless a packed copy is kept: worth its memory when it fits.
+  if (!plan.on_gpu && par > 1 && fp.weight_tile_bytes > 0) {
+    if (need(kv, par) + fp.weight_tile_bytes <= plan.budget_bytes) {
+      plan.weight_tiles_bytes = fp.weight_tile_bytes;
+      plan.reasons.push_back(cat("weights also kept packed in int8 tiles for batched steps: ",
+                                 gib(double(fp.weight_tile_bytes)), " more"));
+    } else {
+      plan.reasons.push_back(cat("weights not kept in int8 tiles (", gib(double(fp.weight_tile_bytes)),
+                                 " more than is usable): batched steps repack them"));
+    }
+  }
+  ServePlan done = finish(true);
+  done.need_bytes += done.weight_tiles_bytes;
+  return done;
 }
 
 }  // namespace kiln

@@ -37,6 +37,10 @@ struct ModelFootprint {
   size_t kv_bytes_per_position = 0;  // all attention layers, K and V
   size_t state_bytes_per_sequence = 0;  // recurrent (linear-attention) state
   size_t activation_bytes = 0;          // one prompt chunk's scratch and logits
+  // The quantized weights packed once into this CPU's int8 tiles, which
+  // serving keeps beside the file when memory allows (Backend::
+  // keep_weight_tiles); 0 where the CPU's kernels have no such tiles.
+  size_t weight_tile_bytes = 0;
 };
 ModelFootprint model_footprint(const ModelFile& file, DType kv_dtype);
 
@@ -51,7 +55,10 @@ struct ServePlan {
   int64_t kv_positions = 0;
   bool on_gpu = false;
   size_t budget_bytes = 0;  // what may be used (a share of what is free)
-  size_t need_bytes = 0;    // weights + caches of the plan
+  size_t need_bytes = 0;    // weights + caches of the plan (+ kept weight tiles)
+  // CPU, several sequences: bytes of weights kept in int8 tiles beside the
+  // file for the batched steps (0: not kept, see the reasons).
+  size_t weight_tiles_bytes = 0;
   bool fits = false;        // false: even the smallest plan does not fit
   std::vector<std::string> reasons;  // why these numbers, one line each
 };

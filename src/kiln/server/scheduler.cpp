@@ -101,6 +101,7 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& o) : model_(model), o
   // A greedy request gets the tokens it would get alone, whoever shares its
   // steps (tests/server: 32 streams against each alone).
   model.backend().set_batch_invariant(true);
+  model.backend().keep_weight_tiles(o.weight_tiles_bytes);
   slots_.resize(size_t(o.slots));
   for (Slot& s : slots_) {
     s.state = model.new_state(so);

@@ -114,6 +114,9 @@ struct SchedulerOptions {
   // waits; fewer lets many slots share a smaller budget, at least context).
   int64_t kv_block = 32;
   int64_t kv_positions = 0;
+  // Bytes of weights the backend may keep packed for batched steps
+  // (Backend::keep_weight_tiles; the serve plan's weight_tiles_bytes).
+  size_t weight_tiles_bytes = 0;
 };
 
 struct SchedulerStats {

@@ -2,6 +2,10 @@
 // the file mapping, every op split over one thread pool.
 #pragma once
 
+#include <cstdlib>
+#include <memory>
+#include <unordered_map>
+
 #include "kiln/backend/backend.h"
 #include "kiln/core/thread_pool.h"
 
@@ -24,6 +28,9 @@ class CpuBackend final : public Backend {
 
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
   void set_batch_invariant(bool on) override { batch_invariant_ = on; }
+  void keep_weight_tiles(size_t budget_bytes) override;
+  // Bytes of weights kept in tiles so far (keep_weight_tiles).
+  size_t kept_tile_bytes() const { return kept_used_; }
   void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override;
   void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
                float* y) override;
@@ -72,8 +79,18 @@ class CpuBackend final : public Backend {
                           int64_t n_segments, float scale, float* out) override;
 
  private:
+  // The weight's tiles packed once (kiln/quant/gemm.h, kept tiles), packed
+  // at its first product of more than 3 tokens while the budget allows;
+  // null when it has none or they did not fit.
+  const void* kept_tiles(const Weight& w);
+
   ThreadPool pool_;
   bool batch_invariant_ = false;  // set_batch_invariant
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  size_t kept_budget_ = 0, kept_used_ = 0;
+  std::unordered_map<const void*, std::unique_ptr<void, FreeDeleter>> kept_;
 };
 
 // f32 dot product, vectorised where the CPU allows.

@@ -59,6 +59,31 @@ void split_rows(ThreadPool& pool, int64_t n_rows, int64_t n_tokens, int64_t K, F
 
 float dot_f32(const float* a, const float* b, int64_t n) { return dot_f32_simd(a, b, n); }
 
+void CpuBackend::keep_weight_tiles(size_t budget_bytes) {
+  kept_budget_ = budget_bytes;
+  if (budget_bytes == 0) kept_.clear(), kept_used_ = 0;
+}
+
+const void* CpuBackend::kept_tiles(const Weight& w) {
+  const auto found = kept_.find(w.data);
+  if (found != kept_.end()) return found->second.get();
+  const int64_t N = w.rows(), K = w.cols();
+  const size_t bytes = kept_tiles_bytes(w.view.dtype, N, K);
+  void* tiles = nullptr;
+  if (bytes > 0 && kept_used_ + bytes <= kept_budget_) tiles = std::aligned_alloc(64, bytes);
+  kept_[w.data].reset(tiles);  // null: not asked again
+  if (!tiles) return nullptr;
+  kept_used_ += bytes;
+  const int64_t n_tiles = (N + 15) / 16;
+  const size_t scratch_bytes = gemm_scratch_bytes(K);
+  pool_.parallel_for(n_tiles, [&](int64_t t0, int64_t t1, int) {
+    thread_local Scratch scratch;
+    pack_kept_tiles(w.view.dtype, w.data, w.view.row_bytes(), N, K, t0, t1, tiles,
+                    scratch.get(scratch_bytes));
+  });
+  return tiles;
+}
+
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) {
   const int64_t N = w.rows(), K = w.cols();
   const DType dtype = w.view.dtype;
@@ -77,8 +102,10 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
         });
       else
         quantize_rows_q8(x, 0, n_tokens, q);
+      const void* tiles = n_tokens > 3 && kept_budget_ > 0 ? kept_tiles(w) : nullptr;
       split_rows(pool_, N, n_tokens, K, [&](int64_t r0, int64_t r1, void* scratch) {
-        gemm_int8(dtype, base, row_bytes, r0, r1, q, y, N, scratch);
+        if (!tiles || !gemm_int8_kept(dtype, tiles, r0, r1, q, y, N))
+          gemm_int8(dtype, base, row_bytes, r0, r1, q, y, N, scratch);
       });
       return;
     }
