@@ -120,5 +120,36 @@ TEST(ServePlan, ShrinksThenRefuses) {
   EXPECT_NE(none.reasons.back().find("smaller quantization"), std::string::npos);
 }
 
+// CPU serving keeps a packed copy of the int8 weights when it fits beside
+// the caches (Backend::keep_weight_tiles), never for one sequence or on a GPU.
+TEST(ServePlan, KeepsWeightTilesWhereTheyFit) {
+  auto f = ModelFile::open(std::string(KILN_TEST_DATA) + "/hf/qwen3/gguf/qwen3-q8_0.gguf");
+  const ModelFootprint fp = model_footprint(*f, DType::F32);
+  if (fp.weight_tile_bytes == 0) GTEST_SKIP() << "this CPU's kernels keep no tiles";
+  const size_t without = fp.weight_bytes + fp.activation_bytes +
+                         4 * 256 * fp.kv_bytes_per_position + 4 * fp.state_bytes_per_sequence;
+  auto with_ram = [](size_t usable) {  // 256 MiB is kept back from what is free
+    SystemProbe s;
+    s.ram_total = s.ram_available = usable + (256u << 20);
+    s.logical_cores = s.physical_cores = 4;
+    return s;
+  };
+  const ServePlan roomy = plan_serving(*f, with_ram(without + fp.weight_tile_bytes), 256, 4,
+                                       DType::F32, false);
+  EXPECT_EQ(roomy.weight_tiles_bytes, fp.weight_tile_bytes);
+  EXPECT_EQ(roomy.need_bytes, without + fp.weight_tile_bytes);
+  EXPECT_NE(roomy.reasons.back().find("kept packed in int8 tiles"), std::string::npos)
+      << roomy.reasons.back();
+  const ServePlan tight = plan_serving(*f, with_ram(without), 256, 4, DType::F32, false);
+  EXPECT_TRUE(tight.fits);
+  EXPECT_EQ(tight.weight_tiles_bytes, 0u);
+  EXPECT_NE(tight.reasons.back().find("not kept in int8 tiles"), std::string::npos)
+      << tight.reasons.back();
+  EXPECT_EQ(plan_serving(*f, machine(8192), 256, 1, DType::F32, false).weight_tiles_bytes, 0u);
+  SystemProbe gpu = machine(8192);
+  gpu.gpus.push_back(GpuProbe{0, "test GPU", size_t(8) << 30, size_t(8) << 30});
+  EXPECT_EQ(plan_serving(*f, gpu, 256, 4, DType::F32, true).weight_tiles_bytes, 0u);
+}
+
 }  // namespace
 }  // namespace kiln
