@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Makes tests/data/vision/clips/<clip>.ref.safetensors: what transformers'
-Qwen3-VL processor makes of each lossy clip of tests/data/vision/clips (see
+"""Makes tests/data/vision/clips/<clip>.ref.safetensors (Qwen3-VL) and
+<clip>.qwen3_5_vl.ref.safetensors: what transformers' processor for the
+fixture model makes of each lossy clip of tests/data/vision/clips (see
 make_lossy_videos.cpp) when it is given the file itself, as a user would:
 its own video decoder, its own frame sampling (2 frames per second), its
 resize and normalisation, the timestamps it writes into the prompt.
@@ -13,9 +14,9 @@ For each clip it writes
   video_grid_thw
   input_ids     "<|vision_start|><|video_pad|><|vision_end|>What happens?" as
                 the processor expands it (timestamps and pads)
-  frames        every frame of the clip as that decoder gives it, uint8
-                [N, H, W, 3] RGB, so that a test can tell decoding from
-                sampling and resizing
+  frames        (Qwen3-VL's file only) every frame of the clip as that
+                decoder gives it, uint8 [N, H, W, 3] RGB, so that a test can
+                tell decoding from sampling and resizing
 and prints which decoder transformers used.
 """
 import inspect
@@ -28,7 +29,8 @@ import torch
 from safetensors.torch import save_file
 
 CLIPS = os.path.dirname(os.path.abspath(__file__))
-MODEL = os.path.join(CLIPS, "..", "..", "hf", "qwen3_vl")
+HF = os.path.join(CLIPS, "..", "..", "hf")
+MODELS = {"qwen3_vl": ".ref.safetensors", "qwen3_5_vl": ".qwen3_5_vl.ref.safetensors"}
 TEXT = "<|vision_start|><|video_pad|><|vision_end|>What happens?"
 
 
@@ -50,19 +52,25 @@ def all_frames_cv2(path):
 
 
 def main():
+    import transformers
+
+    print("transformers", transformers.__version__)
+    for arch, suffix in MODELS.items():
+        reference(arch, suffix)
+
+
+def reference(arch, suffix):
     from transformers import AutoProcessor
     import transformers
     from transformers import video_utils
 
-    print("transformers", transformers.__version__)
-    print("load_video", inspect.signature(video_utils.load_video))
-    processor = AutoProcessor.from_pretrained(MODEL)
+    processor = AutoProcessor.from_pretrained(os.path.join(HF, arch))
     vp = processor.video_processor
-    print("video processor", type(vp).__name__,
+    print(arch, type(processor).__name__, type(vp).__name__,
           {k: getattr(vp, k, None) for k in ("fps", "min_frames", "max_frames", "do_sample_frames",
-                                              "video_load_backend")})
+                                              "size")})
     for name in sorted(os.listdir(CLIPS)):
-        if name.endswith(".safetensors") or name.endswith(".json"):
+        if not name.endswith((".mp4", ".webm", ".mkv")):
             continue
         path = os.path.join(CLIPS, name)
         frames, cv_meta = all_frames_cv2(path)
@@ -85,17 +93,17 @@ def main():
             used = "opencv"
         print("  used", used, "grid", inputs["video_grid_thw"].tolist())
         ids = inputs["input_ids"][0]
-        print("  text", processor.tokenizer.decode(ids[:40]))
+        print("  text", processor.tokenizer.decode(ids[:24]))
         out = {
             "pixel_values": inputs["pixel_values_videos"].float().contiguous(),
             "video_grid_thw": inputs["video_grid_thw"].to(torch.int32).contiguous(),
             "input_ids": ids.to(torch.int32).contiguous(),
-            "frames": torch.from_numpy(frames).contiguous(),
         }
-        save_file(out, os.path.join(CLIPS, name + ".ref.safetensors"),
+        if arch == "qwen3_vl":
+            out["frames"] = torch.from_numpy(frames).contiguous()
+        save_file(out, os.path.join(CLIPS, name + suffix),
                   metadata={"decoder": used, "transformers": transformers.__version__,
                             "cv2": json.dumps(cv_meta)})
-
 
 if __name__ == "__main__":
     main()
