@@ -92,7 +92,8 @@ void run_gemm_kept(benchmark::State& state, DType t, int64_t rows, int64_t cols,
   Aligned qmem(quantized_rows_bytes(tokens, cols)), scratch(gemm_scratch_bytes(cols)), tiles(bytes);
   const QuantizedRows q = quantized_rows_view(qmem.p, tokens, cols);
   const size_t rb = dtype_row_bytes(t, cols);
-  pack_kept_tiles(t, w.data(), rb, rows, cols, 0, (rows + 15) / 16, tiles.p, scratch.p);
+  pack_kept_tiles(t, w.data(), rb, rows, cols, 0, (rows + kept_tile_rows() - 1) / kept_tile_rows(),
+                  tiles.p, scratch.p);
   for (auto _ : state) {
     quantize_rows_q8(x.data(), 0, tokens, q);
     if (!gemm_int8_kept(t, tiles.p, 0, rows, q, y.data(), rows)) {

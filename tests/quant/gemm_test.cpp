@@ -98,15 +98,16 @@ double check(DType t, int64_t rows, int64_t K, int64_t T, bool invariant) {
     for (int64_t tk = 0; tk < T; ++tk)  // the stride's gap is never written
       for (int64_t c = rows; c < ys; ++c) EXPECT_EQ(y[size_t(tk * ys + c)], -7.0f);
   }
-  // Kept tiles (the 512-bit levels): packed once, then the same bits as
+  // Kept tiles (16 rows, or 8 at the AVX2 levels): packed once, then the same bits as
   // gemm_int8 for every call they take, split at a tile boundary as the
   // backend's threads split it; the calls they leave to other kernels are
   // 1-3 tokens and, at the AMX level outside batch_invariant, 16 and more.
   if (const size_t kept = kept_tiles_bytes(t, rows, K); kept > 0) {
     Aligned tiles(kept);
-    pack_kept_tiles(t, w.data(), rb, rows, K, 0, (rows + 15) / 16, tiles.p, scratch.p);
+    const int64_t tr = kept_tile_rows();
+    pack_kept_tiles(t, w.data(), rb, rows, K, 0, (rows + tr - 1) / tr, tiles.p, scratch.p);
     std::vector<float> yk(size_t(T * ys), -7.0f);
-    const int64_t split = std::min<int64_t>(16, rows);
+    const int64_t split = std::min<int64_t>(tr, rows);
     const bool used = gemm_int8_kept(t, tiles.p, 0, split, q, yk.data(), ys);
     const bool amx_own = std::string(gemm_kernel_level()) == "amx" && !invariant && T >= 16;
     EXPECT_EQ(used, T > 3 && !amx_own) << dtype_name(t) << " " << T << " tokens";

@@ -17,6 +17,7 @@ namespace kiln {
                  const QuantizedRows& x, float* y, int64_t ys, void* scratch);                 \
   bool gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const float* x, \
                   int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch);           \
+  int kept_tile_rows();                                                                         \
   size_t kept_tile_bytes(DType t, int64_t K);                                                  \
   bool pack_kept_tiles(DType t, const void* w, size_t rb, int64_t n_rows, int64_t K,           \
                        int64_t tile0, int64_t tile1, void* out, void* scratch);                \
@@ -117,6 +118,7 @@ struct Kernels {
   decltype(&k_avx2::axpy_f64_f32) axpy64_32 = axpy_f64_f32_scalar;
   decltype(&k_avx2::decay_update_f32) decay_update = decay_update_f32_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
+  decltype(&k_avx2::kept_tile_rows) kept_rows = nullptr;
   decltype(&k_avx2::kept_tile_bytes) kept_bytes = nullptr;
   decltype(&k_avx2::pack_kept_tiles) pack_kept = nullptr;
   decltype(&k_avx2::gemm_int8_kept) int8_kept = nullptr;
@@ -127,7 +129,7 @@ struct Kernels {
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
           ns::exp_sum_f32, ns::silu_mul_f32, ns::gemm_f64,     \
           ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
-          ns::kept_tile_bytes, ns::pack_kept_tiles, ns::gemm_int8_kept}
+          ns::kept_tile_rows, ns::kept_tile_bytes, ns::pack_kept_tiles, ns::gemm_int8_kept}
 
 Kernels pick() {
 #if defined(__x86_64__)
@@ -236,9 +238,12 @@ void gemm_int8(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const 
              "no int8 kernel for ", dtype_name(t));
 }
 
+int64_t kept_tile_rows() { return kernels().kept_rows ? kernels().kept_rows() : 16; }
+
 size_t kept_tiles_bytes(DType t, int64_t rows, int64_t K) {
   if (!kernels().kept_bytes || K % 32 != 0) return 0;
-  return size_t((rows + 15) / 16) * kernels().kept_bytes(t, K);
+  const int64_t tr = kept_tile_rows();
+  return size_t((rows + tr - 1) / tr) * kernels().kept_bytes(t, K);
 }
 
 void pack_kept_tiles(DType t, const void* w, size_t row_bytes, int64_t rows, int64_t K,

@@ -58,19 +58,23 @@ void gemm_int8(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1,
 void gemm_float(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1, const float* x,
                 int64_t n_tokens, int64_t K, float* y, int64_t y_stride, void* scratch);
 
-// Kept tiles: a weight packed once into the 16-row tiles that gemm_int8
+// Kept tiles: a weight packed once into the int8 tiles that gemm_int8
 // otherwise packs on every call with more than 3 tokens (most of a serving
 // step's cost on the CPU), read in place afterwards with the same bits.
+// Rows per kept tile at this CPU's kernel level (16 on the 512-bit levels,
+// 8 on the AVX2 ones).
+int64_t kept_tile_rows();
 // Bytes for a {rows, K} weight of type t at this CPU's kernel level; 0 when
-// the level has no kept tiles (only the 512-bit levels do) or t has none.
+// the level has no kept tiles (the scalar fallback) or t has none.
 size_t kept_tiles_bytes(DType t, int64_t rows, int64_t K);
-// Packs tiles [tile0, tile1) (rows 16 tile0 ..) of w into out (64-aligned,
-// kept_tiles_bytes). scratch: gemm_scratch_bytes(K), 64-aligned.
+// Packs tiles [tile0, tile1) (rows kept_tile_rows() * tile0 ..) of w into out
+// (64-aligned, kept_tiles_bytes). scratch: gemm_scratch_bytes(K), 64-aligned.
 void pack_kept_tiles(DType t, const void* w, size_t row_bytes, int64_t rows, int64_t K,
                      int64_t tile0, int64_t tile1, void* out, void* scratch);
-// gemm_int8 for rows [r0, r1) (r0 a multiple of 16) from kept tiles. False,
-// with nothing written, when these tokens take another kernel (1-3 tokens,
-// or the AMX tiles outside batch_invariant): the caller uses gemm_int8.
+// gemm_int8 for rows [r0, r1) (r0 a multiple of kept_tile_rows()) from kept
+// tiles. False, with nothing written, when these tokens take another kernel
+// (1-3 tokens, or the AMX tiles outside batch_invariant): the caller uses
+// gemm_int8.
 bool gemm_int8_kept(DType t, const void* tiles, int64_t r0, int64_t r1, const QuantizedRows& x,
                     float* y, int64_t y_stride);
 

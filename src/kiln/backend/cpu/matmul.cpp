@@ -74,7 +74,7 @@ const void* CpuBackend::kept_tiles(const Weight& w) {
   kept_[w.data].reset(tiles);  // null: not asked again
   if (!tiles) return nullptr;
   kept_used_ += bytes;
-  const int64_t n_tiles = (N + 15) / 16;
+  const int64_t n_tiles = (N + kept_tile_rows() - 1) / kept_tile_rows();
   const size_t scratch_bytes = gemm_scratch_bytes(K);
   pool_.parallel_for(n_tiles, [&](int64_t t0, int64_t t1, int) {
     thread_local Scratch scratch;
