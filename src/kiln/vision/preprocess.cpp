@@ -57,7 +57,12 @@ void patchify_frame(const Image& img, const VisionPreprocessConfig& cfg, int64_t
 VisionPreprocessConfig load_preprocess_config(const std::string& dir,
                                               VisionPreprocessConfig cfg) {
   namespace fs = std::filesystem;
+  auto names_qwen2 = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) && j[key].is_string() &&
+           j[key].get<std::string>().rfind("Qwen2VL", 0) == 0;
+  };
   const fs::path image_cfg = fs::path(dir) / "preprocessor_config.json";
+  bool image_qwen2 = false;  // a Qwen2VLImageProcessor's config
   if (fs::exists(image_cfg)) {
     const nlohmann::json j = read_json_file(image_cfg.string());
     if (j.contains("patch_size")) cfg.patch = j["patch_size"].get<int>();
@@ -70,24 +75,18 @@ VisionPreprocessConfig load_preprocess_config(const std::string& dir,
       if (j.contains("image_std")) cfg.std[size_t(c)] = j["image_std"][size_t(c)].get<float>();
     }
     read_size(j, cfg.min_pixels, cfg.max_pixels);
+    image_qwen2 = names_qwen2(j, "image_processor_type");
   }
   const fs::path video_cfg = fs::path(dir) / "video_preprocessor_config.json";
-  auto names_qwen2 = [](const nlohmann::json& j, const char* key) {
-    return j.contains(key) && j[key].is_string() &&
-           j[key].get<std::string>().rfind("Qwen2VL", 0) == 0;
-  };
   if (fs::exists(video_cfg)) {
     const nlohmann::json j = read_json_file(video_cfg.string());
     read_size(j, cfg.video_min_pixels, cfg.video_max_pixels);
     cfg.video = names_qwen2(j, "video_processor_type") ? VideoProcessorKind::kQwen2VL
                                                        : VideoProcessorKind::kQwen3VL;
-  } else if (fs::exists(image_cfg)) {
-    const nlohmann::json j = read_json_file(image_cfg.string());
-    if (names_qwen2(j, "image_processor_type")) {
-      cfg.video = VideoProcessorKind::kQwen2VL;
-      cfg.video_min_pixels = cfg.min_pixels;
-      cfg.video_max_pixels = cfg.max_pixels;
-    }
+  } else if (image_qwen2) {
+    cfg.video = VideoProcessorKind::kQwen2VL;
+    cfg.video_min_pixels = cfg.min_pixels;
+    cfg.video_max_pixels = cfg.max_pixels;
   }
   KILN_CHECK(cfg.patch > 0 && cfg.merge > 0 && cfg.temporal > 0, image_cfg.string(),
              ": patch_size, merge_size and temporal_patch_size must be positive");
