@@ -13,8 +13,6 @@
 // Tolerances: see tests/support/multimodal_check.h.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cmath>
 #include <string>
 
 #include "kiln/vision/video.h"
@@ -74,11 +72,7 @@ TEST_P(MultimodalTest, VideoFilePromptMatchesTheProcessor) {
               std::vector<int32_t>(ip, ip + ids->numel()));
     const TensorView* px = ref->find_tensor("pixel_values");
     ASSERT_EQ(int64_t(media[0].pixels.data.size()), px->numel());
-    double diff = 0;
-    for (int64_t i = 0; i < px->numel(); ++i)
-      diff = std::max(diff, double(std::fabs(media[0].pixels.data[size_t(i)] -
-                                             static_cast<const float*>(px->data)[i])));
-    EXPECT_LE(diff, 1e-5);
+    EXPECT_LE(test::max_abs_error(media[0].pixels.data.data(), *px), 1e-5);
   }
 }
 

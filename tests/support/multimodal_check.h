@@ -21,6 +21,7 @@
 #include "kiln/io/safetensors.h"
 #include "kiln/runtime/engine.h"
 #include "kiln/runtime/multimodal.h"
+#include "support/reference.h"
 
 namespace kiln::test {
 
@@ -56,11 +57,7 @@ inline void check_image_prompt(const std::string& data, const std::string& arch,
   const MediaItem& image = media[0];
   const TensorView* px = tensor("pixel_values");
   ASSERT_EQ(int64_t(image.pixels.data.size()), px->numel());
-  double px_diff = 0;
-  for (int64_t i = 0; i < px->numel(); ++i)
-    px_diff = std::max(px_diff, double(std::fabs(image.pixels.data[size_t(i)] -
-                                                  static_cast<const float*>(px->data)[i])));
-  EXPECT_LE(px_diff, 1e-5);
+  EXPECT_LE(max_abs_error(image.pixels.data.data(), *px), 1e-5);
   const TensorView* emb = tensor("image_embeds");
   ASSERT_EQ(emb->shape, (std::vector<int64_t>{image.out.n_tokens, image.out.dim}));
   EXPECT_LE(max_rel_error(image.out.embeds.data(), *emb), 1e-4);
@@ -126,10 +123,7 @@ inline void check_video_prompt(const std::string& data, const std::string& arch,
             std::vector<int64_t>({g[0], g[1], g[2]}));
   const TensorView* px = tensor("pixel_values");
   ASSERT_EQ(int64_t(video.pixels.data.size()), px->numel());
-  double px_diff = 0;
-  for (int64_t i = 0; i < px->numel(); ++i)
-    px_diff = std::max(px_diff, double(std::fabs(video.pixels.data[i] -
-                                                  static_cast<const float*>(px->data)[i])));
+  const double px_diff = max_abs_error(video.pixels.data.data(), *px);
   EXPECT_LE(px_diff, 1e-5);
 
   const TensorView* emb = tensor("video_embeds");

@@ -49,6 +49,16 @@ inline int positions_with_cosine(const std::vector<float>& a, const std::vector<
   return n;
 }
 
+// max |got[i] - want[i]| over want's elements (got holds at least as many):
+// how pixel_values are compared.
+inline double max_abs_error(const float* got, const TensorView& want) {
+  const float* w = static_cast<const float*>(want.data);
+  double diff = 0;
+  for (int64_t i = 0; i < want.numel(); ++i)
+    diff = std::max(diff, double(std::fabs(got[i] - w[i])));
+  return diff;
+}
+
 // max |got - want| / max |want|.
 inline double max_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
   double max_ref = 0, max_err = 0;

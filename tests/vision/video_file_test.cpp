@@ -20,6 +20,7 @@
 #include "kiln/io/safetensors.h"
 #include "kiln/vision/preprocess.h"
 #include "kiln/vision/video.h"
+#include "support/reference.h"
 
 #if __has_include(<libavformat/avformat.h>)
 #define KILN_TEST_CAN_WRITE_VIDEO 1
@@ -139,11 +140,7 @@ TEST(VideoFile, SampledFramesAndPixelsMatchTransformers) {
   const TensorView* want = ref->find_tensor("pixel_values");
   ASSERT_TRUE(want);
   ASSERT_EQ(int64_t(px.data.size()), want->numel());
-  double diff = 0;
-  for (int64_t i = 0; i < want->numel(); ++i)
-    diff = std::max(diff, double(std::fabs(px.data[size_t(i)] -
-                                           static_cast<const float*>(want->data)[i])));
-  EXPECT_LE(diff, 1e-5);
+  EXPECT_LE(test::max_abs_error(px.data.data(), *want), 1e-5);
 #endif
 }
 
@@ -194,11 +191,7 @@ TEST(VideoFile, LossyClipsDecodeAndSampleAsTransformers) {
               std::vector<int64_t>({g[0], g[1], g[2]}));
     const TensorView* pv = ref->find_tensor("pixel_values");
     ASSERT_EQ(int64_t(px.data.size()), pv->numel());
-    double diff = 0;
-    for (int64_t i = 0; i < pv->numel(); ++i)
-      diff = std::max(diff, double(std::fabs(px.data[size_t(i)] -
-                                             static_cast<const float*>(pv->data)[i])));
-    EXPECT_LE(diff, 1e-5);
+    EXPECT_LE(test::max_abs_error(px.data.data(), *pv), 1e-5);
   }
 }
 
