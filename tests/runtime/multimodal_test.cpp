@@ -76,6 +76,14 @@ TEST_P(MultimodalTest, VideoFilePromptMatchesTheProcessor) {
   }
 }
 
+// The q8_0 text models beside their f32 mmproj: the media and positions as
+// exactly as from f32, the logits by cosine (the golden tests' floors: 90%
+// for the dense model, 60% for the hybrid, whose random weights swing).
+TEST(MultimodalQuantized, Q8_0TextModelsWithAnImage) {
+  test::check_image_prompt(kData, "qwen3_vl", "gguf/qwen3_vl-q8_0.gguf", cpu_options(), 0.9);
+  test::check_image_prompt(kData, "qwen3_5_vl", "gguf/qwen3_5_vl-q8_0.gguf", cpu_options(), 0.6);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, MultimodalTest,
                          ::testing::Values(Case{"qwen3_vl", ""},
                                            Case{"qwen3_vl", "gguf/qwen3_vl-f32.gguf"},
