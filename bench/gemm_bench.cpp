@@ -78,6 +78,25 @@ void run_gemm(benchmark::State& state, DType t, int64_t rows, int64_t cols, int6
   state.SetLabel(gemm_kernel_level());
 }
 
+// gemm_float_sum_f64 (the DeltaNet input projections: products summed in
+// double), to compare with the f32 sums of run_gemm.
+void run_gemm_sum_f64(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens) {
+  const std::vector<uint8_t> w = make_weights(t, rows, cols);
+  const std::vector<float> x = make_acts(tokens * cols);
+  std::vector<float> y(static_cast<size_t>(tokens * rows));
+  const size_t rb = dtype_row_bytes(t, cols);
+  for (auto _ : state) {
+    gemm_float_sum_f64(t, w.data(), rb, 0, rows, x.data(), tokens, cols, y.data(), rows);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double calls = double(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(calls * double(w.size()), benchmark::Counter::kIsRate,
+                                              benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(calls * 2.0 * double(rows * cols * tokens) / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(gemm_kernel_level());
+}
+
 // The same product from tiles packed once (kept_tiles_bytes): what a serving
 // step costs when the weights are kept in tiles.
 void run_gemm_kept(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens) {
@@ -135,6 +154,13 @@ void register_all() {
     benchmark::RegisterBenchmark(("GemmKept/" + n + "/3072x1024x32").c_str(),
                                  [t](benchmark::State& s) { run_gemm_kept(s, t, 3072, 1024, 32); })
         ->Unit(benchmark::kMillisecond);
+    if (t == DType::BF16 || t == DType::F16 || t == DType::F32) {
+      benchmark::RegisterBenchmark(("MatvecSumF64/" + n + "/3072x1024").c_str(),
+                                   [t](benchmark::State& s) { run_gemm_sum_f64(s, t, 3072, 1024, 1); });
+      benchmark::RegisterBenchmark(("GemmSumF64/" + n + "/3072x1024x128").c_str(),
+                                   [t](benchmark::State& s) { run_gemm_sum_f64(s, t, 3072, 1024, 128); })
+          ->Unit(benchmark::kMillisecond);
+    }
   }
   benchmark::RegisterBenchmark("QuantizeActs/128x1024", [](benchmark::State& s) {
     const std::vector<float> x = make_acts(128 * 1024);

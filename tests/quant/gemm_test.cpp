@@ -220,6 +220,74 @@ INSTANTIATE_TEST_SUITE_P(Formats, GemmFloat, testing::Values(DType::F32, DType::
                            return std::string(dtype_name(i.param));
                          });
 
+// gemm_float_sum_f64: every output is the double sum of exact products,
+// rounded once, so it is within half an f32 ulp (plus the double sum's own
+// ~1e-16 of sum |w x|) of the exact dot product, here computed in long
+// double; and its bits are those of the documented order (eight lanes of
+// columns k mod 8 by fma, then lanes i + 4, i + 2, i + 1), written out below,
+// so every kernel level (this test runs at each, see CMakeLists.txt) and
+// every token count give the same bits. K = 3 leaves only a tail; the others
+// whole and partial 8-column steps.
+float sum_f64_in_documented_order(const float* w, const float* x, int64_t K) {
+  double lane[8] = {};
+  for (int64_t k = 0; k < K; ++k) lane[k % 8] = std::fma(double(w[k]), double(x[k]), lane[k % 8]);
+  for (int i = 0; i < 4; ++i) lane[i] += lane[i + 4];
+  for (int i = 0; i < 2; ++i) lane[i] += lane[i + 2];
+  return float(lane[0] + lane[1]);
+}
+
+class GemmFloatSumF64 : public testing::TestWithParam<DType> {};
+
+TEST_P(GemmFloatSumF64, RoundsTheExactSumOnceInOneOrder) {
+  const DType t = GetParam();
+  for (int64_t K : {3, 64, 172, 1000})
+    for (int64_t rows : {1, 3, 4, 7, 37}) {
+      const size_t rb = dtype_row_bytes(t, K);
+      std::vector<uint8_t> w(rb * size_t(rows));
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<float> row = test::gaussian(size_t(K), 40 + uint32_t(r), 0.05f);
+        quantize_row(t, row.data(), w.data() + size_t(r) * rb, K);
+      }
+      std::vector<float> wf(size_t(rows * K));
+      for (int64_t r = 0; r < rows; ++r) dequantize_row(t, w.data() + size_t(r) * rb, wf.data() + r * K, K);
+      for (int64_t T : {1, 2, 4, 5, 13}) {
+        const std::vector<float> x = test::gaussian(size_t(T * K), 9);
+        const int64_t ys = rows + 2;
+        std::vector<float> y(size_t(T * ys), -7.0f);
+        ASSERT_TRUE(gemm_float_sum_f64(t, w.data(), rb, 0, rows, x.data(), T, K, y.data(), ys));
+        for (int64_t tk = 0; tk < T; ++tk) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const float* wr = wf.data() + r * K;
+            const float* xt = x.data() + tk * K;
+            long double exact = 0, mag = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              exact += (long double)wr[k] * xt[k];
+              mag += std::fabs((long double)wr[k] * xt[k]);
+            }
+            const float got = y[size_t(tk * ys + r)];
+            const double half_ulp = 0.5 * double(std::nextafter(std::fabs(got), INFINITY) - std::fabs(got));
+            ASSERT_LE(std::fabs(double((long double)got - exact)), half_ulp + 1e-15 * double(mag))
+                << dtype_name(t) << " K " << K << " row " << r << " token " << tk << " of " << T;
+            ASSERT_EQ(got, sum_f64_in_documented_order(wr, xt, K))
+                << dtype_name(t) << " K " << K << " row " << r << " token " << tk << " of " << T
+                << " at level " << gemm_kernel_level();
+          }
+          for (int64_t c = rows; c < ys; ++c) ASSERT_EQ(y[size_t(tk * ys + c)], -7.0f);
+        }
+      }
+    }
+  // Quantized weights are not its kind.
+  std::vector<uint8_t> q(dtype_row_bytes(DType::Q8_0, 32));
+  float out = 0;
+  const std::vector<float> x(32, 1.0f);
+  EXPECT_FALSE(gemm_float_sum_f64(DType::Q8_0, q.data(), q.size(), 0, 1, x.data(), 1, 32, &out, 1));
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, GemmFloatSumF64, testing::Values(DType::F32, DType::F16, DType::BF16),
+                         [](const testing::TestParamInfo<DType>& i) {
+                           return std::string(dtype_name(i.param));
+                         });
+
 }  // namespace
 }  // namespace kiln
 

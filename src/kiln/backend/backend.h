@@ -106,6 +106,15 @@ class Backend {
 
   // y[t, :] = W x[t, :] for t < n_tokens; W {N, K}, x [T, K], y [T, N].
   virtual void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) = 0;
+  // matmul with each output of float weights (F32, F16, BF16) summed in
+  // double and rounded once. For the few products whose rounding a later op
+  // amplifies: a Gated DeltaNet head whose output nearly cancels is scaled
+  // up ~1000x by the gated norm behind it, so the f32 sums of its input
+  // projections decide how far the logits land from the exact ones. Other
+  // weight types, and backends without such a kernel, use matmul.
+  virtual void matmul_sum_f64(const Weight& w, const float* x, int64_t n_tokens, float* y) {
+    matmul(w, x, n_tokens, y);
+  }
   // Asks matmul to give each token the same bits whatever n_tokens is (a
   // serving step's sequences, a prompt's chunks), where that costs speed
   // the single-stream path would rather keep. The serving scheduler turns

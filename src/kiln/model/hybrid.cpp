@@ -329,10 +329,13 @@ class Hybrid final : public Model {
     const ModelSpec& s = spec_;
     Backend& b = *backend_;
     const int64_t nv = s.linear_v_heads, dv = s.linear_v_dim, C = channels();
-    b.matmul(L.w_qkv, ws.h.f32(), T, ws.proj.f32());
-    b.matmul(L.w_z, ws.h.f32(), T, ws.z.f32());
-    b.matmul(L.w_b, ws.h.f32(), T, ws.b.f32());
-    b.matmul(L.w_a, ws.h.f32(), T, ws.a.f32());
+    // The inputs of the delta rule, summed in double (see matmul_sum_f64):
+    // with f32 sums a nearly cancelling head lands ~1e-4 from the exact
+    // logits, as far as an f32 reference does; with these, ~2e-5.
+    b.matmul_sum_f64(L.w_qkv, ws.h.f32(), T, ws.proj.f32());
+    b.matmul_sum_f64(L.w_z, ws.h.f32(), T, ws.z.f32());
+    b.matmul_sum_f64(L.w_b, ws.h.f32(), T, ws.b.f32());
+    b.matmul_sum_f64(L.w_a, ws.h.f32(), T, ws.a.f32());
     // g over a, beta over b
     b.deltanet_gates(ws.a.f32(), ws.b.f32(), L.A.f32(), L.dt_bias.f32(), T, nv, ws.a.f32(),
                      ws.b.f32());

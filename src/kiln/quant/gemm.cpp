@@ -17,6 +17,8 @@ namespace kiln {
                  const QuantizedRows& x, float* y, int64_t ys, void* scratch);                 \
   bool gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const float* x, \
                   int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch);           \
+  bool gemm_float_sum_f64(DType t, const void* w, size_t rb, int64_t r0, int64_t r1,           \
+                          const float* x, int64_t n_tokens, int64_t K, float* y, int64_t ys);  \
   int kept_tile_rows();                                                                         \
   size_t kept_tile_bytes(DType t, int64_t K);                                                  \
   bool pack_kept_tiles(DType t, const void* w, size_t rb, int64_t n_rows, int64_t K,           \
@@ -102,11 +104,40 @@ void gemm_f64_scalar(int64_t M, int64_t N, int64_t K, double alpha, const double
     }
 }
 
+// gemm_float_sum_f64 without SIMD: the kernels' order (eight lanes of
+// columns i mod 8, fma in column order, then lanes i + 4, i + 2, i + 1), so
+// the bits are those of every other level.
+float weight_at(DType t, const uint8_t* row, int64_t k) {
+  switch (t) {
+    case DType::F32: return reinterpret_cast<const float*>(row)[k];
+    case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
+    default: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
+  }
+}
+bool gemm_float_sum_f64_scalar(DType t, const void* w, size_t rb, int64_t r0, int64_t r1,
+                               const float* x, int64_t n_tokens, int64_t K, float* y, int64_t ys) {
+  if (t != DType::F32 && t != DType::F16 && t != DType::BF16) return false;
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* row = static_cast<const uint8_t*>(w) + r * rb;
+    for (int64_t tok = 0; tok < n_tokens; ++tok) {
+      const float* xt = x + tok * K;
+      double lane[8] = {};
+      for (int64_t k = 0; k < K; ++k)
+        lane[k % 8] = std::fma(double(weight_at(t, row, k)), double(xt[k]), lane[k % 8]);
+      for (int i = 0; i < 4; ++i) lane[i] += lane[i + 4];
+      for (int i = 0; i < 2; ++i) lane[i] += lane[i + 2];
+      y[tok * ys + r] = float(lane[0] + lane[1]);
+    }
+  }
+  return true;
+}
+
 struct Kernels {
   const char* level = "scalar";
   decltype(&k_avx2::quantize_rows) quantize = nullptr;
   decltype(&k_avx2::gemm_int8) int8 = nullptr;
   decltype(&k_avx2::gemm_float) fl = nullptr;
+  decltype(&k_avx2::gemm_float_sum_f64) fl_sum_f64 = gemm_float_sum_f64_scalar;
   decltype(&k_avx2::dot_f32) dot = dot_scalar;
   decltype(&k_avx2::axpy_f32) axpy = axpy_scalar;
   decltype(&k_avx2::dot_rows_f32) dot_rows = dot_rows_scalar;
@@ -126,6 +157,7 @@ struct Kernels {
 
 #define KILN_LEVEL(ns, name, tiles) \
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
+          ns::gemm_float_sum_f64,                                                \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
           ns::exp_sum_f32, ns::silu_mul_f32, ns::gemm_f64,     \
           ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
@@ -262,6 +294,11 @@ void gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const
                 int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch) {
   KILN_CHECK(kernels().fl && kernels().fl(t, w, rb, r0, r1, x, n_tokens, K, y, ys, scratch),
              "no float kernel for ", dtype_name(t));
+}
+
+bool gemm_float_sum_f64(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const float* x,
+                        int64_t n_tokens, int64_t K, float* y, int64_t ys) {
+  return kernels().fl_sum_f64(t, w, rb, r0, r1, x, n_tokens, K, y, ys);
 }
 
 float dot_f32_simd(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }

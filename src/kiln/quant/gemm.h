@@ -57,6 +57,12 @@ void gemm_int8(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1,
                const QuantizedRows& x, float* y, int64_t y_stride, void* scratch);
 void gemm_float(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1, const float* x,
                 int64_t n_tokens, int64_t K, float* y, int64_t y_stride, void* scratch);
+// gemm_float with every output summed in double and rounded once (the
+// products of float weights and f32 activations are exact in double), the
+// same bits at every kernel level and for every n_tokens. False, with
+// nothing written, for weights that are not F32, F16 or BF16.
+bool gemm_float_sum_f64(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1,
+                        const float* x, int64_t n_tokens, int64_t K, float* y, int64_t y_stride);
 
 // Kept tiles: a weight packed once into the int8 tiles that gemm_int8
 // otherwise packs on every call with more than 3 tokens (most of a serving

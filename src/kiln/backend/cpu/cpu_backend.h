@@ -27,6 +27,7 @@ class CpuBackend final : public Backend {
   Weight load_weight(const TensorView& view) override;
 
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
+  void matmul_sum_f64(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
   void set_batch_invariant(bool on) override { batch_invariant_ = on; }
   void keep_weight_tiles(size_t budget_bytes) override;
   // Bytes of weights kept in tiles so far (keep_weight_tiles).

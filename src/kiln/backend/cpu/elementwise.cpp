@@ -9,13 +9,26 @@
 
 namespace kiln {
 
+namespace {
+
+// sum x[i]^2 summed in double, rounded once: an f32 sum of a few thousand
+// squares is off by ~1e-6, and the hybrids' DeltaNet layers amplify that to
+// ~2e-5 in the logits (see Backend::matmul_sum_f64).
+float sum_of_squares(const float* x, int64_t n) {
+  float out = 0;
+  gemm_float_sum_f64(DType::F32, x, size_t(n) * sizeof(float), 0, 1, x, 1, n, &out, 1);
+  return out;
+}
+
+}  // namespace
+
 void CpuBackend::rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
                          float* y) {
   auto body = [&](int64_t r0, int64_t r1, int) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
       float* yr = y + r * dim;
-      const float mean_sq = dot_f32(xr, xr, dim) / float(dim);
+      const float mean_sq = sum_of_squares(xr, dim) / float(dim);
       const float inv = 1.0f / std::sqrt(mean_sq + eps);
       if (w)
         for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv * w[i];

@@ -143,6 +143,18 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
   });
 }
 
+void CpuBackend::matmul_sum_f64(const Weight& w, const float* x, int64_t n_tokens, float* y) {
+  const DType dtype = w.view.dtype;
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+    return matmul(w, x, n_tokens, y);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const size_t row_bytes = w.view.row_bytes();
+  const int64_t N = w.rows(), K = w.cols();
+  split_rows(pool_, N, n_tokens, K, [&](int64_t r0, int64_t r1, void*) {
+    gemm_float_sum_f64(dtype, base, row_bytes, r0, r1, x, n_tokens, K, y, N);
+  });
+}
+
 void CpuBackend::embed(const Weight& table, const int32_t* ids, int64_t n, float* out) {
   const int64_t dim = table.cols();
   const auto* base = static_cast<const uint8_t*>(table.data);
