@@ -93,15 +93,8 @@ TEST_P(GoldenLogits, MatchesReference) {
   engine->model().forward(*state, ids.data(), T, got.data(), true);
 
   if (c.exact && c.exact_ref) {
-    auto exact = SafetensorsModel::open(dir + "/ref_exact.safetensors");
-    const std::vector<float> truth = read_f32(*exact, "logits");
-    ASSERT_EQ(truth.size(), want.size());
-    const double err = max_relative_error(got, truth), ref_err = max_relative_error(want, truth);
-    EXPECT_LE(err, 5e-5) << "from the exact logits";
-    EXPECT_LE(max_relative_error(got, want), 1e-4 + ref_err) << "from the float32 reference";
-    std::printf("[ measured ] %s: max relative logit error %.3g from the exact logits (the float32 "
-                "reference: %.3g from them, %.3g from kiln)\n",
-                model_path.c_str(), err, ref_err, max_relative_error(got, want));
+    std::printf("[ measured ] %s: %s\n", model_path.c_str(),
+                test::expect_near_exact_logits(got, want, dir).c_str());
   } else if (c.exact) {
     const double err = max_relative_error(got, want);
     EXPECT_LE(err, c.max_rel);

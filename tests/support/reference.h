@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,31 @@ inline double max_relative_error(const std::vector<float>& got, const std::vecto
     max_err = std::max(max_err, std::abs(double(got[i]) - want[i]));
   }
   return max_err / max_ref;
+}
+
+// The hybrids' fixtures (Qwen3.5, Qwen3-Next) carry ref_exact.safetensors
+// beside ref.safetensors: transformers run wholly in float64, since a single
+// position of the float32 reference is itself 0.7-1.05e-4 from the exact
+// logits (see golden_logits_test.cpp). Logits of an exact source must be
+// within 5e-5 of the exact ones, and from the float32 reference no farther
+// than 1e-4 plus its own distance from them. Returns the measured line.
+inline std::string expect_near_exact_logits(const std::vector<float>& got,
+                                            const std::vector<float>& want,
+                                            const std::string& fixture_dir) {
+  auto exact = SafetensorsModel::open(fixture_dir + "/ref_exact.safetensors");
+  const std::vector<float> truth = read_f32(*exact, "logits");
+  EXPECT_EQ(truth.size(), want.size());
+  if (truth.size() != want.size() || got.size() != want.size()) return "sizes differ";
+  const double err = max_relative_error(got, truth), ref_err = max_relative_error(want, truth);
+  const double from_ref = max_relative_error(got, want);
+  EXPECT_LE(err, 5e-5) << "from the exact logits";
+  EXPECT_LE(from_ref, 1e-4 + ref_err) << "from the float32 reference";
+  char line[200];
+  std::snprintf(line, sizeof line,
+                "max relative logit error %.3g from the exact logits (the float32 reference: "
+                "%.3g from them, %.3g from kiln)",
+                err, ref_err, from_ref);
+  return line;
 }
 
 }  // namespace kiln::test
