@@ -20,8 +20,13 @@ void MropeTables::init(Backend& b, const ModelSpec& s, const std::vector<float>&
   const int64_t n = int64_t(inv_freq.size());
   int64_t total = 0;
   for (int64_t v : sec) total += v;
-  KILN_CHECK(sec.size() == 3 && total == n, "M-RoPE sections [", sec.size() > 0 ? sec[0] : 0,
-             ", ...] must be three that add up to the ", n, " rotary frequencies");
+  // Interleaved (Qwen3.5): frequency i goes to height if i % 3 == 1 and
+  // i < 3 * sec[1], width likewise, time otherwise, whatever the sections
+  // add up to (transformers' apply_interleaved_mrope). In sections
+  // (Qwen3-VL): consecutive runs, which must cover the frequencies.
+  KILN_CHECK(sec.size() == 3 && (s.mrope_interleaved || total == n), "M-RoPE sections [",
+             sec.size() > 0 ? sec[0] : 0, ", ...] must be three that add up to the ", n,
+             " rotary frequencies");
   for (int c = 0; c < 3; ++c) {
     std::vector<float> f(inv_freq.size(), 0.0f);
     for (int64_t i = 0; i < n; ++i) {

@@ -134,10 +134,13 @@ ModelSpec spec_from_hf_config(const json& root) {
   s.norm_eps = float(get_float(c, "rms_norm_eps", 1e-6));
   s.rope_style = RopeStyle::Halves;  // Hugging Face weights are never permuted
   read_rope(c, s);
-  // transformers 5 may keep partial_rotary_factor inside rope_parameters only.
-  double partial = get_float(c, "partial_rotary_factor", -1.0);
-  if (partial < 0 && c.contains("rope_parameters") && c["rope_parameters"].is_object())
+  // transformers 5 reads partial_rotary_factor from rope_parameters (a
+  // top-level one may sit beside it with another value, and is then
+  // ignored); older configs have only the top-level one.
+  double partial = -1.0;
+  if (c.contains("rope_parameters") && c["rope_parameters"].is_object())
     partial = get_float(c["rope_parameters"], "partial_rotary_factor", -1.0);
+  if (partial < 0) partial = get_float(c, "partial_rotary_factor", -1.0);
   if (partial < 0) partial = 1.0;
   s.rope_dims = int64_t(double(s.head_dim) * partial);
   s.tied_embeddings = root.value("tie_word_embeddings", c.value("tie_word_embeddings", false));
