@@ -6,11 +6,14 @@
 // |logit - ref| / max |ref| <= 1e-4 (the GPU sums in another order than the
 // CPU, ~1e-6 relative); q8_0, the share of positions with cosine >= 0.99 is
 // at least 90% (60% for the hybrids, where llama.cpp itself reaches only
-// ~65%) and at least llama.cpp's on the same file. Qwen3-Next: 2.5e-4, for
-// the reason given there (heads whose output nearly cancels).
+// ~65%) and at least llama.cpp's on the same file. The hybrids (and the
+// hybrid shapes of tests/data/hf_shapes) against their exact (float64)
+// logits, for the reason given there (heads whose output nearly cancels).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -33,6 +36,12 @@ int positions_with_cosine(const std::vector<float>& a, const std::vector<float>&
 }
 
 const std::string kData = KILN_TEST_DATA;
+
+// The hybrids from the exact (float64) logits, where their fixtures have
+// them (tests/runtime/golden_logits_test.cpp explains why): the issue's
+// 1e-4, not the CPU's 5e-5, since the GPU sums the DeltaNet input
+// projections in f32 (measured on an H100: 1.0-7.8e-5).
+constexpr double kGpuFromExact = 1e-4;
 
 struct Case {
   std::string arch, source;
@@ -71,7 +80,10 @@ TEST_P(CudaGolden, MatchesReference) {
   std::vector<float> got(size_t(T * V));
   engine->model().forward(*state, ids.data(), T, got.data(), true);
 
-  if (c.exact) {
+  if (c.exact && c.kv == DType::F32 && std::filesystem::exists(dir + "/ref_exact.safetensors")) {
+    std::printf("[ %s ] %s\n", model_path.c_str(),
+                test::expect_near_exact_logits(got, want, dir, kGpuFromExact).c_str());
+  } else if (c.exact) {
     const double err = max_relative_error(got, want);
     const double tol = c.kv == DType::F16 ? 2e-3 : c.max_rel;
     EXPECT_LE(err, tol);
@@ -118,8 +130,8 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"qwen3_5_text", "qwen3_5_text-f32.gguf", true},
                     Case{"qwen3_5_text", "qwen3_5_text-bf16.gguf", true},
                     Case{"qwen3_5_text", "qwen3_5_text-q8_0.gguf", false, DType::F32, 0.6},
-                    Case{"qwen3_next", "", true, DType::F32, 0.9, 2.5e-4},
-                    Case{"qwen3_next", "qwen3_next-f32.gguf", true, DType::F32, 0.9, 2.5e-4},
+                    Case{"qwen3_next", "", true},
+                    Case{"qwen3_next", "qwen3_next-f32.gguf", true},
                     Case{"qwen3_next", "qwen3_next-q8_0.gguf", false, DType::F32, 0.6}),
     // Not BitNet: the fixture's 64- and 160-wide rows are not the whole
     // 128-value groups the GPU's ternary product takes, so it runs on the CPU
@@ -133,6 +145,49 @@ INSTANTIATE_TEST_SUITE_P(
         if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
       return s;
     });
+
+// The hybrid shapes of tests/data/hf_shapes (see
+// tests/convert/hybrid_shapes_test.cpp) on the GPU: one prefill against the
+// exact logits, decoding token by token against the prefill, greedy ids.
+class CudaHybridShapes : public testing::TestWithParam<std::string> {};
+
+TEST_P(CudaHybridShapes, MatchTransformers) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = kData + "/hf_shapes/" + GetParam();
+  auto ref = SafetensorsModel::open(dir + "/ref.safetensors");
+  const auto ids = read_i32(*ref, "input_ids");
+  const auto want = read_f32(*ref, "logits");
+  LoadOptions lo;
+  lo.need_tokenizer = false;
+  lo.device = 0;
+  auto engine = Engine::load(dir, lo);
+  ASSERT_EQ(engine->backend().name().rfind("CUDA", 0), 0u) << engine->backend().name();
+  Model& model = engine->model();
+  const int64_t T = int64_t(ids.size()), V = engine->spec().vocab_size;
+  StateOptions so;
+  so.context = T + 16;
+  std::vector<float> prefill(size_t(T * V)), decode(size_t(T * V));
+  auto a = model.new_state(so);
+  model.forward(*a, ids.data(), T, prefill.data(), true);
+  std::printf("[ %s ] %s\n", GetParam().c_str(),
+              test::expect_near_exact_logits(prefill, want, dir, kGpuFromExact).c_str());
+  auto b = model.new_state(so);
+  for (int64_t t = 0; t < T; ++t) model.forward(*b, &ids[t], 1, &decode[t * V], false);
+  EXPECT_LE(max_relative_error(decode, prefill), 1e-4);
+  std::printf("[ %s ] decode vs prefill %.3g\n", GetParam().c_str(),
+              max_relative_error(decode, prefill));
+  auto c = model.new_state(so);
+  GenerateRequest req;
+  req.prompt = ids;
+  const auto greedy = read_i32(*ref, "greedy_ids");
+  req.max_tokens = int(greedy.size());
+  req.sampling.temperature = 0;
+  EXPECT_EQ(generate(model, *c, req, nullptr).tokens, greedy);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaHybridShapes,
+                         testing::Values("qwen3_5_kv3", "qwen3_5_kv1", "qwen3_next_kv4",
+                                         "qwen3_5_moe"));
 
 }  // namespace
 }  // namespace kiln
