@@ -524,6 +524,44 @@ TEST(Server, DisconnectFreesTheSlot) {
   EXPECT_FALSE(completion_text(srv, "The cat", 4).empty());
 }
 
+// A request without "stream" whose client gives up: past
+// whole_keepalive_after_ms the answer is chunked, a space a second, and the
+// failed write cancels the sequence. Here from the start (0 ms) and with a
+// context long enough that the generation would run for seconds.
+TEST(Server, AbandonedWholeRequestFreesTheSlot) {
+  ServerOptions o = options(1);
+  o.scheduler.context = 32768;
+  o.whole_keepalive_after_ms = 0;
+  LiveServer srv(kStories, o);
+  // The chunked form still gives the whole completion, as JSON after spaces.
+  auto ok = srv.post("/v1/completions", {{"prompt", "The cat"}, {"max_tokens", 6}, {"temperature", 0}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(json::parse(ok->body)["choices"][0]["text"], completion_text(srv, "The cat", 6));
+
+  httplib::Client c = srv.client();
+  c.set_read_timeout(0, 300000);  // gives up after 0.3 s and closes the socket
+  const auto t_sent = std::chrono::steady_clock::now();
+  auto r = c.Post("/v1/completions",
+                  json{{"prompt", "Once upon a time"}, {"max_tokens", 30000}, {"temperature", 0}}.dump(),
+                  "application/json");
+  EXPECT_FALSE(r && r->status == 200 && r->body.find('{') != std::string::npos)
+      << "the generation was meant to outlast the client";
+  c.stop();
+  json health;
+  for (;;) {
+    health = json::parse(srv.client().Get("/health")->body);
+    if (health["slots_processing"] == 0) break;
+    ASSERT_LT(std::chrono::steady_clock::now() - t_sent, std::chrono::seconds(4)) << health.dump();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const auto freed_after = std::chrono::steady_clock::now() - t_sent;
+  EXPECT_GE(srv.metric_values()["kiln_requests_cancelled_total"].get<double>(), 1);
+  std::printf("[ measured ] slot free %.2f s after the request was sent\n",
+              std::chrono::duration<double>(freed_after).count());
+  EXPECT_FALSE(completion_text(srv, "The cat", 4).empty());
+}
+
 // With every slot busy and no queue, a request is refused with 503 and
 // Retry-After rather than piling up; the running one is unaffected.
 TEST(Server, OverloadAnswers503) {

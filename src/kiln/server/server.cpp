@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -602,7 +603,7 @@ struct Server::Impl {
     if (job->stream)
       stream(job, res);
     else
-      whole(*job, res);
+      whole(job, res);
   }
 
   OutputAssembler assembler(const Job& job) {
@@ -618,26 +619,38 @@ struct Server::Impl {
             finish_reason_name(r), job.seq->cached_tokens() ? cat(", ", job.seq->cached_tokens(), " prompt tokens reused") : ""));
   }
 
-  void whole(Job& job, httplib::Response& res) {
-    OutputAssembler out = assembler(job);
-    std::vector<TokenEvent> events, all;
-    std::string text_logprob_offsets;
-    for (bool finished = false; !finished;) {
-      events.clear();
-      finished = job.seq->wait(events, 1000);
-      for (auto& e : events) {
-        out.push(e.id);
-        if (out.stopped()) job.seq->cancel(FinishReason::Stop);
-        if (job.logprobs) all.push_back(std::move(e));
-      }
+  // A request without "stream": the whole completion as one JSON object.
+  struct WholeState {
+    OutputAssembler out;
+    std::vector<TokenEvent> logprob_events;
+    bool ended = false;
+    std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
+  };
+
+  // Takes the sequence's new tokens (waiting up to wait_ms); true once it
+  // has finished.
+  bool collect(Job& job, WholeState& st, int wait_ms) {
+    std::vector<TokenEvent> events;
+    const bool finished = job.seq->wait(events, wait_ms);
+    for (auto& e : events) {
+      st.out.push(e.id);
+      if (st.out.stopped()) job.seq->cancel(FinishReason::Stop);
+      if (job.logprobs) st.logprob_events.push_back(std::move(e));
     }
-    out.finish();
+    return finished;
+  }
+
+  // The response body of a finished sequence; throws ApiError(500) when the
+  // generation failed.
+  std::string whole_body(Job& job, WholeState& st) {
+    st.out.finish();
     // A stop string may be found after the scheduler has already ended the
     // sequence for another reason (it runs ahead of the text): it wins.
-    FinishReason reason = out.stopped() ? FinishReason::Stop : job.seq->finish_reason();
+    FinishReason reason = st.out.stopped() ? FinishReason::Stop : job.seq->finish_reason();
     if (reason == FinishReason::Error)
       throw ApiError(500, "server_error", cat("generation failed: ", job.seq->error()));
     end_stats(job);
+    const OutputAssembler& out = st.out;
     json choice = {{"index", 0}};
     if (job.chat) {
       json tools = out.tool_calls();
@@ -651,7 +664,7 @@ struct Server::Impl {
       choice["finish_reason"] = finish_name(reason, !tools.empty());
       if (job.logprobs) {
         json content = json::array();
-        for (const auto& e : all) content.push_back(token_logprob_chat(e));
+        for (const auto& e : st.logprob_events) content.push_back(token_logprob_chat(e));
         choice["logprobs"] = {{"content", content}};
       } else {
         choice["logprobs"] = nullptr;
@@ -659,7 +672,7 @@ struct Server::Impl {
     } else {
       choice["text"] = out.content();
       choice["finish_reason"] = finish_name(reason, false);
-      choice["logprobs"] = job.logprobs ? completion_logprobs(all) : json(nullptr);
+      choice["logprobs"] = job.logprobs ? completion_logprobs(st.logprob_events) : json(nullptr);
     }
     json j = {{"id", job.id},
               {"object", job.chat ? "chat.completion" : "text_completion"},
@@ -667,7 +680,61 @@ struct Server::Impl {
               {"model", opt.model_id},
               {"choices", json::array({choice})},
               {"usage", usage(job)}};
-    res.set_content(dump(j), "application/json");
+    return dump(j);
+  }
+
+  // Short generations get a plain response (and a 500 if they fail). One
+  // still running after opt.whole_keepalive_after_ms goes on as a chunked
+  // response: a space each second (JSON may start with whitespace) tells
+  // whether the client is still there, and a failed write cancels the
+  // sequence (see ServerOptions::whole_keepalive_after_ms).
+  void whole(const std::shared_ptr<Job>& job, httplib::Response& res) {
+    auto st = std::make_shared<WholeState>(WholeState{assembler(*job)});
+    const auto until = std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(std::max(0, opt.whole_keepalive_after_ms));
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
+      const bool finished = collect(*job, *st, int(std::clamp<int64_t>(left.count(), 0, 250)));
+      if (finished) {
+        res.set_content(whole_body(*job, *st), "application/json");
+        return;
+      }
+      if (std::chrono::steady_clock::now() >= until) break;
+    }
+    res.set_chunked_content_provider(
+        "application/json",
+        [this, job, st](size_t, httplib::DataSink& sink) {
+          if (!collect(*job, *st, 250)) {
+            if (std::chrono::steady_clock::now() - st->last_write >= std::chrono::seconds(1)) {
+              st->last_write = std::chrono::steady_clock::now();
+              if (!sink.write(" ", 1)) {
+                job->seq->cancel();
+                return false;
+              }
+            }
+            return true;
+          }
+          std::string body;
+          try {
+            body = whole_body(*job, *st);
+          } catch (const ApiError& e) {
+            body = dump(error_body(e));
+          }
+          st->ended = true;
+          if (!sink.write(body.data(), body.size())) return false;
+          sink.done();
+          return true;
+        },
+        [this, job, st](bool) {
+          // Finished sequences were counted by whole_body, even when the
+          // last write found the client gone.
+          if (!st->ended) {
+            job->seq->cancel();
+            ++cancelled;
+            log(cat("kiln serve: ", job->id, " cancelled: the client went away"));
+          }
+        });
   }
 
   json completion_logprobs(const std::vector<TokenEvent>& events) {

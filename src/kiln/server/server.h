@@ -27,6 +27,14 @@ struct ServerOptions {
   SchedulerOptions scheduler;
   int http_threads = 0;     // 0: slots + queue + 8 (a streaming request holds a thread)
   size_t max_body_bytes = 16u << 20;
+  // A request without "stream" that is still generating after this long is
+  // answered as a chunked response whose body starts with a space every
+  // second until the JSON is ready: the only way cpp-httplib lets a handler
+  // notice a client that has gone away (its write fails), so that its
+  // sequence is cancelled instead of running on for nobody. The status is
+  // 200 from then on; a generation that fails later ends the body with an
+  // error object instead of the completion.
+  int whole_keepalive_after_ms = 1000;
   std::function<void(const std::string&)> log;  // one line per request and event; may be empty
 };
 
