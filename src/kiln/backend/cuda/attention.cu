@@ -296,8 +296,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Decode attention for the common shapes (head_dim 64, 128 or 256, up to 8
-// query heads per KV head): every lane of the block works on keys. A key
+// Decode attention for the common shapes (head_dim 8 to 256, powers of two,
+// up to 8 query heads per KV head; a head narrower than a lane's share is
+// one lane's): every lane of the block works on keys. A key
 // row is split over LPK lanes, each holding DPL consecutive dimensions of
 // it and of the group's G query heads (in registers), so a warp takes
 // 32 / LPK keys per step with 16-byte loads and the block's 4 warps walk
@@ -308,9 +309,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 // 128-step serial dot product per lane.
 template <int HD, int G>
 struct DecodeShape {
-  static constexpr int DPL = (HD / 32 > (32 / G < 16 ? 32 / G : 16))
-                                 ? HD / 32
-                                 : (32 / G < 16 ? 32 / G : 16);  // dims per lane
+  static constexpr int kWide = (HD / 32 > (32 / G < 16 ? 32 / G : 16))
+                                   ? HD / 32
+                                   : (32 / G < 16 ? 32 / G : 16);
+  static constexpr int DPL = kWide < HD ? kWide : HD;            // dims per lane
   static constexpr int LPK = HD / DPL;                           // lanes per key
   static constexpr int KPW = 32 / LPK;                           // keys per warp step
   static_assert(LPK >= 1 && LPK <= 32 && (LPK & (LPK - 1)) == 0, "lanes per key");
@@ -500,6 +502,9 @@ bool try_decode(const float* q, const void* kc, const void* vc, int64_t hd, int6
     }
   };
   switch (hd) {
+    case 8: return by_group.template operator()<8>();
+    case 16: return by_group.template operator()<16>();
+    case 32: return by_group.template operator()<32>();
     case 64: return by_group.template operator()<64>();
     case 128: return by_group.template operator()<128>();
     case 256: return by_group.template operator()<256>();
@@ -961,7 +966,9 @@ __global__ void store_kv_batch_kernel(bool f16, int64_t n_kv_heads, int64_t head
 }
 
 bool decode_batch_supported(int64_t head_dim, int64_t group) {
-  return decode_kernel_enabled() && (head_dim == 64 || head_dim == 128 || head_dim == 256) &&
+  return decode_kernel_enabled() &&
+         (head_dim == 8 || head_dim == 16 || head_dim == 32 || head_dim == 64 ||
+          head_dim == 128 || head_dim == 256) &&
          (group == 1 || group == 2 || group == 4 || group == 8);
 }
 
