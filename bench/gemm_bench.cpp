@@ -49,6 +49,18 @@ std::vector<float> make_acts(int64_t n) {
   return x;
 }
 
+// The counters every product reports: weight bytes read per second, and
+// GFLOP/s (2 * rows * cols * tokens per call).
+void set_rates(benchmark::State& state, size_t weight_bytes, int64_t rows, int64_t cols,
+               int64_t tokens) {
+  const double calls = double(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(calls * double(weight_bytes),
+                                              benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(calls * 2.0 * double(rows * cols * tokens) / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(gemm_kernel_level());
+}
+
 // One matmul of {rows, cols} weights by `tokens` activations.
 void run_gemm(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens) {
   if (gemm_path(t, cols) == GemmPath::kNone) {
@@ -70,12 +82,7 @@ void run_gemm(benchmark::State& state, DType t, int64_t rows, int64_t cols, int6
     }
     benchmark::DoNotOptimize(y.data());
   }
-  const double calls = double(state.iterations());
-  state.counters["GB/s"] = benchmark::Counter(calls * double(w.size()), benchmark::Counter::kIsRate,
-                                              benchmark::Counter::kIs1000);
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(calls * 2.0 * double(rows * cols * tokens) / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(gemm_kernel_level());
+  set_rates(state, w.size(), rows, cols, tokens);
 }
 
 // gemm_float_sum_f64 (the DeltaNet input projections: products summed in
@@ -89,12 +96,7 @@ void run_gemm_sum_f64(benchmark::State& state, DType t, int64_t rows, int64_t co
     gemm_float_sum_f64(t, w.data(), rb, 0, rows, x.data(), tokens, cols, y.data(), rows);
     benchmark::DoNotOptimize(y.data());
   }
-  const double calls = double(state.iterations());
-  state.counters["GB/s"] = benchmark::Counter(calls * double(w.size()), benchmark::Counter::kIsRate,
-                                              benchmark::Counter::kIs1000);
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(calls * 2.0 * double(rows * cols * tokens) / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(gemm_kernel_level());
+  set_rates(state, w.size(), rows, cols, tokens);
 }
 
 // The same product from tiles packed once (kept_tiles_bytes): what a serving
@@ -121,11 +123,7 @@ void run_gemm_kept(benchmark::State& state, DType t, int64_t rows, int64_t cols,
     }
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GB/s"] = benchmark::Counter(double(state.iterations()) * double(bytes),
-                                              benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  state.counters["GFLOP/s"] = benchmark::Counter(
-      double(state.iterations()) * 2.0 * double(rows * cols * tokens) / 1e9, benchmark::Counter::kIsRate);
-  state.SetLabel(gemm_kernel_level());
+  set_rates(state, bytes, rows, cols, tokens);
 }
 
 const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::IQ4_NL, DType::Q4_K,

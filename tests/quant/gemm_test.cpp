@@ -174,6 +174,22 @@ INSTANTIATE_TEST_SUITE_P(Formats, GemmInt8,
 // round differently, so that greedy outputs do not depend on the batch.
 // Column counts that leave a partial 16-lane chunk, row and token counts
 // that leave partial 4 x 4 tiles.
+// Random {rows, K} weights of float type t, and the same values as f32.
+struct FloatWeights {
+  std::vector<uint8_t> bytes;
+  std::vector<float> widened;
+};
+FloatWeights float_weights(DType t, int64_t rows, int64_t K) {
+  const size_t rb = dtype_row_bytes(t, K);
+  FloatWeights fw{std::vector<uint8_t>(rb * size_t(rows)), std::vector<float>(size_t(rows * K))};
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<float> row = test::gaussian(size_t(K), 40 + uint32_t(r), 0.05f);
+    quantize_row(t, row.data(), fw.bytes.data() + size_t(r) * rb, K);
+    dequantize_row(t, fw.bytes.data() + size_t(r) * rb, fw.widened.data() + r * K, K);
+  }
+  return fw;
+}
+
 class GemmFloat : public testing::TestWithParam<DType> {};
 
 TEST_P(GemmFloat, MatchesDoubleAndEachTokenAlone) {
@@ -182,13 +198,9 @@ TEST_P(GemmFloat, MatchesDoubleAndEachTokenAlone) {
   for (int64_t K : {64, 172, 1000})
     for (int64_t rows : {1, 3, 4, 7, 37}) {
       const size_t rb = dtype_row_bytes(t, K);
-      std::vector<uint8_t> w(rb * size_t(rows));
-      for (int64_t r = 0; r < rows; ++r) {
-        const std::vector<float> row = test::gaussian(size_t(K), 40 + uint32_t(r), 0.05f);
-        quantize_row(t, row.data(), w.data() + size_t(r) * rb, K);
-      }
-      std::vector<float> wf(size_t(rows * K));
-      for (int64_t r = 0; r < rows; ++r) dequantize_row(t, w.data() + size_t(r) * rb, wf.data() + r * K, K);
+      const FloatWeights fw = float_weights(t, rows, K);
+      const std::vector<uint8_t>& w = fw.bytes;
+      const std::vector<float>& wf = fw.widened;
       Aligned scratch(gemm_scratch_bytes(K));
       for (int64_t T : {1, 2, 4, 5, 13}) {
         const std::vector<float> x = test::gaussian(size_t(T * K), 9);
@@ -243,13 +255,9 @@ TEST_P(GemmFloatSumF64, RoundsTheExactSumOnceInOneOrder) {
   for (int64_t K : {3, 64, 172, 1000})
     for (int64_t rows : {1, 3, 4, 7, 37}) {
       const size_t rb = dtype_row_bytes(t, K);
-      std::vector<uint8_t> w(rb * size_t(rows));
-      for (int64_t r = 0; r < rows; ++r) {
-        const std::vector<float> row = test::gaussian(size_t(K), 40 + uint32_t(r), 0.05f);
-        quantize_row(t, row.data(), w.data() + size_t(r) * rb, K);
-      }
-      std::vector<float> wf(size_t(rows * K));
-      for (int64_t r = 0; r < rows; ++r) dequantize_row(t, w.data() + size_t(r) * rb, wf.data() + r * K, K);
+      const FloatWeights fw = float_weights(t, rows, K);
+      const std::vector<uint8_t>& w = fw.bytes;
+      const std::vector<float>& wf = fw.widened;
       for (int64_t T : {1, 2, 4, 5, 13}) {
         const std::vector<float> x = test::gaussian(size_t(T * K), 9);
         const int64_t ys = rows + 2;
