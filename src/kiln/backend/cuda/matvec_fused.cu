@@ -509,20 +509,43 @@ __device__ __forceinline__ void plain_dot16(const uint4& v, const float* x, int6
   }
 }
 
-// Row `row` of weight `seg` is done: each token's sum over the warp to
-// lane 0, stored (and added where asked), acc cleared for the next row.
+// Row `row` of weight `seg` is done: each token's sum over the warp,
+// stored (and added where asked), acc cleared for the next row.
+//
+// One token: the butterfly, lane i adding lane i ^ o for o = 16, 8, .., 1.
+// Several: the same additions, folded (a transposing reduction): at offset
+// o a lane keeps half of its tokens (the upper half where bit o of its
+// lane is set) and adds its partner's values of them, sending its own of
+// the other half, so that 32 tokens take 31 shuffles instead of 160 and no
+// token waits for another. Every sum is its own value plus its partner's at
+// the same offsets in the same order as the butterfly (and a + b == b + a),
+// so a token gets the bits it gets alone. Afterwards lane l holds token
+// l >> (5 - log2 MAXT) (MAXT a power of two).
 template <int MAXT>
 __device__ __forceinline__ void finish_row(const Args& a, int seg, int64_t row, int lane,
                                            float (&acc)[MAXT]) {
+  static_assert(MAXT >= 1 && MAXT <= 32 && (MAXT & (MAXT - 1)) == 0, "tokens per kernel");
 #pragma unroll
-  for (int t = 0; t < MAXT; ++t) {
-    if (t >= a.T) break;
-    float s = acc[t];
+  for (int level = 0; level < 5; ++level) {
+    const int o = 16 >> level;
+    const int n = MAXT >> level;  // values this lane holds before this level
+    if (n > 1) {
+      const bool upper = (lane & o) != 0;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) store_row(a, seg, row, t, s);
-    acc[t] = 0.0f;
+      for (int j = 0; j < n / 2; ++j) {
+        const float keep = upper ? acc[n / 2 + j] : acc[j];
+        const float send = upper ? acc[j] : acc[n / 2 + j];
+        acc[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+      }
+    } else {
+      acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], o);
+    }
   }
+  constexpr int kLanesPerToken = 32 / MAXT;
+  const int t = lane / kLanesPerToken;
+  if (lane % kLanesPerToken == 0 && t < a.T) store_row(a, seg, row, t, acc[0]);
+#pragma unroll
+  for (int i = 0; i < MAXT; ++i) acc[i] = 0.0f;
 }
 
 template <DType DT, int MAXT>
