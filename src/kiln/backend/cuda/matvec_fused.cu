@@ -966,6 +966,12 @@ void plan_pieces(Args& a) {
   if (int64_t(a.row_bytes) <= limit) {
     a.P = 1;
     a.R = int(std::min<int64_t>(kMaxRowsPerPiece, limit / int64_t(a.row_bytes)));
+    // Several tokens on a small matrix (a serving step of a small model):
+    // fewer rows a piece, so that every warp the GPU holds gets one, rather
+    // than a few warps walking many rows with 32 tokens each. A row's sums
+    // do not depend on the rows beside it in its piece.
+    if (a.T > 1)
+      a.R = int(std::clamp<int64_t>(a.total / (int64_t(sm_count()) * kW), 1, a.R));
     a.piece_blocks = nblocks;
   } else {
     a.R = 1;
