@@ -9,6 +9,7 @@
 #include "kiln/core/half.h"
 #include "kiln/io/gguf.h"
 #include "kiln/model/building_blocks.h"
+#include "kiln/model/stepped_model.h"
 #include "kiln/quant/dequantize.h"
 #include "kiln/quant/ternary.h"
 
@@ -154,7 +155,10 @@ struct Item {
   int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
 };
 
-class Bitnet final : public Model {
+class Bitnet final : public SteppedModel<Bitnet, BitnetState, Item, Workspace> {
+  using Base = SteppedModel<Bitnet, BitnetState, Item, Workspace>;
+  friend Base;
+
  public:
   // Rows per pass through the output head. Each pass unpacks the head's
   // weights into tiles again (on the CPU), so a batched decode step of up to
@@ -162,33 +166,10 @@ class Bitnet final : public Model {
   // 151936-token vocabulary.
   static constexpr int64_t kHeadRows = 64;
 
-  Bitnet(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
+  Bitnet(const ModelFile& f, Backend& b) : Base(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
     return make_state<BitnetState>(o);
-  }
-
-  void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
-               bool all_logits) override {
-    auto& st = static_cast<BitnetState&>(base);
-    prepare_tokens(st, tokens, n);
-    if (!st.ws.x.get()) allocate(st.ws, st.max_batch);  // a server's states never need it
-    for_each_chunk(n, st.max_batch, logits, all_logits,
-                   [&](int64_t done, int64_t chunk, float* out) {
-      Item item{&st, tokens + done, chunk, out};
-      step(&item, 1, st.ws, all_logits);
-    });
-  }
-
-  // All items' tokens go through each ternary product together (each token
-  // quantized on its own, so batching changes no bits); attention runs per
-  // item, at its own positions.
-  void forward_batch(const std::vector<BatchItem>& items) override {
-    int64_t total = 0;
-    std::vector<Item> run = batch_items<BitnetState, Item>(items, total);
-    if (run.empty()) return;
-    Workspace& ws = batch_ws_.at_least(total, [&](Workspace& w, int64_t t) { allocate(w, t); });
-    step(run.data(), int64_t(run.size()), ws, false);
   }
 
  private:
@@ -343,7 +324,6 @@ class Bitnet final : public Model {
   DeviceBuffer output_norm_, inv_freq_;
   std::vector<Layer> layers_;
   std::deque<std::vector<uint8_t>> storage_;  // projections turned into I2_S at load
-  BatchWorkspace<Workspace> batch_ws_;
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "kiln/core/error.h"
 #include "kiln/model/building_blocks.h"
+#include "kiln/model/stepped_model.h"
 #include "kiln/model/multimodal_inputs.h"
 #include "kiln/quant/dequantize.h"
 
@@ -105,7 +106,10 @@ struct Item {
   int64_t row = 0;            // its first row among the step's activations
 };
 
-class Hybrid final : public Model {
+class Hybrid final : public SteppedModel<Hybrid, HybridState, Item, Workspace> {
+  using Base = SteppedModel<Hybrid, HybridState, Item, Workspace>;
+  friend Base;
+
  public:
   // Rows per pass through the output head. Each pass unpacks the head's
   // weights into tiles again (on the CPU), so a batched decode step of up to
@@ -113,7 +117,7 @@ class Hybrid final : public Model {
   // 151936-token vocabulary.
   static constexpr int64_t kHeadRows = 64;
 
-  Hybrid(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
+  Hybrid(const ModelFile& f, Backend& b) : Base(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
     auto st = make_state<HybridState>(o, n_attn_, n_linear_);
@@ -121,38 +125,12 @@ class Hybrid final : public Model {
   }
 
   void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
-               bool all_logits) override {
-    forward(base, tokens, n, logits, all_logits, ForwardInputs{});
-  }
-
-  void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits, const ForwardInputs& inputs) override {
     KILN_CHECK(!inputs.mrope_positions || mrope_.enabled(), "the ", spec_.arch,
                " model has no M-RoPE sections: it does not take images");
-    auto& st = static_cast<HybridState&>(base);
-    prepare_tokens(st, tokens, n);
-    // A state's own activations come with its first forward(): a server's
-    // states only ever run in forward_batch, whose workspace is shared (on a
-    // GPU, 32 slots' unused logits rows alone would hold a gigabyte).
-    if (!st.ws.x.get()) allocate(st.ws, st.max_batch);
-    for_each_chunk(n, st.max_batch, logits, all_logits,
-                   [&](int64_t done, int64_t chunk, float* out) {
-      const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
-      Item item{&st, tokens + done, chunk, out, &in.view};
-      step(&item, 1, st.ws, all_logits);
-    });
+    run(base, tokens, n, logits, all_logits, inputs);
   }
-
-  // All items' tokens go through each weight product together; the
-  // convolution and delta rule of the DeltaNet layers (each sequence's own
-  // state) and attention run per item, at its own positions.
-  void forward_batch(const std::vector<BatchItem>& items) override {
-    int64_t total = 0;
-    std::vector<Item> run = batch_items<HybridState, Item>(items, total);
-    if (run.empty()) return;
-    Workspace& ws = batch_ws_.at_least(total, [&](Workspace& w, int64_t t) { allocate(w, t); });
-    step(run.data(), int64_t(run.size()), ws, false);
-  }
+  using Base::forward;
 
  private:
   int64_t channels() const {
@@ -445,7 +423,6 @@ class Hybrid final : public Model {
   DeviceBuffer output_norm_, inv_freq_;
   MropeTables mrope_;
   std::vector<Layer> layers_;
-  BatchWorkspace<Workspace> batch_ws_;
   int64_t attention_layers() const override { return n_attn_; }
 
   int64_t n_attn_ = 0, n_linear_ = 0;

@@ -6,6 +6,7 @@
 
 #include "kiln/core/error.h"
 #include "kiln/model/building_blocks.h"
+#include "kiln/model/stepped_model.h"
 #include "kiln/model/multimodal_inputs.h"
 
 namespace kiln {
@@ -50,7 +51,10 @@ struct Item {
   int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
 };
 
-class Transformer final : public Model {
+class Transformer final : public SteppedModel<Transformer, TransformerState, Item, Workspace> {
+  using Base = SteppedModel<Transformer, TransformerState, Item, Workspace>;
+  friend Base;
+
  public:
   // Rows per pass through the output head. Each pass unpacks the head's
   // weights into tiles again (on the CPU), so a batched decode step of up to
@@ -58,7 +62,7 @@ class Transformer final : public Model {
   // 151936-token vocabulary.
   static constexpr int64_t kHeadRows = 64;
 
-  Transformer(const ModelFile& f, Backend& b) : Model(f.spec(), b) { load(f); }
+  Transformer(const ModelFile& f, Backend& b) : Base(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {
     auto st = make_state<TransformerState>(o);
@@ -66,37 +70,12 @@ class Transformer final : public Model {
   }
 
   void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
-               bool all_logits) override {
-    forward(base, tokens, n, logits, all_logits, ForwardInputs{});
-  }
-
-  void forward(SequenceState& base, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits, const ForwardInputs& inputs) override {
     KILN_CHECK(!inputs.mrope_positions || mrope_.enabled(), "the ", spec_.arch,
                " model has no M-RoPE sections: it does not take images");
-    auto& st = static_cast<TransformerState&>(base);
-    prepare_tokens(st, tokens, n);
-    // A state's own activations come with its first forward(): a server's
-    // states only ever run in forward_batch, whose workspace is shared (on a
-    // GPU, 32 slots' unused logits rows alone would hold a gigabyte).
-    if (!st.ws.x.get()) allocate(st.ws, st.max_batch);
-    for_each_chunk(n, st.max_batch, logits, all_logits,
-                   [&](int64_t done, int64_t chunk, float* out) {
-      const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
-      Item item{&st, tokens + done, chunk, out, &in.view};
-      step(&item, 1, st.ws, all_logits);
-    });
+    run(base, tokens, n, logits, all_logits, inputs);
   }
-
-  // All items' tokens go through each weight product together; only
-  // attention (and the cache writes) run per item, at its own positions.
-  void forward_batch(const std::vector<BatchItem>& items) override {
-    int64_t total = 0;
-    std::vector<Item> run = batch_items<TransformerState, Item>(items, total);
-    if (run.empty()) return;
-    Workspace& ws = batch_ws_.at_least(total, [&](Workspace& w, int64_t t) { allocate(w, t); });
-    step(run.data(), int64_t(run.size()), ws, false);
-  }
+  using Base::forward;
 
  private:
   void load(const ModelFile& f) {
@@ -246,7 +225,6 @@ class Transformer final : public Model {
   DeviceBuffer output_norm_, inv_freq_;
   MropeTables mrope_;
   std::vector<Layer> layers_;
-  BatchWorkspace<Workspace> batch_ws_;
 };
 
 }  // namespace

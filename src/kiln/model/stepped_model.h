@@ -1,0 +1,66 @@
+// forward() and forward_batch() for the models whose forward pass is one
+// step over items (Transformer, Hybrid, BitNet): a sequence's tokens go
+// through in chunks of its state's max_batch, each chunk a step of one item
+// in the state's own activations; a serving step's sequences go through as
+// one step of several items in activations shared by every such step.
+//
+// Derived provides, and befriends SteppedModel for:
+//   void allocate(Workspace& ws, int64_t rows);  // activations for rows tokens
+//   void step(Item* items, int64_t n_items, Workspace& ws, bool all_logits);
+// State has `Workspace ws` and `int64_t max_batch`; Item is
+// {State*, tokens, n, logits, const ForwardInputs* inputs, argmax}.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kiln/model/building_blocks.h"
+#include "kiln/model/model.h"
+#include "kiln/model/multimodal_inputs.h"
+
+namespace kiln {
+
+template <class Derived, class State, class Item, class Workspace>
+class SteppedModel : public Model {
+ public:
+  void forward(SequenceState& state, const int32_t* tokens, int64_t n, float* logits,
+               bool all_logits) override {
+    run(state, tokens, n, logits, all_logits, ForwardInputs{});
+  }
+
+  void forward_batch(const std::vector<BatchItem>& items) override {
+    int64_t total = 0;
+    std::vector<Item> batch = batch_items<State, Item>(items, total);
+    if (batch.empty()) return;
+    Workspace& ws =
+        batch_ws_.at_least(total, [&](Workspace& w, int64_t rows) { self().allocate(w, rows); });
+    self().step(batch.data(), int64_t(batch.size()), ws, false);
+  }
+
+ protected:
+  using Model::Model;
+
+  // forward() with vision inputs (each chunk gets its share of them).
+  void run(SequenceState& base, const int32_t* tokens, int64_t n, float* logits, bool all_logits,
+           const ForwardInputs& inputs) {
+    auto& st = static_cast<State&>(base);
+    prepare_tokens(st, tokens, n);
+    // A state's own activations come with its first forward(): a server's
+    // states only ever run in forward_batch, whose workspace is shared (on a
+    // GPU, 32 slots' unused logits rows alone would hold a gigabyte).
+    if (!st.ws.x.get()) self().allocate(st.ws, st.max_batch);
+    for_each_chunk(n, st.max_batch, logits, all_logits,
+                   [&](int64_t done, int64_t chunk, float* out) {
+                     const InputsChunk in = slice_inputs(inputs, n, done, chunk, spec_.hidden);
+                     Item item{&st, tokens + done, chunk, out, &in.view};
+                     self().step(&item, 1, st.ws, all_logits);
+                   });
+  }
+
+ private:
+  Derived& self() { return static_cast<Derived&>(*this); }
+
+  BatchWorkspace<Workspace> batch_ws_;
+};
+
+}  // namespace kiln
