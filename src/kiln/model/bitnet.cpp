@@ -133,27 +133,8 @@ struct Workspace {
   std::vector<int32_t> positions;
 };
 
-class BitnetState final : public SequenceState {
- public:
-  BitnetState(Backend& b, const ModelSpec& s, const StateOptions& o, int64_t capacity)
-      : cache(b, o, s.n_layers, s.n_kv_heads, s.head_dim, capacity) {
-    kv_ = &cache;
-  }
-  size_t bytes() const override { return cache.bytes(); }
-  KvCache cache;
-  Workspace ws;
-  int64_t max_batch = 0;
-};
-
-// One sequence's tokens within a step.
-struct Item {
-  BitnetState* state;
-  const int32_t* tokens;
-  int64_t n;
-  float* logits;                          // null: none wanted
-  const ForwardInputs* inputs = nullptr;  // unused: BitNet takes no images
-  int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
-};
+using BitnetState = CachedState<Workspace>;
+using Item = StepItem<BitnetState>;
 
 class Bitnet final : public SteppedModel<Bitnet, BitnetState, Item, Workspace> {
   using Base = SteppedModel<Bitnet, BitnetState, Item, Workspace>;

@@ -15,10 +15,38 @@
 #include <vector>
 
 #include "kiln/model/building_blocks.h"
+#include "kiln/model/kv_cache.h"
 #include "kiln/model/model.h"
 #include "kiln/model/multimodal_inputs.h"
 
 namespace kiln {
+
+// The state of a sequence whose every layer attends over one KV cache
+// (Transformer, BitNet): the cache, and activations for forward() of up to
+// max_batch tokens.
+template <class Workspace>
+class CachedState final : public SequenceState {
+ public:
+  CachedState(Backend& b, const ModelSpec& s, const StateOptions& o, int64_t capacity)
+      : cache(b, o, s.n_layers, s.n_kv_heads, s.head_dim, capacity) {
+    kv_ = &cache;
+  }
+  size_t bytes() const override { return cache.bytes(); }
+  KvCache cache;
+  Workspace ws;
+  int64_t max_batch = 0;
+};
+
+// One sequence's tokens within a step.
+template <class State>
+struct StepItem {
+  State* state;
+  const int32_t* tokens;
+  int64_t n;
+  float* logits;                          // null: none wanted
+  const ForwardInputs* inputs = nullptr;  // vision inputs (a single-item step only)
+  int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
+};
 
 template <class Derived, class State, class Item, class Workspace>
 class SteppedModel : public Model {

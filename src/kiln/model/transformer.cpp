@@ -29,27 +29,8 @@ struct Workspace {
   std::vector<int32_t> positions;
 };
 
-class TransformerState final : public SequenceState {
- public:
-  TransformerState(Backend& b, const ModelSpec& s, const StateOptions& o, int64_t capacity)
-      : cache(b, o, s.n_layers, s.n_kv_heads, s.head_dim, capacity) {
-    kv_ = &cache;
-  }
-  size_t bytes() const override { return cache.bytes(); }
-  KvCache cache;
-  Workspace ws;
-  int64_t max_batch = 0;
-};
-
-// One sequence's tokens within a step.
-struct Item {
-  TransformerState* state;
-  const int32_t* tokens;
-  int64_t n;
-  float* logits;  // null: none wanted
-  const ForwardInputs* inputs = nullptr;  // vision inputs (a single-item step only)
-  int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
-};
+using TransformerState = CachedState<Workspace>;
+using Item = StepItem<TransformerState>;
 
 class Transformer final : public SteppedModel<Transformer, TransformerState, Item, Workspace> {
   using Base = SteppedModel<Transformer, TransformerState, Item, Workspace>;
