@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kiln/quant/gemm.h"
 #include "kiln/runtime/system_probe.h"
 
 namespace kiln {
@@ -118,6 +119,28 @@ TEST(ServePlan, ShrinksThenRefuses) {
   ServePlan none = plan_serving(*f, machine(1), 512, 1, DType::F32, false);
   EXPECT_FALSE(none.fits);
   EXPECT_NE(none.reasons.back().find("smaller quantization"), std::string::npos);
+}
+
+// The packed copy counts the weights the tiles serve: the token embedding
+// only where it is also the output head (qwen3 ties them, llama does not).
+TEST(ServePlan, WeightTilesCountTheEmbeddingOnlyWhenTied) {
+  for (const char* arch : {"qwen3", "llama"}) {
+    auto f = ModelFile::open(std::string(KILN_TEST_DATA) + "/hf/" + arch + "/gguf/" + arch +
+                             "-q8_0.gguf");
+    const ModelFootprint fp = model_footprint(*f, DType::F32);
+    if (fp.weight_tile_bytes == 0) GTEST_SKIP() << "this CPU's kernels keep no tiles";
+    const TensorView& embd = f->tensors().at("token_embd.weight");
+    size_t others = 0;
+    for (const auto& [name, t] : f->tensors())
+      if (name != "token_embd.weight" && t.shape.size() >= 2 &&
+          gemm_path(t.dtype, t.cols()) == GemmPath::kInt8)
+        others += kept_tiles_bytes(t.dtype, t.rows(), t.cols());
+    const size_t embd_tiles = kept_tiles_bytes(embd.dtype, embd.rows(), embd.cols());
+    ASSERT_GT(embd_tiles, 0u) << arch;
+    EXPECT_EQ(fp.weight_tile_bytes, f->spec().tied_embeddings ? others + embd_tiles : others)
+        << arch;
+    EXPECT_EQ(f->spec().tied_embeddings, std::string(arch) == "qwen3");
+  }
 }
 
 // CPU serving keeps a packed copy of the int8 weights when it fits beside

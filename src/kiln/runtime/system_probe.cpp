@@ -125,7 +125,10 @@ ModelFootprint model_footprint(const ModelFile& file, DType kv_dtype) {
   ModelFootprint f;
   for (const auto& [name, t] : file.tensors()) {
     f.weight_bytes += t.nbytes;
-    if (t.shape.size() >= 2 && gemm_path(t.dtype, t.cols()) == GemmPath::kInt8)
+    // The token embedding is read a row at a time (Backend::embed), never
+    // through the tiles, unless it is also the output head.
+    const bool product = name != "token_embd.weight" || s.tied_embeddings;
+    if (product && t.shape.size() >= 2 && gemm_path(t.dtype, t.cols()) == GemmPath::kInt8)
       f.weight_tile_bytes += kept_tiles_bytes(t.dtype, t.rows(), t.cols());
   }
   // Every layer is counted as an attention layer: exact for transformers, an
