@@ -99,6 +99,36 @@ TEST_P(HybridShapes, ConvertedF32GgufMatchesTransformers) {
   check_logits_and_greedy(out, dir);
 }
 
+// Quantized to q8_0 (rows that are not whole 32-value blocks stay F16):
+// these random hybrids swing with rounding as the main ones do, so judged as
+// convert_logits_test.cpp judges those, by the share of positions with
+// cosine >= 0.99 (at least 60%) and the mean cosine (at least 0.9).
+TEST_P(HybridShapes, ConvertedQ8_0KeepsTheLogits) {
+  const std::string dir = kData + "/hf_shapes/" + GetParam();
+  if (gguf_cannot_hold(GetParam())) GTEST_SKIP() << "no GGUF for this shape";
+  TempDir tmp;
+  const std::string out = tmp.file(GetParam() + "-q8_0.gguf");
+  ConvertOptions o;
+  o.type = parse_file_type("q8_0");
+  o.allow_no_tokenizer = true;
+  convert_model(dir, out, o);
+  auto ref = SafetensorsModel::open(dir + "/ref.safetensors");
+  const std::vector<int32_t> ids = read_i32(*ref, "input_ids");
+  const std::vector<float> want = read_f32(*ref, "logits");
+  int64_t V = 0;
+  const std::vector<float> got = prefill_logits(out, ids, &V);
+  const int64_t T = int64_t(ids.size());
+  ASSERT_EQ(got.size(), want.size());
+  const int good = positions_with_cosine(got, want, T, V, 0.99);
+  double mean = 0;
+  for (int64_t t = 0; t < T; ++t) mean += cosine(&got[size_t(t * V)], &want[size_t(t * V)], V);
+  mean /= double(T);
+  EXPECT_GE(good, int(0.6 * double(T))) << good << " of " << T << ", mean " << mean;
+  EXPECT_GE(mean, 0.9);
+  std::printf("[ measured ] %s q8_0: cosine >= 0.99 at %d of %lld positions, mean %.4f\n",
+              GetParam().c_str(), good, (long long)T, mean);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, HybridShapes,
                          testing::Values("qwen3_5_kv3", "qwen3_5_kv1", "qwen3_next_kv4",
                                          "qwen3_5_moe"));
