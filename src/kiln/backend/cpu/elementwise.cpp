@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kiln/backend/cpu/cpu_backend.h"
+#include "kiln/core/moe_route.h"
 #include "kiln/quant/gemm.h"
 
 namespace kiln {
@@ -101,26 +102,7 @@ void CpuBackend::add(float* x, const float* y, int64_t n) {
 
 void CpuBackend::moe_route(const float* logits, int64_t n_tokens, int64_t n_experts, int64_t k,
                            bool renormalise, int32_t* ids, float* weights) {
-  std::vector<float> probs(static_cast<size_t>(n_experts));
-  std::vector<int32_t> order(static_cast<size_t>(n_experts));
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    const float* l = logits + t * n_experts;
-    const float m = *std::max_element(l, l + n_experts);
-    float total = 0;
-    for (int64_t e = 0; e < n_experts; ++e) total += probs[e] = std::exp(l[e] - m);
-    for (auto& p : probs) p /= total;
-    std::iota(order.begin(), order.end(), 0);
-    // Highest probability first; ties go to the lower expert id.
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-      return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
-    });
-    float chosen = 0;
-    for (int64_t j = 0; j < k; ++j) chosen += probs[order[j]];
-    for (int64_t j = 0; j < k; ++j) {
-      ids[t * k + j] = order[j];
-      weights[t * k + j] = renormalise ? probs[order[j]] / chosen : probs[order[j]];
-    }
-  }
+  route_experts(logits, n_tokens, n_experts, k, renormalise, ids, weights);
 }
 
 void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t dim,

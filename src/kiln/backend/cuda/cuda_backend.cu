@@ -37,6 +37,7 @@
 
 #include "kiln/backend/backend.h"
 #include "kiln/backend/cuda/cuda_common.cuh"
+#include "kiln/core/moe_route.h"
 
 namespace kiln {
 namespace cuda {
@@ -539,30 +540,12 @@ class CudaBackend final : public Backend {
   }
 
   // Routing is decided on the host (its results are host memory by contract),
-  // with exactly the CPU backend's arithmetic.
+  // by the CPU backend's own function.
   void moe_route(const float* logits, int64_t n_tokens, int64_t n_experts, int64_t k,
                  bool renormalise, int32_t* ids, float* weights) override {
     route_buf_.resize(size_t(n_tokens * n_experts));
     to_host(route_buf_.data(), logits, route_buf_.size() * sizeof(float));
-    std::vector<float> probs(static_cast<size_t>(n_experts));
-    std::vector<int32_t> order(static_cast<size_t>(n_experts));
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      const float* l = route_buf_.data() + t * n_experts;
-      const float m = *std::max_element(l, l + n_experts);
-      float total = 0;
-      for (int64_t e = 0; e < n_experts; ++e) total += probs[e] = std::exp(l[e] - m);
-      for (auto& pr : probs) pr /= total;
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-        return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
-      });
-      float chosen = 0;
-      for (int64_t j = 0; j < k; ++j) chosen += probs[order[j]];
-      for (int64_t j = 0; j < k; ++j) {
-        ids[t * k + j] = order[j];
-        weights[t * k + j] = renormalise ? probs[order[j]] / chosen : probs[order[j]];
-      }
-    }
+    route_experts(route_buf_.data(), n_tokens, n_experts, k, renormalise, ids, weights);
   }
 
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t dim,
