@@ -51,6 +51,12 @@ struct StepItem {
 template <class Derived, class State, class Item, class Workspace>
 class SteppedModel : public Model {
  public:
+  // Rows per pass through the output head. Each pass unpacks the head's
+  // weights into tiles again (on the CPU), so a batched decode step of up to
+  // 64 sequences goes through in one; 64 rows of logits are 39 MB at a
+  // 151936-token vocabulary.
+  static constexpr int64_t kHeadRows = 64;
+
   void forward(SequenceState& state, const int32_t* tokens, int64_t n, float* logits,
                bool all_logits) override {
     run(state, tokens, n, logits, all_logits, ForwardInputs{});

@@ -37,12 +37,6 @@ class Transformer final : public SteppedModel<Transformer, TransformerState, Ite
   friend Base;
 
  public:
-  // Rows per pass through the output head. Each pass unpacks the head's
-  // weights into tiles again (on the CPU), so a batched decode step of up to
-  // 64 sequences goes through in one; 64 rows of logits are 39 MB at a
-  // 151936-token vocabulary.
-  static constexpr int64_t kHeadRows = 64;
-
   Transformer(const ModelFile& f, Backend& b) : Base(f.spec(), b) { load(f); }
 
   std::unique_ptr<SequenceState> new_state(const StateOptions& o) override {

@@ -112,10 +112,8 @@ float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* L,
   return scale;
 }
 
-// Symmetric fit x ~ scale * (L - nmax), L - nmax in [-nmax, nmax - 1], weighted
-// by x^2: the sign of the scale follows the largest-magnitude element so that
-// it lands on -nmax. Tries 18 perturbed inverse scales. Used by Q6_K.
-float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
+// The first element of largest magnitude, with its sign (0 for none).
+float largest_magnitude(int n, const float* x) {
   float amax = 0, max = 0;
   for (int i = 0; i < n; ++i) {
     if (std::fabs(x[i]) > amax) {
@@ -123,7 +121,15 @@ float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
       max = x[i];
     }
   }
-  if (amax < kGroupMaxEps) {
+  return max;
+}
+
+// Symmetric fit x ~ scale * (L - nmax), L - nmax in [-nmax, nmax - 1], weighted
+// by x^2: the sign of the scale follows the largest-magnitude element so that
+// it lands on -nmax. Tries 18 perturbed inverse scales. Used by Q6_K.
+float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
+  const float max = largest_magnitude(n, x);
+  if (std::fabs(max) < kGroupMaxEps) {
     std::fill(L, L + n, int8_t(0));
     return 0.0f;
   }
@@ -161,14 +167,8 @@ float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
 // Symmetric fit for Q3_K: start from the max-anchored grid, then move single
 // elements to a better level while that raises the x^2-weighted fit.
 float fit_symmetric_greedy(int n, int nmax, const float* x, int8_t* L) {
-  float amax = 0, max = 0;
-  for (int i = 0; i < n; ++i) {
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      max = x[i];
-    }
-  }
-  if (amax < kGroupMaxEps) {
+  const float max = largest_magnitude(n, x);
+  if (std::fabs(max) < kGroupMaxEps) {
     std::fill(L, L + n, int8_t(0));
     return 0.0f;
   }
@@ -410,14 +410,8 @@ void quant_q3_K(const float* x, void* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
     int8_t L[kQK_K];
     float scales[16];
-    float max_scale = 0, amax = 0;
-    for (int j = 0; j < 16; ++j) {
-      scales[j] = fit_symmetric_greedy(16, 4, x + 16 * j, L + 16 * j);
-      if (std::fabs(scales[j]) > amax) {
-        amax = std::fabs(scales[j]);
-        max_scale = scales[j];
-      }
-    }
+    for (int j = 0; j < 16; ++j) scales[j] = fit_symmetric_greedy(16, 4, x + 16 * j, L + 16 * j);
+    const float max_scale = largest_magnitude(16, scales);
     std::memset(b[i].scales, 0, 12);
     if (max_scale != 0) {
       const float iscale = -32.0f / max_scale;
