@@ -14,11 +14,16 @@ namespace {
 
 // sum x[i]^2 summed in double, rounded once: an f32 sum of a few thousand
 // squares is off by ~1e-6, and the hybrids' DeltaNet layers amplify that to
-// ~2e-5 in the logits (see Backend::matmul_sum_f64).
+// ~2e-5 in the logits (see Backend::matmul_sum_f64). Four running sums, so
+// that a row (a whole hidden state, or one head of the QK norms) is not one
+// chain of dependent additions.
 float sum_of_squares(const float* x, int64_t n) {
-  float out = 0;
-  gemm_float_sum_f64(DType::F32, x, size_t(n) * sizeof(float), 0, 1, x, 1, n, &out, 1);
-  return out;
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) s[k] = std::fma(double(x[i + k]), double(x[i + k]), s[k]);
+  for (; i < n; ++i) s[0] = std::fma(double(x[i]), double(x[i]), s[0]);
+  return float((s[0] + s[1]) + (s[2] + s[3]));
 }
 
 }  // namespace
