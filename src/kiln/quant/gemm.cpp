@@ -2,10 +2,12 @@
 #include "kiln/quant/gemm.h"
 
 #include <cmath>
+#include <vector>
 
 #include "kiln/core/cpu_features.h"
 #include "kiln/core/error.h"
 #include "kiln/core/half.h"
+#include "kiln/quant/dequantize.h"
 
 namespace kiln {
 
@@ -107,23 +109,17 @@ void gemm_f64_scalar(int64_t M, int64_t N, int64_t K, double alpha, const double
 // gemm_float_sum_f64 without SIMD: the kernels' order (eight lanes of
 // columns i mod 8, fma in column order, then lanes i + 4, i + 2, i + 1), so
 // the bits are those of every other level.
-float weight_at(DType t, const uint8_t* row, int64_t k) {
-  switch (t) {
-    case DType::F32: return reinterpret_cast<const float*>(row)[k];
-    case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-    default: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-  }
-}
 bool gemm_float_sum_f64_scalar(DType t, const void* w, size_t rb, int64_t r0, int64_t r1,
                                const float* x, int64_t n_tokens, int64_t K, float* y, int64_t ys) {
   if (t != DType::F32 && t != DType::F16 && t != DType::BF16) return false;
+  std::vector<float> row(static_cast<size_t>(K));
   for (int64_t r = r0; r < r1; ++r) {
-    const auto* row = static_cast<const uint8_t*>(w) + r * rb;
+    dequantize_row(t, static_cast<const uint8_t*>(w) + r * rb, row.data(), K);
     for (int64_t tok = 0; tok < n_tokens; ++tok) {
       const float* xt = x + tok * K;
       double lane[8] = {};
       for (int64_t k = 0; k < K; ++k)
-        lane[k % 8] = std::fma(double(weight_at(t, row, k)), double(xt[k]), lane[k % 8]);
+        lane[k % 8] = std::fma(double(row[size_t(k)]), double(xt[k]), lane[k % 8]);
       for (int i = 0; i < 4; ++i) lane[i] += lane[i + 4];
       for (int i = 0; i < 2; ++i) lane[i] += lane[i + 2];
       y[tok * ys + r] = float(lane[0] + lane[1]);

@@ -11,6 +11,7 @@
 
 #include "kiln/core/half.h"
 #include "kiln/quant/blocks.h"
+#include "kiln/quant/quant_math.h"
 #include "kiln/quant/simd.h"
 
 namespace kiln::quant {
@@ -112,23 +113,11 @@ float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* L,
   return scale;
 }
 
-// The first element of largest magnitude, with its sign (0 for none).
-float largest_magnitude(int n, const float* x) {
-  float amax = 0, max = 0;
-  for (int i = 0; i < n; ++i) {
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      max = x[i];
-    }
-  }
-  return max;
-}
-
 // Symmetric fit x ~ scale * (L - nmax), L - nmax in [-nmax, nmax - 1], weighted
 // by x^2: the sign of the scale follows the largest-magnitude element so that
 // it lands on -nmax. Tries 18 perturbed inverse scales. Used by Q6_K.
 float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
-  const float max = largest_magnitude(n, x);
+  const float max = signed_absmax(x, n);
   if (std::fabs(max) < kGroupMaxEps) {
     std::fill(L, L + n, int8_t(0));
     return 0.0f;
@@ -167,7 +156,7 @@ float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
 // Symmetric fit for Q3_K: start from the max-anchored grid, then move single
 // elements to a better level while that raises the x^2-weighted fit.
 float fit_symmetric_greedy(int n, int nmax, const float* x, int8_t* L) {
-  const float max = largest_magnitude(n, x);
+  const float max = signed_absmax(x, n);
   if (std::fabs(max) < kGroupMaxEps) {
     std::fill(L, L + n, int8_t(0));
     return 0.0f;
@@ -411,7 +400,7 @@ void quant_q3_K(const float* x, void* dst, int64_t n) {
     int8_t L[kQK_K];
     float scales[16];
     for (int j = 0; j < 16; ++j) scales[j] = fit_symmetric_greedy(16, 4, x + 16 * j, L + 16 * j);
-    const float max_scale = largest_magnitude(16, scales);
+    const float max_scale = signed_absmax(scales, 16);
     std::memset(b[i].scales, 0, 12);
     if (max_scale != 0) {
       const float iscale = -32.0f / max_scale;

@@ -8,22 +8,11 @@
 
 #include "kiln/core/half.h"
 #include "kiln/quant/blocks.h"
+#include "kiln/quant/quant_math.h"
 #include "kiln/quant/simd.h"
 
 namespace kiln::quant {
 namespace {
-
-// Element of largest magnitude, with its sign; the first one wins ties.
-float signed_absmax(const float* x, int n) {
-  float amax = 0.0f, max = 0.0f;
-  for (int j = 0; j < n; ++j) {
-    if (amax < std::fabs(x[j])) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  }
-  return max;
-}
 
 void min_max(const float* x, int n, float* lo, float* hi) {
   float mn = 3.402823466e+38f, mx = -3.402823466e+38f;
