@@ -95,15 +95,9 @@ class HybridState final : public SequenceState {
   }
 };
 
-// One sequence's tokens within a step.
-struct Item {
-  HybridState* state;
-  const int32_t* tokens;
-  int64_t n;
-  float* logits;                          // null: none wanted
-  const ForwardInputs* inputs = nullptr;  // vision inputs (a single-item step only)
-  int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
-  int64_t row = 0;            // its first row among the step's activations
+// One sequence's tokens within a step, and where they sit in it.
+struct Item : StepItem<HybridState> {
+  int64_t row = 0;  // its first row among the step's activations
 };
 
 class Hybrid final : public SteppedModel<Hybrid, HybridState, Item, Workspace> {
