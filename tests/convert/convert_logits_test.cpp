@@ -115,9 +115,7 @@ TEST_P(ConvertLogits, MatchesReference) {
       if (c.type == "q4_0") share = 0.1, min_mean = 0.5;
     }
     const int good = positions_with_cosine(got, want, T, V, threshold);
-    double mean = 0;
-    for (int64_t t = 0; t < T; ++t) mean += cosine(&got[size_t(t * V)], &want[size_t(t * V)], V);
-    mean /= double(T);
+    const double mean = mean_cosine(got, want, T, V);
     EXPECT_GE(good, int(share * double(T)))
         << good << " of " << T << " positions with cosine >= " << threshold << ", mean " << mean;
     EXPECT_GE(mean, min_mean);

@@ -120,9 +120,7 @@ TEST_P(HybridShapes, ConvertedQ8_0KeepsTheLogits) {
   const int64_t T = int64_t(ids.size());
   ASSERT_EQ(got.size(), want.size());
   const int good = positions_with_cosine(got, want, T, V, 0.99);
-  double mean = 0;
-  for (int64_t t = 0; t < T; ++t) mean += cosine(&got[size_t(t * V)], &want[size_t(t * V)], V);
-  mean /= double(T);
+  const double mean = mean_cosine(got, want, T, V);
   EXPECT_GE(good, int(0.6 * double(T))) << good << " of " << T << ", mean " << mean;
   EXPECT_GE(mean, 0.9);
   std::printf("[ measured ] %s q8_0: cosine >= 0.99 at %d of %lld positions, mean %.4f\n",

@@ -49,6 +49,16 @@ class LiveServer {
                        const httplib::Headers& headers = {}) const {
     return client().Post(path.c_str(), headers, body.dump(), "application/json");
   }
+  // Polls /health until n slots are processing or `limit` has passed since
+  // `since`; whether it got there.
+  bool wait_slots_processing(int n, std::chrono::steady_clock::time_point since,
+                             std::chrono::milliseconds limit) const {
+    for (;;) {
+      if (json::parse(client().Get("/health")->body)["slots_processing"] == n) return true;
+      if (std::chrono::steady_clock::now() - since > limit) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
   json metric_values() const {
     auto r = client().Get("/metrics");
     json out = json::object();
@@ -511,14 +521,8 @@ TEST(Server, DisconnectFreesTheSlot) {
   c.send(req, res, err);  // returns when the receiver says stop
   EXPECT_GE(chunks, 3);
   c.stop();
-  const auto t0 = std::chrono::steady_clock::now();
-  json health;
-  for (;;) {
-    health = json::parse(srv.client().Get("/health")->body);
-    if (health["slots_processing"] == 0) break;
-    ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3)) << health.dump();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  ASSERT_TRUE(srv.wait_slots_processing(0, std::chrono::steady_clock::now(),
+                                        std::chrono::seconds(3)));
   EXPECT_GE(srv.metric_values()["kiln_requests_cancelled_total"].get<double>(), 1);
   // The slot takes the next request.
   EXPECT_FALSE(completion_text(srv, "The cat", 4).empty());
@@ -548,13 +552,7 @@ TEST(Server, AbandonedWholeRequestFreesTheSlot) {
   EXPECT_FALSE(r && r->status == 200 && r->body.find('{') != std::string::npos)
       << "the generation was meant to outlast the client";
   c.stop();
-  json health;
-  for (;;) {
-    health = json::parse(srv.client().Get("/health")->body);
-    if (health["slots_processing"] == 0) break;
-    ASSERT_LT(std::chrono::steady_clock::now() - t_sent, std::chrono::seconds(4)) << health.dump();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  ASSERT_TRUE(srv.wait_slots_processing(0, t_sent, std::chrono::seconds(4)));
   const auto freed_after = std::chrono::steady_clock::now() - t_sent;
   EXPECT_GE(srv.metric_values()["kiln_requests_cancelled_total"].get<double>(), 1);
   std::printf("[ measured ] slot free %.2f s after the request was sent\n",
@@ -577,10 +575,7 @@ TEST(Server, OverloadAnswers503) {
     long_done = true;
   });
   // Wait until it runs.
-  for (int i = 0; i < 300; ++i) {
-    if (json::parse(srv.client().Get("/health")->body)["slots_processing"] == 1) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  srv.wait_slots_processing(1, std::chrono::steady_clock::now(), std::chrono::milliseconds(1500));
   auto r = srv.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
   ASSERT_TRUE(r);
   if (!long_done) {
@@ -602,10 +597,7 @@ TEST(Server, ShutdownFinishesRunningStreams) {
                        {{"prompt", "Once upon a time"}, {"max_tokens", 200}, {"stream", true}});
     body = r ? r->body : "";
   });
-  for (int i = 0; i < 300; ++i) {
-    if (json::parse(srv->client().Get("/health")->body)["slots_processing"] == 1) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  srv->wait_slots_processing(1, std::chrono::steady_clock::now(), std::chrono::milliseconds(1500));
   srv.reset();  // shutdown(2000)
   t.join();
   Sse s = parse_sse(body);

@@ -42,6 +42,14 @@ inline double cosine(const float* a, const float* b, int64_t n) {
   return ab / std::sqrt(aa * bb);
 }
 
+// The mean over rows t < T of [T, V] logits of their cosine with the reference.
+inline double mean_cosine(const std::vector<float>& a, const std::vector<float>& b, int64_t T,
+                          int64_t V) {
+  double sum = 0;
+  for (int64_t t = 0; t < T; ++t) sum += cosine(&a[size_t(t * V)], &b[size_t(t * V)], V);
+  return sum / double(T);
+}
+
 // Rows t < T of [T, V] logits whose cosine with the reference reaches threshold.
 inline int positions_with_cosine(const std::vector<float>& a, const std::vector<float>& b,
                                  int64_t T, int64_t V, double threshold) {
