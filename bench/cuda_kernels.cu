@@ -255,7 +255,8 @@ std::string describe(const Prod& p) {
   return s;
 }
 
-void isolated(double copy_gbs) {
+// only: run just the product of that index (-1: all), for a profiler.
+void isolated(double copy_gbs, int only) {
   std::printf("\n== each product alone (input preparation + product), L2 defeated ==\n");
   std::printf("%-44s %9s %9s %9s %7s\n", "product", "MB", "us", "GB/s", "% copy");
   const Prod ps[] = {
@@ -277,7 +278,9 @@ void isolated(double copy_gbs) {
       {DType::Q8_0, 2560, {151936}, MatvecPrologue::Rmsnorm, false},
   };
   uint32_t seed = 1;
+  int index = -1;
   for (const Prod& p : ps) {
+    if (++index != only && only >= 0) continue;
     const size_t bytes = p.bytes();
     const int copies = int(std::clamp<size_t>((size_t(256) << 20) / bytes + 1, 2, 128));
     ProdBufs b = make_bufs(p, copies, seed += 101);
@@ -415,7 +418,8 @@ int main(int argc, char** argv) {
   const double copy = copy_bandwidth();
   std::printf("copy bandwidth (read + write): %.0f GB/s\n", copy);
   if (what == "all" || what == "floor") launch_floor();
-  if (what == "all" || what == "iso") isolated(copy);
+  // "iso N": only the N-th product of the table (for Nsight Compute).
+  if (what == "all" || what == "iso") isolated(copy, argc > 2 ? std::atoi(argv[2]) : -1);
   if (what == "all" || what == "ops") layer_ops();
   if (what == "all" || what == "step") {
     std::printf("\n== the products of one decode step (Qwen3-4B), one graph ==\n");

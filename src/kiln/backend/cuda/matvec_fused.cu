@@ -4,7 +4,10 @@
 // are f32 for plain weights (F32/F16/BF16, so f32/bf16 models keep full f32
 // products) and int8 per 32-element block with an f32 scale for the block
 // formats, which take integer dot products (dp4a), as the CPU backend and
-// llama.cpp do.
+// llama.cpp do. Each lane takes a pair of 32-element units (64 consecutive
+// weights of a row; pair_dot), so that the K-quants decode the bytes two
+// units share once, and the int8 input is laid out in planes (xq_at) that
+// the lanes read without bank conflicts.
 //
 // Two implementations:
 // - Hopper (compute capability 9.0, the default there): a small kernel
@@ -175,15 +178,35 @@ __device__ __forceinline__ const uint8_t* seg_w(const Args& a, int seg) {
 
 // ---------------------------------------------------------------- int8 path
 
-// One 32-element unit as packed int8 values v (element 4i + j in byte j of
-// v[i]) with its scales: the unit's product with int8 activations xq of
-// scale dx is dx * (s0 * I0 - m0 * X0 + s1 * I1 - m1 * X1), where I0/I1 are
-// the integer dot products over elements 0-15 / 16-31 and X0/X1 the sums of
-// xq over the same halves (for formats with an offset or a minimum).
-struct Unit {
-  int v[8];
-  float s0, s1, m0, m1;
+// Where input element (t, k) of an int8 product's input sits. Each token's
+// K values are kept in four planes: plane c holds elements 16c .. 16c + 15
+// of every 64-element group, so a lane taking a group reads its four
+// 16-byte pieces from four planes, and the lanes of a warp, taking
+// consecutive groups, read consecutive 16 bytes of a plane (no bank
+// conflicts, no per-lane reordering). K % 64 == 0.
+__host__ __device__ __forceinline__ int64_t xq_at(int64_t t, int64_t k, int64_t K) {
+  return t * K + ((k >> 4) & 3) * (K >> 2) + ((k >> 6) << 4) + (k & 15);
+}
+
+// A lane's work item: a pair of 32-element units, 64 consecutive elements
+// of a row, as packed int8 values v (element 4i + j of the pair in byte j
+// of v[i]) with what each unit's scale needs. Taking two units at once lets
+// the K-quants read their shared bytes (the 32 bytes of nibbles whose low
+// and high halves are the two units, the scales, d and dmin) once.
+struct Pair {
+  int v[16];
+  float d[2], m[2];  // per unit: scale, and minimum (K-quants)
+  int sc[4];         // Q6_K: the four 16-element scales
 };
+
+// Per format: pair(row, p, w) decodes pair p of a row whose first block is
+// at row; value(w, h, i0, i1, xs) is unit h's product with its int8
+// activations before their block scale, from the integer dot products i0 /
+// i1 over its two 16-element halves and xs, the activations' half sums
+// (packed as two int16). Integers are combined exactly before the one or
+// two float roundings, so the value does not depend on how it was summed.
+__device__ __forceinline__ int half_lo(int xs) { return int(int16_t(xs & 0xFFFF)); }
+__device__ __forceinline__ int half_sum(int xs) { return half_lo(xs) + (xs >> 16); }
 
 // N bytes (N % 4 == 0) of a staged piece in shared memory, at any
 // alignment. The words around them are funnel-shifted without a branch (a
@@ -221,142 +244,195 @@ struct Dp4a {
 
 template <>
 struct Dp4a<DType::Q8_0> {
-  static constexpr bool kHas = true, kMin = false;
-  __device__ static void unit(const uint8_t* b, int, Unit& u) {
-    const float d = half_at(b);
-    smem_words<32, false>(b + 2, reinterpret_cast<uint32_t(&)[8]>(u.v));
-    u.s0 = u.s1 = d;
-    u.m0 = u.m1 = 0.0f;
+  static constexpr bool kHas = true;
+  __device__ static void pair(const uint8_t* row, int p, Pair& w) {
+    const uint8_t* b = row + 68 * p;
+    w.d[0] = half_at(b);
+    w.d[1] = half_at(b + 34);
+    smem_words<32, false>(b + 2, reinterpret_cast<uint32_t(&)[8]>(w.v[0]));
+    smem_words<32, false>(b + 36, reinterpret_cast<uint32_t(&)[8]>(w.v[8]));
+  }
+  __device__ static float value(const Pair& w, int h, int i0, int i1, int) {
+    return __fmul_rn(w.d[h], float(i0 + i1));
   }
 };
 template <>
 struct Dp4a<DType::Q4_0> {
-  static constexpr bool kHas = true, kMin = true;
-  __device__ static void unit(const uint8_t* b, int, Unit& u) {
-    const float d = half_at(b);
-    uint32_t q[4];
-    smem_words<16, false>(b + 2, q);
+  static constexpr bool kHas = true;
+  __device__ static void pair(const uint8_t* row, int p, Pair& w) {
+    const uint8_t* b = row + 36 * p;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      u.v[i] = int(q[i] & 0x0F0F0F0Fu);
-      u.v[4 + i] = int((q[i] >> 4) & 0x0F0F0F0Fu);
+    for (int h = 0; h < 2; ++h) {
+      w.d[h] = half_at(b + 18 * h);
+      uint32_t q[4];
+      smem_words<16, false>(b + 18 * h + 2, q);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        w.v[8 * h + i] = int(q[i] & 0x0F0F0F0Fu);
+        w.v[8 * h + 4 + i] = int((q[i] >> 4) & 0x0F0F0F0Fu);
+      }
     }
-    u.s0 = u.s1 = d;
-    u.m0 = u.m1 = 8.0f * d;
   }
-};
-template <>
-struct Dp4a<DType::Q4_K> {
-  static constexpr bool kHas = true, kMin = true;
-  __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = half_at(b), dmin = half_at(b + 2);
-    int sc, m;
-    scale_min_k4(uu, b + 4, &sc, &m);
-    uint32_t q[8];
-    smem_words<32, true>(b + 16 + 32 * (uu >> 1), q);
-    const int shift = (uu & 1) * 4;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) u.v[i] = int((q[i] >> shift) & 0x0F0F0F0Fu);
-    u.s0 = u.s1 = d * float(sc);
-    u.m0 = u.m1 = dmin * float(m);
-  }
-};
-template <>
-struct Dp4a<DType::Q5_K> {
-  static constexpr bool kHas = true, kMin = true;
-  __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = half_at(b), dmin = half_at(b + 2);
-    int sc, m;
-    scale_min_k4(uu, b + 4, &sc, &m);
-    uint32_t q[8], qh[8];
-    smem_words<32, true>(b + 48 + 32 * (uu >> 1), q);
-    smem_words<32, true>(b + 16, qh);
-    const int shift = (uu & 1) * 4;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      u.v[i] = int(((q[i] >> shift) & 0x0F0F0F0Fu) | (((qh[i] >> uu) & 0x01010101u) << 4));
-    u.s0 = u.s1 = d * float(sc);
-    u.m0 = u.m1 = dmin * float(m);
-  }
-};
-template <>
-struct Dp4a<DType::Q6_K> {
-  static constexpr bool kHas = true, kMin = true;
-  __device__ static void unit(const uint8_t* b, int uu, Unit& u) {
-    const float d = half_at(b + 208);
-    const int half = uu >> 2, k = uu & 3;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * half);
-    uint32_t lo[8], hi[8];
-    smem_words<32, false>(b + 64 * half + (k & 1) * 32, lo);
-    smem_words<32, false>(b + 128 + 32 * half, hi);
-    const int lshift = (k >> 1) * 4, hshift = 2 * k;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      u.v[i] = int(((lo[i] >> lshift) & 0x0F0F0F0Fu) | (((hi[i] >> hshift) & 0x03030303u) << 4));
-    u.s0 = d * float(sc[2 * k]);
-    u.s1 = d * float(sc[2 * k + 1]);
-    u.m0 = 32.0f * u.s0;
-    u.m1 = 32.0f * u.s1;
+  __device__ static float value(const Pair& w, int h, int i0, int i1, int xs) {
+    return __fmul_rn(w.d[h], float(i0 + i1 - 8 * half_sum(xs)));  // (q - 8) . x
   }
 };
 
-// A unit's 32 int8 activations as 8 words. The lanes of a warp take
-// consecutive units, 32 bytes apart, so the 8 lanes of a quarter-warp that
-// one 16-byte load serves would meet in 4 bank groups (a two-way conflict
-// on every load); lanes 4-7 of each 8 load their upper half first instead,
-// which spreads the 8 over all 8 groups. The values are the same.
-__device__ __forceinline__ void load_x32(const int8_t* p, int (&xv)[8]) {
-  const int4* xp = reinterpret_cast<const int4*>(p);
-  const int swap = int(threadIdx.x >> 2) & 1;
-  const int4 first = xp[swap], second = xp[swap ^ 1];
-  const int4 xa = swap ? second : first, xb = swap ? first : second;
-  xv[0] = xa.x, xv[1] = xa.y, xv[2] = xa.z, xv[3] = xa.w;
-  xv[4] = xb.x, xv[5] = xb.y, xv[6] = xb.z, xv[7] = xb.w;
+// The two 6-bit scales and minimums of units 2j and 2j + 1 of a K-quant
+// block (llama.cpp's get_scale_min_k4 for both), from its 12 scale bytes.
+__device__ __forceinline__ void scale_min_pair(const uint8_t* s, int j, int (&sc)[2], int (&m)[2]) {
+  uint32_t w[3];
+  smem_words<12, false>(s, w);
+  const int sh = (j & 1) * 16;  // the pair's two bytes in the low half
+  const uint32_t a = w[0] >> sh, b = w[1] >> sh, c = w[2] >> sh;
+  const bool low = j < 2;
+  sc[0] = int(low ? a & 63 : (c & 0xF) | ((a >> 2) & 0x30));
+  sc[1] = int(low ? (a >> 8) & 63 : ((c >> 8) & 0xF) | ((a >> 10) & 0x30));
+  m[0] = int(low ? b & 63 : ((c >> 4) & 0xF) | ((b >> 2) & 0x30));
+  m[1] = int(low ? (b >> 8) & 63 : ((c >> 12) & 0xF) | ((b >> 10) & 0x30));
 }
 
-template <DType DT, int MAXT>
-__device__ __forceinline__ void unit_dot(const uint8_t* b, int uu, const int8_t* xq,
-                                         const float* xd, const int* xsum, int k, int K,
-                                         int T, float (&acc)[MAXT]) {
-  // k and K are 32-bit (a product's input, T * K int8 values, fits in
-  // shared memory), which keeps this loop's index arithmetic 32-bit.
-  if constexpr (Dp4a<DT>::kHas) {
-    Unit u;
-    Dp4a<DT>::unit(b, uu, u);
+template <DType DT>
+struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
+  static constexpr bool kHas = true;
+  __device__ static void pair(const uint8_t* row, int p, Pair& w) {
+    using F = Fmt<DT>;
+    const uint8_t* b = row + (p >> 2) * F::kBytes;
+    const int j = p & 3;
+    const float d = half_at(b), dmin = half_at(b + 2);
+    int sc[2], m[2];
+    scale_min_pair(b + 4, j, sc, m);
 #pragma unroll
-    for (int t = 0; t < MAXT; ++t) {
-      if (t >= T) break;
-      const int at = t * K + k, block = at / 32;  // this unit in xq; its block in xd, xsum
-      int xv[8];
-      load_x32(xq + at, xv);
-      int i0 = 0, i1 = 0;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) i0 = __dp4a(u.v[i], xv[i], i0);
-#pragma unroll
-      for (int i = 4; i < 8; ++i) i1 = __dp4a(u.v[i], xv[i], i1);
-      float s = u.s0 * float(i0) + u.s1 * float(i1);
-      if constexpr (Dp4a<DT>::kMin) {
-        const int h = xsum[block];
-        const int x0 = int(int16_t(h & 0xFFFF)), x1 = h >> 16;
-        s -= u.m0 * float(x0) + u.m1 * float(x1);
-      }
-      acc[t] = fmaf(xd[block], s, acc[t]);
+    for (int h = 0; h < 2; ++h) {
+      w.d[h] = __fmul_rn(d, float(sc[h]));
+      w.m[h] = __fmul_rn(dmin, float(m[h]));
     }
-  } else {
-    float w[32];
-    Fmt<DT>::unit(b, uu, w);
+    uint32_t q[8];
+    constexpr int kQs = DT == DType::Q5_K ? 48 : 16;
+    smem_words<32, true>(b + kQs + 32 * j, q);
+    if constexpr (DT == DType::Q5_K) {
+      uint32_t qh[8];
+      smem_words<32, true>(b + 16, qh);
 #pragma unroll
-    for (int t = 0; t < MAXT; ++t) {
-      if (t >= T) break;
-      const int at = t * K + k, block = at / 32;  // this unit in xq; its block in xd, xsum
-      int xv[8];
-      load_x32(xq + at, xv);
-      float s = 0.0f;
+      for (int i = 0; i < 8; ++i) {
+        w.v[i] = int((q[i] & 0x0F0F0F0Fu) | (((qh[i] >> (2 * j)) & 0x01010101u) << 4));
+        w.v[8 + i] =
+            int(((q[i] >> 4) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * j + 1)) & 0x01010101u) << 4));
+      }
+    } else {
 #pragma unroll
-      for (int i = 0; i < 32; ++i) s = fmaf(w[i], float(int8_t(xv[i / 4] >> (8 * (i % 4)))), s);
-      acc[t] = fmaf(xd[block], s, acc[t]);
+      for (int i = 0; i < 8; ++i) {
+        w.v[i] = int(q[i] & 0x0F0F0F0Fu);
+        w.v[8 + i] = int((q[i] >> 4) & 0x0F0F0F0Fu);
+      }
     }
   }
+  __device__ static float value(const Pair& w, int h, int i0, int i1, int xs) {
+    return __fmaf_rn(w.d[h], float(i0 + i1), -__fmul_rn(w.m[h], float(half_sum(xs))));
+  }
+};
+template <>
+struct Dp4a<DType::Q4_K> : Dp4aK<DType::Q4_K> {};
+template <>
+struct Dp4a<DType::Q5_K> : Dp4aK<DType::Q5_K> {};
+
+template <>
+struct Dp4a<DType::Q6_K> {  // d * sum over halves of sc * ((q - 32) . x)
+  static constexpr bool kHas = true;
+  __device__ static void pair(const uint8_t* row, int p, Pair& w) {
+    const uint8_t* b = row + (p >> 2) * 210;
+    const int half = (p & 3) >> 1, k0 = 2 * (p & 1);  // units k0, k0 + 1 of this 128-half
+    w.d[0] = half_at(b + 208);
+    uint32_t ql[16], qh[8], s;
+    smem_words<64, false>(b + 64 * half, ql);
+    smem_words<32, false>(b + 128 + 32 * half, qh);
+    smem_words<4, false>(b + 192 + 8 * half + 2 * k0, reinterpret_cast<uint32_t(&)[1]>(s));
+    const int lshift = (k0 >> 1) * 4;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      w.v[i] = int(((ql[i] >> lshift) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * k0)) & 0x03030303u) << 4));
+      w.v[8 + i] = int(((ql[8 + i] >> lshift) & 0x0F0F0F0Fu) |
+                       (((qh[i] >> (2 * k0 + 2)) & 0x03030303u) << 4));
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w.sc[i] = int(int8_t(s >> (8 * i)));
+  }
+  __device__ static float value(const Pair& w, int h, int i0, int i1, int xs) {
+    const int x0 = half_lo(xs), x1 = xs >> 16;
+    return __fmul_rn(w.d[0], float(w.sc[2 * h] * (i0 - 32 * x0) + w.sc[2 * h + 1] * (i1 - 32 * x1)));
+  }
+};
+
+// acc[t] += pair p of a row (first block at row) . the input at element k,
+// for t < T. k and K are 32-bit (a product's input, T * K int8 values, fits
+// in shared memory), which keeps the index arithmetic 32-bit.
+template <DType DT, int MAXT>
+__device__ __forceinline__ void pair_dot(const uint8_t* row, int p, const int8_t* xq,
+                                         const float* xd, const int* xsum, int k, int K, int T,
+                                         float (&acc)[MAXT]) {
+  const int plane = K >> 2;
+  if constexpr (Dp4a<DT>::kHas) {
+    Pair w;
+    Dp4a<DT>::pair(row, p, w);
+#pragma unroll
+    for (int t = 0; t < MAXT; ++t) {
+      if (t >= T) break;
+      const int8_t* xg = xq + t * K + ((k >> 6) << 4);  // plane 0 of this group
+      const int blk = (t * K + k) >> 5;                 // the pair's first block in xd, xsum
+      const float2 xds = *reinterpret_cast<const float2*>(xd + blk);
+      const int2 xss = *reinterpret_cast<const int2*>(xsum + blk);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int4 a = *reinterpret_cast<const int4*>(xg + (2 * h) * plane);
+        const int4 c = *reinterpret_cast<const int4*>(xg + (2 * h + 1) * plane);
+        int i0 = __dp4a(w.v[8 * h + 0], a.x, 0);
+        i0 = __dp4a(w.v[8 * h + 1], a.y, i0);
+        i0 = __dp4a(w.v[8 * h + 2], a.z, i0);
+        i0 = __dp4a(w.v[8 * h + 3], a.w, i0);
+        int i1 = __dp4a(w.v[8 * h + 4], c.x, 0);
+        i1 = __dp4a(w.v[8 * h + 5], c.y, i1);
+        i1 = __dp4a(w.v[8 * h + 6], c.z, i1);
+        i1 = __dp4a(w.v[8 * h + 7], c.w, i1);
+        const float s = Dp4a<DT>::value(w, h, i0, i1, h ? xss.y : xss.x);
+        acc[t] = __fmaf_rn(h ? xds.y : xds.x, s, acc[t]);
+      }
+    }
+  } else {
+    using F = Fmt<DT>;
+#pragma unroll 1
+    for (int h = 0; h < 2; ++h) {
+      const int u = 2 * p + h;  // unit of the row
+      float w[32];
+      F::unit(row + (u / F::kUnits) * F::kBytes, u % F::kUnits, w);
+#pragma unroll
+      for (int t = 0; t < MAXT; ++t) {
+        if (t >= T) break;
+        const int8_t* xg = xq + t * K + ((k >> 6) << 4);
+        float s = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int4 a = *reinterpret_cast<const int4*>(xg + (2 * h + c) * plane);
+          const int xv[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+          for (int i = 0; i < 16; ++i)
+            s = __fmaf_rn(w[16 * c + i], float(int8_t(xv[i / 4] >> (8 * (i % 4)))), s);
+        }
+        acc[t] = __fmaf_rn(xd[((t * K + k) >> 5) + h], s, acc[t]);
+      }
+    }
+  }
+}
+
+// Pairs in n blocks of a row (n even for 32-element blocks).
+template <DType DT>
+__host__ __device__ constexpr int pairs_in(int64_t n) {
+  return int(n * Fmt<DT>::kUnits / 2);
+}
+
+// Blocks per piece for 32-element formats stay even, so no pair straddles two.
+template <DType DT>
+__host__ __device__ constexpr int64_t even_blocks(int64_t n) {
+  return Fmt<DT>::kUnits == 1 ? n & ~int64_t(1) : n;
 }
 
 template <DType DT, int MAXT>
@@ -378,7 +454,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   // before is still finishing), then the input is awaited and quantized.
   pdl_trigger();
   const int64_t nblocks = K / F::kBlock;
-  constexpr int kPerStage = kStage / F::kBytes;
+  constexpr int kPerStage = int(even_blocks<DT>(kStage / F::kBytes));
   constexpr int kNV = kStage / 16 / 32 + 1;
   const int64_t stride = int64_t(gridDim.x) * kW;
   int64_t row = int64_t(blockIdx.x) * kW + warp, b0 = 0;
@@ -413,7 +489,7 @@ __global__ void __launch_bounds__(kThreads, 3)
       const float d = amax / 127.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
       const int q = int(roundf(v * id));
-      xq[t * K + blk * 32 + lane] = int8_t(q);
+      xq[xq_at(t, blk * 32 + lane, K)] = int8_t(q);
       int hs = q;  // the sum of this lane's 16-value half
       for (int o = 8; o > 0; o >>= 1) hs += __shfl_xor_sync(0xffffffffu, hs, o);
       const int hi = __shfl_sync(0xffffffffu, hs, 16);
@@ -446,11 +522,9 @@ __global__ void __launch_bounds__(kThreads, 3)
     if (b0 >= nblocks) b0 = 0, row += stride;
     if (row < a.total) issue(row, b0);
     const uint8_t* sb = stage + cur_head;
-    for (int u = lane; u < cur_nb * F::kUnits; u += 32) {
-      const int blk = u / F::kUnits, uu = u % F::kUnits;
-      unit_dot<DT, MAXT>(sb + blk * F::kBytes, uu, xq, xd, xsum,
-                         int((cur_b0 + blk) * F::kBlock + uu * 32), int(K), T, acc);
-    }
+    const int k0 = int(cur_b0 * F::kBlock);
+    for (int u = lane; u < pairs_in<DT>(cur_nb); u += 32)
+      pair_dot<DT, MAXT>(sb, u, xq, xd, xsum, k0 + 64 * u, int(K), T, acc);
     __syncwarp();
     if (b0 == 0) {  // cur_row is complete
       int seg;
@@ -702,12 +776,9 @@ struct Piece {
 };
 
 template <DType DT>
-__device__ __forceinline__ bool piece_at(const Args& a, int64_t gw, int64_t nw, int64_t i,
-                                         Piece& pc) {
+__device__ __forceinline__ void piece_of(const Args& a, int64_t g, int part, Piece& pc) {
   using F = Fmt<DT>;
-  const int64_t g = gw + (i / a.P) * nw;
-  if (g >= a.groups) return false;
-  pc.part = int(i % a.P);
+  pc.part = part;
   find_group(a, g, &pc.seg, &pc.row0, &pc.rows);
   const int64_t nblocks = a.K / F::kBlock;
   pc.b0 = int64_t(pc.part) * a.piece_blocks;
@@ -719,6 +790,15 @@ __device__ __forceinline__ bool piece_at(const Args& a, int64_t gw, int64_t nw, 
   pc.head = int(reinterpret_cast<uintptr_t>(start) - aligned);
   pc.src = reinterpret_cast<const uint8_t*>(aligned);
   pc.bytes = uint32_t((pc.head + len + 15) / 16 * 16);
+}
+
+// Piece i of this warp: part i % P of work item gw + (i / P) * nw.
+template <DType DT>
+__device__ __forceinline__ bool piece_at(const Args& a, int64_t gw, int64_t nw, int64_t i,
+                                         Piece& pc) {
+  const int64_t g = gw + (i / a.P) * nw;
+  if (g >= a.groups) return false;
+  piece_of<DT>(a, g, int(i % a.P), pc);
   return true;
 }
 
@@ -774,7 +854,7 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __gri
     int8_t* xq = reinterpret_cast<int8_t*>(a.xprep);
     float* xd = reinterpret_cast<float*>(a.xprep + a.T * K);
     int* xsum = reinterpret_cast<int*>(a.xprep + xsum_offset(K, a.T));
-    *reinterpret_cast<uint32_t*>(xq + int64_t(t) * K + k0) = packed;
+    *reinterpret_cast<uint32_t*>(xq + xq_at(t, k0, K)) = packed;
     if (k0 % 32 == 0) {
       xd[(int64_t(t) * K + k0) / 32] = d;
       xsum[(int64_t(t) * K + k0) / 32] = pack_half_sums(sum, hi);
@@ -785,8 +865,10 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __gri
   }
 }
 
+// One token: registers for three blocks an SM, as many as the shared memory
+// holds (Q6_K took 94 and so had two; Q3_K's float decode would spill).
 template <DType DT, int MAXT>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, MAXT == 1 && DT != DType::Q3_K ? 3 : 1)
     mv_bulk_kernel(const __grid_constant__ Args a) {
   using F = Fmt<DT>;
   constexpr bool kPlain = is_plain(DT);
@@ -845,11 +927,9 @@ __global__ void __launch_bounds__(kThreads)
           plain_dot16<DT, MAXT>(*reinterpret_cast<const uint4*>(wr + 16 * c),
                                 xs + k0 + int64_t(c) * E, K, T, acc);
       } else {
-        for (int u = lane; u < p.nb * F::kUnits; u += 32) {
-          const int blk = u / F::kUnits, uu = u % F::kUnits;
-          unit_dot<DT, MAXT>(wr + blk * F::kBytes, uu, xq, xd, xsum,
-                             int((p.b0 + blk) * F::kBlock + uu * 32), int(K), T, acc);
-        }
+        const int k0 = int(p.b0 * F::kBlock);
+        for (int u = lane; u < pairs_in<DT>(p.nb); u += 32)
+          pair_dot<DT, MAXT>(wr, u, xq, xd, xsum, k0 + 64 * u, int(K), T, acc);
       }
       if (a.P == 1 || p.part == a.P - 1) finish_row(a, p.seg, p.row0 + r, lane, acc);
     }
@@ -941,6 +1021,16 @@ int piece_bytes() {
   return n;
 }
 
+// KILN_CUDA_MV_ROWS: the most rows a piece holds (1 to 8), to compare.
+int piece_rows() {
+  static const int n = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_ROWS");
+    const int v = e ? std::atoi(e) : kMaxRowsPerPiece;
+    return v >= 1 && v <= kMaxRowsPerPiece ? v : kMaxRowsPerPiece;
+  }();
+  return n;
+}
+
 size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
   // + a word read past the last buffer
   return size_t(input_bytes(is_plain(t), K, T)) + size_t(kW) * 2 * (piece_bytes() + kBufSlack) +
@@ -950,7 +1040,7 @@ size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
 // Whether the bulk-copy path takes this product: Hopper, whole 32-element
 // blocks, and its input fits the scratch area and shared memory.
 bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
-  return bulk_enabled() && K % 32 == 0 && T <= bulk_tokens() &&
+  return bulk_enabled() && K % (is_plain(t) ? 32 : 64) == 0 && T <= bulk_tokens() &&
          size_t(input_bytes(is_plain(t), K, T)) <= scratch_bytes &&
          bulk_smem_bytes(t, K, T) <= kMaxBulkSmem;
 }
@@ -965,7 +1055,7 @@ void plan_pieces(Args& a) {
   a.buf_bytes = int(limit);
   if (int64_t(a.row_bytes) <= limit) {
     a.P = 1;
-    a.R = int(std::min<int64_t>(kMaxRowsPerPiece, limit / int64_t(a.row_bytes)));
+    a.R = int(std::min<int64_t>(piece_rows(), limit / int64_t(a.row_bytes)));
     // Several tokens on a small matrix (a serving step of a small model):
     // fewer rows a piece, so that every warp the GPU holds gets one, rather
     // than a few warps walking many rows with 32 tokens each. A row's sums
@@ -976,8 +1066,13 @@ void plan_pieces(Args& a) {
   } else {
     a.R = 1;
     a.P = int((int64_t(a.row_bytes) + limit - 1) / limit);
-    while ((nblocks + a.P - 1) / a.P * F::kBytes > limit) ++a.P;
-    a.piece_blocks = (nblocks + a.P - 1) / a.P;
+    // Pieces of an even number of 32-element blocks: a lane's pair never straddles two.
+    auto per_piece = [&](int64_t parts) {
+      const int64_t n = (nblocks + parts - 1) / parts;
+      return F::kUnits == 1 ? (n + 1) & ~int64_t(1) : n;
+    };
+    while (per_piece(a.P) * F::kBytes > limit) ++a.P;
+    a.piece_blocks = per_piece(a.P);
     a.P = int((nblocks + a.piece_blocks - 1) / a.piece_blocks);
   }
   a.groups = 0;
@@ -1023,7 +1118,7 @@ bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scr
       const int E = DT == DType::F32 ? 4 : 8;
       ok = K % E == 0 && row_bytes % 16 == 0;
     } else {
-      ok = K % Fmt<DT>::kBlock == 0;
+      ok = K % Fmt<DT>::kBlock == 0 && K % 64 == 0;  // whole pairs of units (pair_dot)
     }
   });
   return ok;
