@@ -40,6 +40,10 @@ TEST(Sampler, ArgmaxMatchesMaxElement) {
       EXPECT_EQ(argmax(v.data(), n), n / 2) << n;
     }
   }
+  // Two equal maxima in one 16-wide step of the index search: the lower.
+  std::vector<float> w(100, 0.0f);
+  w[21] = w[19] = 5.0f;
+  EXPECT_EQ(argmax(w.data(), 100), 19);
   const float neg_inf[3] = {-INFINITY, -INFINITY, -INFINITY};
   EXPECT_EQ(argmax(neg_inf, 3), 0);
 }
