@@ -247,8 +247,14 @@ void free_bufs(ProdBufs& b) {
 }
 
 std::string describe(const Prod& p) {
-  std::string s = std::string(dtype_name(p.t)) + " " + std::to_string(p.K) + "->";
-  for (size_t i = 0; i < p.n.size(); ++i) s += (i ? "+" : "") + std::to_string(p.n[i]);
+  std::string s(dtype_name(p.t));
+  s += " ";
+  s += std::to_string(p.K);
+  s += "->";
+  for (size_t i = 0; i < p.n.size(); ++i) {
+    if (i) s += "+";
+    s += std::to_string(p.n[i]);
+  }
   if (p.pro == MatvecPrologue::Rmsnorm) s += " (rmsnorm)";
   if (p.pro == MatvecPrologue::SiluMul) s += " (silu_mul)";
   if (p.add) s += " (+add)";

@@ -69,8 +69,9 @@ TEST_P(LlamaCppParity, SameFileAsLlamaCpp) {
     EXPECT_TRUE(same_value(*mine, value)) << "metadata " << key << " differs";
   }
   for (const auto& [key, value] : ours->metadata())
-    if (!theirs->has(key) && !not_compared.count(key))
+    if (!theirs->has(key) && !not_compared.count(key)) {
       EXPECT_TRUE(extra_allowed.count(key)) << "unexpected metadata " << key;
+    }
 
   // Tensors: same set, shapes, types and bytes.
   ASSERT_EQ(ours->tensors().size(), theirs->tensors().size());

@@ -118,7 +118,9 @@ TEST_P(GoldenLogits, MatchesReference) {
   req.max_tokens = int(greedy.size());
   req.sampling.temperature = 0;
   auto result = generate(engine->model(), *st2, req, nullptr);
-  if (c.exact) EXPECT_EQ(result.tokens, greedy);
+  if (c.exact) {
+    EXPECT_EQ(result.tokens, greedy);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -119,7 +119,9 @@ void expect_32_streams_equal_alone(const std::string& path, size_t weight_tiles 
   // Kept tiles are all packed when the scheduler starts, none later.
   auto* cpu = dynamic_cast<CpuBackend*>(&m.backend());
   const size_t kept_at_start = cpu ? cpu->kept_tile_bytes() : 0;
-  if (weight_tiles > 0 && cpu) EXPECT_GT(kept_at_start, 0u);
+  if (weight_tiles > 0 && cpu) {
+    EXPECT_GT(kept_at_start, 0u);
+  }
   std::vector<std::shared_ptr<Sequence>> seqs;
   for (int i = 0; i < kStreams; ++i) {
     seqs.push_back(request(ids_from(i, 6 + i % 5, vocab), kTokens));
@@ -127,7 +129,9 @@ void expect_32_streams_equal_alone(const std::string& path, size_t weight_tiles 
   }
   std::vector<std::vector<int32_t>> together;
   for (auto& s : seqs) together.push_back(collect(*s));
-  if (cpu) EXPECT_EQ(cpu->kept_tile_bytes(), kept_at_start);
+  if (cpu) {
+    EXPECT_EQ(cpu->kept_tile_bytes(), kept_at_start);
+  }
   for (int i = 0; i < kStreams; ++i)
     EXPECT_EQ(together[size_t(i)], alone(m, ids_from(i, 6 + i % 5, vocab), kTokens)) << "stream " << i;
 }

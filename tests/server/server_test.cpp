@@ -455,7 +455,9 @@ TEST(Server, BadRequestsGetOpenAiErrors) {
     ASSERT_TRUE(j.contains("error")) << r->body;
     EXPECT_TRUE(j["error"]["message"].is_string());
     EXPECT_TRUE(j["error"]["type"].is_string());
-    if (!c.param.empty()) EXPECT_EQ(j["error"]["param"], c.param) << r->body;
+    if (!c.param.empty()) {
+      EXPECT_EQ(j["error"]["param"], c.param) << r->body;
+    }
   }
   // Still serving.
   EXPECT_FALSE(completion_text(srv, "The cat", 4).empty());
@@ -686,7 +688,9 @@ TEST(Server, MalformedAndAbandonedRequestsLeaveItHealthy) {
       auto r = srv.post("/v1/completions", {{"prompt", kPrompts[size_t(round) % kPrompts.size()]},
                                             {"max_tokens", 8}});
       EXPECT_TRUE(r && r->status == 200);
-      if (r) EXPECT_FALSE(json::parse(r->body)["choices"][0]["text"].get<std::string>().empty());
+      if (r) {
+        EXPECT_FALSE(json::parse(r->body)["choices"][0]["text"].get<std::string>().empty());
+      }
     }
   };
   auto wait_idle = [&] {
@@ -718,7 +722,9 @@ TEST(Server, MalformedAndAbandonedRequestsLeaveItHealthy) {
                 rss, m["kiln_kv_blocks_used"].get<double>(), m["kiln_kv_blocks_total"].get<double>(),
                 m["kiln_requests_cancelled_total"].get<double>());
     if (round == kSettled - 1) rss_settled = rss;
-    if (round >= kSettled) EXPECT_LE(rss - rss_settled, 1024) << "memory grew in round " << round;
+    if (round >= kSettled) {
+      EXPECT_LE(rss - rss_settled, 1024) << "memory grew in round " << round;
+    }
   }
   EXPECT_EQ(json::parse(srv.client().Get("/health")->body)["status"], "ok");
   // Every abandoned stream is cancelled (an abandoned request without

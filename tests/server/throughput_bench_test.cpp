@@ -1,6 +1,6 @@
 // Aggregate decode throughput of the scheduler: N concurrent sequences vs
 // one. A measurement, not a check, so it is disabled by default; run it with
-//   KILN_SERVE_BENCH_MODEL=model.gguf test_server \
+//   KILN_SERVE_BENCH_MODEL=model.gguf test_server
 //     --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
 // (KILN_SERVE_BENCH_TOKENS, default 32: tokens per sequence; KILN_SERVE_BENCH_THREADS:
 // CPU threads, default the physical cores; KILN_SERVE_BENCH_TILES=0: weights not
