@@ -7,7 +7,9 @@
 //   convert_model("Qwen3-0.6B/", "qwen3-0.6b-q8_0.gguf", o);
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <string>
 
@@ -76,9 +78,16 @@ struct SynthOptions {
 void synth_model(const std::string& config_json, const std::string& out,
                  const SynthOptions& options);
 
-// A progress callback that redraws one stderr line ("label  42%  1.2/2.9 GiB
-// 310 MiB/s") at most a few times a second, and ends it with a newline.
+// A progress callback for stderr: on a terminal it redraws one line ("label
+// 42%  1.2/2.9 GiB  310 MiB/s") at most a few times a second and ends it
+// with a newline; into a file or a pipe it writes such a line at each tenth.
+// Nothing for work done within half a second.
 std::function<void(size_t, size_t)> stderr_progress(const std::string& label);
+// The same into out; redraw: the terminal form. first_after: how long the
+// work must run before the first line.
+std::function<void(size_t, size_t)> progress_printer(std::FILE* out, bool redraw,
+                                                     const std::string& label,
+                                                     std::chrono::milliseconds first_after);
 
 // Removes "<path>.tmp" and exits with status 130 on SIGINT/SIGTERM, so an
 // interrupted write leaves nothing behind. Installed by the commands.
