@@ -13,7 +13,7 @@
 #   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
 #   KILN_CUDA_MV=stage; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda
 #   (products alone, launch floor; bench/cuda_kernels.cu) once per setting
-#   (KSETS picks its tables: all, floor, iso, step); PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
+#   (KSETS picks its tables: all, floor, iso, step; "iso N" the N-th product only, for Nsight Compute); PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
 #   summary of decode steps of that model.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -43,6 +43,7 @@ for _ in range(10): y.copy_(x)
 e.record(); torch.cuda.synchronize()
 print("copy bandwidth (read+write): %.0f GB/s" % (2 * x.numel() * 10 / (s.elapsed_time(e) / 1e3) / 1e9))
 EOF
+fname() { echo "$1" | tr -c 'A-Za-z0-9._\n-' '_'; }  # a variant as a file name the device tool returns
 envof() {  # variant name -> environment
   case $1 in
     pdl0) echo "KILN_CUDA_PDL=0" ;;
@@ -61,8 +62,9 @@ envof() {  # variant name -> environment
 if [ -n "${KERNELS:-}" ] && [ -x /tmp/kd/kiln_bench_cuda ]; then
   for v in $KERNELS; do
     echo "== kiln_bench_cuda $v"
-    env $(envof $v) timeout 120 /tmp/kd/kiln_bench_cuda ${KSETS:-all} > $OUT/kernels-$v.log 2>&1
-    echo "rc=$?"; cat $OUT/kernels-$v.log
+    log=$OUT/kernels-$(fname $v).log
+    env $(envof $v) timeout 120 /tmp/kd/kiln_bench_cuda ${KSETS:-all} > $log 2>&1
+    echo "rc=$?"; cat $log
   done
 fi
 synth() {  # size type -> path
@@ -78,7 +80,7 @@ for m in ${MODELS:-3-4b:q4_k_m 3-4b:q8_0 3-4b:q4_0 3-4b:bf16}; do
     env=$(envof $v)
     kv=""; [ "$v" = f16kv ] && kv="--cache-type f16"
     r=$(env KILN_CUDA_STATS=1 $env timeout 240 $K bench $f -p ${PP:-512} -n ${TG:-128} -r ${REPS:-3} $kv --json 2> $OUT/bench.err)
-    echo "$r" > $OUT/bench-$size-$type-$v.json
+    echo "$r" > $OUT/bench-$size-$type-$(fname $v).json
     echo "$size $type $v: $(echo "$r" | python3 -c '
 import json,sys
 try:
