@@ -66,6 +66,18 @@ double host_read_bandwidth(int threads) {
   return best;
 }
 
+// Parameters as llama-bench writes them: 4.02 B, 751.63 M, 260.10 K.
+std::string human_count(double n) {
+  char s[32];
+  if (n >= 1e9)
+    std::snprintf(s, sizeof s, "%.2f B", n / 1e9);
+  else if (n >= 1e6)
+    std::snprintf(s, sizeof s, "%.2f M", n / 1e6);
+  else
+    std::snprintf(s, sizeof s, "%.2f K", n / 1e3);
+  return s;
+}
+
 std::string human_bytes(double b) {
   char s[32];
   std::snprintf(s, sizeof s, "%.2f GiB", b / double(1ull << 30));
@@ -187,27 +199,29 @@ int bench_command(const std::vector<std::string>& args) {
     return 0;
   }
 
-  std::printf("| %-28s | %10s | %7s | %-22s | %7s | %14s | %22s |\n", "model", "size", "params",
+  std::printf("| %-28s | %10s | %9s | %-22s | %7s | %14s | %22s |\n", "model", "size", "params",
               "backend", "threads", "test", "t/s");
   std::printf("| %s | %s: | %s: | %s | %s: | %s: | %s: |\n", std::string(28, '-').c_str(),
-              std::string(9, '-').c_str(), std::string(6, '-').c_str(),
+              std::string(9, '-').c_str(), std::string(8, '-').c_str(),
               std::string(22, '-').c_str(), std::string(6, '-').c_str(),
               std::string(13, '-').c_str(), std::string(21, '-').c_str());
-  char params_s[32];
-  std::snprintf(params_s, sizeof params_s, "%.2f B", params / 1e9);
+  const std::string params_s = human_count(params);
   for (const Result& r : results) {
     char ts[64];
     std::snprintf(ts, sizeof ts, "%.2f ± %.2f", r.ts.avg, r.ts.stddev);
-    std::printf("| %-28s | %10s | %7s | %-22s | %7d | %14s | %22s |\n", name.c_str(),
-                human_bytes(double(engine->file().file_bytes())).c_str(), params_s,
+    std::printf("| %-28s | %10s | %9s | %-22s | %7d | %14s | %22s |\n", name.c_str(),
+                human_bytes(double(engine->file().file_bytes())).c_str(), params_s.c_str(),
                 backend.c_str(), threads, r.test.c_str(), ts);
   }
   for (const Result& r : results) {
     if (r.n_gen == 0) continue;
     const double gbps = weight_bytes * r.ts.avg / 1e9;
-    std::printf("\n%s: %.2f GB of weights read per token, %.1f GB/s achieved", r.test.c_str(),
-                weight_bytes / 1e9, gbps);
-    if (bandwidth > 0)
+    std::printf("\n%s: %s of weights read per token, %.1f GB/s achieved", r.test.c_str(),
+                human_bytes(weight_bytes).c_str(), gbps);
+    if (bandwidth > 0 && gbps > bandwidth)  // a small model's weights stay in the caches
+      std::printf(", above the %.1f GB/s measured from memory: the weights fit in the CPU caches",
+                  bandwidth);
+    else if (bandwidth > 0)
       std::printf(" of %.1f GB/s measured read bandwidth (%.0f%%)", bandwidth,
                   100.0 * gbps / bandwidth);
     std::printf("\n");
