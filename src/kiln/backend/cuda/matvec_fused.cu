@@ -865,10 +865,11 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __gri
   }
 }
 
-// One token: registers for three blocks an SM, as many as the shared memory
-// holds (Q6_K took 94 and so had two; Q3_K's float decode would spill).
+// One token of an integer-product format: registers for three blocks an SM,
+// as many as the shared memory holds (Q6_K took 94 and so had two). The
+// float-decoded formats would spill under that cap.
 template <DType DT, int MAXT>
-__global__ void __launch_bounds__(kThreads, MAXT == 1 && DT != DType::Q3_K ? 3 : 1)
+__global__ void __launch_bounds__(kThreads, MAXT == 1 && Dp4a<DT>::kHas ? 3 : 1)
     mv_bulk_kernel(const __grid_constant__ Args a) {
   using F = Fmt<DT>;
   constexpr bool kPlain = is_plain(DT);
