@@ -31,6 +31,11 @@ if [ "${TESTS:-1}" = 1 ]; then
   echo "test_cuda rc=$? $(grep -cE '^\[       OK' $OUT/test_cuda.log) ok, $(grep -cE '^\[  FAILED' $OUT/test_cuda.log) failed lines"
   grep -E '^\[  (PASSED|FAILED)|tests ran' $OUT/test_cuda.log | head -20
   grep -E "FAILED|Failure|error:|Expected|Which is|rel|cosine" $OUT/test_cuda.log | head -30
+  # The register-staged products (every GPU before Hopper) through the
+  # product tests too: on this machine only KILN_CUDA_MV=stage reaches them.
+  KILN_CUDA_MV=stage timeout 200 /tmp/kd/test_cuda --gtest_filter='*Matmul*:*FusedStep*:*Batch*' \
+    > $OUT/test_cuda_stage.log 2>&1
+  echo "test_cuda (staged products) rc=$? $(grep -E '^\[  (PASSED|FAILED)' $OUT/test_cuda_stage.log | head -3 | tr '\n' ' ')"
 fi
 # Device-to-device copy bandwidth (read + write), the ceiling for decode.
 python3 - <<'EOF' 2>/dev/null
