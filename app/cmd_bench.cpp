@@ -66,25 +66,6 @@ double host_read_bandwidth(int threads) {
   return best;
 }
 
-// Parameters as llama-bench writes them: 4.02 B, 751.63 M, 260.10 K.
-std::string human_count(double n) {
-  char s[32];
-  if (n >= 1e9)
-    std::snprintf(s, sizeof s, "%.2f B", n / 1e9);
-  else if (n >= 1e6)
-    std::snprintf(s, sizeof s, "%.2f M", n / 1e6);
-  else
-    std::snprintf(s, sizeof s, "%.2f K", n / 1e3);
-  return s;
-}
-
-std::string human_bytes(double b) {
-  char s[32];
-  std::snprintf(s, sizeof s, "%.2f GiB", b / double(1ull << 30));
-  if (b < double(1ull << 30)) std::snprintf(s, sizeof s, "%.2f MiB", b / double(1ull << 20));
-  return s;
-}
-
 int bench_command(const std::vector<std::string>& args) {
   std::string model;
   int n_prompt = 512, n_gen = 128, reps = 3;

@@ -69,4 +69,10 @@ std::vector<int32_t> parse_ids(const std::string& text);
 // The bundled model, for commands whose MODEL is optional.
 std::string bundled_model_path();
 
+// "512 B", "1.13 MiB", "2.32 GiB" (binary units).
+std::string human_bytes(double bytes);
+// "850", "292.80 K", "596.05 M", "4.02 B": a parameter count as llama-bench
+// writes it.
+std::string human_count(double n);
+
 }  // namespace kiln::app
