@@ -1,7 +1,6 @@
 // Norms, rotary embeddings, activations and the mixture-of-experts plumbing.
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <vector>
 
 #include "kiln/backend/cpu/cpu_backend.h"

@@ -30,7 +30,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <numeric>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
