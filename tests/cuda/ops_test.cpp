@@ -33,6 +33,8 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kiln/backend/backend.h"
@@ -216,15 +218,17 @@ INSTANTIATE_TEST_SUITE_P(Formats, MatmulTest,
 // A decode step's worth of ops, recorded (a one-token embed starts a
 // deferred step) so the backend fuses them, against the same ops run
 // eagerly one at a time. Three rounds: eager run, graph capture, replay.
-class FusedStep : public testing::TestWithParam<DType> {};
+// The second format is v's and down's (Q4_K_M files keep them in Q6_K, so
+// that v takes the input the q/k product prepared).
+class FusedStep : public testing::TestWithParam<std::pair<DType, DType>> {};
 
 TEST_P(FusedStep, MatchesUnfused) {
   REQUIRE_GPU();
   Backend& gpu = *fx().gpu;
-  const DType t = GetParam();
+  const DType t = GetParam().first, tv = GetParam().second;
   const int64_t H = 512, F = 768, NQ = 256, NK = 128;
-  auto wq = make_weight(t, NQ, H, 1), wk = make_weight(t, NK, H, 2), wv = make_weight(t, NK, H, 3);
-  auto wg = make_weight(t, F, H, 4), wu = make_weight(t, F, H, 5), wd = make_weight(t, H, F, 6);
+  auto wq = make_weight(t, NQ, H, 1), wk = make_weight(t, NK, H, 2), wv = make_weight(tv, NK, H, 3);
+  auto wg = make_weight(t, F, H, 4), wu = make_weight(t, F, H, 5), wd = make_weight(tv, H, F, 6);
   auto wo = make_weight(t, H, NQ, 10);
   auto table = make_weight(DType::F32, 4, H, 7);
   Weight q = gpu.load_weight(wq.view), k = gpu.load_weight(wk.view), v = gpu.load_weight(wv.view);
@@ -277,14 +281,23 @@ TEST_P(FusedStep, MatchesUnfused) {
   for (int round = 0; round < 3; ++round) {
     std::vector<float> got;
     run(true, &got);
-    EXPECT_LE(rel_err(got, want), 1e-6) << dtype_name(t) << " round " << round;
+    EXPECT_LE(rel_err(got, want), 1e-6) << dtype_name(t) << "/" << dtype_name(tv) << " round " << round;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, FusedStep,
-                         testing::Values(DType::BF16, DType::F32, DType::Q8_0, DType::Q4_K,
-                                         DType::Q6_K),
-                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(
+    Formats, FusedStep,
+    testing::Values(std::pair{DType::BF16, DType::BF16}, std::pair{DType::F32, DType::F32},
+                    std::pair{DType::Q8_0, DType::Q8_0}, std::pair{DType::Q4_K, DType::Q4_K},
+                    std::pair{DType::Q6_K, DType::Q6_K}, std::pair{DType::Q4_K, DType::Q6_K}),
+    [](const auto& info) {
+      std::string name(dtype_name(info.param.first));
+      if (info.param.second != info.param.first) {
+        name += "_";
+        name += dtype_name(info.param.second);
+      }
+      return name;
+    });
 
 TEST(CudaOps, DeltaNetOps) {
   REQUIRE_GPU();

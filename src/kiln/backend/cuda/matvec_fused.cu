@@ -97,8 +97,14 @@ struct Args {
   // when R == 1), blocks per piece and the number of work items.
   int R, P;
   int64_t piece_blocks, groups;
+  // The first work item of each weight (plan_pieces; past the last weight:
+  // groups), so that a piece is found without dividing.
+  int64_t group0[kMaxMatvecSegs];
   uint8_t* xprep;  // the prepared input (prepare_input_kernel), in device memory
-  int buf_bytes;   // weight bytes per piece
+  int buf_bytes;   // weight bytes a buffer holds (the largest piece, rounded up to 16)
+  int nbuf;        // buffers (pieces in flight) per warp
+  int x_threads;   // the block's threads load the prepared input (else the copy engine)
+  int self_prep;   // every block prepares the input itself (no preparation kernel)
 };
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
@@ -695,11 +701,14 @@ __host__ __device__ constexpr bool is_plain(DType t) {
 // are requested before the kernel waits for its input, and no register
 // holds a weight byte in flight.
 
-// Bytes of weights per buffer (a piece) are a launch argument, a.buf_bytes
-// (4096 unless KILN_CUDA_MV_PIECE says otherwise); each buffer holds 32 more
-// for the aligned-down head and the rounded-up tail.
+// A piece holds at most 4096 bytes of weights (KILN_CUDA_MV_PIECE), and a
+// warp's buffers are sized to the largest piece of the product (a.buf_bytes)
+// plus 32 bytes for the aligned-down head and the rounded-up tail. Each warp
+// has a.nbuf buffers (2 unless KILN_CUDA_MV_BUFS says up to 4), so as many
+// pieces in flight.
 constexpr int kBufSlack = 32;
 constexpr int kMaxRowsPerPiece = 8;
+constexpr int kMaxBufs = 4;
 
 [[maybe_unused]] __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return uint32_t(__cvta_generic_to_shared(p));
@@ -751,17 +760,15 @@ __device__ __forceinline__ void bar_wait(uint64_t* bar, uint32_t parity) {
 }
 
 // Work item g (a group of a.R rows of one weight, or with a.P > 1 one row)
-// as its weight, first row and row count.
+// as its weight, first row and row count. Compares and one product only:
+// this runs for every piece, on every lane, and a 64-bit division costs
+// ~70 instructions (as many as a pair of Q4_K units).
 __device__ __forceinline__ void find_group(const Args& a, int64_t g, int* seg, int64_t* row0,
                                            int* rows) {
-  int s = 0;
-#pragma unroll
-  for (int i = 0; i < kMaxMatvecSegs - 1; ++i) {
-    const int64_t gs = (a.n[s] + a.R - 1) / a.R;
-    if (s < a.nseg - 1 && g >= gs) g -= gs, ++s;
-  }
+  const int s = int(g >= a.group0[1]) + int(g >= a.group0[2]) + int(g >= a.group0[3]);
+  const int64_t first = s == 0 ? 0 : s == 1 ? a.group0[1] : s == 2 ? a.group0[2] : a.group0[3];
   *seg = s;
-  *row0 = g * a.R;
+  *row0 = (g - first) * a.R;
   const int64_t n = s == 0 ? a.n[0] : s == 1 ? a.n[1] : s == 2 ? a.n[2] : a.n[3];
   *rows = int(min(int64_t(a.R), n - *row0));
 }
@@ -792,14 +799,15 @@ __device__ __forceinline__ void piece_of(const Args& a, int64_t g, int part, Pie
   pc.bytes = uint32_t((pc.head + len + 15) / 16 * 16);
 }
 
-// Piece i of this warp: part i % P of work item gw + (i / P) * nw.
-template <DType DT>
-__device__ __forceinline__ bool piece_at(const Args& a, int64_t gw, int64_t nw, int64_t i,
-                                         Piece& pc) {
-  const int64_t g = gw + (i / a.P) * nw;
-  if (g >= a.groups) return false;
-  piece_of<DT>(a, g, int(i % a.P), pc);
-  return true;
+// Where a warp's pieces are: part `part` of work item g. A warp takes
+// parts 0 .. P - 1 of item gw, then of gw + nw, and so on.
+struct Cursor {
+  int64_t g;
+  int part;
+};
+
+__device__ __forceinline__ void advance(const Args& a, int64_t nw, Cursor& c) {
+  if (++c.part == a.P) c.part = 0, c.g += nw;
 }
 
 // The input of a bulk-copy product, made once per product rather than once
@@ -815,23 +823,18 @@ __device__ __forceinline__ bool piece_at(const Args& a, int64_t gw, int64_t nw, 
 constexpr int kPrepThreads = 256;
 constexpr int kPrepPerBlock = kPrepThreads * 4;
 
+// Four consecutive input elements k0 .. k0 + 3 of token t, prepared into
+// the layout at `out` (device memory or a block's shared memory). Called by
+// groups of 8 consecutive threads for each 32-element block, every thread
+// of a group present (K % 32 == 0 keeps whole groups together).
 template <bool kInt8>
-__global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __grid_constant__ Args a) {
-  pdl_trigger();
-  pdl_wait();
+__device__ __forceinline__ void prepare_four(const Args& a, int t, int64_t k0, float inv,
+                                             uint8_t* out, bool write_mat) {
   const int64_t K = a.K;
-  const int64_t per_row = (K + kPrepPerBlock - 1) / kPrepPerBlock;
-  const int t = int(blockIdx.x / per_row);
-  const int64_t k0 = (blockIdx.x % per_row) * kPrepPerBlock + int64_t(threadIdx.x) * 4;
-  __shared__ float part[kPrepThreads / 32];
-  float inv = 1.0f;
-  if (a.pro == int(MatvecPrologue::Rmsnorm))
-    inv = block_inv_rms<kPrepThreads>(a.x + int64_t(t) * K, K, a.eps, part);
-  if (k0 >= K) return;  // K % 32 == 0: whole groups of 8 threads leave together
   float v[4];
 #pragma unroll
   for (int e = 0; e < 4; ++e) v[e] = pro_value(a, t, k0 + e, inv);
-  if (a.mat) *reinterpret_cast<float4*>(a.mat + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
+  if (write_mat) *reinterpret_cast<float4*>(a.mat + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
   if constexpr (kInt8) {
     const unsigned group = 0xFFu << (threadIdx.x % 32 / 8 * 8);
     float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
@@ -851,59 +854,175 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __gri
     sum += __shfl_xor_sync(group, sum, 1);
     sum += __shfl_xor_sync(group, sum, 2);
     const int hi = __shfl_xor_sync(group, sum, 4);
-    int8_t* xq = reinterpret_cast<int8_t*>(a.xprep);
-    float* xd = reinterpret_cast<float*>(a.xprep + a.T * K);
-    int* xsum = reinterpret_cast<int*>(a.xprep + xsum_offset(K, a.T));
+    int8_t* xq = reinterpret_cast<int8_t*>(out);
+    float* xd = reinterpret_cast<float*>(out + a.T * K);
+    int* xsum = reinterpret_cast<int*>(out + xsum_offset(K, a.T));
     *reinterpret_cast<uint32_t*>(xq + xq_at(t, k0, K)) = packed;
     if (k0 % 32 == 0) {
       xd[(int64_t(t) * K + k0) / 32] = d;
       xsum[(int64_t(t) * K + k0) / 32] = pack_half_sums(sum, hi);
     }
   } else {
-    float* xs = reinterpret_cast<float*>(a.xprep);
+    float* xs = reinterpret_cast<float*>(out);
     *reinterpret_cast<float4*>(xs + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
   }
+}
+
+// 1/rms of token t's row as block_inv_rms<kPrepThreads> makes it (the same
+// partial sums in the same order) in a block of any multiple of
+// kPrepThreads threads, so that a product that prepares its own input gets
+// the bits the preparation kernel gives.
+__device__ __forceinline__ float prep_inv_rms(const Args& a, int t, float* part) {
+  const float* xr = a.x + int64_t(t) * a.K;
+  if (threadIdx.x < kPrepThreads) {
+    float s = 0.0f;
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < a.K; i += kPrepThreads) s = fmaf(xr[i], xr[i], s);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
+  }
+  __syncthreads();
+  float total = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPrepThreads / 32; ++i) total += part[i];
+  __syncthreads();  // part may be written again
+  return 1.0f / sqrtf(total / float(a.K) + a.eps);
+}
+
+template <bool kInt8>
+__global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __grid_constant__ Args a) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t K = a.K;
+  const int64_t per_row = (K + kPrepPerBlock - 1) / kPrepPerBlock;
+  const int t = int(blockIdx.x / per_row);
+  const int64_t k0 = (blockIdx.x % per_row) * kPrepPerBlock + int64_t(threadIdx.x) * 4;
+  __shared__ float part[kPrepThreads / 32];
+  float inv = 1.0f;
+  if (a.pro == int(MatvecPrologue::Rmsnorm)) inv = prep_inv_rms(a, t, part);
+  if (k0 >= K) return;  // K % 32 == 0: whole groups of 8 threads leave together
+  prepare_four<kInt8>(a, t, k0, inv, a.xprep, a.mat != nullptr);
+}
+
+// The lane that takes pair 0 of a row: rows are rotated by K / 64 lanes
+// each, as if a weight's pairs were dealt to the lanes in one sequence, so
+// that the lanes left over by one row (a 2560-wide row has 40 pairs: 8
+// lanes take two) are not the same lanes in the next. Lane `lane` takes the
+// row's pairs first_pair(..), + 32, ... . It depends only on the row and K,
+// never on how rows are grouped into pieces or on T, so a token's sums are
+// made alike in every instance.
+__device__ __forceinline__ int first_pair(int lane, int64_t row, int64_t K) {
+  const uint32_t shift = (uint32_t(row) * uint32_t(K >> 6)) & 31u;
+  return int((uint32_t(lane) - shift) & 31u);
+}
+
+// One token, the int8 path: the rows of a piece as one sequence of work,
+// each lane going on to its next row as soon as it has no pair left in the
+// current one (rows taken in lockstep leave the lanes with one pair fewer
+// idle: 2560-wide rows kept 37% of a warp's lanes idle). A lane's sum of a
+// row is still its pairs in ascending order, so each row gets the bits the
+// lockstep loop of the several-token instances gives it. acc carries a
+// long row's sum from one part to the next (P > 1, one row a piece).
+template <DType DT>
+__device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, const uint8_t* w,
+                                               int lane, const int8_t* xq, const float* xd,
+                                               const int* xsum, float (&acc)[1]) {
+  const int k0 = int(p.b0 * Fmt<DT>::kBlock), np = pairs_in<DT>(p.nb);
+  float done[kMaxRowsPerPiece];  // each row's sum, once this lane is past it
+  float run[1] = {acc[0]};
+  int r = 0, u = first_pair(lane, p.row0, a.K);
+  for (;;) {
+    if (u >= np) {
+#pragma unroll
+      for (int i = 0; i < kMaxRowsPerPiece; ++i)
+        if (i == r) done[i] = run[0];
+      run[0] = 0.0f;
+      if (++r == p.rows) break;
+      u = first_pair(lane, p.row0 + r, a.K);
+      continue;
+    }
+    pair_dot<DT, 1>(w + int64_t(r) * int64_t(a.row_bytes), u, xq, xd, xsum, k0 + 64 * u,
+                    int(a.K), 1, run);
+    u += 32;
+  }
+  if (a.P > 1 && p.part < a.P - 1) {
+    acc[0] = done[0];  // the row goes on in the next piece
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxRowsPerPiece; ++i) {
+    if (i >= p.rows) break;
+    float v[1] = {done[i]};
+    finish_row(a, p.seg, p.row0 + i, lane, v);
+  }
+  acc[0] = 0.0f;
 }
 
 // One token of an integer-product format: registers for three blocks an SM,
 // as many as the shared memory holds (Q6_K took 94 and so had two). The
 // float-decoded formats would spill under that cap.
-template <DType DT, int MAXT>
-__global__ void __launch_bounds__(kThreads, MAXT == 1 && Dp4a<DT>::kHas ? 3 : 1)
+//
+// W warps a block: 8, or 32 (one block an SM) for the products that prepare
+// their own input, so that each SM reads the input row from L2 once.
+template <DType DT, int MAXT, int W>
+__global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas ? 4 : 1)
     mv_bulk_kernel(const __grid_constant__ Args a) {
   using F = Fmt<DT>;
   constexpr bool kPlain = is_plain(DT);
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ __align__(8) uint64_t bars[kW][2];
+  __shared__ __align__(8) uint64_t bars[W][kMaxBufs];
   __shared__ __align__(8) uint64_t xbar;
+  __shared__ float part[kPrepThreads / 32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t K = a.K;
   const int T = a.T;
   const size_t xbytes = size_t(input_bytes(kPlain, K, T));
   const int stride = a.buf_bytes + kBufSlack;
-  uint8_t* buf = smem + xbytes + size_t(warp) * 2 * stride;
-  const int64_t nw = int64_t(gridDim.x) * kW, gw = int64_t(blockIdx.x) * kW + warp;
+  uint8_t* buf = smem + xbytes + size_t(warp) * a.nbuf * stride;
+  const int64_t nw = int64_t(gridDim.x) * W, gw = int64_t(blockIdx.x) * W + warp;
 
-  if (lane == 0) {
-    bar_init(&bars[warp][0]);
-    bar_init(&bars[warp][1]);
-  }
+  if (lane < a.nbuf) bar_init(&bars[warp][lane]);
   if (threadIdx.x == 0) bar_init(&xbar);
   __syncthreads();
   pdl_trigger();
-  // Weights are never written: the first two pieces are requested before
-  // the input is awaited, while the kernel before may still be running.
-  Piece p0, p1;
-  bool have0 = piece_at<DT>(a, gw, nw, 0, p0), have1 = piece_at<DT>(a, gw, nw, 1, p1);
-  if (lane == 0) {
-    if (have0) bulk_to_smem(buf, p0.src, p0.bytes, &bars[warp][0]);
-    if (have1) bulk_to_smem(buf + stride, p1.src, p1.bytes, &bars[warp][1]);
-  }
+  // Piece i of the warp goes to buffer i % nbuf. Weights are never written:
+  // the first nbuf pieces are requested before the input is awaited, while
+  // the kernel before may still be running. `next` is the next piece to
+  // request (lane 0 alone requests), `cur` the next to decode.
+  Cursor next{gw, 0}, cur{gw, 0};
+  Piece p;
+  if (lane == 0)
+    for (int b = 0; b < a.nbuf && next.g < a.groups; ++b, advance(a, nw, next)) {
+      piece_of<DT>(a, next.g, next.part, p);
+      bulk_to_smem(buf + b * stride, p.src, p.bytes, &bars[warp][b]);
+    }
   pdl_wait();
 
-  // The prepared input, one copy for the block.
-  if (threadIdx.x == 0) bulk_to_smem(smem, a.xprep, uint32_t(xbytes), &xbar);
-  bar_wait(&xbar, 0);
+  if (W > kW && a.self_prep) {
+    // The input made here, exactly as the preparation kernel makes it; the
+    // first block also leaves it in a.xprep (a product after this one may
+    // take the same input, MatvecJob::input_ready) and writes a.mat.
+    for (int t = 0; t < T; ++t) {
+      const float inv = a.pro == int(MatvecPrologue::Rmsnorm) ? prep_inv_rms(a, t, part) : 1.0f;
+      for (int64_t k0 = int64_t(threadIdx.x) * 4; k0 < K; k0 += W * 32 * 4)
+        prepare_four<!kPlain>(a, t, k0, inv, smem, a.mat && blockIdx.x == 0);
+    }
+    __syncthreads();
+    if (blockIdx.x == 0) {
+      const uint4* src = reinterpret_cast<const uint4*>(smem);
+      uint4* dst = reinterpret_cast<uint4*>(a.xprep);
+      for (int i = threadIdx.x; i < int(xbytes / 16); i += W * 32) dst[i] = src[i];
+    }
+  } else if (a.x_threads) {
+    // The prepared input, one copy for the block.
+    const uint4* src = reinterpret_cast<const uint4*>(a.xprep);
+    uint4* dst = reinterpret_cast<uint4*>(smem);
+    for (int i = threadIdx.x; i < int(xbytes / 16); i += W * 32) dst[i] = src[i];
+    __syncthreads();
+  } else {
+    if (threadIdx.x == 0) bulk_to_smem(smem, a.xprep, uint32_t(xbytes), &xbar);
+    bar_wait(&xbar, 0);
+  }
   const int8_t* xq = reinterpret_cast<const int8_t*>(smem);
   const float* xd = reinterpret_cast<const float*>(smem + T * K);
   const int* xsum = reinterpret_cast<const int*>(smem + xsum_offset(K, T));
@@ -912,12 +1031,10 @@ __global__ void __launch_bounds__(kThreads, MAXT == 1 && Dp4a<DT>::kHas ? 3 : 1)
   float acc[MAXT];
 #pragma unroll
   for (int t = 0; t < MAXT; ++t) acc[t] = 0.0f;
-  // One piece from buffer B (0 or 1, a constant so that nothing here is
-  // indexed at run time), then the request for the piece two further on.
-  auto consume = [&](auto buffer, Piece& p, bool& have, uint32_t parity, int64_t next) {
-    constexpr int B = decltype(buffer)::value;
-    bar_wait(&bars[warp][B], parity);
-    const uint8_t* w = buf + B * stride + p.head;
+  for (int b = 0, parity = 0; cur.g < a.groups; advance(a, nw, cur)) {
+    piece_of<DT>(a, cur.g, cur.part, p);
+    bar_wait(&bars[warp][b], uint32_t(parity));
+    const uint8_t* w = buf + b * stride + p.head;
     for (int r = 0; r < p.rows; ++r) {
       const uint8_t* wr = w + int64_t(r) * int64_t(a.row_bytes);
       if constexpr (kPlain) {
@@ -927,27 +1044,27 @@ __global__ void __launch_bounds__(kThreads, MAXT == 1 && Dp4a<DT>::kHas ? 3 : 1)
         for (int c = lane; c < nvec; c += 32)
           plain_dot16<DT, MAXT>(*reinterpret_cast<const uint4*>(wr + 16 * c),
                                 xs + k0 + int64_t(c) * E, K, T, acc);
-      } else {
+      } else if constexpr (MAXT > 1) {
         const int k0 = int(p.b0 * F::kBlock);
-        for (int u = lane; u < pairs_in<DT>(p.nb); u += 32)
+        for (int u = first_pair(lane, p.row0 + r, K); u < pairs_in<DT>(p.nb); u += 32)
           pair_dot<DT, MAXT>(wr, u, xq, xd, xsum, k0 + 64 * u, int(K), T, acc);
+      } else {
+        one_token_rows<DT>(a, p, w, lane, xq, xd, xsum, acc);
+        break;  // every row of the piece is done (and finished where it ends)
       }
       if (a.P == 1 || p.part == a.P - 1) finish_row(a, p.seg, p.row0 + r, lane, acc);
     }
-    // Every lane is done with this buffer before the copy engine refills it.
+    // Every lane is done with this buffer before the copy engine refills it
+    // with the piece nbuf further on.
     __syncwarp();
-    have = piece_at<DT>(a, gw, nw, next, p);
-    if (have && lane == 0) {
+    if (lane == 0 && next.g < a.groups) {
+      Piece q;
+      piece_of<DT>(a, next.g, next.part, q);
       fence_proxy_async();
-      bulk_to_smem(buf + B * stride, p.src, p.bytes, &bars[warp][B]);
+      bulk_to_smem(buf + b * stride, q.src, q.bytes, &bars[warp][b]);
+      advance(a, nw, next);
     }
-  };
-  uint32_t parity = 0;
-  for (int64_t i = 0;; i += 2, parity ^= 1u) {
-    if (!have0) break;
-    consume(std::integral_constant<int, 0>{}, p0, have0, parity, i + 2);
-    if (!have1) break;
-    consume(std::integral_constant<int, 1>{}, p1, have1, parity, i + 3);
+    if (++b == a.nbuf) b = 0, parity ^= 1;
   }
 }
 
@@ -1032,10 +1149,37 @@ int piece_rows() {
   return n;
 }
 
-size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
-  // + a word read past the last buffer
-  return size_t(input_bytes(is_plain(t), K, T)) + size_t(kW) * 2 * (piece_bytes() + kBufSlack) +
+// KILN_CUDA_MV_XLOAD=threads: a bulk-copy product's threads load its
+// prepared input with 16-byte loads instead of one copy-engine request
+// queued behind the weights', to compare.
+bool input_by_threads() {
+  static const bool on = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_XLOAD");
+    return e && std::string(e) == "threads";
+  }();
+  return on;
+}
+
+// KILN_CUDA_MV_BUFS: buffers (pieces in flight) per warp, 2 to 4.
+int buffers_wanted() {
+  static const int n = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_BUFS");
+    const int v = e ? std::atoi(e) : 2;
+    return v >= 2 && v <= kMaxBufs ? v : 2;
+  }();
+  return n;
+}
+
+// Shared memory of a bulk-copy product with nbuf buffers of buf_bytes a
+// warp, + a word read past the last buffer.
+size_t bulk_smem_bytes(DType t, int64_t K, int64_t T, int nbuf, int buf_bytes, int warps = kW) {
+  return size_t(input_bytes(is_plain(t), K, T)) + size_t(warps) * nbuf * (buf_bytes + kBufSlack) +
          16;
+}
+
+// The most a product may need: two buffers of the largest piece.
+size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
+  return bulk_smem_bytes(t, K, T, 2, piece_bytes());
 }
 
 // Whether the bulk-copy path takes this product: Hopper, whole 32-element
@@ -1047,13 +1191,14 @@ bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
 }
 
 // How the rows are cut into pieces of at most piece_bytes(): several whole
-// rows per piece when they fit, else each row in P near-equal parts.
+// rows per piece when they fit, else each row in P near-equal parts; then
+// the buffers, as large as the largest piece and as many as asked that the
+// shared memory holds.
 template <DType DT>
-void plan_pieces(Args& a) {
+void plan_pieces(Args& a, int warps) {
   using F = Fmt<DT>;
   const int64_t nblocks = a.K / F::kBlock;
   const int64_t limit = piece_bytes();
-  a.buf_bytes = int(limit);
   if (int64_t(a.row_bytes) <= limit) {
     a.P = 1;
     a.R = int(std::min<int64_t>(piece_rows(), limit / int64_t(a.row_bytes)));
@@ -1061,8 +1206,8 @@ void plan_pieces(Args& a) {
     // fewer rows a piece, so that every warp the GPU holds gets one, rather
     // than a few warps walking many rows with 32 tokens each. A row's sums
     // do not depend on the rows beside it in its piece.
-    if (a.T > 1)
-      a.R = int(std::clamp<int64_t>(a.total / (int64_t(sm_count()) * kW), 1, a.R));
+    if (a.T > 1 || warps > kW)
+      a.R = int(std::clamp<int64_t>(a.total / (int64_t(sm_count()) * warps), 1, a.R));
     a.piece_blocks = nblocks;
   } else {
     a.R = 1;
@@ -1076,11 +1221,19 @@ void plan_pieces(Args& a) {
     a.piece_blocks = per_piece(a.P);
     a.P = int((nblocks + a.piece_blocks - 1) / a.piece_blocks);
   }
+  const int64_t most = a.P == 1 ? int64_t(a.R) * int64_t(a.row_bytes) : a.piece_blocks * F::kBytes;
+  a.buf_bytes = int((most + 15) / 16 * 16);
+  a.nbuf = buffers_wanted();
+  while (a.nbuf > 2 && bulk_smem_bytes(DT, a.K, a.T, a.nbuf, a.buf_bytes, warps) > kMaxBulkSmem)
+    --a.nbuf;
   a.groups = 0;
-  for (int i = 0; i < a.nseg; ++i) a.groups += (a.n[i] + a.R - 1) / a.R;
+  for (int i = 0; i < kMaxMatvecSegs; ++i) {
+    a.group0[i] = a.groups;  // weights past nseg start at groups: never found
+    if (i < a.nseg) a.groups += (a.n[i] + a.R - 1) / a.R;
+  }
 }
 
-template <class Kernel>
+template <int W, class Kernel>
 void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   struct Fit {
     const void* kernel;
@@ -1094,7 +1247,7 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   if (!per_sm) {
     check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxBulkSmem)),
           "matvec shared memory");
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, kThreads, smem),
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, W * 32, smem),
           "matvec occupancy");
     per_sm = std::max(per_sm, 1);
     fits.push_back({reinterpret_cast<const void*>(k), smem, per_sm});
@@ -1103,8 +1256,22 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   // warps loop over work items, and the next kernel's blocks can start in
   // what the last ones leave.
   if (blocks_cap() > 0) per_sm = std::min(per_sm, blocks_cap());
-  const int64_t blocks = std::min<int64_t>((a.groups + kW - 1) / kW, int64_t(sm_count()) * per_sm);
-  cuda::launch(k, unsigned(blocks), kThreads, smem, s, "matvec_fused", a);
+  const int64_t blocks = std::min<int64_t>((a.groups + W - 1) / W, int64_t(sm_count()) * per_sm);
+  cuda::launch(k, unsigned(blocks), W * 32, smem, s, "matvec_fused", a);
+}
+
+// KILN_CUDA_MV_SELF: which one-token products prepare their own input in
+// every block instead of after a preparation kernel: 0 none, all (the
+// silu_mul ones too, whose two wide inputs each block then reads), else
+// (the default) those with the rmsnorm prologue or none.
+bool self_prepares(MatvecPrologue pro) {
+  static const int mode = [] {
+    const char* e = std::getenv("KILN_CUDA_MV_SELF");
+    if (e && std::string(e) == "0") return 0;
+    if (e && std::string(e) == "all") return 2;
+    return 1;
+  }();
+  return mode == 2 || (mode == 1 && pro != MatvecPrologue::SiluMul);
 }
 
 }  // namespace
@@ -1152,21 +1319,37 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
   a.add_to = j.nseg == 1 ? j.add_to : nullptr;
   a.counter = counter;
   const size_t smem = smem_bytes(j.dtype, j.K, j.T);
-  const size_t bulk_smem = bulk_smem_bytes(j.dtype, j.K, j.T);
   const bool ok = dispatch_format(j.dtype, [&]<DType DT>() {
     if (bulk_ok(j.dtype, j.K, j.T, scratch.input_bytes)) {
       a.xprep = scratch.input;
+      a.x_threads = input_by_threads() ? 1 : 0;
+      // One token whose input is not ready: the product's blocks (one an
+      // SM) make it themselves, which saves the preparation kernel and the
+      // wait for it (~3 us a product).
+      if constexpr (Dp4a<DT>::kHas || DT == DType::BF16 || DT == DType::F16) {
+        if (j.T == 1 && !j.input_ready && self_prepares(j.pro)) {
+          constexpr int W = 32;
+          plan_pieces<DT>(a, W);
+          const size_t smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
+          if (smem <= kMaxBulkSmem) {  // else (the widest pieces) the usual way
+            a.self_prep = 1;
+            launch_bulk<W>(mv_bulk_kernel<DT, 1, W>, a, smem, s);
+            return;
+          }
+        }
+      }
       const int64_t per_row = (j.K + kPrepPerBlock - 1) / kPrepPerBlock;
       if (!j.input_ready)
         launch(prepare_input_kernel<!is_plain(DT)>, unsigned(j.T * per_row), kPrepThreads, 0, s,
                "matvec input", a);
-      plan_pieces<DT>(a);
+      plan_pieces<DT>(a, kW);
+      const size_t bulk_smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes);
       if (j.T == 1)
-        launch_bulk(mv_bulk_kernel<DT, 1>, a, bulk_smem, s);
+        launch_bulk<kW>(mv_bulk_kernel<DT, 1, kW>, a, bulk_smem, s);
       else if (j.T <= kMaxT)
-        launch_bulk(mv_bulk_kernel<DT, kMaxT>, a, bulk_smem, s);
+        launch_bulk<kW>(mv_bulk_kernel<DT, kMaxT, kW>, a, bulk_smem, s);
       else
-        launch_bulk(mv_bulk_kernel<DT, kMaxBulkT>, a, bulk_smem, s);
+        launch_bulk<kW>(mv_bulk_kernel<DT, kMaxBulkT, kW>, a, bulk_smem, s);
       return;
     }
     if constexpr (is_plain(DT)) {
