@@ -152,6 +152,13 @@ TEST(CudaBatchInvariant, DecodeStepEqualsOneAtATimeExactly) {
     check_decode_steps(std::string(KILN_TEST_DATA) + "/hf/" + m, 12, DType::F32, 0.0, true);
 }
 
+// Q4_K_M: a sequence decoded alone takes q/k (Q4_K) and v (Q6_K, in the
+// first layer) in one launch, and in a batch in two; the same bits either way.
+TEST(CudaBatchInvariant, MixedFormatsDecodeStepEqualsOneAtATimeExactly) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  check_decode_steps(synth("qwen3_q4_k_m", kConfig, FileType::Q4_K_M), 12, DType::F32, 0.0, true);
+}
+
 // BitNet's ternary products for all sequences at once, each token's int8
 // activations its own.
 TEST(CudaBatchInvariant, BitnetDecodeStepEqualsOneAtATimeExactly) {

@@ -144,6 +144,8 @@ class CudaBackend final : public Backend {
     fuse_enabled_ = !(fuse && std::string(fuse) == "0");
     const char* reuse = std::getenv("KILN_CUDA_MV_REUSE");
     reuse_input_ = !(reuse && std::string(reuse) == "0");
+    const char* mixed = std::getenv("KILN_CUDA_MV_MIXED");
+    fuse_mixed_ = !(mixed && std::string(mixed) == "0");
     const char* invariant = std::getenv("KILN_CUDA_BATCH_INVARIANT");
     honour_invariant_ = !(invariant && std::string(invariant) == "0");
     // Programmatic dependent launch needs compute capability 9.0 (Hopper).
@@ -1105,13 +1107,26 @@ class CudaBackend final : public Backend {
     size_t q = m;
     for (; q < n && j.nseg < cuda::kMaxMatvecSegs; ++q) {
       const Rec& g = recs_[q];
-      if (g.op != Op::Matmul || g.p[1] != f.p[1] || g.dtype != f.dtype || g.n[0] != f.n[0] ||
-          g.n[2] != j.K || g.n[3] != j.T || clashes(g.p[2]))
+      if (g.op != Op::Matmul || g.p[1] != f.p[1] || g.n[2] != j.K || g.n[3] != j.T ||
+          clashes(g.p[2]))
+        break;
+      // A last weight of another format (v in Q6_K after q/k in Q4_K) in
+      // the same launch where the kernels have the pair.
+      const bool other = g.dtype != f.dtype || g.n[0] != f.n[0];
+      if (other && !(fuse_mixed_ && j.nseg > 0 && g.dtype != f.dtype &&
+                     cuda::matvec_mixed_ok(j.dtype, DType(g.dtype), j.K, j.T, j.row_bytes,
+                                           size_t(g.n[0]), j.pro, scratch_.input_bytes)))
         break;
       j.w[j.nseg] = g.p[0];
       j.y[j.nseg] = static_cast<float*>(const_cast<void*>(g.p[2]));
       j.n[j.nseg] = g.n[1];
       ++j.nseg;
+      if (other) {
+        j.dtype2 = DType(g.dtype);
+        j.row_bytes2 = size_t(g.n[0]);
+        ++q;
+        break;
+      }
     }
     if (q < n && j.nseg == 1 && recs_[q].op == Op::Add && recs_[q].p[1] == j.y[0] &&
         recs_[q].n[0] == j.T * j.n[0] && !clashes(recs_[q].p[0])) {
@@ -1478,6 +1493,7 @@ class CudaBackend final : public Backend {
   bool batch_invariant_ = false;  // set_batch_invariant (serving)
   bool honour_invariant_ = true;  // KILN_CUDA_BATCH_INVARIANT=0: ignore it, to compare
   bool reuse_input_ = true;   // KILN_CUDA_MV_REUSE=0: every fused product prepares its input
+  bool fuse_mixed_ = true;    // KILN_CUDA_MV_MIXED=0: v of another format than q/k in its own launch
   bool deferring_ = false;
   bool launched_ = false;
   size_t step_used_ = 0, out_used_ = 0;

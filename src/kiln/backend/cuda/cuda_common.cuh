@@ -141,6 +141,10 @@ struct MatvecJob {
   // for the same values, width and token count and for weights of the same
   // kind (int8 inputs for block formats, f32 for plain ones).
   bool input_ready = false;
+  // Where row_bytes2 > 0, the last weight (w[nseg - 1]) is of format dtype2
+  // with rows of row_bytes2 (matvec_mixed_ok).
+  DType dtype2 = DType::F32;
+  size_t row_bytes2 = 0;
 };
 // Device scratch the fused products share on a stream: counter, one zeroed
 // word; input, where the Hopper path prepares each product's input once.
@@ -152,6 +156,11 @@ struct MatvecScratch {
 // Whether matvec_fused takes this format, width and token count.
 bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scratch_bytes);
 void matvec_fused(const MatvecJob& job, const MatvecScratch& scratch, cudaStream_t s);
+// Whether a product of format t (rows of row_bytes) may take a last weight
+// of format t2 (rows of row_bytes2) in the same launch: one token, the
+// formats of a Q4_K_M / Q5_K_M file's q/k and v.
+bool matvec_mixed_ok(DType t, DType t2, int64_t K, int64_t T, size_t row_bytes, size_t row_bytes2,
+                     MatvecPrologue pro, size_t scratch_bytes);
 // Whether matvec_fused prepares this product's input into the scratch.
 bool matvec_fused_prepares(DType t, int64_t K, int64_t T, size_t scratch_bytes);
 // Prefill of block formats: rows row0.. of W as f16 (exact for every block

@@ -84,6 +84,10 @@ struct Args {
   int nseg;
   int64_t total;
   size_t row_bytes;
+  // A last weight of another block format (v in Q6_K after q/k in Q4_K, as
+  // Q4_K_M files have it): its row bytes and rows a piece; R2 == 0: none.
+  size_t row_bytes2;
+  int R2;
   int64_t K;
   int T;
   int pro;  // MatvecPrologue
@@ -767,10 +771,16 @@ __device__ __forceinline__ void find_group(const Args& a, int64_t g, int* seg, i
                                            int* rows) {
   const int s = int(g >= a.group0[1]) + int(g >= a.group0[2]) + int(g >= a.group0[3]);
   const int64_t first = s == 0 ? 0 : s == 1 ? a.group0[1] : s == 2 ? a.group0[2] : a.group0[3];
+  const int R = a.R2 && s == a.nseg - 1 ? a.R2 : a.R;
   *seg = s;
-  *row0 = (g - first) * a.R;
+  *row0 = (g - first) * R;
   const int64_t n = s == 0 ? a.n[0] : s == 1 ? a.n[1] : s == 2 ? a.n[2] : a.n[3];
-  *rows = int(min(int64_t(a.R), n - *row0));
+  *rows = int(min(int64_t(R), n - *row0));
+}
+
+// The row bytes of weight seg (the last one may be of another format).
+__device__ __forceinline__ int64_t seg_row_bytes(const Args& a, int seg) {
+  return int64_t(a.R2 && seg == a.nseg - 1 ? a.row_bytes2 : a.row_bytes);
 }
 
 // Piece i of this warp: its source bytes (16-byte aligned start and rounded
@@ -790,9 +800,11 @@ __device__ __forceinline__ void piece_of(const Args& a, int64_t g, int part, Pie
   const int64_t nblocks = a.K / F::kBlock;
   pc.b0 = int64_t(pc.part) * a.piece_blocks;
   pc.nb = min(int64_t(a.piece_blocks), nblocks - pc.b0);
-  const uint8_t* start =
-      seg_w(a, pc.seg) + pc.row0 * int64_t(a.row_bytes) + pc.b0 * F::kBytes;
-  const int64_t len = a.P == 1 ? int64_t(pc.rows) * int64_t(a.row_bytes) : pc.nb * F::kBytes;
+  // (With a last weight of another format, P == 1 and b0 == 0: only its
+  // row bytes differ.)
+  const int64_t rb = seg_row_bytes(a, pc.seg);
+  const uint8_t* start = seg_w(a, pc.seg) + pc.row0 * rb + pc.b0 * F::kBytes;
+  const int64_t len = a.P == 1 ? int64_t(pc.rows) * rb : pc.nb * F::kBytes;
   const uintptr_t aligned = reinterpret_cast<uintptr_t>(start) & ~uintptr_t(15);
   pc.head = int(reinterpret_cast<uintptr_t>(start) - aligned);
   pc.src = reinterpret_cast<const uint8_t*>(aligned);
@@ -941,7 +953,7 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
       u = first_pair(lane, p.row0 + r, a.K);
       continue;
     }
-    pair_dot<DT, 1>(w + int64_t(r) * int64_t(a.row_bytes), u, xq, xd, xsum, k0 + 64 * u,
+    pair_dot<DT, 1>(w + int64_t(r) * seg_row_bytes(a, p.seg), u, xq, xd, xsum, k0 + 64 * u,
                     int(a.K), 1, run);
     u += 32;
   }
@@ -964,7 +976,9 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
 //
 // W warps a block: 8, or 32 (one block an SM) for the products that prepare
 // their own input, so that each SM reads the input row from L2 once.
-template <DType DT, int MAXT, int W>
+//
+// DT2: the format of the last weight (a.R2 > 0), when it differs from DT.
+template <DType DT, int MAXT, int W, DType DT2 = DT>
 __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas ? 4 : 1)
     mv_bulk_kernel(const __grid_constant__ Args a) {
   using F = Fmt<DT>;
@@ -1049,7 +1063,10 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
         for (int u = first_pair(lane, p.row0 + r, K); u < pairs_in<DT>(p.nb); u += 32)
           pair_dot<DT, MAXT>(wr, u, xq, xd, xsum, k0 + 64 * u, int(K), T, acc);
       } else {
-        one_token_rows<DT>(a, p, w, lane, xq, xd, xsum, acc);
+        if (DT2 != DT && a.R2 && p.seg == a.nseg - 1)
+          one_token_rows<DT2>(a, p, w, lane, xq, xd, xsum, acc);
+        else
+          one_token_rows<DT>(a, p, w, lane, xq, xd, xsum, acc);
         break;  // every row of the piece is done (and finished where it ends)
       }
       if (a.P == 1 || p.part == a.P - 1) finish_row(a, p.seg, p.row0 + r, lane, acc);
@@ -1149,15 +1166,17 @@ int piece_rows() {
   return n;
 }
 
-// KILN_CUDA_MV_XLOAD=threads: a bulk-copy product's threads load its
-// prepared input with 16-byte loads instead of one copy-engine request
-// queued behind the weights', to compare.
-bool input_by_threads() {
-  static const bool on = [] {
+// How a bulk-copy product's blocks load a prepared input of `bytes`: by
+// their threads, with 16-byte loads, when it is small (one token's: the
+// copy engine's request would queue behind the weights' requested before
+// it; 2-3% of a 4B decode step on the H100), else by the copy engine.
+// KILN_CUDA_MV_XLOAD=threads or bulk takes one way always, to compare.
+bool input_by_threads(int64_t bytes) {
+  static const int mode = [] {
     const char* e = std::getenv("KILN_CUDA_MV_XLOAD");
-    return e && std::string(e) == "threads";
+    return !e ? 0 : std::string(e) == "threads" ? 1 : std::string(e) == "bulk" ? 2 : 0;
   }();
-  return on;
+  return mode == 1 || (mode == 0 && bytes <= 16 * 1024);
 }
 
 // KILN_CUDA_MV_BUFS: buffers (pieces in flight) per warp, 2 to 4.
@@ -1221,7 +1240,13 @@ void plan_pieces(Args& a, int warps) {
     a.piece_blocks = per_piece(a.P);
     a.P = int((nblocks + a.piece_blocks - 1) / a.piece_blocks);
   }
-  const int64_t most = a.P == 1 ? int64_t(a.R) * int64_t(a.row_bytes) : a.piece_blocks * F::kBytes;
+  int64_t most = a.P == 1 ? int64_t(a.R) * int64_t(a.row_bytes) : a.piece_blocks * F::kBytes;
+  if (a.R2) {  // the last weight's rows, as many as fit a piece too
+    a.R2 = int(std::min<int64_t>({int64_t(piece_rows()), limit / int64_t(a.row_bytes2),
+                                  std::max<int64_t>(1, a.n[a.nseg - 1] / (int64_t(sm_count()) * warps))}));
+    a.R2 = std::max(a.R2, 1);
+    most = std::max(most, int64_t(a.R2) * int64_t(a.row_bytes2));
+  }
   a.buf_bytes = int((most + 15) / 16 * 16);
   a.nbuf = buffers_wanted();
   while (a.nbuf > 2 && bulk_smem_bytes(DT, a.K, a.T, a.nbuf, a.buf_bytes, warps) > kMaxBulkSmem)
@@ -1229,7 +1254,8 @@ void plan_pieces(Args& a, int warps) {
   a.groups = 0;
   for (int i = 0; i < kMaxMatvecSegs; ++i) {
     a.group0[i] = a.groups;  // weights past nseg start at groups: never found
-    if (i < a.nseg) a.groups += (a.n[i] + a.R - 1) / a.R;
+    const int R = a.R2 && i == a.nseg - 1 ? a.R2 : a.R;
+    if (i < a.nseg) a.groups += (a.n[i] + R - 1) / R;
   }
 }
 
@@ -1274,7 +1300,30 @@ bool self_prepares(MatvecPrologue pro) {
   return mode == 2 || (mode == 1 && pro != MatvecPrologue::SiluMul);
 }
 
+// The format a product of format DT may take its last weight in
+// (matvec_mixed_ok), F32 for none: v in Q6_K after q/k in Q4_K or Q5_K.
+template <DType DT>
+constexpr DType mixed_tail() {
+  return DT == DType::Q4_K || DT == DType::Q5_K ? DType::Q6_K : DType::F32;
+}
+
 }  // namespace
+
+bool matvec_mixed_ok(DType t, DType t2, int64_t K, int64_t T, size_t row_bytes, size_t row_bytes2,
+                     MatvecPrologue pro, size_t scratch_bytes) {
+  DType tail = DType::F32;
+  dispatch_format(t, [&]<DType DT>() { tail = mixed_tail<DT>(); });
+  if (!(T == 1 && t2 == tail && tail != DType::F32 && self_prepares(pro) &&
+        bulk_ok(t, K, T, scratch_bytes) && K % 256 == 0 &&
+        int64_t(row_bytes) <= piece_bytes() && int64_t(row_bytes2) <= piece_bytes()))
+    return false;
+  // The shared memory of the largest pieces plan_pieces may make.
+  auto piece = [](size_t rb) {
+    return int64_t(std::min<int64_t>(piece_rows(), piece_bytes() / int64_t(rb)) * int64_t(rb));
+  };
+  const int64_t most = std::max(piece(row_bytes), piece(row_bytes2));
+  return bulk_smem_bytes(t, K, T, 2, int((most + 15) / 16 * 16), 32) <= kMaxBulkSmem;
+}
 
 bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scratch_bytes) {
   if (T < 1 || T > kMaxBulkT || K < 32) return false;
@@ -1309,6 +1358,8 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
   }
   a.nseg = j.nseg;
   a.row_bytes = j.row_bytes;
+  a.row_bytes2 = j.row_bytes2;
+  a.R2 = j.row_bytes2 > 0 ? 1 : 0;  // plan_pieces sets it
   a.K = j.K;
   a.T = int(j.T);
   a.pro = int(j.pro);
@@ -1322,7 +1373,7 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
   const bool ok = dispatch_format(j.dtype, [&]<DType DT>() {
     if (bulk_ok(j.dtype, j.K, j.T, scratch.input_bytes)) {
       a.xprep = scratch.input;
-      a.x_threads = input_by_threads() ? 1 : 0;
+      a.x_threads = input_by_threads(input_bytes(is_plain(DT), j.K, j.T)) ? 1 : 0;
       // One token whose input is not ready: the product's blocks (one an
       // SM) make it themselves, which saves the preparation kernel and the
       // wait for it (~3 us a product).
@@ -1333,11 +1384,20 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
           const size_t smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
           if (smem <= kMaxBulkSmem) {  // else (the widest pieces) the usual way
             a.self_prep = 1;
-            launch_bulk<W>(mv_bulk_kernel<DT, 1, W>, a, smem, s);
-            return;
+            if (j.row_bytes2 == 0) {
+              launch_bulk<W>(mv_bulk_kernel<DT, 1, W>, a, smem, s);
+              return;
+            }
+            if constexpr (mixed_tail<DT>() != DType::F32) {
+              KILN_CHECK(j.dtype2 == mixed_tail<DT>(), "matvec: a last weight in ",
+                         dtype_name(j.dtype2), " beside ", dtype_name(j.dtype));
+              launch_bulk<W>(mv_bulk_kernel<DT, 1, W, mixed_tail<DT>()>, a, smem, s);
+              return;
+            }
           }
         }
       }
+      KILN_CHECK(j.row_bytes2 == 0, "matvec: a last weight of another format, not one token");
       const int64_t per_row = (j.K + kPrepPerBlock - 1) / kPrepPerBlock;
       if (!j.input_ready)
         launch(prepare_input_kernel<!is_plain(DT)>, unsigned(j.T * per_row), kPrepThreads, 0, s,
