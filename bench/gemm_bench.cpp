@@ -6,8 +6,11 @@
 //   build-perf/bench/kiln_bench_kernels --benchmark_filter=Matvec
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kiln/core/dtype.h"
@@ -171,6 +174,29 @@ void register_all() {
     s.counters["GB/s"] = benchmark::Counter(double(s.iterations()) * 128 * 1024 * 4,
                                             benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   });
+  // One step of decode attention (32 keys) for every head of a token, as
+  // the CPU backend calls it: the tiny models' short heads, then Qwen3's.
+  for (const auto& [heads, hd] : {std::pair<int64_t, int64_t>{8, 8}, {8, 16}, {16, 128}}) {
+    const std::string name =
+        "AttentionRows/" + std::to_string(heads) + "x" + std::to_string(hd) + "/32keys";
+    benchmark::RegisterBenchmark(name.c_str(), [heads, hd](benchmark::State& s) {
+      constexpr int64_t keys = 32;
+      const std::vector<float> q = make_acts(heads * hd), k = make_acts(keys * hd),
+                               v = make_acts(keys * hd);
+      std::vector<float> out(static_cast<size_t>(heads * hd)), mx(static_cast<size_t>(heads)),
+          sum(static_cast<size_t>(heads));
+      std::vector<float> scratch(static_cast<size_t>(attention_rows_scratch_floats(heads, keys, hd)));
+      std::vector<AttentionRows> rows;
+      for (int64_t h = 0; h < heads; ++h)
+        rows.push_back(AttentionRows{q.data() + h * hd, k.data(), v.data(), keys,
+                                     out.data() + h * hd, &mx[size_t(h)], &sum[size_t(h)]});
+      for (auto _ : s) {
+        for (int64_t h = 0; h < heads; ++h) mx[size_t(h)] = -INFINITY;
+        attention_rows_f32_simd(rows.data(), heads, hd, 0.3f, scratch.data());
+        benchmark::DoNotOptimize(out.data());
+      }
+    });
+  }
   benchmark::RegisterBenchmark("DotF32/4096", [](benchmark::State& s) {
     const std::vector<float> a = make_acts(4096), b = make_acts(4096);
     for (auto _ : s) benchmark::DoNotOptimize(dot_f32_simd(a.data(), b.data(), 4096));

@@ -1,6 +1,7 @@
 // Picks the gemm kernels for the running CPU once, and the portable fallbacks.
 #include "kiln/quant/gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -34,6 +35,8 @@ namespace kiln {
   void wsum_rows_f32(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,  \
                      float* y);                                                                \
   float exp_sum_f32(float* x, int64_t n, float sub);                                           \
+  void attention_rows_f32(const AttentionRows* qs, int64_t n_q, int64_t hd, float scale,       \
+                          float* scratch);                                                     \
   void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out);               \
   void mul_add_f64(double* acc, const float* a, const float* b, int64_t n);                    \
   void axpy_f64_f32(double* y, const float* x, double s, int64_t n);                           \
@@ -81,6 +84,31 @@ float exp_sum_scalar(float* x, int64_t n, float sub) {
   return total;
 }
 
+// attention_rows_f32_simd with the scalar kernels above, merged by fma.
+void attention_rows_scalar(const AttentionRows* qs, int64_t n_q, int64_t hd, float scale,
+                           float* scratch) {
+  for (int64_t g = 0; g < n_q; ++g) {
+    const AttentionRows& a = qs[g];
+    float* s = scratch;
+    float* part = scratch + a.visible;
+    dot_rows_scalar(a.k, hd, a.visible, a.q, hd, scale, s);
+    float step_max = s[0];
+    for (int64_t i = 1; i < a.visible; ++i) step_max = std::max(step_max, s[i]);
+    const float m = *a.max;
+    const float new_max = std::max(m, step_max);
+    const float step_sum = exp_sum_scalar(s, a.visible, new_max);
+    *a.max = new_max;
+    if (m == -INFINITY) {
+      wsum_rows_scalar(a.v, hd, a.visible, s, hd, a.out);
+      *a.sum = step_sum;
+      continue;
+    }
+    const float r = std::exp(m - new_max);
+    wsum_rows_scalar(a.v, hd, a.visible, s, hd, part);
+    for (int64_t i = 0; i < hd; ++i) a.out[i] = std::fma(a.out[i], r, part[i]);
+    *a.sum = std::fma(*a.sum, r, step_sum);
+  }
+}
 
 void axpy_f64_f32_scalar(double* y, const float* x, double s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = std::fma(s, double(x[i]), y[i]);
@@ -139,6 +167,7 @@ struct Kernels {
   decltype(&k_avx2::dot_rows_f32) dot_rows = dot_rows_scalar;
   decltype(&k_avx2::wsum_rows_f32) wsum_rows = wsum_rows_scalar;
   decltype(&k_avx2::exp_sum_f32) exp_sum = exp_sum_scalar;
+  decltype(&k_avx2::attention_rows_f32) attention_rows = attention_rows_scalar;
   decltype(&k_avx2::silu_mul_f32) silu_mul = silu_mul_scalar;
   decltype(&k_avx2::gemm_f64) gemm64 = gemm_f64_scalar;
   decltype(&k_avx2::mul_add_f64) mul_add64 = mul_add_f64_scalar;
@@ -155,7 +184,7 @@ struct Kernels {
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
           ns::gemm_float_sum_f64,                                                \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
-          ns::exp_sum_f32, ns::silu_mul_f32, ns::gemm_f64,     \
+          ns::exp_sum_f32, ns::attention_rows_f32, ns::silu_mul_f32, ns::gemm_f64, \
           ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
           ns::kept_tile_rows, ns::kept_tile_bytes, ns::pack_kept_tiles, ns::gemm_int8_kept}
 
@@ -322,6 +351,10 @@ void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const floa
   kernels().wsum_rows(v, stride, rows, p, n, y);
 }
 float exp_sum_f32_simd(float* x, int64_t n, float sub) { return kernels().exp_sum(x, n, sub); }
+void attention_rows_f32_simd(const AttentionRows* queries, int64_t n_queries, int64_t head_dim,
+                             float scale, float* scratch) {
+  kernels().attention_rows(queries, n_queries, head_dim, scale, scratch);
+}
 void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out) {
   kernels().silu_mul(gate, up, n, out);
 }

@@ -97,6 +97,35 @@ void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const floa
                         float* y);
 // x[i] = exp(x[i] - sub) for x[i] <= sub (softmax), returning their sum.
 float exp_sum_f32_simd(float* x, int64_t n, float sub);
+// One step of attention's online softmax (flash-attention style) for
+// several queries, each over its own run of key and value rows (head_dim
+// floats apart; `visible` >= 1 of them). For query g, with m and l its
+// running max and sum (m = -inf before its first step) and o its output:
+//   s = scale * K q (as dot_rows_f32_simd), m' = max(m, max s),
+//   p = exp(s - m') (as exp_sum_f32_simd), r = exp(m - m'),
+//   o = o * r + V^T p,  l = l * r + sum p  (each a fused multiply-add;
+//   o = V^T p and l = sum p at the first step), m = m'.
+// V^T p sums the rows in row order, as wsum_rows_f32_simd. A query's bits
+// are the same whichever queries share the call: short heads (a multiple
+// of 8 below 64 columns) interleave several queries' value sums only so
+// that their chains of dependent fmas overlap.
+struct AttentionRows {
+  const float* q;
+  const float* k;
+  const float* v;
+  int64_t visible;
+  float* out;
+  float* max;
+  float* sum;
+};
+// Scratch floats for attention_rows_f32_simd: every query's scores and one
+// head of partial sums.
+constexpr int64_t attention_rows_scratch_floats(int64_t n_queries, int64_t max_visible,
+                                             int64_t head_dim) {
+  return n_queries * max_visible + head_dim;
+}
+void attention_rows_f32_simd(const AttentionRows* queries, int64_t n_queries, int64_t head_dim,
+                             float scale, float* scratch);
 // out[i] = silu(gate[i]) * up[i], exp as in exp_sum_f32_simd.
 void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out);
 
