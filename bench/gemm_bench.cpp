@@ -174,6 +174,29 @@ void register_all() {
     s.counters["GB/s"] = benchmark::Counter(double(s.iterations()) * 128 * 1024 * 4,
                                             benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   });
+  // The tiny models' float products ({rows, cols} by 1 and 32 tokens):
+  // gemm_float's lanes over the columns against the transposed tiles.
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{64, 64}, {172, 64}, {64, 172}}) {
+    for (int64_t tokens : {int64_t(1), int64_t(32)}) {
+      const std::string shape =
+          std::to_string(rows) + "x" + std::to_string(cols) + "x" + std::to_string(tokens);
+      benchmark::RegisterBenchmark(("GemmSmall/F32/" + shape).c_str(),
+                                   [=](benchmark::State& s) { run_gemm(s, DType::F32, rows, cols, tokens); });
+      benchmark::RegisterBenchmark(("GemmFloatCols/F32/" + shape).c_str(), [=](benchmark::State& s) {
+        const std::vector<uint8_t> w = make_weights(DType::F32, rows, cols);
+        const std::vector<float> x = make_acts(tokens * cols);
+        std::vector<float> y(static_cast<size_t>(tokens * rows));
+        Aligned tiles(float_cols_bytes(rows, cols));
+        auto* t = reinterpret_cast<float*>(tiles.p);
+        pack_float_cols(DType::F32, w.data(), dtype_row_bytes(DType::F32, cols), rows, cols, t);
+        for (auto _ : s) {
+          gemm_float_cols(t, 0, rows, cols, x.data(), tokens, y.data(), rows);
+          benchmark::DoNotOptimize(y.data());
+        }
+        set_rates(s, w.size(), rows, cols, tokens);
+      });
+    }
+  }
   // One step of decode attention (32 keys) for every head of a token, as
   // the CPU backend calls it: the tiny models' short heads, then Qwen3's.
   for (const auto& [heads, hd] : {std::pair<int64_t, int64_t>{8, 8}, {8, 16}, {16, 128}}) {

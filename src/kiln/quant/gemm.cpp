@@ -22,6 +22,8 @@ namespace kiln {
                   int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch);           \
   bool gemm_float_sum_f64(DType t, const void* w, size_t rb, int64_t r0, int64_t r1,           \
                           const float* x, int64_t n_tokens, int64_t K, float* y, int64_t ys);  \
+  void gemm_float_cols(const float* tiles, int64_t r0, int64_t r1, int64_t K, const float* x,  \
+                       int64_t n_tokens, float* y, int64_t ys);                                \
   int kept_tile_rows();                                                                         \
   size_t kept_tile_bytes(DType t, int64_t K);                                                  \
   bool pack_kept_tiles(DType t, const void* w, size_t rb, int64_t n_rows, int64_t K,           \
@@ -134,6 +136,18 @@ void gemm_f64_scalar(int64_t M, int64_t N, int64_t K, double alpha, const double
     }
 }
 
+// gemm_float_cols without SIMD: the same chain of fmas per output.
+void gemm_float_cols_scalar(const float* tiles, int64_t r0, int64_t r1, int64_t K,
+                            const float* x, int64_t n_tokens, float* y, int64_t ys) {
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* w = tiles + (r / 16) * float_cols_tile_floats(K) + r % 16;
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc = std::fma(w[k * 16], x[t * K + k], acc);
+      y[t * ys + r] = acc;
+    }
+}
+
 // gemm_float_sum_f64 without SIMD: the kernels' order (eight lanes of
 // columns i mod 8, fma in column order, then lanes i + 4, i + 2, i + 1), so
 // the bits are those of every other level.
@@ -162,6 +176,7 @@ struct Kernels {
   decltype(&k_avx2::gemm_int8) int8 = nullptr;
   decltype(&k_avx2::gemm_float) fl = nullptr;
   decltype(&k_avx2::gemm_float_sum_f64) fl_sum_f64 = gemm_float_sum_f64_scalar;
+  decltype(&k_avx2::gemm_float_cols) fl_cols = gemm_float_cols_scalar;
   decltype(&k_avx2::dot_f32) dot = dot_scalar;
   decltype(&k_avx2::axpy_f32) axpy = axpy_scalar;
   decltype(&k_avx2::dot_rows_f32) dot_rows = dot_rows_scalar;
@@ -182,7 +197,7 @@ struct Kernels {
 
 #define KILN_LEVEL(ns, name, tiles) \
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
-          ns::gemm_float_sum_f64,                                                \
+          ns::gemm_float_sum_f64, ns::gemm_float_cols,                           \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
           ns::exp_sum_f32, ns::attention_rows_f32, ns::silu_mul_f32, ns::gemm_f64, \
           ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
@@ -324,6 +339,35 @@ void gemm_float(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const
 bool gemm_float_sum_f64(DType t, const void* w, size_t rb, int64_t r0, int64_t r1, const float* x,
                         int64_t n_tokens, int64_t K, float* y, int64_t ys) {
   return kernels().fl_sum_f64(t, w, rb, r0, r1, x, n_tokens, K, y, ys);
+}
+
+bool float_cols_layout(DType t, int64_t rows, int64_t K) {
+  return (t == DType::F32 || t == DType::F16 || t == DType::BF16) && K <= kFloatColsMaxK &&
+         rows * K <= kFloatColsMaxElems;
+}
+
+size_t float_cols_bytes(int64_t rows, int64_t K) {
+  return size_t((rows + 15) / 16) * size_t(float_cols_tile_floats(K)) * sizeof(float);
+}
+
+void pack_float_cols(DType t, const void* w, size_t rb, int64_t rows, int64_t K, float* out) {
+  std::vector<float> row(static_cast<size_t>(K));
+  const int64_t n_tiles = (rows + 15) / 16;
+  std::fill(out, out + n_tiles * float_cols_tile_floats(K), 0.0f);
+  for (int64_t r = 0; r < n_tiles * 16; ++r) {
+    if (r < rows)
+      dequantize_row(t, static_cast<const uint8_t*>(w) + size_t(r) * rb, row.data(), K);
+    else
+      std::fill(row.begin(), row.end(), 0.0f);
+    float* tile = out + (r / 16) * float_cols_tile_floats(K) + r % 16;
+    for (int64_t k = 0; k < K; ++k) tile[k * 16] = row[size_t(k)];
+  }
+}
+
+void gemm_float_cols(const float* tiles, int64_t r0, int64_t r1, int64_t K, const float* x,
+                     int64_t n_tokens, float* y, int64_t ys) {
+  KILN_CHECK(r0 % 16 == 0, "gemm_float_cols: rows from ", r0, ", not a tile's first");
+  kernels().fl_cols(tiles, r0, r1, K, x, n_tokens, y, ys);
 }
 
 float dot_f32_simd(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }

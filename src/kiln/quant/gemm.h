@@ -64,6 +64,32 @@ void gemm_float(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1
 bool gemm_float_sum_f64(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1,
                         const float* x, int64_t n_tokens, int64_t K, float* y, int64_t y_stride);
 
+// Float weights of few columns (F32, F16 or BF16, at most kFloatColsMaxK
+// columns, and no more than kFloatColsMaxElems values), as the CPU backend
+// keeps them: converted to f32 and transposed into tiles of 16 rows, [K][16]
+// each (rows past the end zero). Then 16 rows' outputs fill a register and
+// each sums its products in column order, one fma at a time, where
+// gemm_float's lanes over the columns need a reduction across lanes per
+// output that, for rows of 64-256 columns, costs about as much as the
+// products (the tiny models' every weight). A different order from
+// gemm_float's, and the same for every token count and at every kernel
+// level: a weight takes one layout or the other for good.
+constexpr int64_t kFloatColsMaxK = 256, kFloatColsMaxElems = int64_t(1) << 22;
+bool float_cols_layout(DType t, int64_t rows, int64_t K);
+// Floats from one tile to the next: a row of 16 more than the tile's K, so
+// that the tiles a kernel reads side by side (4 KB apart at K = 64) do not
+// all fall in the same sets of the L1 cache.
+constexpr int64_t float_cols_tile_floats(int64_t K) { return (K + 1) * 16; }
+size_t float_cols_bytes(int64_t rows, int64_t K);
+// Packs all of w ({rows, K}, row_bytes apart) into out (float_cols_bytes,
+// 64-byte aligned).
+void pack_float_cols(DType t, const void* w, size_t row_bytes, int64_t rows, int64_t K,
+                     float* out);
+// y[t * y_stride + r] for rows r in [r0, r1) (r0 a multiple of 16) of the
+// packed tiles and every token t of x [n_tokens, K].
+void gemm_float_cols(const float* tiles, int64_t r0, int64_t r1, int64_t K, const float* x,
+                     int64_t n_tokens, float* y, int64_t y_stride);
+
 // Kept tiles: a weight packed once into the int8 tiles that gemm_int8
 // otherwise packs on every call with more than 3 tokens (most of a serving
 // step's cost on the CPU), read in place afterwards with the same bits.

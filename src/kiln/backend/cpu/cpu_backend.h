@@ -84,6 +84,10 @@ class CpuBackend final : public Backend {
   // at its first product of more than 3 tokens while the budget allows;
   // null when it has none or they did not fit.
   const void* kept_tiles(const Weight& w);
+  // The weight transposed into 16-row tiles (kiln/quant/gemm.h,
+  // float_cols_layout), packed at its first product whatever its token
+  // count, so that every product of the weight sums in one order.
+  const float* float_cols(const Weight& w);
 
   ThreadPool pool_;
   bool batch_invariant_ = false;  // set_batch_invariant
@@ -92,6 +96,7 @@ class CpuBackend final : public Backend {
   };
   size_t kept_budget_ = 0, kept_used_ = 0;
   std::unordered_map<const void*, std::unique_ptr<void, FreeDeleter>> kept_;
+  std::unordered_map<const void*, std::unique_ptr<void, FreeDeleter>> float_cols_;
 };
 
 // f32 dot product, vectorised where the CPU allows.
