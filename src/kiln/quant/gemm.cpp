@@ -41,6 +41,7 @@ namespace kiln {
                           float* scratch);                                                     \
   void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out);               \
   void mul_add_f64(double* acc, const float* a, const float* b, int64_t n);                    \
+  float sum_squares_f64(const float* x, int64_t n);                                            \
   void axpy_f64_f32(double* y, const float* x, double s, int64_t n);                           \
   void decay_update_f32(float* row, const double* delta, double decay, double k, double q,    \
                         double* o, int64_t n);                                                 \
@@ -123,6 +124,14 @@ void decay_update_f32_scalar(float* row, const double* delta, double decay, doub
     o[i] = std::fma(q, v, o[i]);
   }
 }
+float sum_squares_f64_scalar(const float* x, int64_t n) {
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) s[k] = std::fma(double(x[i + k]), double(x[i + k]), s[k]);
+  for (; i < n; ++i) s[0] = std::fma(double(x[i]), double(x[i]), s[0]);
+  return float((s[0] + s[1]) + (s[2] + s[3]));
+}
 void mul_add_f64_scalar(double* acc, const float* a, const float* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] = std::fma(double(a[i]), double(b[i]), acc[i]);
 }
@@ -186,6 +195,7 @@ struct Kernels {
   decltype(&k_avx2::silu_mul_f32) silu_mul = silu_mul_scalar;
   decltype(&k_avx2::gemm_f64) gemm64 = gemm_f64_scalar;
   decltype(&k_avx2::mul_add_f64) mul_add64 = mul_add_f64_scalar;
+  decltype(&k_avx2::sum_squares_f64) sum_squares64 = sum_squares_f64_scalar;
   decltype(&k_avx2::axpy_f64_f32) axpy64_32 = axpy_f64_f32_scalar;
   decltype(&k_avx2::decay_update_f32) decay_update = decay_update_f32_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
@@ -200,7 +210,7 @@ struct Kernels {
           ns::gemm_float_sum_f64, ns::gemm_float_cols,                           \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
           ns::exp_sum_f32, ns::attention_rows_f32, ns::silu_mul_f32, ns::gemm_f64, \
-          ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
+          ns::mul_add_f64, ns::sum_squares_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
           ns::kept_tile_rows, ns::kept_tile_bytes, ns::pack_kept_tiles, ns::gemm_int8_kept}
 
 Kernels pick() {
@@ -379,6 +389,7 @@ void decay_update_f32_simd(float* row, const double* delta, double decay, double
                            double* o, int64_t n) {
   kernels().decay_update(row, delta, decay, k, q, o, n);
 }
+float sum_squares_f64_simd(const float* x, int64_t n) { return kernels().sum_squares64(x, n); }
 void mul_add_f64_simd(double* acc, const float* a, const float* b, int64_t n) {
   kernels().mul_add64(acc, a, b, n);
 }

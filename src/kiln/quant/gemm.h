@@ -155,6 +155,11 @@ void attention_rows_f32_simd(const AttentionRows* queries, int64_t n_queries, in
 // out[i] = silu(gate[i]) * up[i], exp as in exp_sum_f32_simd.
 void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out);
 
+// sum x[i]^2 for RMSNorm, in double: four running sums (x[i] into sum
+// i % 4, by fma, the last n % 4 into sum 0), added as (0 + 1) + (2 + 3) and
+// rounded once; the same bits at every level.
+float sum_squares_f64_simd(const float* x, int64_t n);
+
 // Double precision, for the delta rule (backend/cpu/deltanet.cpp).
 // y[i] += s * x[i] with x f32, in double.
 void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n);

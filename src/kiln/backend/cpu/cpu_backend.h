@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <memory>
 #include <unordered_map>
+#include <vector>
 
 #include "kiln/backend/backend.h"
 #include "kiln/core/thread_pool.h"
@@ -91,6 +92,15 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   bool batch_invariant_ = false;  // set_batch_invariant
+  // cos and sin of the rotary angles, per position: every layer's q and k
+  // of a step rotate by the same ones. [position][cos half, sin half].
+  struct RopeAngles {
+    static constexpr int64_t kMaxPositions = 1 << 14;  // past it: computed per call
+    // Rows up to position last (< kMaxPositions) for these frequencies.
+    void fill(int64_t last, const float* inv_freq, int64_t half);
+    std::vector<float> freq, cos_sin;
+  };
+  RopeAngles rope_angles_;
   struct FreeDeleter {
     void operator()(void* p) const { std::free(p); }
   };
