@@ -1,10 +1,11 @@
 // attention_rows_f32_simd (kiln/quant/gemm.h) against the step it stands
 // for, composed from the row kernels one query at a time: scores by
 // dot_rows_f32_simd, their max, exp_sum_f32_simd, wsum_rows_f32_simd, then
-// the output and running sum rescaled by fma. Bit for bit, for every head
-// width the kernel specialises (multiples of 8 below 64) and others, with
-// queries of different visible row counts (a prompt's causal step) and
-// groups of queries that do not fill the kernel's interleaved sums.
+// the output and running sum rescaled by fma (the rescale's exp that of
+// exp_sum_f32_simd). Bit for bit, for every head width the kernel
+// specialises (multiples of 8 below 64) and others, with queries of
+// different visible row counts (a prompt's causal step) and groups of
+// queries that do not fill the kernel's interleaved sums.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -51,7 +52,8 @@ void run_steps(bool composed, int64_t hd, const std::vector<int64_t>& visible,
         std::copy(part.begin(), part.end(), a.out);
         *a.sum = step_sum;
       } else {
-        const float r = std::exp(*a.max - new_max);
+        float r = *a.max - new_max;
+        exp_sum_f32_simd(&r, 1, 0.0f);
         for (int64_t i = 0; i < hd; ++i) a.out[i] = std::fma(a.out[i], r, part[size_t(i)]);
         *a.sum = std::fma(*a.sum, r, step_sum);
       }

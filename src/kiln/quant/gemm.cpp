@@ -106,7 +106,8 @@ void attention_rows_scalar(const AttentionRows* qs, int64_t n_q, int64_t hd, flo
       *a.sum = step_sum;
       continue;
     }
-    const float r = std::exp(m - new_max);
+    float r = m - new_max;
+    exp_sum_scalar(&r, 1, 0.0f);
     wsum_rows_scalar(a.v, hd, a.visible, s, hd, part);
     for (int64_t i = 0; i < hd; ++i) a.out[i] = std::fma(a.out[i], r, part[i]);
     *a.sum = std::fma(*a.sum, r, step_sum);

@@ -128,7 +128,7 @@ float exp_sum_f32_simd(float* x, int64_t n, float sub);
 // floats apart; `visible` >= 1 of them). For query g, with m and l its
 // running max and sum (m = -inf before its first step) and o its output:
 //   s = scale * K q (as dot_rows_f32_simd), m' = max(m, max s),
-//   p = exp(s - m') (as exp_sum_f32_simd), r = exp(m - m'),
+//   p = exp(s - m') (as exp_sum_f32_simd), r = exp(m - m') (the same exp),
 //   o = o * r + V^T p,  l = l * r + sum p  (each a fused multiply-add;
 //   o = V^T p and l = sum p at the first step), m = m'.
 // V^T p sums the rows in row order, as wsum_rows_f32_simd. A query's bits
