@@ -219,15 +219,21 @@ void CpuBackend::attention_decode_batch(const float* q, const float* k, const fl
   // more) are split over the threads by their keys, so that a thread given
   // the long contexts is not handed as many units as one given the short
   // ones.
-  std::vector<int64_t> keys_before(size_t(n) + 1, 0);  // prefix sums of keys per sequence
-  for (int64_t i = 0; i < n; ++i) {
+  const int64_t hd = caches[0].head_dim;
+  const bool whole_tokens = token_heads_unit(hd, n_heads);
+  // A sequence's new keys and values go into its cache before any of its
+  // units reads it: by its own unit when that is the sequence's only one,
+  // else here, before the units start.
+  auto store = [&](int64_t i) {
     const KvLayer& c = caches[i];
     store_kv(c, k + i * c.n_kv_heads * c.head_dim, v + i * c.n_kv_heads * c.head_dim, 1,
              starts[i]);
+  };
+  std::vector<int64_t> keys_before(size_t(n) + 1, 0);  // prefix sums of keys per sequence
+  for (int64_t i = 0; i < n; ++i) {
+    if (!whole_tokens) store(i);
     keys_before[size_t(i) + 1] = keys_before[size_t(i)] + starts[i] + 1;
   }
-  const int64_t hd = caches[0].head_dim;
-  const bool whole_tokens = token_heads_unit(hd, n_heads);
   const int64_t per_seq = whole_tokens ? 1 : n_heads;  // units per sequence
   const int64_t heads_per_unit = n_heads / per_seq;
   const int64_t units = n * per_seq;
@@ -235,10 +241,11 @@ void CpuBackend::attention_decode_batch(const float* q, const float* k, const fl
     const int64_t i = u / per_seq, h = u % per_seq;
     const KvLayer& c = caches[i];
     const int64_t q_row = n_heads * c.head_dim;
-    if (whole_tokens)
+    if (whole_tokens) {
+      store(i);
       attend_token(q + i * q_row, c, n_heads, scale, starts[i], out + i * q_row,
                    scratch_floats(token_scratch_floats(c.head_dim, n_heads, c.n_kv_heads)));
-    else
+    } else
       attend_unit(q + i * q_row, c, n_heads, scale, starts[i], h, 0, 1, out + i * q_row,
                   scratch_floats(unit_scratch_floats(c.head_dim)));
   };
