@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -30,6 +31,8 @@ class CpuBackend final : public Backend {
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
   void matmul_sum_f64(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
   void set_batch_invariant(bool on) override { batch_invariant_ = on; }
+  int step_parts(int64_t n_rows, size_t weight_bytes) const override;
+  void run_parts(int parts, const std::function<void(int)>& fn) override;
   void keep_weight_tiles(size_t budget_bytes) override;
   // Bytes of weights kept in tiles so far (keep_weight_tiles).
   size_t kept_tile_bytes() const { return kept_used_; }
@@ -92,6 +95,9 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   bool batch_invariant_ = false;  // set_batch_invariant
+  // Guards what ops fill in lazily (kept_, float_cols_, rope_angles_): a
+  // step's parts (run_parts) call the ops from several threads at once.
+  std::mutex lazy_;
   // cos and sin of the rotary angles, per position: every layer's q and k
   // of a step rotate by the same ones. [position][cos half, sin half].
   struct RopeAngles {

@@ -54,6 +54,9 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_
                       RopeStyle style) {
   const int64_t half = rot_dims / 2;
   if (half <= 0) return;
+  // The table is filled (and refilled for other frequencies) as calls come:
+  // a call holds it throughout (a step's parts call this from two threads).
+  std::lock_guard lock(lazy_);
   // The positions' angles from the table, filled here on this thread (the
   // threads below only read it); positions past it computed in place.
   int64_t last = -1;

@@ -67,6 +67,7 @@ void CpuBackend::keep_weight_tiles(size_t budget_bytes) {
 }
 
 const void* CpuBackend::kept_tiles(const Weight& w) {
+  std::lock_guard lock(lazy_);
   const auto found = kept_.find(w.data);
   if (found != kept_.end()) return found->second.get();
   const int64_t N = w.rows(), K = w.cols();
@@ -87,6 +88,7 @@ const void* CpuBackend::kept_tiles(const Weight& w) {
 }
 
 const float* CpuBackend::float_cols(const Weight& w) {
+  std::lock_guard lock(lazy_);
   const auto found = float_cols_.find(w.data);
   if (found != float_cols_.end()) return static_cast<const float*>(found->second.get());
   const int64_t N = w.rows(), K = w.cols();
