@@ -6,8 +6,11 @@
 //   build-perf/bench/kiln_bench_kernels --benchmark_filter=Matvec
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kiln/core/dtype.h"
@@ -171,6 +174,53 @@ void register_all() {
     s.counters["GB/s"] = benchmark::Counter(double(s.iterations()) * 128 * 1024 * 4,
                                             benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   });
+  // The tiny models' float products ({rows, cols} by 1 and 32 tokens):
+  // gemm_float's lanes over the columns against the transposed tiles.
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{64, 64}, {172, 64}, {64, 172}}) {
+    for (int64_t tokens : {int64_t(1), int64_t(32)}) {
+      const std::string shape =
+          std::to_string(rows) + "x" + std::to_string(cols) + "x" + std::to_string(tokens);
+      benchmark::RegisterBenchmark(("GemmSmall/F32/" + shape).c_str(),
+                                   [=](benchmark::State& s) { run_gemm(s, DType::F32, rows, cols, tokens); });
+      benchmark::RegisterBenchmark(("GemmFloatCols/F32/" + shape).c_str(), [=](benchmark::State& s) {
+        const std::vector<uint8_t> w = make_weights(DType::F32, rows, cols);
+        const std::vector<float> x = make_acts(tokens * cols);
+        std::vector<float> y(static_cast<size_t>(tokens * rows));
+        Aligned tiles(float_cols_bytes(rows, cols));
+        auto* t = reinterpret_cast<float*>(tiles.p);
+        pack_float_cols(DType::F32, w.data(), dtype_row_bytes(DType::F32, cols), rows, cols, t);
+        for (auto _ : s) {
+          gemm_float_cols(t, 0, rows, cols, x.data(), tokens, y.data(), rows);
+          benchmark::DoNotOptimize(y.data());
+        }
+        set_rates(s, w.size(), rows, cols, tokens);
+      });
+    }
+  }
+  // One step of decode attention (32 keys) for every head of a token, as
+  // the CPU backend calls it: the tiny models' short heads, then Qwen3's.
+  for (const auto& [heads, hd] : {std::pair<int64_t, int64_t>{8, 8}, {8, 16}, {16, 128}}) {
+    const std::string name =
+        "AttentionRows/" + std::to_string(heads) + "x" + std::to_string(hd) + "/32keys";
+    benchmark::RegisterBenchmark(name.c_str(), [heads, hd](benchmark::State& s) {
+      constexpr int64_t keys = 32;
+      const std::vector<float> q = make_acts(heads * hd), k = make_acts(keys * hd),
+                               v = make_acts(keys * hd);
+      std::vector<float> out(static_cast<size_t>(heads * hd)), mx(static_cast<size_t>(heads)),
+          sum(static_cast<size_t>(heads));
+      std::vector<float> scratch(static_cast<size_t>(attention_rows_scratch_floats(heads, keys, hd)));
+      std::vector<AttentionRows> rows;
+      for (int64_t h = 0; h < heads; ++h)
+        rows.push_back(AttentionRows{q.data() + h * hd, k.data(), v.data(), keys,
+                                     out.data() + h * hd, &mx[size_t(h)], &sum[size_t(h)]});
+      for (auto _ : s) {
+        // A step after the first (the output rescaled), as most of a decode's are.
+        for (int64_t h = 0; h < heads; ++h) mx[size_t(h)] = -1.0f, sum[size_t(h)] = 1.0f;
+        attention_rows_f32_simd(rows.data(), heads, hd, 0.3f, scratch.data());
+        benchmark::DoNotOptimize(out.data());
+      }
+    });
+  }
   benchmark::RegisterBenchmark("DotF32/4096", [](benchmark::State& s) {
     const std::vector<float> a = make_acts(4096), b = make_acts(4096);
     for (auto _ : s) benchmark::DoNotOptimize(dot_f32_simd(a.data(), b.data(), 4096));

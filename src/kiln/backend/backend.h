@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -125,6 +126,18 @@ class Backend {
   // serving step repacks every weight otherwise). 0 turns it off. Backends
   // without such a layout ignore it.
   virtual void keep_weight_tiles(size_t budget_bytes) {}
+  // A serving step of a small model can run as independent parts, a part of
+  // its sequences on each thread (every op of a part on that thread), where
+  // each op is too small to split over the threads for less than the
+  // hand-off costs. How many parts for a step of n_rows rows of a model of
+  // weight_bytes (1: one step, each op split as usual). Each sequence gets
+  // the same bits either way: the ops are batch invariant.
+  virtual int step_parts(int64_t n_rows, size_t weight_bytes) const { return 1; }
+  // Calls fn(part) for every part in [0, parts), in parallel where the
+  // backend can (each on one of its threads, the ops inside on it alone).
+  virtual void run_parts(int parts, const std::function<void(int)>& fn) {
+    for (int p = 0; p < parts; ++p) fn(p);
+  }
   // out[i, :] = row ids[i] of table (any dtype), as f32; ids are host memory.
   virtual void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) = 0;
   // y[r, :] = x[r, :] / rms(x[r, :]) * w; rows of length dim; w f32 [dim].

@@ -66,6 +66,16 @@ void pin(pthread_t thread, int cpu) {
 
 }  // namespace
 
+thread_local bool ThreadPool::in_job_ = false;
+
+void ThreadPool::run_job(JobFn fn, void* ctx, int t) {
+  struct Scope {
+    Scope() { in_job_ = true; }
+    ~Scope() { in_job_ = false; }
+  } scope;
+  fn(ctx, t);
+}
+
 int physical_core_count() {
   // Count distinct (physical id, core id) pairs: hyper-threads share a core,
   // and two threads on one core only slow a bandwidth-bound kernel down.
@@ -125,15 +135,19 @@ void ThreadPool::worker_loop(int index) {
     }
     seen = g;
     if (stop_.load(std::memory_order_relaxed)) return;
-    job_fn_(job_ctx_, index);
+    run_job(job_fn_, job_ctx_, index);
     if (remaining_.fetch_sub(1) == 1 && caller_sleeping_.load() != 0)
       futex_wake(&remaining_);
   }
 }
 
 void ThreadPool::run(JobFn fn, void* ctx) {
+  if (in_job_) {
+    for (int t = 0; t < size(); ++t) fn(ctx, t);
+    return;
+  }
   if (workers_.empty()) {
-    fn(ctx, 0);
+    run_job(fn, ctx, 0);
     return;
   }
   job_fn_ = fn;
@@ -141,7 +155,7 @@ void ThreadPool::run(JobFn fn, void* ctx) {
   remaining_.store(uint32_t(workers_.size()), std::memory_order_relaxed);
   generation_.fetch_add(1);  // seq_cst: publishes the job
   if (sleeping_workers_.load() != 0) futex_wake(&generation_);
-  fn(ctx, 0);
+  run_job(fn, ctx, 0);
   int spins = 0;
   uint32_t left;
   while ((left = remaining_.load(std::memory_order_acquire)) != 0) {

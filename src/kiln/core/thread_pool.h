@@ -33,7 +33,7 @@ class ThreadPool {
   void parallel_for(int64_t n, F&& fn) {
     if (n <= 0) return;
     const int threads = int(n < size() ? n : size());
-    if (threads == 1) {
+    if (threads == 1 || in_job()) {  // nested in a job: this thread does it all
       fn(int64_t(0), n, 0);
       return;
     }
@@ -44,7 +44,14 @@ class ThreadPool {
     });
   }
 
-  // Runs fn(thread_index) once on every thread.
+  // Whether the calling thread is running a job of a pool (any pool): a
+  // parallel_for or run_on_all inside one runs on the calling thread alone,
+  // so that a job can call code that uses the pool (a serving step split
+  // over the threads by sequence, each part running the model's usual ops).
+  static bool in_job() { return in_job_; }
+
+  // Runs fn(thread_index) once on every thread (in turn, on the calling
+  // thread, inside a job).
   template <class F>
   void run_on_all(F&& fn) {
     using Fn = std::remove_reference_t<F>;
@@ -54,8 +61,10 @@ class ThreadPool {
  private:
   using JobFn = void (*)(void*, int);
   void run(JobFn fn, void* ctx);
+  static void run_job(JobFn fn, void* ctx, int t);  // fn(ctx, t) with in_job() true
   void worker_loop(int index);
 
+  static thread_local bool in_job_;
   std::vector<std::thread> workers_;
   JobFn job_fn_ = nullptr;
   void* job_ctx_ = nullptr;

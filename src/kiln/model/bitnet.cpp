@@ -139,6 +139,7 @@ using Item = StepItem<BitnetState>;
 class Bitnet final : public SteppedModel<Bitnet, BitnetState, Item, Workspace> {
   using Base = SteppedModel<Bitnet, BitnetState, Item, Workspace>;
   friend Base;
+  static constexpr bool kStepsInParts = false;
 
  public:
   Bitnet(const ModelFile& f, Backend& b) : Base(f.spec(), b) { load(f); }

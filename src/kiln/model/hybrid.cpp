@@ -103,6 +103,7 @@ struct Item : StepItem<HybridState> {
 class Hybrid final : public SteppedModel<Hybrid, HybridState, Item, Workspace> {
   using Base = SteppedModel<Hybrid, HybridState, Item, Workspace>;
   friend Base;
+  static constexpr bool kStepsInParts = false;
 
  public:
   Hybrid(const ModelFile& f, Backend& b) : Base(f.spec(), b) { load(f); }

@@ -7,10 +7,13 @@
 // Derived provides, and befriends SteppedModel for:
 //   void allocate(Workspace& ws, int64_t rows);  // activations for rows tokens
 //   void step(Item* items, int64_t n_items, Workspace& ws, bool all_logits);
+//   static constexpr bool kStepsInParts;  // whether step() may run on parts of a
+//                                         // batch at once (Backend::step_parts)
 // State has `Workspace ws` and `int64_t max_batch`; Item is
 // {State*, tokens, n, logits, const ForwardInputs* inputs, argmax}.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -66,6 +69,10 @@ class SteppedModel : public Model {
     int64_t total = 0;
     std::vector<Item> batch = batch_items<State, Item>(items, total);
     if (batch.empty()) return;
+    const int parts = Derived::kStepsInParts
+                          ? std::min(backend_->step_parts(total, weight_bytes_), int(batch.size()))
+                          : 1;
+    if (parts > 1) return step_in_parts(batch, total, parts);
     Workspace& ws =
         batch_ws_.at_least(total, [&](Workspace& w, int64_t rows) { self().allocate(w, rows); });
     self().step(batch.data(), int64_t(batch.size()), ws, false);
@@ -94,7 +101,33 @@ class SteppedModel : public Model {
  private:
   Derived& self() { return static_cast<Derived&>(*this); }
 
+  // The step as `parts` steps of consecutive items, about as many rows each,
+  // one a thread of the backend (Backend::step_parts), each in its own
+  // activations.
+  void step_in_parts(std::vector<Item>& batch, int64_t total, int parts) {
+    std::vector<int64_t> first(size_t(parts) + 1, int64_t(batch.size()));
+    first[0] = 0;
+    int64_t rows = 0;
+    for (int64_t i = 0, p = 1; i < int64_t(batch.size()) && p < parts; ++i) {
+      rows += batch[size_t(i)].n;
+      if (rows * parts >= total * p) first[size_t(p++)] = i + 1;
+    }
+    if (part_ws_.size() < size_t(parts)) part_ws_.resize(size_t(parts));
+    std::vector<Workspace*> ws(static_cast<size_t>(parts));
+    for (int p = 0; p < parts; ++p) {  // allocated here: the backend's alloc is not for threads
+      int64_t n = 0;
+      for (int64_t i = first[size_t(p)]; i < first[size_t(p) + 1]; ++i) n += batch[size_t(i)].n;
+      ws[size_t(p)] = &part_ws_[size_t(p)].at_least(
+          std::max<int64_t>(n, 1), [&](Workspace& w, int64_t r) { self().allocate(w, r); });
+    }
+    backend_->run_parts(parts, [&](int p) {
+      const int64_t i0 = first[size_t(p)], i1 = first[size_t(p) + 1];
+      if (i1 > i0) self().step(batch.data() + i0, i1 - i0, *ws[size_t(p)], false);
+    });
+  }
+
   BatchWorkspace<Workspace> batch_ws_;
+  std::vector<BatchWorkspace<Workspace>> part_ws_;
 };
 
 }  // namespace kiln

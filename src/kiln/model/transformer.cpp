@@ -35,6 +35,9 @@ using Item = StepItem<TransformerState>;
 class Transformer final : public SteppedModel<Transformer, TransformerState, Item, Workspace> {
   using Base = SteppedModel<Transformer, TransformerState, Item, Workspace>;
   friend Base;
+  // Its items share nothing but the weights: a small model's serving step
+  // runs as a part a thread (Backend::step_parts).
+  static constexpr bool kStepsInParts = true;
 
  public:
   Transformer(const ModelFile& f, Backend& b) : Base(f.spec(), b) { load(f); }

@@ -1,6 +1,7 @@
 // Picks the gemm kernels for the running CPU once, and the portable fallbacks.
 #include "kiln/quant/gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -21,6 +22,8 @@ namespace kiln {
                   int64_t n_tokens, int64_t K, float* y, int64_t ys, void* scratch);           \
   bool gemm_float_sum_f64(DType t, const void* w, size_t rb, int64_t r0, int64_t r1,           \
                           const float* x, int64_t n_tokens, int64_t K, float* y, int64_t ys);  \
+  void gemm_float_cols(const float* tiles, int64_t r0, int64_t r1, int64_t K, const float* x,  \
+                       int64_t n_tokens, float* y, int64_t ys);                                \
   int kept_tile_rows();                                                                         \
   size_t kept_tile_bytes(DType t, int64_t K);                                                  \
   bool pack_kept_tiles(DType t, const void* w, size_t rb, int64_t n_rows, int64_t K,           \
@@ -34,8 +37,11 @@ namespace kiln {
   void wsum_rows_f32(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,  \
                      float* y);                                                                \
   float exp_sum_f32(float* x, int64_t n, float sub);                                           \
+  void attention_rows_f32(const AttentionRows* qs, int64_t n_q, int64_t hd, float scale,       \
+                          float* scratch);                                                     \
   void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out);               \
   void mul_add_f64(double* acc, const float* a, const float* b, int64_t n);                    \
+  float sum_squares_f64(const float* x, int64_t n);                                            \
   void axpy_f64_f32(double* y, const float* x, double s, int64_t n);                           \
   void decay_update_f32(float* row, const double* delta, double decay, double k, double q,    \
                         double* o, int64_t n);                                                 \
@@ -81,6 +87,32 @@ float exp_sum_scalar(float* x, int64_t n, float sub) {
   return total;
 }
 
+// attention_rows_f32_simd with the scalar kernels above, merged by fma.
+void attention_rows_scalar(const AttentionRows* qs, int64_t n_q, int64_t hd, float scale,
+                           float* scratch) {
+  for (int64_t g = 0; g < n_q; ++g) {
+    const AttentionRows& a = qs[g];
+    float* s = scratch;
+    float* part = scratch + a.visible;
+    dot_rows_scalar(a.k, hd, a.visible, a.q, hd, scale, s);
+    float step_max = s[0];
+    for (int64_t i = 1; i < a.visible; ++i) step_max = std::max(step_max, s[i]);
+    const float m = *a.max;
+    const float new_max = std::max(m, step_max);
+    const float step_sum = exp_sum_scalar(s, a.visible, new_max);
+    *a.max = new_max;
+    if (m == -INFINITY) {
+      wsum_rows_scalar(a.v, hd, a.visible, s, hd, a.out);
+      *a.sum = step_sum;
+      continue;
+    }
+    float r = m - new_max;
+    exp_sum_scalar(&r, 1, 0.0f);
+    wsum_rows_scalar(a.v, hd, a.visible, s, hd, part);
+    for (int64_t i = 0; i < hd; ++i) a.out[i] = std::fma(a.out[i], r, part[i]);
+    *a.sum = std::fma(*a.sum, r, step_sum);
+  }
+}
 
 void axpy_f64_f32_scalar(double* y, const float* x, double s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = std::fma(s, double(x[i]), y[i]);
@@ -93,6 +125,14 @@ void decay_update_f32_scalar(float* row, const double* delta, double decay, doub
     o[i] = std::fma(q, v, o[i]);
   }
 }
+float sum_squares_f64_scalar(const float* x, int64_t n) {
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) s[k] = std::fma(double(x[i + k]), double(x[i + k]), s[k]);
+  for (; i < n; ++i) s[0] = std::fma(double(x[i]), double(x[i]), s[0]);
+  return float((s[0] + s[1]) + (s[2] + s[3]));
+}
 void mul_add_f64_scalar(double* acc, const float* a, const float* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] = std::fma(double(a[i]), double(b[i]), acc[i]);
 }
@@ -103,6 +143,18 @@ void gemm_f64_scalar(int64_t M, int64_t N, int64_t K, double alpha, const double
       double sum = 0;
       for (int64_t k = 0; k < K; ++k) sum = std::fma(A[i * lda + k], B[k * ldb + j], sum);
       C[i * ldc + j] = std::fma(alpha, sum, C[i * ldc + j]);
+    }
+}
+
+// gemm_float_cols without SIMD: the same chain of fmas per output.
+void gemm_float_cols_scalar(const float* tiles, int64_t r0, int64_t r1, int64_t K,
+                            const float* x, int64_t n_tokens, float* y, int64_t ys) {
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* w = tiles + (r / 16) * float_cols_tile_floats(K) + r % 16;
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc = std::fma(w[k * 16], x[t * K + k], acc);
+      y[t * ys + r] = acc;
     }
 }
 
@@ -134,14 +186,17 @@ struct Kernels {
   decltype(&k_avx2::gemm_int8) int8 = nullptr;
   decltype(&k_avx2::gemm_float) fl = nullptr;
   decltype(&k_avx2::gemm_float_sum_f64) fl_sum_f64 = gemm_float_sum_f64_scalar;
+  decltype(&k_avx2::gemm_float_cols) fl_cols = gemm_float_cols_scalar;
   decltype(&k_avx2::dot_f32) dot = dot_scalar;
   decltype(&k_avx2::axpy_f32) axpy = axpy_scalar;
   decltype(&k_avx2::dot_rows_f32) dot_rows = dot_rows_scalar;
   decltype(&k_avx2::wsum_rows_f32) wsum_rows = wsum_rows_scalar;
   decltype(&k_avx2::exp_sum_f32) exp_sum = exp_sum_scalar;
+  decltype(&k_avx2::attention_rows_f32) attention_rows = attention_rows_scalar;
   decltype(&k_avx2::silu_mul_f32) silu_mul = silu_mul_scalar;
   decltype(&k_avx2::gemm_f64) gemm64 = gemm_f64_scalar;
   decltype(&k_avx2::mul_add_f64) mul_add64 = mul_add_f64_scalar;
+  decltype(&k_avx2::sum_squares_f64) sum_squares64 = sum_squares_f64_scalar;
   decltype(&k_avx2::axpy_f64_f32) axpy64_32 = axpy_f64_f32_scalar;
   decltype(&k_avx2::decay_update_f32) decay_update = decay_update_f32_scalar;
   bool tiled = false;  // 16-row tiles for several tokens (else 8-row ones)
@@ -153,10 +208,10 @@ struct Kernels {
 
 #define KILN_LEVEL(ns, name, tiles) \
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
-          ns::gemm_float_sum_f64,                                                \
+          ns::gemm_float_sum_f64, ns::gemm_float_cols,                           \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
-          ns::exp_sum_f32, ns::silu_mul_f32, ns::gemm_f64,     \
-          ns::mul_add_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
+          ns::exp_sum_f32, ns::attention_rows_f32, ns::silu_mul_f32, ns::gemm_f64, \
+          ns::mul_add_f64, ns::sum_squares_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
           ns::kept_tile_rows, ns::kept_tile_bytes, ns::pack_kept_tiles, ns::gemm_int8_kept}
 
 Kernels pick() {
@@ -297,6 +352,35 @@ bool gemm_float_sum_f64(DType t, const void* w, size_t rb, int64_t r0, int64_t r
   return kernels().fl_sum_f64(t, w, rb, r0, r1, x, n_tokens, K, y, ys);
 }
 
+bool float_cols_layout(DType t, int64_t rows, int64_t K) {
+  return (t == DType::F32 || t == DType::F16 || t == DType::BF16) && K <= kFloatColsMaxK &&
+         rows * K <= kFloatColsMaxElems;
+}
+
+size_t float_cols_bytes(int64_t rows, int64_t K) {
+  return size_t((rows + 15) / 16) * size_t(float_cols_tile_floats(K)) * sizeof(float);
+}
+
+void pack_float_cols(DType t, const void* w, size_t rb, int64_t rows, int64_t K, float* out) {
+  std::vector<float> row(static_cast<size_t>(K));
+  const int64_t n_tiles = (rows + 15) / 16;
+  std::fill(out, out + n_tiles * float_cols_tile_floats(K), 0.0f);
+  for (int64_t r = 0; r < n_tiles * 16; ++r) {
+    if (r < rows)
+      dequantize_row(t, static_cast<const uint8_t*>(w) + size_t(r) * rb, row.data(), K);
+    else
+      std::fill(row.begin(), row.end(), 0.0f);
+    float* tile = out + (r / 16) * float_cols_tile_floats(K) + r % 16;
+    for (int64_t k = 0; k < K; ++k) tile[k * 16] = row[size_t(k)];
+  }
+}
+
+void gemm_float_cols(const float* tiles, int64_t r0, int64_t r1, int64_t K, const float* x,
+                     int64_t n_tokens, float* y, int64_t ys) {
+  KILN_CHECK(r0 % 16 == 0, "gemm_float_cols: rows from ", r0, ", not a tile's first");
+  kernels().fl_cols(tiles, r0, r1, K, x, n_tokens, y, ys);
+}
+
 float dot_f32_simd(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
 void axpy_f32_simd(float* y, const float* x, float s, int64_t n) { kernels().axpy(y, x, s, n); }
 void axpy_f64_f32_simd(double* y, const float* x, double s, int64_t n) {
@@ -306,6 +390,7 @@ void decay_update_f32_simd(float* row, const double* delta, double decay, double
                            double* o, int64_t n) {
   kernels().decay_update(row, delta, decay, k, q, o, n);
 }
+float sum_squares_f64_simd(const float* x, int64_t n) { return kernels().sum_squares64(x, n); }
 void mul_add_f64_simd(double* acc, const float* a, const float* b, int64_t n) {
   kernels().mul_add64(acc, a, b, n);
 }
@@ -322,6 +407,10 @@ void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const floa
   kernels().wsum_rows(v, stride, rows, p, n, y);
 }
 float exp_sum_f32_simd(float* x, int64_t n, float sub) { return kernels().exp_sum(x, n, sub); }
+void attention_rows_f32_simd(const AttentionRows* queries, int64_t n_queries, int64_t head_dim,
+                             float scale, float* scratch) {
+  kernels().attention_rows(queries, n_queries, head_dim, scale, scratch);
+}
 void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out) {
   kernels().silu_mul(gate, up, n, out);
 }

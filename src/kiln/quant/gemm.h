@@ -64,6 +64,32 @@ void gemm_float(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1
 bool gemm_float_sum_f64(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1,
                         const float* x, int64_t n_tokens, int64_t K, float* y, int64_t y_stride);
 
+// Float weights of few columns (F32, F16 or BF16, at most kFloatColsMaxK
+// columns, and no more than kFloatColsMaxElems values), as the CPU backend
+// keeps them: converted to f32 and transposed into tiles of 16 rows, [K][16]
+// each (rows past the end zero). Then 16 rows' outputs fill a register and
+// each sums its products in column order, one fma at a time, where
+// gemm_float's lanes over the columns need a reduction across lanes per
+// output that, for rows of 64-256 columns, costs about as much as the
+// products (the tiny models' every weight). A different order from
+// gemm_float's, and the same for every token count and at every kernel
+// level: a weight takes one layout or the other for good.
+constexpr int64_t kFloatColsMaxK = 256, kFloatColsMaxElems = int64_t(1) << 22;
+bool float_cols_layout(DType t, int64_t rows, int64_t K);
+// Floats from one tile to the next: a row of 16 more than the tile's K, so
+// that the tiles a kernel reads side by side (4 KB apart at K = 64) do not
+// all fall in the same sets of the L1 cache.
+constexpr int64_t float_cols_tile_floats(int64_t K) { return (K + 1) * 16; }
+size_t float_cols_bytes(int64_t rows, int64_t K);
+// Packs all of w ({rows, K}, row_bytes apart) into out (float_cols_bytes,
+// 64-byte aligned).
+void pack_float_cols(DType t, const void* w, size_t row_bytes, int64_t rows, int64_t K,
+                     float* out);
+// y[t * y_stride + r] for rows r in [r0, r1) (r0 a multiple of 16) of the
+// packed tiles and every token t of x [n_tokens, K].
+void gemm_float_cols(const float* tiles, int64_t r0, int64_t r1, int64_t K, const float* x,
+                     int64_t n_tokens, float* y, int64_t y_stride);
+
 // Kept tiles: a weight packed once into the int8 tiles that gemm_int8
 // otherwise packs on every call with more than 3 tokens (most of a serving
 // step's cost on the CPU), read in place afterwards with the same bits.
@@ -97,8 +123,42 @@ void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const floa
                         float* y);
 // x[i] = exp(x[i] - sub) for x[i] <= sub (softmax), returning their sum.
 float exp_sum_f32_simd(float* x, int64_t n, float sub);
+// One step of attention's online softmax (flash-attention style) for
+// several queries, each over its own run of key and value rows (head_dim
+// floats apart; `visible` >= 1 of them). For query g, with m and l its
+// running max and sum (m = -inf before its first step) and o its output:
+//   s = scale * K q (as dot_rows_f32_simd), m' = max(m, max s),
+//   p = exp(s - m') (as exp_sum_f32_simd), r = exp(m - m') (the same exp),
+//   o = o * r + V^T p,  l = l * r + sum p  (each a fused multiply-add;
+//   o = V^T p and l = sum p at the first step), m = m'.
+// V^T p sums the rows in row order, as wsum_rows_f32_simd. A query's bits
+// are the same whichever queries share the call: short heads (a multiple
+// of 8 below 64 columns) interleave several queries' value sums only so
+// that their chains of dependent fmas overlap.
+struct AttentionRows {
+  const float* q;
+  const float* k;
+  const float* v;
+  int64_t visible;
+  float* out;
+  float* max;
+  float* sum;
+};
+// Scratch floats for attention_rows_f32_simd: every query's scores and one
+// head of partial sums.
+constexpr int64_t attention_rows_scratch_floats(int64_t n_queries, int64_t max_visible,
+                                             int64_t head_dim) {
+  return n_queries * max_visible + head_dim;
+}
+void attention_rows_f32_simd(const AttentionRows* queries, int64_t n_queries, int64_t head_dim,
+                             float scale, float* scratch);
 // out[i] = silu(gate[i]) * up[i], exp as in exp_sum_f32_simd.
 void silu_mul_f32_simd(const float* gate, const float* up, int64_t n, float* out);
+
+// sum x[i]^2 for RMSNorm, in double: four running sums (x[i] into sum
+// i % 4, by fma, the last n % 4 into sum 0), added as (0 + 1) + (2 + 3) and
+// rounded once; the same bits at every level.
+float sum_squares_f64_simd(const float* x, int64_t n);
 
 // Double precision, for the delta rule (backend/cpu/deltanet.cpp).
 // y[i] += s * x[i] with x f32, in double.

@@ -395,13 +395,21 @@ void Scheduler::step() {
     ready.push_back(&s);
   }
   std::vector<Choice> choices(ready.size());
-  // A few slots choose on this thread; more in parallel (32 greedy slots of
-  // a 151936-token vocabulary: ~2.6 ms on one thread, as long as the GPU's
-  // step of a 0.6B model).
+  // A few slots choose on this thread; more in parallel where they scan
+  // their logits (32 sampled slots of a 151936-token vocabulary: ~2.6 ms on
+  // one thread, as long as the GPU's step of a 0.6B model). A greedy pick
+  // made with the step (Slot::picked) scans nothing, and a small vocabulary
+  // is less work than waking the pool: its workers would then spin beside
+  // the next step's threads for nothing.
   constexpr size_t kParallelFrom = 8;
-  if (ready.size() >= kParallelFrom && !choose_pool_)
+  constexpr int64_t kParallelLogits = int64_t(1) << 18;
+  int64_t scanned = 0;  // logits the choices read
+  for (const Slot* s : ready)
+    if (!s->picked) scanned += model_.spec().vocab_size;
+  const bool parallel = ready.size() >= kParallelFrom && scanned >= kParallelLogits;
+  if (parallel && !choose_pool_)
     choose_pool_ = std::make_unique<ThreadPool>(std::min(physical_core_count(), 8));
-  if (ready.size() >= kParallelFrom && choose_pool_->size() > 1) {
+  if (parallel && choose_pool_->size() > 1) {
     choose_pool_->parallel_for(int64_t(ready.size()), [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i) choices[size_t(i)] = choose(*ready[size_t(i)]);
     });

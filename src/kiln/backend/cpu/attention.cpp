@@ -4,7 +4,11 @@
 // K and V rows loaded (or converted from f16) once for all the unit's
 // queries, with an online softmax (a running max and sum per query, the
 // partial output rescaled when the max grows), so no query needs a score
-// buffer as long as its context. Decode is the one-query case.
+// buffer as long as its context. Decode is the one-query case; for short
+// heads (below 64 dimensions) a decode unit is a token's every head. Each
+// step's arithmetic is the kernel attention_rows_f32_simd (kiln/quant/gemm.h)
+// whichever way the queries are grouped, so a query gets the same bits in a
+// prompt, alone or in a serving step's batch.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -83,11 +87,29 @@ void CpuBackend::store_kv(const KvLayer& c, const float* k, const float* v, int6
 
 namespace {
 
+// Heads below 64 dimensions decode all of a token's heads in one unit (up
+// to kMaxTokenHeads of them): a step's key and value rows are read once per
+// key/value head, and the kernel interleaves the heads' value sums, whose
+// chains of fmas a head alone would wait on. The same kernel, fed the same
+// rows, gives every query the same bits as the per-head units below.
+constexpr int64_t kShortHeadDim = 64, kMaxTokenHeads = 64;
+
+bool token_heads_unit(int64_t head_dim, int64_t n_heads) {
+  return head_dim < kShortHeadDim && n_heads <= kMaxTokenHeads;
+}
+
+// out[i] /= sum, for one head of one query.
+void normalise(float* out, int64_t hd, float sum) {
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
+}
+
 // One work unit: query head h of tokens t0 .. t0 + nq - 1 (of a call whose
 // first token sits at position start) over the cache's visible keys.
 // scratch: unit_scratch_floats(head_dim) floats.
 constexpr int64_t unit_scratch_floats(int64_t hd) {
-  return 2 * kKeyBlock * hd + kKeyBlock + hd + 2 * kQueryBlock;
+  return 2 * kKeyBlock * hd + attention_rows_scratch_floats(kQueryBlock, kKeyBlock, hd) +
+         2 * kQueryBlock;
 }
 
 void attend_unit(const float* q, const KvLayer& c, int64_t n_heads, float scale, int64_t start,
@@ -96,68 +118,90 @@ void attend_unit(const float* q, const KvLayer& c, int64_t n_heads, float scale,
   const int64_t kvh = h / (n_heads / c.n_kv_heads);  // query heads share a key/value head
   float* kbuf = scratch;
   float* vbuf = kbuf + kKeyBlock * hd;
-  float* sc = vbuf + kKeyBlock * hd;  // one query's scores of a step
-  float* part = sc + kKeyBlock;       // one query's value sum of a step
-  float* run_max = part + hd;         // per query of the unit
-  float* run_sum = run_max + kQueryBlock;
+  float* rows_scratch = vbuf + kKeyBlock * hd;
+  float* run_max = rows_scratch + attention_rows_scratch_floats(kQueryBlock, kKeyBlock, hd);
+  float* run_sum = run_max + kQueryBlock;  // per query of the unit
+  AttentionRows rows[kQueryBlock];
   const int64_t n_keys = start + t0 + nq;  // the last query's view
   for (int64_t r = 0; r < nq; ++r) run_max[r] = -INFINITY, run_sum[r] = 0.0f;
   for (int64_t j = 0; j < n_keys;) {
     const int64_t n = std::min(kKeyBlock, n_keys - j);
     const float* K = rows_f32(c.k, c, kvh, j, n, kbuf);
     const float* V = rows_f32(c.v, c, kvh, j, n, vbuf);
+    int64_t m = 0;
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t t = t0 + r;
       const int64_t visible = std::min(n, start + t + 1 - j);  // causal
       if (visible <= 0) continue;
-      const float* qv = q + (t * n_heads + h) * hd;
-      float* o = out + (t * n_heads + h) * hd;
-      dot_rows_f32_simd(K, hd, visible, qv, hd, scale, sc);
-      float step_max = sc[0];
-      for (int64_t i = 1; i < visible; ++i) step_max = std::max(step_max, sc[i]);
-      const float new_max = std::max(run_max[r], step_max);
-      const float step_sum = exp_sum_f32_simd(sc, visible, new_max);
-      wsum_rows_f32_simd(V, hd, visible, sc, hd, part);
-      if (run_max[r] == -INFINITY) {  // the first keys of this query
-        std::memcpy(o, part, size_t(hd) * sizeof(float));
-        run_sum[r] = step_sum;
-      } else {
-        const float rescale = std::exp(run_max[r] - new_max);
-        for (int64_t i = 0; i < hd; ++i) o[i] = o[i] * rescale + part[i];
-        run_sum[r] = run_sum[r] * rescale + step_sum;
-      }
-      run_max[r] = new_max;
+      const int64_t at = (t * n_heads + h) * hd;
+      rows[m++] = AttentionRows{q + at, K, V, visible, out + at, &run_max[r], &run_sum[r]};
     }
+    attention_rows_f32_simd(rows, m, hd, scale, rows_scratch);
     j += n;
   }
-  for (int64_t r = 0; r < nq; ++r) {
-    float* o = out + ((t0 + r) * n_heads + h) * hd;
-    const float inv = 1.0f / run_sum[r];
-    for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
-  }
+  for (int64_t r = 0; r < nq; ++r) normalise(out + ((t0 + r) * n_heads + h) * hd, hd, run_sum[r]);
 }
 
-float* unit_scratch(int64_t hd) {
+// One token's every head (token_heads_unit), the token at position start.
+constexpr int64_t token_scratch_floats(int64_t hd, int64_t n_heads, int64_t n_kv_heads) {
+  return 2 * n_kv_heads * kKeyBlock * hd +
+         attention_rows_scratch_floats(n_heads, kKeyBlock, hd) + 2 * n_heads;
+}
+
+void attend_token(const float* q, const KvLayer& c, int64_t n_heads, float scale, int64_t start,
+                  float* out, float* scratch) {
+  const int64_t hd = c.head_dim, n_kv = c.n_kv_heads, group = n_heads / n_kv;
+  float* kbuf = scratch;
+  float* vbuf = kbuf + n_kv * kKeyBlock * hd;
+  float* rows_scratch = vbuf + n_kv * kKeyBlock * hd;
+  float* run_max = rows_scratch + attention_rows_scratch_floats(n_heads, kKeyBlock, hd);
+  float* run_sum = run_max + n_heads;
+  AttentionRows rows[kMaxTokenHeads];
+  for (int64_t h = 0; h < n_heads; ++h) run_max[h] = -INFINITY, run_sum[h] = 0.0f;
+  const int64_t n_keys = start + 1;
+  for (int64_t j = 0; j < n_keys;) {
+    const int64_t n = std::min(kKeyBlock, n_keys - j);
+    for (int64_t kvh = 0; kvh < n_kv; ++kvh) {
+      const float* K = rows_f32(c.k, c, kvh, j, n, kbuf + kvh * kKeyBlock * hd);
+      const float* V = rows_f32(c.v, c, kvh, j, n, vbuf + kvh * kKeyBlock * hd);
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
+        rows[h] = AttentionRows{q + h * hd, K, V, n, out + h * hd, &run_max[h], &run_sum[h]};
+    }
+    attention_rows_f32_simd(rows, n_heads, hd, scale, rows_scratch);
+    j += n;
+  }
+  for (int64_t h = 0; h < n_heads; ++h) normalise(out + h * hd, hd, run_sum[h]);
+}
+
+float* scratch_floats(int64_t n) {
   thread_local std::vector<float> scratch;
-  scratch.resize(size_t(unit_scratch_floats(hd)));
+  if (scratch.size() < size_t(n)) scratch.resize(size_t(n));
   return scratch.data();
 }
+
+// Below this much work (heads x queries x keys x head_dim) an attention
+// call is a few microseconds: it stays on the calling thread.
+constexpr int64_t kInlineWork = 1 << 15;
 
 }  // namespace
 
 void CpuBackend::attention(const float* q, const KvLayer& c, const AttentionParams& p,
                            float* out) {
+  const int64_t work = p.n_heads * p.n_tokens * (p.start + p.n_tokens) * c.head_dim;
+  if (p.n_tokens == 1 && work < kInlineWork && token_heads_unit(c.head_dim, p.n_heads)) {
+    attend_token(q, c, p.n_heads, p.scale, p.start, out,
+                 scratch_floats(token_scratch_floats(c.head_dim, p.n_heads, c.n_kv_heads)));
+    return;
+  }
   const int64_t n_qblocks = (p.n_tokens + kQueryBlock - 1) / kQueryBlock;
   // Units ordered head-major: a thread's range holds consecutive query
-  // blocks of the same heads, whose keys stay in its caches. A call of a
-  // few microseconds' work (a short head's decode) stays on this thread.
-  const int64_t work = p.n_heads * p.n_tokens * (p.start + p.n_tokens) * c.head_dim;
+  // blocks of the same heads, whose keys stay in its caches.
   auto run = [&](int64_t n, auto&& fn) {
-    if (work < (1 << 15)) fn(int64_t(0), n, 0);
+    if (work < kInlineWork) fn(int64_t(0), n, 0);
     else pool_.parallel_for(n, fn);
   };
   run(p.n_heads * n_qblocks, [&](int64_t w0, int64_t w1, int) {
-    float* scratch = unit_scratch(c.head_dim);
+    float* scratch = scratch_floats(unit_scratch_floats(c.head_dim));
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t h = w / n_qblocks, t0 = (w % n_qblocks) * kQueryBlock;
       attend_unit(q, c, p.n_heads, p.scale, p.start, h, t0,
@@ -171,23 +215,50 @@ void CpuBackend::attention_decode_batch(const float* q, const float* k, const fl
                                         int64_t n_heads, float scale, float* out) {
   if (n <= 0) return;
   // One parallel op for the whole step, not one per sequence: the units
-  // (sequence, head) are split over the threads by their keys, so that a
-  // thread given the long contexts is not handed as many units as one given
-  // the short ones.
-  std::vector<int64_t> keys_before(size_t(n) + 1, 0);  // prefix sums of keys per sequence
-  for (int64_t i = 0; i < n; ++i) {
+  // (a sequence's heads, or one head each for heads of 64 dimensions and
+  // more) are split over the threads by their keys, so that a thread given
+  // the long contexts is not handed as many units as one given the short
+  // ones.
+  const int64_t hd = caches[0].head_dim;
+  const bool whole_tokens = token_heads_unit(hd, n_heads);
+  // A sequence's new keys and values go into its cache before any of its
+  // units reads it: by its own unit when that is the sequence's only one,
+  // else here, before the units start.
+  auto store = [&](int64_t i) {
     const KvLayer& c = caches[i];
     store_kv(c, k + i * c.n_kv_heads * c.head_dim, v + i * c.n_kv_heads * c.head_dim, 1,
              starts[i]);
+  };
+  std::vector<int64_t> keys_before(size_t(n) + 1, 0);  // prefix sums of keys per sequence
+  for (int64_t i = 0; i < n; ++i) {
+    if (!whole_tokens) store(i);
     keys_before[size_t(i) + 1] = keys_before[size_t(i)] + starts[i] + 1;
   }
-  const int64_t units = n * n_heads;
-  // Cost of units [0, u): the keys of whole sequences before, plus heads of
-  // the current one; a unit also has a fixed cost, counted as 8 keys.
+  const int64_t per_seq = whole_tokens ? 1 : n_heads;  // units per sequence
+  const int64_t heads_per_unit = n_heads / per_seq;
+  const int64_t units = n * per_seq;
+  auto unit = [&](int64_t u) {
+    const int64_t i = u / per_seq, h = u % per_seq;
+    const KvLayer& c = caches[i];
+    const int64_t q_row = n_heads * c.head_dim;
+    if (whole_tokens) {
+      store(i);
+      attend_token(q + i * q_row, c, n_heads, scale, starts[i], out + i * q_row,
+                   scratch_floats(token_scratch_floats(c.head_dim, n_heads, c.n_kv_heads)));
+    } else
+      attend_unit(q + i * q_row, c, n_heads, scale, starts[i], h, 0, 1, out + i * q_row,
+                  scratch_floats(unit_scratch_floats(c.head_dim)));
+  };
+  if (n_heads * keys_before[size_t(n)] * hd < kInlineWork) {
+    for (int64_t u = 0; u < units; ++u) unit(u);
+    return;
+  }
+  // Cost of units [0, u): the keys of whole sequences before, plus units of
+  // the current one; a unit also has a fixed cost, counted as 8 keys a head.
   auto cost_before = [&](int64_t u) {
-    const int64_t i = u / n_heads, h = u % n_heads;
+    const int64_t i = u / per_seq, h = u % per_seq;
     const int64_t partial = i < n ? h * (starts[i] + 1) : 0;
-    return n_heads * keys_before[size_t(i)] + partial + 8 * u;
+    return per_seq * keys_before[size_t(i)] + partial + 8 * heads_per_unit * u;
   };
   const int64_t total = cost_before(units);
   const int threads = int(std::min<int64_t>(pool_.size(), units));
@@ -201,13 +272,7 @@ void CpuBackend::attention_decode_batch(const float* q, const float* k, const fl
   }
   pool_.parallel_for(threads, [&](int64_t t0, int64_t t1, int) {
     for (int64_t t = t0; t < t1; ++t)
-      for (int64_t u = first[size_t(t)]; u < first[size_t(t) + 1]; ++u) {
-        const int64_t i = u / n_heads, h = u % n_heads;
-        const KvLayer& c = caches[i];
-        const int64_t q_row = n_heads * c.head_dim;
-        attend_unit(q + i * q_row, c, n_heads, scale, starts[i], h, 0, 1, out + i * q_row,
-                    unit_scratch(c.head_dim));
-      }
+      for (int64_t u = first[size_t(t)]; u < first[size_t(t) + 1]; ++u) unit(u);
   });
 }
 

@@ -4,7 +4,9 @@
 
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "kiln/backend/backend.h"
 #include "kiln/core/thread_pool.h"
@@ -29,6 +31,8 @@ class CpuBackend final : public Backend {
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
   void matmul_sum_f64(const Weight& w, const float* x, int64_t n_tokens, float* y) override;
   void set_batch_invariant(bool on) override { batch_invariant_ = on; }
+  int step_parts(int64_t n_rows, size_t weight_bytes) const override;
+  void run_parts(int parts, const std::function<void(int)>& fn) override;
   void keep_weight_tiles(size_t budget_bytes) override;
   // Bytes of weights kept in tiles so far (keep_weight_tiles).
   size_t kept_tile_bytes() const { return kept_used_; }
@@ -84,14 +88,31 @@ class CpuBackend final : public Backend {
   // at its first product of more than 3 tokens while the budget allows;
   // null when it has none or they did not fit.
   const void* kept_tiles(const Weight& w);
+  // The weight transposed into 16-row tiles (kiln/quant/gemm.h,
+  // float_cols_layout), packed at its first product whatever its token
+  // count, so that every product of the weight sums in one order.
+  const float* float_cols(const Weight& w);
 
   ThreadPool pool_;
   bool batch_invariant_ = false;  // set_batch_invariant
+  // Guards what ops fill in lazily (kept_, float_cols_, rope_angles_): a
+  // step's parts (run_parts) call the ops from several threads at once.
+  std::mutex lazy_;
+  // cos and sin of the rotary angles, per position: every layer's q and k
+  // of a step rotate by the same ones. [position][cos half, sin half].
+  struct RopeAngles {
+    static constexpr int64_t kMaxPositions = 1 << 14;  // past it: computed per call
+    // Rows up to position last (< kMaxPositions) for these frequencies.
+    void fill(int64_t last, const float* inv_freq, int64_t half);
+    std::vector<float> freq, cos_sin;
+  };
+  RopeAngles rope_angles_;
   struct FreeDeleter {
     void operator()(void* p) const { std::free(p); }
   };
   size_t kept_budget_ = 0, kept_used_ = 0;
   std::unordered_map<const void*, std::unique_ptr<void, FreeDeleter>> kept_;
+  std::unordered_map<const void*, std::unique_ptr<void, FreeDeleter>> float_cols_;
 };
 
 // f32 dot product, vectorised where the CPU allows.

@@ -9,31 +9,16 @@
 
 namespace kiln {
 
-namespace {
-
-// sum x[i]^2 summed in double, rounded once: an f32 sum of a few thousand
-// squares is off by ~1e-6, and the hybrids' DeltaNet layers amplify that to
-// ~2e-5 in the logits (see Backend::matmul_sum_f64). Four running sums, so
-// that a row (a whole hidden state, or one head of the QK norms) is not one
-// chain of dependent additions.
-float sum_of_squares(const float* x, int64_t n) {
-  double s[4] = {0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; ++k) s[k] = std::fma(double(x[i + k]), double(x[i + k]), s[k]);
-  for (; i < n; ++i) s[0] = std::fma(double(x[i]), double(x[i]), s[0]);
-  return float((s[0] + s[1]) + (s[2] + s[3]));
-}
-
-}  // namespace
-
 void CpuBackend::rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
                          float* y) {
   auto body = [&](int64_t r0, int64_t r1, int) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
       float* yr = y + r * dim;
-      const float mean_sq = sum_of_squares(xr, dim) / float(dim);
+      // In double (see sum_squares_f64_simd): an f32 sum of a few thousand
+      // squares is off by ~1e-6, and the hybrids' DeltaNet layers amplify
+      // that to ~2e-5 in the logits (see Backend::matmul_sum_f64).
+      const float mean_sq = sum_squares_f64_simd(xr, dim) / float(dim);
       const float inv = 1.0f / std::sqrt(mean_sq + eps);
       if (w)
         for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv * w[i];
@@ -47,19 +32,54 @@ void CpuBackend::rmsnorm(const float* x, const float* w, int64_t rows, int64_t d
     pool_.parallel_for(rows, body);
 }
 
+void CpuBackend::RopeAngles::fill(int64_t last, const float* inv_freq, int64_t half) {
+  if (half != int64_t(freq.size()) || !std::equal(freq.begin(), freq.end(), inv_freq)) {
+    freq.assign(inv_freq, inv_freq + half);  // another model, or other dimensions
+    cos_sin.clear();
+  }
+  const int64_t filled = int64_t(cos_sin.size()) / (2 * half);
+  if (last < filled) return;
+  cos_sin.resize(size_t((last + 1) * 2 * half));
+  for (int64_t p = filled; p <= last; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      // The angle is rounded to f32 before cos/sin, as the reference does.
+      const float angle = float(p) * inv_freq[i];
+      cos_sin[size_t((2 * p) * half + i)] = float(std::cos(double(angle)));
+      cos_sin[size_t((2 * p + 1) * half + i)] = float(std::sin(double(angle)));
+    }
+}
+
 void CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim,
                       int64_t rot_dims, const int32_t* positions, const float* inv_freq,
                       RopeStyle style) {
   const int64_t half = rot_dims / 2;
+  if (half <= 0) return;
+  // The table is filled (and refilled for other frequencies) as calls come:
+  // a call holds it throughout (a step's parts call this from two threads).
+  std::lock_guard lock(lazy_);
+  // The positions' angles from the table, filled here on this thread (the
+  // threads below only read it); positions past it computed in place.
+  int64_t last = -1;
+  for (int64_t t = 0; t < n_tokens; ++t)
+    if (positions[t] < RopeAngles::kMaxPositions) last = std::max<int64_t>(last, positions[t]);
+  if (last >= 0) rope_angles_.fill(last, inv_freq, half);
+  const float* table = rope_angles_.cos_sin.data();
   auto body = [&](int64_t t0, int64_t t1, int) {
-    std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
+    thread_local std::vector<float> own;
     for (int64_t t = t0; t < t1; ++t) {
-      for (int64_t i = 0; i < half; ++i) {
-        // The angle is rounded to f32 before cos/sin, as the reference does.
-        const float angle = float(positions[t]) * inv_freq[i];
-        cos_t[i] = float(std::cos(double(angle)));
-        sin_t[i] = float(std::sin(double(angle)));
+      const int64_t pos = positions[t];
+      const float* cs = table + 2 * pos * half;
+      if (pos < 0 || pos > last) {
+        own.resize(size_t(2 * half));
+        for (int64_t i = 0; i < half; ++i) {
+          const float angle = float(positions[t]) * inv_freq[i];
+          own[size_t(i)] = float(std::cos(double(angle)));
+          own[size_t(half + i)] = float(std::sin(double(angle)));
+        }
+        cs = own.data();
       }
+      const float* cos_t = cs;
+      const float* sin_t = cs + half;
       for (int64_t h = 0; h < n_heads; ++h) {
         float* v = x + (t * n_heads + h) * head_dim;
         for (int64_t i = 0; i < half; ++i) {
@@ -72,7 +92,7 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_
       }
     }
   };
-  if (n_tokens < 8)
+  if (n_tokens * n_heads * rot_dims < (int64_t(1) << 15))
     body(0, n_tokens, 0);
   else
     pool_.parallel_for(n_tokens, body);

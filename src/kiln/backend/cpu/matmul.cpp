@@ -2,8 +2,10 @@
 // Quantized weights: the activations are quantized to int8 once per call,
 // split over the threads by token, then the output rows are split over the
 // threads (16-row tiles when several tokens share each weight load).
-// Float weights take f32 activations as they are. Types without a kernel
-// dequantize a few rows at a time and reuse them for every token.
+// Float weights take f32 activations as they are; those of few columns (the
+// tiny models') are kept transposed in 16-row tiles, packed at their first
+// product (gemm.h, float_cols_layout). Types without a kernel dequantize a
+// few rows at a time and reuse them for every token.
 #include <algorithm>
 #include <cstdlib>
 #include <vector>
@@ -65,6 +67,7 @@ void CpuBackend::keep_weight_tiles(size_t budget_bytes) {
 }
 
 const void* CpuBackend::kept_tiles(const Weight& w) {
+  std::lock_guard lock(lazy_);
   const auto found = kept_.find(w.data);
   if (found != kept_.end()) return found->second.get();
   const int64_t N = w.rows(), K = w.cols();
@@ -84,11 +87,36 @@ const void* CpuBackend::kept_tiles(const Weight& w) {
   return tiles;
 }
 
+const float* CpuBackend::float_cols(const Weight& w) {
+  std::lock_guard lock(lazy_);
+  const auto found = float_cols_.find(w.data);
+  if (found != float_cols_.end()) return static_cast<const float*>(found->second.get());
+  const int64_t N = w.rows(), K = w.cols();
+  auto* tiles = static_cast<float*>(alloc(float_cols_bytes(N, K)));
+  float_cols_[w.data].reset(tiles);
+  pack_float_cols(w.view.dtype, w.data, w.view.row_bytes(), N, K, tiles);
+  return tiles;
+}
+
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) {
   const int64_t N = w.rows(), K = w.cols();
   const DType dtype = w.view.dtype;
   const size_t row_bytes = w.view.row_bytes();
   const auto* base = static_cast<const uint8_t*>(w.data);
+
+  if (float_cols_layout(dtype, N, K)) {
+    const float* tiles = float_cols(w);
+    constexpr int64_t kTileRows = 16;
+    const int64_t n_tiles = (N + kTileRows - 1) / kTileRows;
+    if (N * K * n_tokens < kInlineMacs) {
+      gemm_float_cols(tiles, 0, N, K, x, n_tokens, y, N);
+      return;
+    }
+    pool_.parallel_for(n_tiles, [&](int64_t t0, int64_t t1, int) {
+      gemm_float_cols(tiles, t0 * kTileRows, std::min(N, t1 * kTileRows), K, x, n_tokens, y, N);
+    });
+    return;
+  }
 
   switch (gemm_path(dtype, K)) {
     case GemmPath::kInt8: {
