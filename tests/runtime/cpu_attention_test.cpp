@@ -25,6 +25,39 @@ struct Case {
   DType dtype;
 };
 
+// A cache of `capacity` positions, contiguous (block 0) or paged with its
+// blocks in reverse order, as a pool hands them out (spare: an unused
+// block 0 below them), its planes zeroed.
+struct TestCache {
+  KvLayer layer;
+  std::vector<int32_t> table;
+  std::vector<uint8_t> k, v;
+};
+
+TestCache make_cache(DType dtype, int64_t n_kv, int64_t hd, int64_t capacity, int64_t block,
+                     bool spare) {
+  TestCache t;
+  KvLayer& c = t.layer;
+  c.dtype = dtype;
+  c.n_kv_heads = n_kv;
+  c.head_dim = hd;
+  c.capacity = capacity;
+  int64_t rows = n_kv * capacity;
+  if (block > 0) {
+    const int64_t n_blocks = (capacity + block - 1) / block;
+    for (int64_t b = 0; b < n_blocks; ++b) t.table.push_back(int32_t(n_blocks - 1 - b + spare));
+    c.block = block;
+    c.blocks = t.table.data();
+    rows = (n_blocks + spare) * n_kv * block;
+  }
+  const size_t elem = dtype == DType::F16 ? 2 : 4;
+  t.k.assign(size_t(rows * hd) * elem, 0);
+  t.v.assign(t.k.size(), 0);
+  c.k = t.k.data();
+  c.v = t.v.data();
+  return t;
+}
+
 class CpuAttention : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CpuAttention, MatchesDirectSoftmax) {
@@ -34,25 +67,8 @@ TEST_P(CpuAttention, MatchesDirectSoftmax) {
   std::mt19937 rng(uint32_t(cs.n_tokens * 131 + cs.start * 7 + cs.block));
   std::normal_distribution<float> nd(0.0f, 1.0f);
 
-  KvLayer c;
-  c.dtype = cs.dtype;
-  c.n_kv_heads = n_kv;
-  c.head_dim = hd;
-  c.capacity = capacity;
-  std::vector<int32_t> table;
-  int64_t plane_rows = n_kv * capacity;
-  if (cs.block > 0) {
-    const int64_t n_blocks = (capacity + cs.block - 1) / cs.block;
-    // Blocks in reverse order, with an unused block 0, as a pool hands them out.
-    for (int64_t b = 0; b < n_blocks; ++b) table.push_back(int32_t(n_blocks - b));
-    c.block = cs.block;
-    c.blocks = table.data();
-    plane_rows = (n_blocks + 1) * n_kv * cs.block;
-  }
-  const size_t elem = cs.dtype == DType::F16 ? 2 : 4;
-  std::vector<uint8_t> kmem(size_t(plane_rows * hd) * elem), vmem(kmem.size());
-  c.k = kmem.data();
-  c.v = vmem.data();
+  TestCache cache = make_cache(cs.dtype, n_kv, hd, capacity, cs.block, true);
+  KvLayer& c = cache.layer;
   // What the cache holds, as the kernel will read it (f16-rounded for f16).
   std::vector<double> kref(size_t(n_kv * capacity * hd)), vref(kref.size());
   for (int64_t h = 0; h < n_kv; ++h)
@@ -61,7 +77,7 @@ TEST_P(CpuAttention, MatchesDirectSoftmax) {
         const size_t at = size_t(kv_offset(c, h, pos) + i), r = size_t((h * capacity + pos) * hd + i);
         float kv[2] = {nd(rng), nd(rng)};
         for (int m = 0; m < 2; ++m) {
-          uint8_t* plane = m == 0 ? kmem.data() : vmem.data();
+          uint8_t* plane = m == 0 ? cache.k.data() : cache.v.data();
           double& ref = m == 0 ? kref[r] : vref[r];
           if (cs.dtype == DType::F16) {
             const uint16_t bits = f32_to_f16(kv[m]);
@@ -233,24 +249,8 @@ TEST_P(CpuAttentionDecode, EqualsTheSameQueryInAPrompt) {
   const int64_t capacity = start + n_tokens;
   std::mt19937 rng(uint32_t(hd * 17 + cs.block));
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  KvLayer c;
-  c.dtype = cs.dtype;
-  c.n_kv_heads = n_kv;
-  c.head_dim = hd;
-  c.capacity = capacity;
-  std::vector<int32_t> table;
-  int64_t rows = n_kv * capacity;
-  if (cs.block > 0) {
-    const int64_t n_blocks = (capacity + cs.block - 1) / cs.block;
-    for (int64_t b = 0; b < n_blocks; ++b) table.push_back(int32_t(n_blocks - 1 - b));
-    c.block = cs.block;
-    c.blocks = table.data();
-    rows = n_blocks * n_kv * cs.block;
-  }
-  const size_t elem = cs.dtype == DType::F16 ? 2 : 4;
-  std::vector<uint8_t> kmem(size_t(rows * hd) * elem), vmem(kmem.size());
-  c.k = kmem.data();
-  c.v = vmem.data();
+  TestCache cache = make_cache(cs.dtype, n_kv, hd, capacity, cs.block, false);
+  KvLayer& c = cache.layer;
   BackendOptions bo;
   bo.threads = 2;
   auto cpu = make_cpu_backend(bo);
