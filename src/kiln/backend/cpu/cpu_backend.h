@@ -111,6 +111,8 @@ class CpuBackend final : public Backend {
     void operator()(void* p) const { std::free(p); }
   };
   size_t kept_budget_ = 0, kept_used_ = 0;
+  // Both by the weight's bytes' address: the weights stay mapped as long as
+  // the backend lives (an Engine makes a backend for its one model).
   std::unordered_map<const void*, std::unique_ptr<void, FreeDeleter>> kept_;
   std::unordered_map<const void*, std::unique_ptr<void, FreeDeleter>> float_cols_;
 };
