@@ -10,10 +10,12 @@
 // the lanes read without bank conflicts.
 //
 // Two implementations:
-// - Hopper (compute capability 9.0, the default there): a small kernel
-//   prepares the input once (prepare_input_kernel), then the product's
+// - Hopper (compute capability 9.0, the default there): the product's
 //   warps stream their weights through the copy engine into shared memory
-//   (mv_bulk_kernel; see the section's comment).
+//   (mv_bulk_kernel; see the section's comment). A one-token product's
+//   blocks (one an SM) make the int8 input themselves from the row in L2;
+//   others take it from a small kernel that prepares it once
+//   (prepare_input_kernel), with the same arithmetic.
 // - Elsewhere, or with KILN_CUDA_MV=stage: every block builds the input in
 //   shared memory itself and its warps stage weight rows through registers
 //   with 16-byte loads (mv_q8_kernel, mv_plain_kernel); the folded op's own
@@ -970,12 +972,13 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
   acc[0] = 0.0f;
 }
 
-// One token of an integer-product format: registers for three blocks an SM,
-// as many as the shared memory holds (Q6_K took 94 and so had two). The
+// One token of an integer-product format in 8-warp blocks: registers for
+// four blocks an SM (62-64, no spills; Q4_K had 78 and three blocks). The
 // float-decoded formats would spill under that cap.
 //
-// W warps a block: 8, or 32 (one block an SM) for the products that prepare
-// their own input, so that each SM reads the input row from L2 once.
+// W warps a block: 8, or 32 (one block an SM, 64 registers at most) for
+// the products that prepare their own input, so that each SM reads the
+// input row from L2 once (16 warps, two blocks an SM: no faster).
 //
 // DT2: the format of the last weight (a.R2 > 0), when it differs from DT.
 template <DType DT, int MAXT, int W, DType DT2 = DT>
