@@ -1135,8 +1135,9 @@ class CudaBackend final : public Backend {
     }
     // A product reading the row the product before it normed (v after q/k
     // when v has another format) needs no input preparation of its own.
+    // (A launch with a last weight of another format makes its input itself.)
     j.input_ready = reuse_input_ && j.pro == cuda::MatvecPrologue::None && before.values &&
-                    before.values == j.x &&
+                    j.row_bytes2 == 0 && before.values == j.x &&
                     before.K == j.K && before.T == j.T && before.plain == plain_type(j.dtype);
     cuda::matvec_fused(j, scratch_, stream_);
     if (cuda::matvec_fused_prepares(j.dtype, j.K, j.T, scratch_.input_bytes))
