@@ -61,15 +61,19 @@ __device__ __forceinline__ void store_kv_element(void* kc, void* vc, bool f16, i
 // sums the squares of elements i, i + kThreads, ..., each warp adds its
 // lanes' sums in a butterfly, then the warps' sums are added in order. The
 // rmsnorm kernel and the products' rmsnorm prologues all use it, so a row
-// one of them normalizes is bit-identical to the others'.
+// one of them normalizes is bit-identical to the others'. A block of more
+// than kThreads threads gets the same bits: its threads past kThreads take
+// no part in the sums (all of them must call it, for the barriers).
 template <int kThreads>
 __device__ __forceinline__ float block_inv_rms(const float* xr, int64_t dim, float eps,
                                                float* part) {
-  float s = 0.0f;
+  if (threadIdx.x < kThreads) {
+    float s = 0.0f;
 #pragma unroll 4
-  for (int64_t i = threadIdx.x; i < dim; i += kThreads) s = fmaf(xr[i], xr[i], s);
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) s = fmaf(xr[i], xr[i], s);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
+  }
   __syncthreads();
   float total = 0.0f;
 #pragma unroll

@@ -882,27 +882,6 @@ __device__ __forceinline__ void prepare_four(const Args& a, int t, int64_t k0, f
   }
 }
 
-// 1/rms of token t's row as block_inv_rms<kPrepThreads> makes it (the same
-// partial sums in the same order) in a block of any multiple of
-// kPrepThreads threads, so that a product that prepares its own input gets
-// the bits the preparation kernel gives.
-__device__ __forceinline__ float prep_inv_rms(const Args& a, int t, float* part) {
-  const float* xr = a.x + int64_t(t) * a.K;
-  if (threadIdx.x < kPrepThreads) {
-    float s = 0.0f;
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < a.K; i += kPrepThreads) s = fmaf(xr[i], xr[i], s);
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = s;
-  }
-  __syncthreads();
-  float total = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kPrepThreads / 32; ++i) total += part[i];
-  __syncthreads();  // part may be written again
-  return 1.0f / sqrtf(total / float(a.K) + a.eps);
-}
-
 template <bool kInt8>
 __global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __grid_constant__ Args a) {
   pdl_trigger();
@@ -913,7 +892,7 @@ __global__ void __launch_bounds__(kPrepThreads) prepare_input_kernel(const __gri
   const int64_t k0 = (blockIdx.x % per_row) * kPrepPerBlock + int64_t(threadIdx.x) * 4;
   __shared__ float part[kPrepThreads / 32];
   float inv = 1.0f;
-  if (a.pro == int(MatvecPrologue::Rmsnorm)) inv = prep_inv_rms(a, t, part);
+  if (a.pro == int(MatvecPrologue::Rmsnorm)) inv = block_inv_rms<kPrepThreads>(a.x + int64_t(t) * K, K, a.eps, part);
   if (k0 >= K) return;  // K % 32 == 0: whole groups of 8 threads leave together
   prepare_four<kInt8>(a, t, k0, inv, a.xprep, a.mat != nullptr);
 }
@@ -1020,7 +999,10 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
     // first block also leaves it in a.xprep (a product after this one may
     // take the same input, MatvecJob::input_ready) and writes a.mat.
     for (int t = 0; t < T; ++t) {
-      const float inv = a.pro == int(MatvecPrologue::Rmsnorm) ? prep_inv_rms(a, t, part) : 1.0f;
+      // The preparation kernel's sums (its block width), so the same bits.
+      const float inv = a.pro == int(MatvecPrologue::Rmsnorm)
+                            ? block_inv_rms<kPrepThreads>(a.x + int64_t(t) * K, K, a.eps, part)
+                            : 1.0f;
       for (int64_t k0 = int64_t(threadIdx.x) * 4; k0 < K; k0 += W * 32 * 4)
         prepare_four<!kPlain>(a, t, k0, inv, smem, a.mat && blockIdx.x == 0);
     }
@@ -1384,17 +1366,17 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
         if (j.T == 1 && !j.input_ready && self_prepares(j.pro)) {
           constexpr int W = 32;
           plan_pieces<DT>(a, W);
-          const size_t smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
-          if (smem <= kMaxBulkSmem) {  // else (the widest pieces) the usual way
+          const size_t self_smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
+          if (self_smem <= kMaxBulkSmem) {  // else (the widest pieces) the usual way
             a.self_prep = 1;
             if (j.row_bytes2 == 0) {
-              launch_bulk<W>(mv_bulk_kernel<DT, 1, W>, a, smem, s);
+              launch_bulk<W>(mv_bulk_kernel<DT, 1, W>, a, self_smem, s);
               return;
             }
             if constexpr (mixed_tail<DT>() != DType::F32) {
               KILN_CHECK(j.dtype2 == mixed_tail<DT>(), "matvec: a last weight in ",
                          dtype_name(j.dtype2), " beside ", dtype_name(j.dtype));
-              launch_bulk<W>(mv_bulk_kernel<DT, 1, W, mixed_tail<DT>()>, a, smem, s);
+              launch_bulk<W>(mv_bulk_kernel<DT, 1, W, mixed_tail<DT>()>, a, self_smem, s);
               return;
             }
           }
