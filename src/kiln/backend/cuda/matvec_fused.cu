@@ -715,6 +715,9 @@ __host__ __device__ constexpr bool is_plain(DType t) {
 constexpr int kBufSlack = 32;
 constexpr int kMaxRowsPerPiece = 8;
 constexpr int kMaxBufs = 4;
+// Warps a block of the products that prepare their own input: one block an
+// SM, so that each SM reads the input row from L2 once.
+constexpr int kSelfW = 32;
 
 [[maybe_unused]] __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return uint32_t(__cvta_generic_to_shared(p));
@@ -1307,7 +1310,7 @@ bool matvec_mixed_ok(DType t, DType t2, int64_t K, int64_t T, size_t row_bytes, 
     return int64_t(std::min<int64_t>(piece_rows(), piece_bytes() / int64_t(rb)) * int64_t(rb));
   };
   const int64_t most = std::max(piece(row_bytes), piece(row_bytes2));
-  return bulk_smem_bytes(t, K, T, 2, int((most + 15) / 16 * 16), 32) <= kMaxBulkSmem;
+  return bulk_smem_bytes(t, K, T, 2, int((most + 15) / 16 * 16), kSelfW) <= kMaxBulkSmem;
 }
 
 bool matvec_fused_ok(DType t, int64_t K, int64_t T, size_t row_bytes, size_t scratch_bytes) {
@@ -1364,7 +1367,7 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
       // wait for it (~3 us a product).
       if constexpr (Dp4a<DT>::kHas || DT == DType::BF16 || DT == DType::F16) {
         if (j.T == 1 && !j.input_ready && self_prepares(j.pro)) {
-          constexpr int W = 32;
+          constexpr int W = kSelfW;
           plan_pieces<DT>(a, W);
           const size_t self_smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
           if (self_smem <= kMaxBulkSmem) {  // else (the widest pieces) the usual way
