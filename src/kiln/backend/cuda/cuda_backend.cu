@@ -8,7 +8,9 @@
 // the next, which is what lets a step be recorded as a CUDA graph and
 // replayed:
 //
-// A single-token embed starts a deferred step: ops are recorded (kind,
+// An embed of at most kDeferTokens tokens (a decode step: one sequence's
+// token, or one token of each sequence a server is decoding) starts a
+// deferred step: ops are recorded (kind,
 // pointers, sizes, offsets into the argument area) instead of launched. The
 // first operation that needs the step's results (to_host, synchronize, a
 // routing decision made on the host, a memory transfer) ends it: the record
@@ -104,6 +106,104 @@ uint64_t hash_recs(const std::vector<Rec>& recs) {
   return h;
 }
 
+const char* op_name(Op op) {
+  static const char* const names[] = {
+      "matmul", "embed", "rmsnorm", "rope", "store_kv", "attention", "silu_mul", "add",
+      "fill_zero", "gather", "scatter_add", "to_host", "conv1d_silu", "delta_gates",
+      "delta_rule", "rmsnorm_gated", "sigmoid_mul", "ternary_matmul", "relu2_mul",
+      "layer_norm", "add_bias", "gelu", "attention_segments", "attention_batch", "argmax_rows"};
+  static_assert(sizeof names / sizeof names[0] == size_t(Op::ArgmaxRows) + 1);
+  return names[size_t(op)];
+}
+
+// KILN_CUDA_PROFILE=1: where a step's GPU time goes, launch by launch. Every
+// deferred step then runs eagerly (no graphs) with an event after each
+// launch (a fused group of ops counts as one), and the times are summed by
+// what the launch did: its ops, and for products the format, shape and
+// tokens. The table goes to stderr when the backend is destroyed. An event
+// between two launches costs the overlap of dependent launches and adds a
+// launch gap to each (~2-4 us), so short ops read long; the table says how
+// a step splits, not what it costs replayed.
+class OpProfile {
+ public:
+  ~OpProfile() {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
+  // A step begins; its rows are summed apart from other steps' (a serving
+  // step of 32 sequences apart from one sequence's).
+  void mark(const std::vector<Rec>& recs, cudaStream_t s) {
+    int64_t tokens = 0;
+    for (const Rec& r : recs)
+      if (r.op == Op::Embed) tokens += r.n[2];
+    prefix_ = cat("[", tokens, " tok] ");
+    record(s);
+  }
+  void launched(const Rec* recs, size_t n, cudaStream_t s) {
+    std::string label = prefix_;
+    for (size_t k = 0; k < n; ++k) {
+      const Rec& r = recs[k];
+      if (k) label += " + ";
+      label += op_name(r.op);
+      if (r.op == Op::Matmul)
+        label += cat(" ", dtype_name(DType(r.dtype)), " ", r.n[1], "x", r.n[2], " T=", r.n[3]);
+      else if (r.op == Op::AttentionBatch || r.op == Op::Attention)
+        label += cat(" T=", r.n[3], " cap=", r.n[2]);
+    }
+    labels_.push_back(std::move(label));
+    record(s);
+  }
+  // Reads the step's times (waits for the step).
+  void collect() {
+    if (used_ == 0) return;
+    check(cudaEventSynchronize(events_[used_ - 1]), "profile event");
+    for (size_t k = 0; k + 1 < used_; ++k) {
+      float ms = 0.0f;
+      check(cudaEventElapsedTime(&ms, events_[k], events_[k + 1]), "profile event");
+      Entry& e = table_[labels_[k]];
+      ++e.count;
+      e.ms += ms;
+      total_ms_ += ms;
+    }
+    ++steps_;
+    labels_.clear();
+    used_ = 0;
+  }
+  void print(FILE* f) const {
+    std::vector<std::pair<std::string, Entry>> rows(table_.begin(), table_.end());
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+    std::fprintf(f, "kiln cuda profile: %lld steps, %.3f ms of launches (eager, one event each)\n",
+                 (long long)steps_, total_ms_);
+    std::fprintf(f, "kiln cuda profile: %8s %7s %9s %6s  %s\n", "ms", "share", "us each", "count",
+                 "launch");
+    for (const auto& [label, e] : rows)
+      std::fprintf(f, "kiln cuda profile: %8.3f %6.1f%% %9.1f %6lld  %s\n", e.ms,
+                   100.0 * e.ms / std::max(total_ms_, 1e-9), 1000.0 * e.ms / double(e.count),
+                   (long long)e.count, label.c_str());
+  }
+
+ private:
+  struct Entry {
+    int64_t count = 0;
+    double ms = 0.0;
+  };
+  void record(cudaStream_t s) {
+    if (used_ == events_.size()) {
+      cudaEvent_t e;
+      check(cudaEventCreate(&e), "profile event");
+      events_.push_back(e);
+    }
+    check(cudaEventRecord(events_[used_++], s), "profile event");
+  }
+  std::vector<cudaEvent_t> events_;
+  size_t used_ = 0;
+  std::vector<std::string> labels_;
+  std::string prefix_;
+  std::map<std::string, Entry> table_;
+  double total_ms_ = 0.0;
+  int64_t steps_ = 0;
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& o) : device_(o.device) {
@@ -134,8 +234,12 @@ class CudaBackend final : public Backend {
     scratch_.input_bytes = kInputBytes;
     const char* env = std::getenv("KILN_CUDA_GRAPHS");
     graphs_enabled_ = !(env && std::string(env) == "0");
+    if (const char* d = std::getenv("KILN_CUDA_DEFER_TOKENS"))
+      defer_tokens_ = std::clamp<int64_t>(std::atoll(d), 1, kDeferTokens);
     if (const char* st = std::getenv("KILN_CUDA_STATS"); st && std::string(st) == "1")
       stats_ = std::make_unique<Stats>();
+    if (const char* pr = std::getenv("KILN_CUDA_PROFILE"); pr && std::string(pr) == "1")
+      profile_ = std::make_unique<OpProfile>();
     const char* prefill = std::getenv("KILN_CUDA_PREFILL");
     f16_prefill_ = !(prefill && std::string(prefill) == "tf32");
     const char* bf16 = std::getenv("KILN_CUDA_BF16");
@@ -185,6 +289,8 @@ class CudaBackend final : public Backend {
     }
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
+    if (profile_) profile_->print(stderr);
+    profile_.reset();
     if (stats_ && stats_->e0) cudaEventDestroy(stats_->e0), cudaEventDestroy(stats_->e1);
     for (auto& [h, g] : graphs_) cudaGraphExecDestroy(g.exec);
     if (blas_) cublasDestroy(blas_);
@@ -385,7 +491,7 @@ class CudaBackend final : public Backend {
   }
 
   void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override {
-    if (n == 1 && graphs_enabled_ && !deferring_) begin_deferred();
+    if (n <= defer_tokens_ && graphs_enabled_ && !deferring_) begin_deferred();
     Rec r = blank(Op::Embed);
     r.p[0] = table.data;
     r.dtype = uint32_t(table.view.dtype);
@@ -748,7 +854,11 @@ class CudaBackend final : public Backend {
   static constexpr size_t kInputBytes = 2 << 20;    // a fused product's prepared input
   static constexpr size_t kChunkBytes = 256 << 20;  // weight chunk
   static constexpr size_t kDequantBytes = 64 << 20; // prefill dequantization tile
-  static constexpr size_t kMaxGraphs = 16;
+  static constexpr size_t kMaxGraphs = 64;  // a serving batch of each size, and more
+  // The largest step recorded and replayed as a graph: a serving batch of
+  // 64 one-token sequences (a longer prompt's ops vary from call to call,
+  // and its launches are long enough that their overhead does not count).
+  static constexpr int64_t kDeferTokens = 64;
 
   struct CopyOut {
     void* host;
@@ -855,7 +965,9 @@ class CudaBackend final : public Backend {
     const uint64_t h = hash_recs(recs_);
     auto it = graphs_.find(h);
     bool ran = false, timed_replay = false;
-    if (it != graphs_.end() && it->second.recs.size() == recs_.size() &&
+    if (profile_) {
+      // Every step eagerly, each launch between two events (see OpProfile).
+    } else if (it != graphs_.end() && it->second.recs.size() == recs_.size() &&
         std::memcmp(it->second.recs.data(), recs_.data(), recs_.size() * sizeof(Rec)) == 0) {
       copy_step_args();
       if (stats_) {
@@ -881,7 +993,7 @@ class CudaBackend final : public Backend {
       timed_replay = stats_ != nullptr;
       ran = true;
       if (stats_) ++stats_->replayed;
-    } else if (seen_.count(h)) {
+    } else if (!profile_ && seen_.count(h)) {
       ran = capture(h);
       if (stats_) ++(ran ? stats_->captured : stats_->capture_failed);
     }
@@ -983,19 +1095,21 @@ class CudaBackend final : public Backend {
   void run_recs() {
     prep_ = {};
     xh_src_ = nullptr;
+    if (profile_) profile_->mark(recs_, stream_);
     for (size_t i = 0; i < recs_.size();) {
       // What the product just before prepared (valid only for the next op).
       const Prepared before = prep_;
       prep_ = {};
       size_t used = fuse_enabled_ ? fuse_heads_at(i) : 0;
       if (!used && fuse_enabled_) used = fuse_at(i, before);
-      if (used) {
-        i += used;
-      } else {
+      if (!used) {
         execute(recs_[i]);
-        ++i;
+        used = 1;
       }
+      if (profile_) profile_->launched(recs_.data() + i, used, stream_);
+      i += used;
     }
+    if (profile_) profile_->collect();
   }
 
   // [rmsnorm q, rmsnorm k (in place, per head)], rope q, rope k, store_kv:
@@ -1488,8 +1602,10 @@ class CudaBackend final : public Backend {
     std::chrono::steady_clock::time_point step_begin{}, step_end{};
   };
   std::unique_ptr<Stats> stats_;
+  std::unique_ptr<OpProfile> profile_;  // KILN_CUDA_PROFILE=1
 
   bool graphs_enabled_ = true;
+  int64_t defer_tokens_ = kDeferTokens;  // KILN_CUDA_DEFER_TOKENS=1: one-token steps only
   bool fuse_enabled_ = true;  // KILN_CUDA_FUSE=0 runs each recorded op alone
   bool batch_invariant_ = false;  // set_batch_invariant (serving)
   bool honour_invariant_ = true;  // KILN_CUDA_BATCH_INVARIANT=0: ignore it, to compare
