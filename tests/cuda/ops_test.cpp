@@ -177,7 +177,8 @@ TEST_P(MatmulTest, MatchesCpu) {
 // take whole (up to 8, or 32 on Hopper) and beyond (in chunks), so a greedy
 // request's output does not depend on who shares its steps. Widths where
 // the 32-token input fits beside the weight buffers (1536) and where it
-// does not (4608: chunks of fewer tokens).
+// does not (4608: chunks of fewer tokens), and rows of at most 16 pairs of
+// units (1024: half of a warp's lanes without one).
 TEST_P(MatmulTest, BatchInvariantTokensEqualThemselvesAlone) {
   REQUIRE_GPU();
   Backend& gpu = *fx().gpu;
@@ -188,7 +189,8 @@ TEST_P(MatmulTest, BatchInvariantTokensEqualThemselvesAlone) {
     Backend& b;
     ~Off() { b.set_batch_invariant(false); }
   } off{gpu};
-  for (int64_t K : plain ? std::vector<int64_t>{72, 512} : std::vector<int64_t>{1536, 4608}) {
+  for (int64_t K :
+       plain ? std::vector<int64_t>{72, 512} : std::vector<int64_t>{1024, 1536, 4608}) {
     const int64_t N = 203;
     auto q = make_weight(t, N, K, uint32_t(K) + 1);
     Weight wg = gpu.load_weight(q.view);
@@ -218,6 +220,8 @@ INSTANTIATE_TEST_SUITE_P(Formats, MatmulTest,
 // A decode step's worth of ops, recorded (a one-token embed starts a
 // deferred step) so the backend fuses them, against the same ops run
 // eagerly one at a time. Three rounds: eager run, graph capture, replay.
+// Then the same without the cache store (a serving step's attention
+// stores k and v itself), whose per-head ops fuse without it.
 // The second format is v's and down's (Q4_K_M files keep them in Q6_K, so
 // that v takes the input the q/k product prepared).
 class FusedStep : public testing::TestWithParam<std::pair<DType, DType>> {};
@@ -249,7 +253,7 @@ TEST_P(FusedStep, MatchesUnfused) {
   Dev x(gpu, x0), h(gpu, size_t(H)), yq(gpu, size_t(NQ)), yk(gpu, size_t(NK)),
       yv(gpu, size_t(NK)), ga(gpu, size_t(F)), up(gpu, size_t(F)), dn(gpu, size_t(H)),
       scratch(gpu, size_t(H));
-  auto run = [&](bool deferred, std::vector<float>* outs) {
+  auto run = [&](bool deferred, bool store, std::vector<float>* outs) {
     gpu.to_device(x.f(), x0.data(), x0.size() * 4);
     const int32_t id = 1, position = int32_t(pos);
     if (deferred) gpu.embed(e, &id, 1, scratch.f());
@@ -261,7 +265,7 @@ TEST_P(FusedStep, MatchesUnfused) {
     gpu.rmsnorm(yk.f(), knorm.f(), NK / hd, hd, 1e-6f, yk.f());
     gpu.rope(yq.f(), 1, NQ / hd, hd, hd, &position, invf.f(), RopeStyle::Halves);
     gpu.rope(yk.f(), 1, NK / hd, hd, hd, &position, invf.f(), RopeStyle::Halves);
-    gpu.store_kv(layer, yk.f(), yv.f(), 1, pos);
+    if (store) gpu.store_kv(layer, yk.f(), yv.f(), 1, pos);
     gpu.matmul(o, yq.f(), 1, dn.f());  // the output projection, then the residual add
     gpu.add(x.f(), dn.f(), H);
     gpu.rmsnorm(x.f(), norm.f(), 1, H, 1e-6f, h.f());
@@ -276,12 +280,15 @@ TEST_P(FusedStep, MatchesUnfused) {
       outs->insert(outs->end(), got.begin(), got.end());
     }
   };
-  std::vector<float> want;
-  run(false, &want);
-  for (int round = 0; round < 3; ++round) {
-    std::vector<float> got;
-    run(true, &got);
-    EXPECT_LE(rel_err(got, want), 1e-6) << dtype_name(t) << "/" << dtype_name(tv) << " round " << round;
+  for (bool store : {true, false}) {
+    std::vector<float> want;
+    run(false, store, &want);
+    for (int round = 0; round < 3; ++round) {
+      std::vector<float> got;
+      run(true, store, &got);
+      EXPECT_LE(rel_err(got, want), 1e-6)
+          << dtype_name(t) << "/" << dtype_name(tv) << " round " << round << " store " << store;
+    }
   }
 }
 

@@ -255,22 +255,36 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
   std::vector<void*> dest;        // where logits row j goes
   std::vector<int32_t*> picks;    // where the pick of row logit_rows + j goes
   int64_t rows = 0;
+  // Rows of x go through the norm into h_buf in runs: a serving step's
+  // one-token sequences sit in consecutive rows, and the norm is row by
+  // row, so one call a run gives each row the bits it gets alone.
+  int64_t run_src = 0, run_n = 0;
+  auto end_run = [&] {
+    if (run_n > 0)
+      b.rmsnorm(x + run_src * hidden, norm, run_n, hidden, eps, h_buf + (rows - run_n) * hidden);
+    run_n = 0;
+  };
+  auto norm_rows = [&](int64_t src, int64_t n) {
+    if (run_n > 0 && src != run_src + run_n) end_run();
+    if (run_n == 0) run_src = src;
+    run_n += n;
+    rows += n;
+  };
   for (int64_t i = 0; i < n_reqs; ++i) {
     const HeadRequest& r = reqs[i];
     if (!r.logits || r.n <= 0) continue;
     const int64_t first = all_logits ? 0 : r.n - 1;
-    b.rmsnorm(x + (r.row + first) * hidden, norm, r.n - first, hidden, eps, h_buf + rows * hidden);
+    norm_rows(r.row + first, r.n - first);
     for (int64_t t = first; t < r.n; ++t) dest.push_back(r.logits + (t - first) * vocab);
-    rows += r.n - first;
   }
   const int64_t logit_rows = rows;
   for (int64_t i = 0; i < n_reqs; ++i) {
     const HeadRequest& r = reqs[i];
     if (r.logits || !r.argmax || r.n <= 0) continue;
-    b.rmsnorm(x + (r.row + r.n - 1) * hidden, norm, 1, hidden, eps, h_buf + rows * hidden);
+    norm_rows(r.row + r.n - 1, 1);
     picks.push_back(r.argmax);
-    ++rows;
   }
+  end_run();
   for (int64_t r = 0; r < rows; r += head_rows) {
     const int64_t n = std::min(head_rows, rows - r);
     const int64_t with_logits = std::clamp<int64_t>(logit_rows - r, 0, n);

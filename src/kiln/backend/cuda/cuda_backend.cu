@@ -499,7 +499,7 @@ class CudaBackend final : public Backend {
     r.n[1] = table.cols();
     r.n[2] = n;
     r.p[1] = out;
-    r.arg = push_args(ids, size_t(n) * sizeof(int32_t));
+    r.arg = push_args(ids, size_t(n) * sizeof(int32_t), sizeof(int32_t));
     submit(r);
   }
 
@@ -899,15 +899,18 @@ class CudaBackend final : public Backend {
   }
 
   // Host arguments to device memory; returns their offset in the area.
-  uint32_t push_args(const void* src, size_t bytes) {
+  // align (a deferred step's arguments only; 16 otherwise): 4 lets the
+  // token ids of consecutive embeds follow each other, so that they run as
+  // one gather (fuse_embeds_at).
+  uint32_t push_args(const void* src, size_t bytes, size_t align = 16) {
     const size_t padded = (bytes + 15) / 16 * 16;
     KILN_CHECK(padded <= kArgBytes - kStepArgBytes, "CUDA backend: ", bytes,
                " bytes of op arguments is more than the argument area holds");
     if (deferring_) {
-      if (step_used_ + padded <= kStepArgBytes) {
-        const size_t off = step_used_;
+      const size_t off = (step_used_ + align - 1) / align * align;
+      if (off + bytes <= kStepArgBytes) {
         std::memcpy(args_host_ + off, src, bytes);
-        step_used_ += padded;
+        step_used_ = off + bytes;
         return uint32_t(off);
       }
       flush("argument area full");  // an unusually large step: run it eagerly
@@ -1102,6 +1105,8 @@ class CudaBackend final : public Backend {
       prep_ = {};
       size_t used = fuse_enabled_ ? fuse_heads_at(i) : 0;
       if (!used && fuse_enabled_) used = fuse_at(i, before);
+      if (!used && fuse_enabled_) used = fuse_embeds_at(i);
+      if (used) xh_src_ = nullptr;  // a fused launch may write the f16 copy's source
       if (!used) {
         execute(recs_[i]);
         used = 1;
@@ -1112,7 +1117,29 @@ class CudaBackend final : public Backend {
     if (profile_) profile_->collect();
   }
 
-  // [rmsnorm q, rmsnorm k (in place, per head)], rope q, rope k, store_kv:
+  // Embeds of consecutive rows from one table, their ids one after another
+  // in the argument area (a serving step's sequences each embed their
+  // token), as one gather. Two or more, else 0.
+  size_t fuse_embeds_at(size_t i) {
+    const Rec& r = recs_[i];
+    if (r.op != Op::Embed) return 0;
+    int64_t n = r.n[2];
+    size_t j = i + 1;
+    for (; j < recs_.size(); ++j) {
+      const Rec& e = recs_[j];
+      if (e.op != Op::Embed || e.p[0] != r.p[0] || e.dtype != r.dtype || e.n[0] != r.n[0] ||
+          e.n[1] != r.n[1] || e.arg != r.arg + uint32_t(n) * sizeof(int32_t) ||
+          e.p[1] != static_cast<const float*>(r.p[1]) + n * r.n[1])
+        break;
+      n += e.n[2];
+    }
+    if (j == i + 1) return 0;
+    cuda::dequant_rows(DType(r.dtype), r.p[0], size_t(r.n[0]), 0, n, r.n[1], arg_ptr(r.arg),
+                       static_cast<float*>(const_cast<void*>(r.p[1])), stream_);
+    return j - i;
+  }
+
+  // [rmsnorm q, rmsnorm k (in place, per head)], rope q, rope k, [store_kv]:
   // the per-head ops between the products and attention, as one launch.
   size_t fuse_heads_at(size_t i) {
     const size_t n = recs_.size();
@@ -1125,25 +1152,27 @@ class CudaBackend final : public Backend {
       if (nq->p[0] != nq->p[2] || nk->p[0] != nk->p[2] || nq->n[1] != nk->n[1]) return 0;
       at += 2;
     }
-    if (at + 2 >= n) return 0;
+    if (at + 1 >= n) return 0;
     const Rec& rq = recs_[at];
     const Rec& rk = recs_[at + 1];
-    const Rec& st = recs_[at + 2];
-    if (rq.op != Op::Rope || rk.op != Op::Rope || st.op != Op::StoreKv) return 0;
+    if (rq.op != Op::Rope || rk.op != Op::Rope) return 0;
     const int64_t T = rq.n[0], hd = rq.n[2];
     if (rk.n[0] != T || rk.n[2] != hd || rk.n[3] != rq.n[3] || rk.p[1] != rq.p[1] ||
         rk.flag != rq.flag || hd > cuda::kMaxHeadDim || rq.n[3] % 2 != 0)
       return 0;
     if (std::memcmp(args_host_ + rq.arg, args_host_ + rk.arg, size_t(T) * sizeof(int32_t)) != 0)
       return 0;
-    if (st.p[2] != rk.p[0] || st.n[3] != T || st.n[0] != rk.n[1] || st.n[1] != hd) return 0;
+    // The store into the cache, unless the attention after stores (a
+    // serving step's batched decode attention).
+    const Rec* st = at + 2 < n && recs_[at + 2].op == Op::StoreKv ? &recs_[at + 2] : nullptr;
+    if (st && (st->p[2] != rk.p[0] || st->n[3] != T || st->n[0] != rk.n[1] || st->n[1] != hd))
+      return 0;
     if (nq && (nq->p[0] != rq.p[0] || nk->p[0] != rk.p[0] || nq->n[1] != hd ||
                nq->n[0] != T * rq.n[1] || nk->n[0] != T * rk.n[1]))
       return 0;
     cuda::HeadOps h;
     h.q = static_cast<float*>(const_cast<void*>(rq.p[0]));
     h.k = static_cast<float*>(const_cast<void*>(rk.p[0]));
-    h.v = static_cast<const float*>(st.p[3]);
     if (nq) {
       h.q_norm = static_cast<const float*>(nq->p[1]);
       h.k_norm = static_cast<const float*>(nk->p[1]);
@@ -1158,13 +1187,16 @@ class CudaBackend final : public Backend {
     h.halves = RopeStyle(rq.flag) == RopeStyle::Halves;
     h.positions = arg_ptr(rq.arg);
     h.inv_freq = static_cast<const float*>(rq.p[1]);
-    h.kc = const_cast<void*>(st.p[0]);
-    h.vc = const_cast<void*>(st.p[1]);
-    h.f16 = st.flag != 0;
-    h.capacity = st.n[2];
-    h.start = arg_ptr(st.arg);
+    if (st) {
+      h.v = static_cast<const float*>(st->p[3]);
+      h.kc = const_cast<void*>(st->p[0]);
+      h.vc = const_cast<void*>(st->p[1]);
+      h.f16 = st->flag != 0;
+      h.capacity = st->n[2];
+      h.start = arg_ptr(st->arg);
+    }
     cuda::head_ops(h, stream_);
-    return at + 3 - i;
+    return at + (st ? 3 : 2) - i;
   }
 
   // The input a fused product left prepared in scratch_.input: the values
