@@ -617,8 +617,13 @@ __device__ __forceinline__ void finish_row(const Args& a, int seg, int64_t row, 
     const int n = MAXT >> level;  // values this lane holds before this level
     if (n > 1) {
       const bool upper = (lane & o) != 0;
+      // A trip count known before the levels are unrolled (n / 2 is not),
+      // so that this loop unrolls too: a loop left rolled indexes acc at
+      // run time, which puts all of it in local memory (32 tokens: 128
+      // bytes of stack, stored and reloaded around every row).
 #pragma unroll
-      for (int j = 0; j < n / 2; ++j) {
+      for (int j = 0; j < MAXT / 2; ++j) {
+        if (j >= n / 2) break;
         const float keep = upper ? acc[n / 2 + j] : acc[j];
         const float send = upper ? acc[j] : acc[n / 2 + j];
         acc[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
@@ -1047,9 +1052,34 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
           plain_dot16<DT, MAXT>(*reinterpret_cast<const uint4*>(wr + 16 * c),
                                 xs + k0 + int64_t(c) * E, K, T, acc);
       } else if constexpr (MAXT > 1) {
-        const int k0 = int(p.b0 * F::kBlock);
-        for (int u = first_pair(lane, p.row0 + r, K); u < pairs_in<DT>(p.nb); u += 32)
-          pair_dot<DT, MAXT>(wr, u, xq, xd, xsum, k0 + 64 * u, int(K), T, acc);
+        // A row of at most 16 pairs (K <= 1024), whole in its piece, leaves
+        // at least half of the lanes without one: first_pair deals them to
+        // consecutive lanes (mod 32), so lane l and lane l ^ 16 never both
+        // have one. Then the lane without takes its partner's pair for the
+        // upper half of the tokens and hands those sums over (below). Each
+        // lane's sums are still its own pair's, made the same way, half of
+        // them on the other lane, and a lane without a pair holds zeros as
+        // before: the same bits, with no lane idle.
+        constexpr int H = MAXT / 2;
+        const int k0 = int(p.b0 * F::kBlock), np = pairs_in<DT>(p.nb);
+        const bool split = a.P == 1 && np <= 16 && T > H;
+        int u = first_pair(lane, p.row0 + r, K), t0 = 0, tn = T;
+        const bool helper = split && u >= np;
+        if (split) {
+          if (helper) u ^= 16, t0 = H;  // first_pair(lane ^ 16, ..) == u ^ 16
+          tn = helper ? T - H : H;
+        }
+        for (; u < np; u += 32)
+          pair_dot<DT, MAXT>(wr, u, xq + t0 * int(K), xd + t0 * int(K / 32),
+                             xsum + t0 * int(K / 32), k0 + 64 * u, int(K), tn, acc);
+        if (split) {
+#pragma unroll
+          for (int j = 0; j < H; ++j) {
+            const float upper = __shfl_xor_sync(0xffffffffu, acc[j], 16);
+            acc[H + j] = helper ? 0.0f : upper;
+            if (helper) acc[j] = 0.0f;
+          }
+        }
       } else {
         if (DT2 != DT && a.R2 && p.seg == a.nseg - 1)
           one_token_rows<DT2>(a, p, w, lane, xq, xd, xsum, acc);
