@@ -292,9 +292,8 @@ struct Dp4a<DType::Q4_0> {
 
 // The two 6-bit scales and minimums of units 2j and 2j + 1 of a K-quant
 // block (llama.cpp's get_scale_min_k4 for both), from its 12 scale bytes.
-__device__ __forceinline__ void scale_min_pair(const uint8_t* s, int j, int (&sc)[2], int (&m)[2]) {
-  uint32_t w[3];
-  smem_words<12, false>(s, w);
+// w: the 12 bytes as three little-endian words.
+__device__ __forceinline__ void scale_min_pair(const uint32_t* w, int j, int (&sc)[2], int (&m)[2]) {
   const int sh = (j & 1) * 16;  // the pair's two bytes in the low half
   const uint32_t a = w[0] >> sh, b = w[1] >> sh, c = w[2] >> sh;
   const bool low = j < 2;
@@ -311,9 +310,15 @@ struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
     using F = Fmt<DT>;
     const uint8_t* b = row + (p >> 2) * F::kBytes;
     const int j = p & 3;
-    const float d = half_at(b), dmin = half_at(b + 2);
+    // d, dmin and the 12 scale bytes: the block's first 16 bytes, one
+    // vector load where the piece is 16-byte aligned (Q4_K / Q5_K blocks
+    // are a multiple of 16 bytes, so then every block is).
+    uint32_t head[4];
+    smem_words<16, true>(b, head);
+    const float d = __half2float(__ushort_as_half(uint16_t(head[0] & 0xFFFFu)));
+    const float dmin = __half2float(__ushort_as_half(uint16_t(head[0] >> 16)));
     int sc[2], m[2];
-    scale_min_pair(b + 4, j, sc, m);
+    scale_min_pair(head + 1, j, sc, m);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       w.d[h] = __fmul_rn(d, float(sc[h]));
@@ -929,6 +934,10 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
                                                int lane, const int8_t* xq, const float* xd,
                                                const int* xsum, float (&acc)[1]) {
   const int k0 = int(p.b0 * Fmt<DT>::kBlock), np = pairs_in<DT>(p.nb);
+  // The row's bytes once a piece, its start once a row: worked out beside
+  // every pair they were ~10 of its ~155 instructions.
+  const int64_t row_bytes = seg_row_bytes(a, p.seg);
+  const uint8_t* wr = w;
   float done[kMaxRowsPerPiece];  // each row's sum, once this lane is past it
   float run[1] = {acc[0]};
   int r = 0, u = first_pair(lane, p.row0, a.K);
@@ -939,11 +948,11 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
         if (i == r) done[i] = run[0];
       run[0] = 0.0f;
       if (++r == p.rows) break;
+      wr += row_bytes;
       u = first_pair(lane, p.row0 + r, a.K);
       continue;
     }
-    pair_dot<DT, 1>(w + int64_t(r) * seg_row_bytes(a, p.seg), u, xq, xd, xsum, k0 + 64 * u,
-                    int(a.K), 1, run);
+    pair_dot<DT, 1>(wr, u, xq, xd, xsum, k0 + 64 * u, int(a.K), 1, run);
     u += 32;
   }
   if (a.P > 1 && p.part < a.P - 1) {
