@@ -281,7 +281,7 @@ struct Dp4a<DType::Q4_0> {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         w.v[8 * h + i] = int(q[i] & 0x0F0F0F0Fu);
-        w.v[8 * h + 4 + i] = int((q[i] >> 4) & 0x0F0F0F0Fu);
+        w.v[8 * h + 4 + i] = int(q[i] & 0xF0F0F0F0u);  // see high_nibbles_in_place
       }
     }
   }
@@ -337,10 +337,12 @@ struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
             int(((q[i] >> 4) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * j + 1)) & 0x01010101u) << 4));
       }
     } else {
+      // The second unit's nibbles stay in the high halves of their bytes
+      // (16 times their value, unsigned): see high_nibbles_in_place.
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         w.v[i] = int(q[i] & 0x0F0F0F0Fu);
-        w.v[8 + i] = int((q[i] >> 4) & 0x0F0F0F0Fu);
+        w.v[8 + i] = int(q[i] & 0xF0F0F0F0u);
       }
     }
   }
@@ -380,6 +382,44 @@ struct Dp4a<DType::Q6_K> {  // d * sum over halves of sc * ((q - 32) . x)
   }
 };
 
+// Formats whose pair() leaves some 4-bit values in the high nibbles of
+// their bytes (a shift a word fewer, 8 a pair): Q4_K the second unit's,
+// Q4_0 each unit's second 16. Their products with the input are taken
+// unsigned x signed (dp4a.u32.s32) and are exactly 16 times the values',
+// so an arithmetic shift by 4 gives the same integers as before, and the
+// same bits after. Whether dot product i (0: the unit's first 16 values,
+// 1: its second) of unit h is one of them:
+template <DType DT>
+__host__ __device__ constexpr bool high_nibbles_in_place(int h, int i) {
+  return (DT == DType::Q4_K && h == 1) || (DT == DType::Q4_0 && i == 1);
+}
+
+// Four int8 products summed onto c, the first operand's bytes unsigned.
+
+__device__ __forceinline__ int dp4a_us(int a, int b, int c) {
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+// 16 weights (four words) . 16 int8 inputs; kHigh: the weights sit in the
+// high nibbles (16 times their value, unsigned), and the sum is divided
+// back exactly.
+template <bool kHigh>
+__device__ __forceinline__ int dot16(const int* v, const int4& x) {
+  if constexpr (kHigh) {
+    int s = dp4a_us(v[0], x.x, 0);
+    s = dp4a_us(v[1], x.y, s);
+    s = dp4a_us(v[2], x.z, s);
+    return dp4a_us(v[3], x.w, s) >> 4;
+  } else {
+    int s = __dp4a(v[0], x.x, 0);
+    s = __dp4a(v[1], x.y, s);
+    s = __dp4a(v[2], x.z, s);
+    return __dp4a(v[3], x.w, s);
+  }
+}
+
 // acc[t] += pair p of a row (first block at row) . the input at element k,
 // for t < T. k and K are 32-bit (a product's input, T * K int8 values, fits
 // in shared memory), which keeps the index arithmetic 32-bit.
@@ -402,14 +442,11 @@ __device__ __forceinline__ void pair_dot(const uint8_t* row, int p, const int8_t
       for (int h = 0; h < 2; ++h) {
         const int4 a = *reinterpret_cast<const int4*>(xg + (2 * h) * plane);
         const int4 c = *reinterpret_cast<const int4*>(xg + (2 * h + 1) * plane);
-        int i0 = __dp4a(w.v[8 * h + 0], a.x, 0);
-        i0 = __dp4a(w.v[8 * h + 1], a.y, i0);
-        i0 = __dp4a(w.v[8 * h + 2], a.z, i0);
-        i0 = __dp4a(w.v[8 * h + 3], a.w, i0);
-        int i1 = __dp4a(w.v[8 * h + 4], c.x, 0);
-        i1 = __dp4a(w.v[8 * h + 5], c.y, i1);
-        i1 = __dp4a(w.v[8 * h + 6], c.z, i1);
-        i1 = __dp4a(w.v[8 * h + 7], c.w, i1);
+        // (h is a constant once the loop unrolls: each call folds to one.)
+        const int i0 = h == 0 ? dot16<high_nibbles_in_place<DT>(0, 0)>(w.v, a)
+                              : dot16<high_nibbles_in_place<DT>(1, 0)>(w.v + 8, a);
+        const int i1 = h == 0 ? dot16<high_nibbles_in_place<DT>(0, 1)>(w.v + 4, c)
+                              : dot16<high_nibbles_in_place<DT>(1, 1)>(w.v + 12, c);
         const float s = Dp4a<DT>::value(w, h, i0, i1, h ? xss.y : xss.x);
         acc[t] = __fmaf_rn(h ? xds.y : xds.x, s, acc[t]);
       }
