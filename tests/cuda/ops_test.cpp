@@ -238,56 +238,74 @@ TEST_P(FusedStep, MatchesUnfused) {
   Weight q = gpu.load_weight(wq.view), k = gpu.load_weight(wk.view), v = gpu.load_weight(wv.view);
   Weight g = gpu.load_weight(wg.view), u = gpu.load_weight(wu.view), d = gpu.load_weight(wd.view);
   Weight e = gpu.load_weight(table.view), o = gpu.load_weight(wo.view);
-  const auto x0 = random_vec(size_t(H), 8), nw = random_vec(size_t(H), 9);
+  const auto nw = random_vec(size_t(H), 9);
   Dev norm(gpu, nw);
-  // Allocated once: a free drops the recorded graphs.
   // Per-head ops between the products and attention (fused into one launch
   // when recorded): q/k norms of head_dim 64, rotary embedding, the cache store.
   const int64_t hd = 64, cap = 16, pos = 5;
   const auto qn = random_vec(size_t(hd), 11), kn = random_vec(size_t(hd), 12);
   std::vector<float> inv(size_t(hd / 2));
   for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * float(i) / hd);
-  Dev qnorm(gpu, qn), knorm(gpu, kn), invf(gpu, inv), kc(gpu, size_t(NK * cap)),
-      vc(gpu, size_t(NK * cap));
-  const KvLayer layer{kc.f(), vc.f(), DType::F32, NK / hd, hd, cap};
-  Dev x(gpu, x0), h(gpu, size_t(H)), yq(gpu, size_t(NQ)), yk(gpu, size_t(NK)),
-      yv(gpu, size_t(NK)), ga(gpu, size_t(F)), up(gpu, size_t(F)), dn(gpu, size_t(H)),
-      scratch(gpu, size_t(H));
-  auto run = [&](bool deferred, bool store, std::vector<float>* outs) {
-    gpu.to_device(x.f(), x0.data(), x0.size() * 4);
-    const int32_t id = 1, position = int32_t(pos);
-    if (deferred) gpu.embed(e, &id, 1, scratch.f());
-    gpu.rmsnorm(x.f(), norm.f(), 1, H, 1e-6f, h.f());
-    gpu.matmul(q, h.f(), 1, yq.f());
-    gpu.matmul(k, h.f(), 1, yk.f());
-    gpu.matmul(v, h.f(), 1, yv.f());
-    gpu.rmsnorm(yq.f(), qnorm.f(), NQ / hd, hd, 1e-6f, yq.f());
-    gpu.rmsnorm(yk.f(), knorm.f(), NK / hd, hd, 1e-6f, yk.f());
-    gpu.rope(yq.f(), 1, NQ / hd, hd, hd, &position, invf.f(), RopeStyle::Halves);
-    gpu.rope(yk.f(), 1, NK / hd, hd, hd, &position, invf.f(), RopeStyle::Halves);
-    if (store) gpu.store_kv(layer, yk.f(), yv.f(), 1, pos);
-    gpu.matmul(o, yq.f(), 1, dn.f());  // the output projection, then the residual add
-    gpu.add(x.f(), dn.f(), H);
-    gpu.rmsnorm(x.f(), norm.f(), 1, H, 1e-6f, h.f());
-    gpu.matmul(g, h.f(), 1, ga.f());
-    gpu.matmul(u, h.f(), 1, up.f());
-    gpu.silu_mul(ga.f(), up.f(), F, ga.f());
-    gpu.matmul(d, ga.f(), 1, dn.f());
-    gpu.add(x.f(), dn.f(), H);
-    for (const Dev* b : {&x, &h, &yq, &yk, &yv, &ga, &dn, &kc, &vc}) {
-      outs->push_back(0.0f);  // separator
-      const auto got = b->get(gpu);
-      outs->insert(outs->end(), got.begin(), got.end());
+  Dev qnorm(gpu, qn), knorm(gpu, kn), invf(gpu, inv);
+  // One token (a decode step), then three (a short prompt, or a serving
+  // step of three sequences: recorded and replayed the same way).
+  for (int64_t T : {1, 3}) {
+    const auto x0 = random_vec(size_t(T * H), uint32_t(8 + T));
+    // Allocated once for the rounds: a free drops the recorded graphs.
+    Dev kc(gpu, size_t(NK * cap)), vc(gpu, size_t(NK * cap));
+    const KvLayer layer{kc.f(), vc.f(), DType::F32, NK / hd, hd, cap};
+    Dev x(gpu, x0), h(gpu, size_t(T * H)), yq(gpu, size_t(T * NQ)), yk(gpu, size_t(T * NK)),
+        yv(gpu, size_t(T * NK)), ga(gpu, size_t(T * F)), up(gpu, size_t(T * F)),
+        dn(gpu, size_t(T * H)), scratch(gpu, size_t(T * H));
+    std::vector<int32_t> ids, positions;
+    for (int64_t i = 0; i < T; ++i) {
+      ids.push_back(int32_t(1 + i % 3));
+      positions.push_back(int32_t(pos + i));
     }
-  };
-  for (bool store : {true, false}) {
-    std::vector<float> want;
-    run(false, store, &want);
-    for (int round = 0; round < 3; ++round) {
-      std::vector<float> got;
-      run(true, store, &got);
-      EXPECT_LE(rel_err(got, want), 1e-6)
-          << dtype_name(t) << "/" << dtype_name(tv) << " round " << round << " store " << store;
+    auto run = [&](bool deferred, bool store, std::vector<float>* outs) {
+      gpu.fill_zero(kc.f(), size_t(NK * cap) * sizeof(float));
+      gpu.fill_zero(vc.f(), size_t(NK * cap) * sizeof(float));
+      gpu.to_device(x.f(), x0.data(), x0.size() * 4);
+      if (deferred) gpu.embed(e, ids.data(), T, scratch.f());
+      gpu.rmsnorm(x.f(), norm.f(), T, H, 1e-6f, h.f());
+      gpu.matmul(q, h.f(), T, yq.f());
+      gpu.matmul(k, h.f(), T, yk.f());
+      gpu.matmul(v, h.f(), T, yv.f());
+      gpu.rmsnorm(yq.f(), qnorm.f(), T * NQ / hd, hd, 1e-6f, yq.f());
+      gpu.rmsnorm(yk.f(), knorm.f(), T * NK / hd, hd, 1e-6f, yk.f());
+      gpu.rope(yq.f(), T, NQ / hd, hd, hd, positions.data(), invf.f(), RopeStyle::Halves);
+      gpu.rope(yk.f(), T, NK / hd, hd, hd, positions.data(), invf.f(), RopeStyle::Halves);
+      if (store) gpu.store_kv(layer, yk.f(), yv.f(), T, pos);
+      gpu.matmul(o, yq.f(), T, dn.f());  // the output projection, then the residual add
+      gpu.add(x.f(), dn.f(), T * H);
+      gpu.rmsnorm(x.f(), norm.f(), T, H, 1e-6f, h.f());
+      gpu.matmul(g, h.f(), T, ga.f());
+      gpu.matmul(u, h.f(), T, up.f());
+      gpu.silu_mul(ga.f(), up.f(), T * F, ga.f());
+      gpu.matmul(d, ga.f(), T, dn.f());
+      gpu.add(x.f(), dn.f(), T * H);
+      for (const Dev* b : {&x, &h, &yq, &yk, &yv, &ga, &dn, &kc, &vc, &scratch}) {
+        outs->push_back(0.0f);  // separator
+        const auto got = b->get(gpu);
+        outs->insert(outs->end(), got.begin(), got.end());
+      }
+    };
+    for (bool store : {true, false}) {
+      std::vector<float> want;
+      run(false, store, &want);
+      // The eager run embeds nothing: the recorded run's gather, alone.
+      {
+        Dev alone(gpu, size_t(T * H));
+        gpu.embed(e, ids.data(), T, alone.f());
+        const auto rows = alone.get(gpu);
+        std::copy(rows.begin(), rows.end(), want.end() - int64_t(rows.size()));
+      }
+      for (int round = 0; round < 3; ++round) {
+        std::vector<float> got;
+        run(true, store, &got);
+        EXPECT_LE(rel_err(got, want), 1e-6) << dtype_name(t) << "/" << dtype_name(tv) << " T=" << T
+                                            << " round " << round << " store " << store;
+      }
     }
   }
 }
