@@ -395,7 +395,6 @@ __host__ __device__ constexpr bool high_nibbles_in_place(int h, int i) {
 }
 
 // Four int8 products summed onto c, the first operand's bytes unsigned.
-
 __device__ __forceinline__ int dp4a_us(int a, int b, int c) {
   int d;
   asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
