@@ -405,15 +405,22 @@ __global__ void __launch_bounds__(kWarps * 32)
   const KT* vb = vc + int64_t(kvh) * capacity * HD + sub * DPL;
   constexpr int kStep = kWarps * KPW;  // keys the block takes per step
   // The loop bound is the same for the whole warp (the shuffles need every
-  // lane); a slot past the split's end computes nothing.
+  // lane); a slot past the split's end computes nothing. Each step's key
+  // and value are loaded a step ahead, so that their trip from memory
+  // overlaps the step before instead of following it (a split's handful
+  // of steps were each a full memory latency). The arithmetic is the same.
+  auto fetch = [&](int64_t at, float (&key)[DPL], float (&value)[DPL]) {
+    const int64_t j = at + slot;
+    if (j >= k1) return false;
+    load_dims(kb + j * HD, key);
+    load_dims(vb + j * HD, value);
+    return true;
+  };
+  float kr[DPL], vr[DPL];
+  bool valid = fetch(k0 + warp * KPW, kr, vr);
   for (int64_t base = k0 + warp * KPW; base < k1; base += kStep) {
-    const int64_t j = base + slot;
-    const bool valid = j < k1;
-    float kr[DPL], vr[DPL];
-    if (valid) {
-      load_dims(kb + j * HD, kr);
-      load_dims(vb + j * HD, vr);
-    }
+    float kn[DPL], vn[DPL];
+    const bool next_valid = fetch(base + kStep, kn, vn);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       float sc = 0.0f;
@@ -433,6 +440,9 @@ __global__ void __launch_bounds__(kWarps * 32)
         m[g] = m_new;
       }
     }
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) kr[i] = kn[i], vr[i] = vn[i];
+    valid = next_valid;
   }
   // Merge the warp's slots (lanes sub, sub + LPK, ...), then the warps.
 #pragma unroll
