@@ -235,10 +235,7 @@ void issue(const ProdBufs& b, int copy) {
   j.add_to = p.add ? b.add_to : nullptr;
   // KILN_BENCH_READY=1: the input is taken as prepared already (the products
   // alone, without their preparation kernels), to tell the two apart.
-  static const bool ready = [] {
-    const char* e = std::getenv("KILN_BENCH_READY");
-    return e && std::string(e) == "1";
-  }();
+  static const bool ready = cuda::env_is("KILN_BENCH_READY", "1");
   j.input_ready = ready;
   // Rmsnorm must not read the row it writes (the backend's fusion rule).
   cuda::matvec_fused(j, ctx().scratch, ctx().s);
@@ -421,8 +418,7 @@ double copy_bandwidth() {
 
 int main(int argc, char** argv) {
   const std::string what = argc > 1 ? argv[1] : "all";
-  const char* pdl = std::getenv("KILN_CUDA_PDL");
-  cuda::set_pdl_enabled(!(pdl && std::string(pdl) == "0"));
+  cuda::set_pdl_enabled(!cuda::env_is("KILN_CUDA_PDL", "0"));
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s, %d SMs, L2 %d MB; dependent launches %s\n", prop.name,

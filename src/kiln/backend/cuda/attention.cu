@@ -17,8 +17,6 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <string>
 
 #include "kiln/backend/cuda/cuda_common.cuh"
 
@@ -838,10 +836,7 @@ void launch_prefill_tiled(const float* q, const void* kc, const void* vc, int64_
 
 // KILN_CUDA_ATTN_PREFILL=rows keeps the query-per-warp kernel, to compare.
 bool tiled_prefill_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("KILN_CUDA_ATTN_PREFILL");
-    return !(e && std::string(e) == "rows");
-  }();
+  static const bool on = !env_is("KILN_CUDA_ATTN_PREFILL", "rows");
   return on;
 }
 
@@ -930,10 +925,7 @@ struct PrefillLaunch {
 
 // KILN_CUDA_ATTN=split keeps the older lane-per-key kernel, for comparison.
 bool decode_kernel_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("KILN_CUDA_ATTN");
-    return !(e && std::string(e) == "split");
-  }();
+  static const bool on = !env_is("KILN_CUDA_ATTN", "split");
   return on;
 }
 

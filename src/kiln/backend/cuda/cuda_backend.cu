@@ -232,29 +232,20 @@ class CudaBackend final : public Backend {
     scratch_.counter = counter_;
     scratch_.input = static_cast<uint8_t*>(raw_alloc(kInputBytes, "matvec input"));
     scratch_.input_bytes = kInputBytes;
-    const char* env = std::getenv("KILN_CUDA_GRAPHS");
-    graphs_enabled_ = !(env && std::string(env) == "0");
+    using cuda::env_is;
+    graphs_enabled_ = !env_is("KILN_CUDA_GRAPHS", "0");
     if (const char* d = std::getenv("KILN_CUDA_DEFER_TOKENS"))
       defer_tokens_ = std::clamp<int64_t>(std::atoll(d), 1, kDeferTokens);
-    if (const char* st = std::getenv("KILN_CUDA_STATS"); st && std::string(st) == "1")
-      stats_ = std::make_unique<Stats>();
-    if (const char* pr = std::getenv("KILN_CUDA_PROFILE"); pr && std::string(pr) == "1")
-      profile_ = std::make_unique<OpProfile>();
-    const char* prefill = std::getenv("KILN_CUDA_PREFILL");
-    f16_prefill_ = !(prefill && std::string(prefill) == "tf32");
-    const char* bf16 = std::getenv("KILN_CUDA_BF16");
-    bf16_tensor_ = !(bf16 && std::string(bf16) == "f32");
-    const char* fuse = std::getenv("KILN_CUDA_FUSE");
-    fuse_enabled_ = !(fuse && std::string(fuse) == "0");
-    const char* reuse = std::getenv("KILN_CUDA_MV_REUSE");
-    reuse_input_ = !(reuse && std::string(reuse) == "0");
-    const char* mixed = std::getenv("KILN_CUDA_MV_MIXED");
-    fuse_mixed_ = !(mixed && std::string(mixed) == "0");
-    const char* invariant = std::getenv("KILN_CUDA_BATCH_INVARIANT");
-    honour_invariant_ = !(invariant && std::string(invariant) == "0");
+    if (env_is("KILN_CUDA_STATS", "1")) stats_ = std::make_unique<Stats>();
+    if (env_is("KILN_CUDA_PROFILE", "1")) profile_ = std::make_unique<OpProfile>();
+    f16_prefill_ = !env_is("KILN_CUDA_PREFILL", "tf32");
+    bf16_tensor_ = !env_is("KILN_CUDA_BF16", "f32");
+    fuse_enabled_ = !env_is("KILN_CUDA_FUSE", "0");
+    reuse_input_ = !env_is("KILN_CUDA_MV_REUSE", "0");
+    fuse_mixed_ = !env_is("KILN_CUDA_MV_MIXED", "0");
+    honour_invariant_ = !env_is("KILN_CUDA_BATCH_INVARIANT", "0");
     // Programmatic dependent launch needs compute capability 9.0 (Hopper).
-    const char* pdl = std::getenv("KILN_CUDA_PDL");
-    cuda::set_pdl_enabled(prop.major >= 9 && !(pdl && std::string(pdl) == "0"));
+    cuda::set_pdl_enabled(prop.major >= 9 && !env_is("KILN_CUDA_PDL", "0"));
   }
 
   ~CudaBackend() override {
@@ -966,11 +957,11 @@ class CudaBackend final : public Backend {
     const clock::time_point t_flush = clock::now();
     clock::time_point t_launch{}, t_wait{};
     const uint64_t h = hash_recs(recs_);
-    auto it = graphs_.find(h);
+    // Profiling runs every step eagerly, each launch between two events
+    // (OpProfile): no graph is replayed or captured.
+    const auto it = profile_ ? graphs_.end() : graphs_.find(h);
     bool ran = false, timed_replay = false;
-    if (profile_) {
-      // Every step eagerly, each launch between two events (see OpProfile).
-    } else if (it != graphs_.end() && it->second.recs.size() == recs_.size() &&
+    if (it != graphs_.end() && it->second.recs.size() == recs_.size() &&
         std::memcmp(it->second.recs.data(), recs_.data(), recs_.size() * sizeof(Rec)) == 0) {
       copy_step_args();
       if (stats_) {

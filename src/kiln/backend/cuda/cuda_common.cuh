@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "kiln/core/dtype.h"
 #include "kiln/core/error.h"
@@ -21,6 +23,20 @@ inline void check(cudaError_t e, const char* what) {
 // After a kernel launch: a bad configuration shows up here, a fault in the
 // kernel at the next synchronisation.
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+// The backend's switches (KILN_CUDA_*, to compare code paths): whether
+// variable `name` is set to `value`.
+inline bool env_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && std::strcmp(e, value) == 0;
+}
+// Variable `name` as an integer in [lo, hi]; `fallback` when it is unset or
+// out of range.
+inline int env_int(const char* name, int fallback, int lo, int hi) {
+  const char* e = std::getenv(name);
+  const int v = e ? std::atoi(e) : fallback;
+  return v >= lo && v <= hi ? v : fallback;
+}
 
 // Programmatic dependent launch (Hopper): a kernel launched with launch()
 // may start while the kernel before it on the stream is still running, so

@@ -15,8 +15,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 #include "kiln/backend/cuda/cuda_common.cuh"
 
@@ -661,18 +659,13 @@ size_t chunk_scan_smem(int64_t dk) {
 
 // KILN_CUDA_DELTA=recurrent keeps prompts in the recurrent form, to compare.
 bool chunked_rule_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("KILN_CUDA_DELTA");
-    return !(e && (std::string(e) == "recurrent" || std::string(e) == "smem"));
-  }();
+  static const bool on =
+      !env_is("KILN_CUDA_DELTA", "recurrent") && !env_is("KILN_CUDA_DELTA", "smem");
   return on;
 }
 
 bool registers_rule_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("KILN_CUDA_DELTA");
-    return !(e && std::string(e) == "smem");
-  }();
+  static const bool on = !env_is("KILN_CUDA_DELTA", "smem");
   return on;
 }
 

@@ -32,8 +32,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 #include <unordered_set>
 #include <vector>
@@ -1165,11 +1163,7 @@ int sm_count() {
 
 // KILN_CUDA_MV_BLOCKS: the products' blocks per SM, to compare (0: unset).
 int blocks_cap() {
-  static const int n = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_BLOCKS");
-    const int v = e ? std::atoi(e) : 0;
-    return v >= 1 && v <= 16 ? v : 0;
-  }();
+  static const int n = env_int("KILN_CUDA_MV_BLOCKS", 0, 1, 16);
   return n;
 }
 
@@ -1193,8 +1187,7 @@ bool bulk_enabled() {
     int dev = 0, major = 0;
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    const char* e = std::getenv("KILN_CUDA_MV");
-    return major >= 9 && !(e && std::string(e) == "stage");
+    return major >= 9 && !env_is("KILN_CUDA_MV", "stage");
   }();
   return on;
 }
@@ -1202,30 +1195,21 @@ bool bulk_enabled() {
 // KILN_CUDA_MV_TOKENS: the most tokens a bulk-copy product takes (8 to 32,
 // default 32; more go to the tiled prefill path), to compare.
 int bulk_tokens() {
-  static const int n = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_TOKENS");
-    const int v = e ? std::atoi(e) : kMaxBulkT;
-    return v >= kMaxT && v <= kMaxBulkT ? v : kMaxBulkT;
-  }();
+  static const int n = env_int("KILN_CUDA_MV_TOKENS", kMaxBulkT, kMaxT, kMaxBulkT);
   return n;
 }
 
 int piece_bytes() {
   static const int n = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_PIECE");
-    const int v = e ? std::atoi(e) : 4096;
-    return v >= 512 && v <= 16384 && v % 16 == 0 ? v : 4096;
+    const int v = env_int("KILN_CUDA_MV_PIECE", 4096, 512, 16384);
+    return v % 16 == 0 ? v : 4096;
   }();
   return n;
 }
 
 // KILN_CUDA_MV_ROWS: the most rows a piece holds (1 to 8), to compare.
 int piece_rows() {
-  static const int n = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_ROWS");
-    const int v = e ? std::atoi(e) : kMaxRowsPerPiece;
-    return v >= 1 && v <= kMaxRowsPerPiece ? v : kMaxRowsPerPiece;
-  }();
+  static const int n = env_int("KILN_CUDA_MV_ROWS", kMaxRowsPerPiece, 1, kMaxRowsPerPiece);
   return n;
 }
 
@@ -1235,20 +1219,15 @@ int piece_rows() {
 // it; 2-3% of a 4B decode step on the H100), else by the copy engine.
 // KILN_CUDA_MV_XLOAD=threads or bulk takes one way always, to compare.
 bool input_by_threads(int64_t bytes) {
-  static const int mode = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_XLOAD");
-    return !e ? 0 : std::string(e) == "threads" ? 1 : std::string(e) == "bulk" ? 2 : 0;
-  }();
+  static const int mode = env_is("KILN_CUDA_MV_XLOAD", "threads") ? 1
+                          : env_is("KILN_CUDA_MV_XLOAD", "bulk")  ? 2
+                                                                  : 0;
   return mode == 1 || (mode == 0 && bytes <= 16 * 1024);
 }
 
 // KILN_CUDA_MV_BUFS: buffers (pieces in flight) per warp, 2 to 4.
 int buffers_wanted() {
-  static const int n = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_BUFS");
-    const int v = e ? std::atoi(e) : 2;
-    return v >= 2 && v <= kMaxBufs ? v : 2;
-  }();
+  static const int n = env_int("KILN_CUDA_MV_BUFS", 2, 2, kMaxBufs);
   return n;
 }
 
@@ -1354,12 +1333,9 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
 // silu_mul ones too, whose two wide inputs each block then reads), else
 // (the default) those with the rmsnorm prologue or none.
 bool self_prepares(MatvecPrologue pro) {
-  static const int mode = [] {
-    const char* e = std::getenv("KILN_CUDA_MV_SELF");
-    if (e && std::string(e) == "0") return 0;
-    if (e && std::string(e) == "all") return 2;
-    return 1;
-  }();
+  static const int mode = env_is("KILN_CUDA_MV_SELF", "0")     ? 0
+                          : env_is("KILN_CUDA_MV_SELF", "all") ? 2
+                                                               : 1;
   return mode == 2 || (mode == 1 && pro != MatvecPrologue::SiluMul);
 }
 
