@@ -3,7 +3,8 @@
 //   KILN_SERVE_BENCH_MODEL=model.gguf test_server
 //     --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
 // (KILN_SERVE_BENCH_TOKENS, default 32: tokens per sequence; KILN_SERVE_BENCH_THREADS:
-// CPU threads, default the physical cores; KILN_SERVE_BENCH_TILES=0: weights not
+// CPU threads, default the physical cores; KILN_SERVE_BENCH_KV=f16: an f16 KV
+// cache, as --cache-type f16; KILN_SERVE_BENCH_TILES=0: weights not
 // kept in tiles, see SchedulerOptions::weight_tiles_bytes; KILN_SERVE_BENCH_CHECK=0:
 // the streams are not compared with their runs alone). It drives the
 // Scheduler directly with token-id prompts, so a model without a tokenizer
@@ -118,6 +119,8 @@ TEST(DISABLED_Throughput, ConcurrentVsSingle) {
   LoadOptions lo;
   lo.need_tokenizer = false;
   if (const char* t = std::getenv("KILN_SERVE_BENCH_THREADS")) lo.threads = std::atoi(t);
+  if (const char* kv = std::getenv("KILN_SERVE_BENCH_KV"); kv && std::string(kv) == "f16")
+    lo.kv_dtype = DType::F16;
   auto engine = Engine::load(model, lo);
   std::printf("%s on %s\n", model.c_str(), engine->backend().name().c_str());
   run(engine->model(), 1, 4, 256);  // warm-up
