@@ -72,6 +72,20 @@ if [ -n "${KERNELS:-}" ] && [ -x /tmp/kd/kiln_bench_cuda ]; then
     echo "rc=$?"; cat $log
   done
 fi
+# NCU_ISO=N: Nsight Compute's details (occupancy, scheduler, warp states,
+# memory) and SASS source counters of the N-th product of kiln_bench_cuda's
+# table alone (4: Q4_K gate/up), one launch of its graph.
+if [ -n "${NCU_ISO:-}" ] && [ -x /tmp/kd/kiln_bench_cuda ]; then
+  timeout 300 ncu --clock-control none --graph-profiling node -k regex:mv_bulk --launch-skip ${NCU_SKIP:-40} --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section SchedulerStats --section WarpStateStats \
+    --section LaunchStats --section MemoryWorkloadAnalysis --section InstructionStats --section SourceCounters \
+    -o $OUT/iso /tmp/kd/kiln_bench_cuda iso $NCU_ISO > $OUT/ncu_iso.log 2>&1
+  echo "ncu iso $NCU_ISO rc=$?"
+  ncu -i $OUT/iso.ncu-rep --page details > $OUT/ncu_iso_details.txt 2>&1
+  grep -E "^  [A-Za-z]|Duration|Throughput|Executed Ipc|Issue Slots|Active Warps|Eligible|Achieved Occupancy|Theoretical Occupancy|Registers|Stall|Warp Cycles|Executed Instructions|Block Limit|No Eligible|One or More" $OUT/ncu_iso_details.txt | head -70
+  ncu -i $OUT/iso.ncu-rep --page source --print-source sass --csv > $OUT/ncu_iso_source.csv 2>/dev/null
+  python3 bench/ncu_source_top.py $OUT/ncu_iso_source.csv 25 2>&1 | head -70
+fi
 synth() {  # size type -> path
   local f=/tmp/synth-$1-$2.gguf
   [ -e $f ] || timeout 300 $K synth --config bench/configs/qwen$1.json --type $2 $f > /dev/null 2> $OUT/synth.err ||
