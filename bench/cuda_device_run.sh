@@ -24,7 +24,7 @@ mkdir -p /work /tmp/kd
 for d in ${SRC_DIRS:-/work/cuda}; do [ -e $d ] || ln -s "$PWD" $d; done
 tar xJf .devrun/devrun.txz -C /tmp/kd
 export LD_LIBRARY_PATH=/tmp/kd/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-K=/tmp/kd/kiln
+K=${KILN_BIN:-/tmp/kd/kiln}  # KILN_BIN: another build shipped beside it (EXTRA_BINS)
 nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem --format=csv,noheader
 if [ "${TESTS:-1}" = 1 ]; then
   timeout 300 /tmp/kd/test_cuda ${GTEST_ARGS:-} > $OUT/test_cuda.log 2>&1

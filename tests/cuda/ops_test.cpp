@@ -241,8 +241,10 @@ TEST_P(FusedStep, MatchesUnfused) {
   const auto nw = random_vec(size_t(H), 9);
   Dev norm(gpu, nw);
   // Per-head ops between the products and attention (fused into one launch
-  // when recorded): q/k norms of head_dim 64, rotary embedding, the cache store.
-  const int64_t hd = 64, cap = 16, pos = 5;
+  // when recorded): q/k norms of head_dim 64, rotary embedding, the cache
+  // store. The cache holds 70 earlier positions, so that a one-token
+  // attention has three splits and the new row lands in the last.
+  const int64_t hd = 64, cap = 160, pos = 70;
   const auto qn = random_vec(size_t(hd), 11), kn = random_vec(size_t(hd), 12);
   std::vector<float> inv(size_t(hd / 2));
   for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * float(i) / hd);
@@ -252,7 +254,8 @@ TEST_P(FusedStep, MatchesUnfused) {
   for (int64_t T : {1, 3}) {
     const auto x0 = random_vec(size_t(T * H), uint32_t(8 + T));
     // Allocated once for the rounds: a free drops the recorded graphs.
-    Dev kc(gpu, size_t(NK * cap)), vc(gpu, size_t(NK * cap));
+    Dev kc(gpu, size_t(NK * cap)), vc(gpu, size_t(NK * cap)), att(gpu, size_t(T * NQ));
+    const auto k0 = random_vec(size_t(NK * cap), 13), v0 = random_vec(size_t(NK * cap), 14);
     const KvLayer layer{kc.f(), vc.f(), DType::F32, NK / hd, hd, cap};
     Dev x(gpu, x0), h(gpu, size_t(T * H)), yq(gpu, size_t(T * NQ)), yk(gpu, size_t(T * NK)),
         yv(gpu, size_t(T * NK)), ga(gpu, size_t(T * F)), up(gpu, size_t(T * F)),
@@ -262,9 +265,11 @@ TEST_P(FusedStep, MatchesUnfused) {
       ids.push_back(int32_t(1 + i % 3));
       positions.push_back(int32_t(pos + i));
     }
+    // store: the cache store, then attention over the cache into the output
+    // projection (which otherwise reads q).
     auto run = [&](bool deferred, bool store, std::vector<float>* outs) {
-      gpu.fill_zero(kc.f(), size_t(NK * cap) * sizeof(float));
-      gpu.fill_zero(vc.f(), size_t(NK * cap) * sizeof(float));
+      gpu.to_device(kc.f(), k0.data(), k0.size() * 4);
+      gpu.to_device(vc.f(), v0.data(), v0.size() * 4);
       gpu.to_device(x.f(), x0.data(), x0.size() * 4);
       if (deferred) gpu.embed(e, ids.data(), T, scratch.f());
       gpu.rmsnorm(x.f(), norm.f(), T, H, 1e-6f, h.f());
@@ -275,8 +280,17 @@ TEST_P(FusedStep, MatchesUnfused) {
       gpu.rmsnorm(yk.f(), knorm.f(), T * NK / hd, hd, 1e-6f, yk.f());
       gpu.rope(yq.f(), T, NQ / hd, hd, hd, positions.data(), invf.f(), RopeStyle::Halves);
       gpu.rope(yk.f(), T, NK / hd, hd, hd, positions.data(), invf.f(), RopeStyle::Halves);
-      if (store) gpu.store_kv(layer, yk.f(), yv.f(), T, pos);
-      gpu.matmul(o, yq.f(), T, dn.f());  // the output projection, then the residual add
+      if (store) {
+        gpu.store_kv(layer, yk.f(), yv.f(), T, pos);
+        AttentionParams ap;
+        ap.n_tokens = T;
+        ap.start = pos;
+        ap.n_heads = NQ / hd;
+        ap.scale = 0.125f;
+        gpu.attention(yq.f(), layer, ap, att.f());
+      }
+      // The output projection, then the residual add.
+      gpu.matmul(o, store ? att.f() : yq.f(), T, dn.f());
       gpu.add(x.f(), dn.f(), T * H);
       gpu.rmsnorm(x.f(), norm.f(), T, H, 1e-6f, h.f());
       gpu.matmul(g, h.f(), T, ga.f());
@@ -284,7 +298,11 @@ TEST_P(FusedStep, MatchesUnfused) {
       gpu.silu_mul(ga.f(), up.f(), T * F, ga.f());
       gpu.matmul(d, ga.f(), T, dn.f());
       gpu.add(x.f(), dn.f(), T * H);
-      for (const Dev* b : {&x, &h, &yq, &yk, &yv, &ga, &dn, &kc, &vc, &scratch}) {
+      // The gather's rows last (the eager run's are put in place after).
+      std::vector<const Dev*> bufs{&x, &h, &yq, &yk, &yv, &ga, &dn, &kc, &vc};
+      if (store) bufs.push_back(&att);
+      bufs.push_back(&scratch);
+      for (const Dev* b : bufs) {
         outs->push_back(0.0f);  // separator
         const auto got = b->get(gpu);
         outs->insert(outs->end(), got.begin(), got.end());

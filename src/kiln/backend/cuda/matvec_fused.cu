@@ -109,6 +109,7 @@ struct Args {
   int nbuf;        // buffers (pieces in flight) per warp
   int x_threads;   // the block's threads load the prepared input (else the copy engine)
   int self_prep;   // every block prepares the input itself (no preparation kernel)
+  int flat;        // one token's rows of a piece as one sequence of pairs (plan_pieces)
 };
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
@@ -975,19 +976,47 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
   float done[kMaxRowsPerPiece];  // each row's sum, once this lane is past it
   float run[1] = {acc[0]};
   int r = 0, u = first_pair(lane, p.row0, a.K);
-  for (;;) {
-    if (u >= np) {
+  if (a.flat) {
+    // The piece's pairs as one sequence, row after row, dealt to the lanes
+    // in turn: lane l takes items l, l + 32, ... of it. first_pair rotates
+    // each row by exactly the pairs of the rows before it (mod 32), so a
+    // lane's next pair past the end of row r is pair u - np of row r + 1:
+    // the pairs each lane takes, and their order, are first_pair's, and so
+    // are the bits. Every pass of the loop decodes a pair on every lane,
+    // and only the step to the next row is taken by some; the loop below
+    // runs pair_dot on the lanes still in a row while the others step (two
+    // 2560-wide rows a piece, 40 pairs each: 62.5% of the lanes busy).
+    for (;;) {
+      while (u >= np) {  // past this lane's last pair of row r
 #pragma unroll
-      for (int i = 0; i < kMaxRowsPerPiece; ++i)
-        if (i == r) done[i] = run[0];
-      run[0] = 0.0f;
-      if (++r == p.rows) break;
-      wr += row_bytes;
-      u = first_pair(lane, p.row0 + r, a.K);
-      continue;
+        for (int i = 0; i < kMaxRowsPerPiece; ++i)
+          if (i == r) done[i] = run[0];
+        run[0] = 0.0f;
+        u -= np;
+        if (++r == p.rows) break;
+        wr += row_bytes;
+      }
+      if (r == p.rows) break;
+      pair_dot<DT, 1>(wr, u, xq, xd, xsum, k0 + 64 * u, int(a.K), 1, run);
+      u += 32;
     }
-    pair_dot<DT, 1>(wr, u, xq, xd, xsum, k0 + 64 * u, int(a.K), 1, run);
-    u += 32;
+  } else {
+    // One row a piece (or part of one), or rows of a multiple of 32 pairs,
+    // where the loop above gains nothing (see plan_pieces).
+    for (;;) {
+      if (u >= np) {
+#pragma unroll
+        for (int i = 0; i < kMaxRowsPerPiece; ++i)
+          if (i == r) done[i] = run[0];
+        run[0] = 0.0f;
+        if (++r == p.rows) break;
+        wr += row_bytes;
+        u = first_pair(lane, p.row0 + r, a.K);
+        continue;
+      }
+      pair_dot<DT, 1>(wr, u, xq, xd, xsum, k0 + 64 * u, int(a.K), 1, run);
+      u += 32;
+    }
   }
   if (a.P > 1 && p.part < a.P - 1) {
     acc[0] = done[0];  // the row goes on in the next piece
@@ -1289,6 +1318,14 @@ void plan_pieces(Args& a, int warps) {
     a.R2 = std::max(a.R2, 1);
     most = std::max(most, int64_t(a.R2) * int64_t(a.row_bytes2));
   }
+  // Pieces of several rows whose pairs do not come out even on the lanes
+  // take one token's pairs as one sequence (one_token_rows). Elsewhere
+  // that gains nothing, and its extra test per pair cost ~1.5% (Q8_0's
+  // 2560-wide rows, one a piece; Qwen3.5-2B's 2048-wide ones, 32 pairs).
+  // KILN_CUDA_MV_FLAT=0: never, to compare.
+  static const bool flat_on = !env_is("KILN_CUDA_MV_FLAT", "0");
+  const bool uneven = pairs_in<DT>(nblocks) % 32 != 0;
+  a.flat = flat_on && a.P == 1 && (a.R > 1 || a.R2 > 1) && uneven ? 1 : 0;
   a.buf_bytes = int((most + 15) / 16 * 16);
   a.nbuf = buffers_wanted();
   while (a.nbuf > 2 && bulk_smem_bytes(DT, a.K, a.T, a.nbuf, a.buf_bytes, warps) > kMaxBulkSmem)
