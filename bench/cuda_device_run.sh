@@ -11,7 +11,7 @@
 # only .devrun/devrun.txz.
 #   TESTS=0 skips the tests; MODELS="4b:q4_k_m 4b:q8_0" picks the models;
 #   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
-#   KILN_CUDA_MV=stage; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda
+#   KILN_CUDA_MV=stage, and VAR=val,VAR2=val2 sets those; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda
 #   (products alone, launch floor; bench/cuda_kernels.cu) once per setting
 #   (KSETS picks its tables: all, floor, iso, step; "iso N" the N-th product only, for Nsight Compute); PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
 #   summary of decode steps of that model.
@@ -60,7 +60,7 @@ envof() {  # variant name -> environment
     piece*) echo "KILN_CUDA_MV_PIECE=${1#piece}" ;;
     fuse0) echo "KILN_CUDA_FUSE=0" ;;
     tf32) echo "KILN_CUDA_PREFILL=tf32" ;;
-    *=*) echo "$1" ;;
+    *=*) echo "${1//,/ }" ;;  # VAR=val,VAR2=val2
     *) echo "" ;;
   esac
 }
