@@ -83,6 +83,15 @@ if [ -n "${NCU_ISO:-}" ] && [ -x /tmp/kd/kiln_bench_cuda ]; then
   echo "ncu iso $NCU_ISO rc=$?"
   ncu -i $OUT/iso.ncu-rep --page details > $OUT/ncu_iso_details.txt 2>&1
   grep -E "^  [A-Za-z]|Duration|Throughput|Executed Ipc|Issue Slots|Active Warps|Eligible|Achieved Occupancy|Theoretical Occupancy|Registers|Stall|Warp Cycles|Executed Instructions|Block Limit|No Eligible|One or More" $OUT/ncu_iso_details.txt | head -70
+  # Where the warps wait: the sampled stall reasons, largest first.
+  ncu -i $OUT/iso.ncu-rep --page raw --csv 2>/dev/null | python3 -c '
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+if len(rows) >= 3:
+    kv = [(h, v) for h, v in zip(rows[0], rows[2]) if "pcsamp_warps_issue_stalled" in h and not h.endswith("not_issued")]
+    kv = [(h.split("stalled_")[-1], float(v.replace(",", "") or 0)) for h, v in kv]
+    tot = sum(v for _, v in kv) or 1
+    print("stall samples:", ", ".join("%s %.1f%%" % (h, 100 * v / tot) for h, v in sorted(kv, key=lambda x: -x[1])[:12]))'
   ncu -i $OUT/iso.ncu-rep --page source --print-source sass --csv > $OUT/ncu_iso_source.csv 2>/dev/null
   python3 bench/ncu_source_top.py $OUT/ncu_iso_source.csv 25 2>&1 | head -70
 fi
