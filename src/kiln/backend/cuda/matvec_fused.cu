@@ -957,13 +957,14 @@ __device__ __forceinline__ int first_pair(int lane, int64_t row, int64_t K) {
   return int((uint32_t(lane) - shift) & 31u);
 }
 
-// One token, the int8 path: the rows of a piece as one sequence of work,
-// each lane going on to its next row as soon as it has no pair left in the
-// current one (rows taken in lockstep leave the lanes with one pair fewer
-// idle: 2560-wide rows kept 37% of a warp's lanes idle). A lane's sum of a
-// row is still its pairs in ascending order, so each row gets the bits the
-// lockstep loop of the several-token instances gives it. acc carries a
-// long row's sum from one part to the next (P > 1, one row a piece).
+// One token, the int8 path: each lane goes on to its next row as soon as it
+// has no pair left in the current one, rather than all lanes taking the
+// rows in lockstep (which kept 37% of a warp's lanes idle on 2560-wide
+// rows); with a.flat, the piece's pairs are one sequence dealt to the lanes
+// in turn. A lane's sum of a row is still its pairs in ascending order, so
+// each row gets the bits the lockstep loop of the several-token instances
+// gives it. acc carries a long row's sum from one part to the next (P > 1,
+// one row a piece).
 template <DType DT>
 __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, const uint8_t* w,
                                                int lane, const int8_t* xq, const float* xd,
@@ -1320,9 +1321,10 @@ void plan_pieces(Args& a, int warps) {
   }
   // Pieces of several rows whose pairs do not come out even on the lanes
   // take one token's pairs as one sequence (one_token_rows). Elsewhere
-  // that gains nothing, and its extra test per pair cost ~1.5% (Q8_0's
-  // 2560-wide rows, one a piece; Qwen3.5-2B's 2048-wide ones, 32 pairs).
-  // KILN_CUDA_MV_FLAT=0: never, to compare.
+  // that gains nothing and its extra test per pair costs: ~1.5% for Q8_0's
+  // 2560-wide rows (one a piece), and Qwen3.5-2B, whose 2048-wide rows are
+  // 32 pairs, ran 1.4% slower a step with it. KILN_CUDA_MV_FLAT=0: never,
+  // to compare.
   static const bool flat_on = !env_is("KILN_CUDA_MV_FLAT", "0");
   const bool uneven = pairs_in<DT>(nblocks) % 32 != 0;
   a.flat = flat_on && a.P == 1 && (a.R > 1 || a.R2 > 1) && uneven ? 1 : 0;
