@@ -5,10 +5,14 @@
 # .devrun/devrun.txz (bench/pack_devrun.sh: test_cuda, kiln and the shared
 # libraries the device image lacks).
 # The call's tree must stay under the device tool's 64 MiB: the archive is
-# ~19 MB and the tracked tree ~48 MB, of which tests/data/quant and
-# tests/data/tokenizers (~16 MB) are not read there; move those two out of
-# the checkout for the duration of the call (and back after), and carry
-# only .devrun/devrun.txz.
+# ~20-22 MB and the tracked tree ~59 MB, of which tests/data/quant,
+# tests/data/tokenizers and tests/data/chat (~16 MB) are not read there;
+# move those out of the checkout for the duration of the call (and back
+# after: `git status` shows no deletions), and carry only
+# .devrun/devrun.txz. A second kiln build shipped beside the first
+# (EXTRA_BINS, KILN_BIN) adds ~8 MB: then tests/data/vision and
+# tests/data/hf_shapes must go too, with
+# GTEST_ARGS='--gtest_filter=-*HybridShapes*:*VideoPrompt*'.
 #   TESTS=0 skips the tests; MODELS="4b:q4_k_m 4b:q8_0" picks the models;
 #   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
 #   KILN_CUDA_MV=stage, and VAR=val,VAR2=val2 sets those; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda
