@@ -46,6 +46,33 @@ TEST(Sampler, ArgmaxMatchesMaxElement) {
   EXPECT_EQ(argmax(w.data(), 100), 19);
   const float neg_inf[3] = {-INFINITY, -INFINITY, -INFINITY};
   EXPECT_EQ(argmax(neg_inf, 3), 0);
+  const float nan_then_neg_inf[3] = {std::numeric_limits<float>::quiet_NaN(), -INFINITY, -INFINITY};
+  EXPECT_EQ(argmax(nan_then_neg_inf, 3), 1);
+}
+
+// The maximum is found per block of 1024 logits, then searched for in the
+// first block holding it: equal maxima in two blocks, maxima either side of
+// a block's edge, a last block of one value, and NaN filling a block.
+TEST(Sampler, ArgmaxAcrossItsBlocks) {
+  for (int64_t n : {1023, 1024, 1025, 2048, 2049, 5000}) {
+    std::vector<float> v(static_cast<size_t>(n), 1.0f);
+    const auto want = [&] { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); };
+    EXPECT_EQ(argmax(v.data(), n), 0) << n;  // all equal: the first
+    for (int64_t at : {int64_t(0), int64_t(1023), int64_t(1024), n - 1}) {
+      if (at >= n) continue;
+      std::fill(v.begin(), v.end(), 1.0f);
+      v[size_t(at)] = 3.0f;
+      EXPECT_EQ(argmax(v.data(), n), at) << n << " " << at;
+      v[size_t(n - 1)] = 3.0f;  // an equal one later, maybe in a later block
+      EXPECT_EQ(argmax(v.data(), n), want()) << n << " " << at;
+    }
+    if (n > 1024) {  // a block of NaN before the maximum
+      std::fill(v.begin(), v.end(), 1.0f);
+      std::fill(v.begin(), v.begin() + 1024, std::numeric_limits<float>::quiet_NaN());
+      v[size_t(n - 1)] = 2.0f;
+      EXPECT_EQ(argmax(v.data(), n), n - 1) << n;
+    }
+  }
 }
 
 TEST(Sampler, TopKOfOneIsGreedyAtAnyTemperature) {
