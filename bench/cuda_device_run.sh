@@ -6,13 +6,12 @@
 # libraries the device image lacks).
 # The call's tree must stay under the device tool's 64 MiB: the archive is
 # ~20-22 MB and the tracked tree ~59 MB, of which tests/data/quant,
-# tests/data/tokenizers and tests/data/chat (~16 MB) are not read there;
-# move those out of the checkout for the duration of the call (and back
-# after: `git status` shows no deletions), and carry only
-# .devrun/devrun.txz. A second kiln build shipped beside the first
-# (EXTRA_BINS, KILN_BIN) adds ~8 MB: then tests/data/vision and
-# tests/data/hf_shapes must go too, with
-# GTEST_ARGS='--gtest_filter=-*HybridShapes*:*VideoPrompt*'.
+# tests/data/tokenizers and tests/data/chat (~16 MB) are not read there.
+# `bench/devrun_tree.sh out` moves those out of the checkout for the call
+# and says whether it fits, `bench/devrun_tree.sh in` puts them back; carry
+# only .devrun/devrun.txz. A second kiln build shipped beside the first
+# (EXTRA_BINS, KILN_BIN) adds ~8 MB: then `out more` (tests/data/vision and
+# hf_shapes too), with GTEST_ARGS='--gtest_filter=-*HybridShapes*:*VideoPrompt*'.
 #   TESTS=0 skips the tests; MODELS="4b:q4_k_m 4b:q8_0" picks the models;
 #   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
 #   KILN_CUDA_MV=stage, and VAR=val,VAR2=val2 sets those; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda

@@ -1,0 +1,46 @@
+#!/bin/bash
+# Makes the working tree fit a device call (the device tool sends the tree,
+# at most 64 MiB, beside the archive of bench/pack_devrun.sh) and puts it
+# back after:
+#   bench/devrun_tree.sh out        moves the fixtures no device test reads
+#                                   (tests/data/quant, tokenizers, chat)
+#   bench/devrun_tree.sh out more   also tests/data/vision and hf_shapes, for
+#                                   a call shipping two kiln builds (then run
+#                                   test_cuda with GTEST_ARGS='--gtest_filter=
+#                                   -*HybridShapes*:*VideoPrompt*')
+#   bench/devrun_tree.sh in         moves them back and checks that git sees
+#                                   no file missing
+# `out` prints what the call will send (tracked files present plus
+# .devrun/devrun.txz) against the limit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+park=${DEVRUN_PARK:-/tmp/kiln-devrun-parked}
+case "${1:-}" in
+  out)
+    dirs="quant tokenizers chat"
+    [ "${2:-}" = more ] && dirs="$dirs vision hf_shapes"
+    mkdir -p "$park"
+    for d in $dirs; do
+      [ -e "tests/data/$d" ] || continue
+      [ -e "$park/$d" ] && { echo "$park/$d exists: run '$0 in' first" >&2; exit 1; }
+      mv "tests/data/$d" "$park/"
+    done
+    # (du fails on the files moved out: they are not sent, and not counted.)
+    tracked=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1)
+    archive=$(stat -c %s .devrun/devrun.txz 2>/dev/null || echo 0)
+    total=$((tracked + archive))
+    limit=$((64 * 1024 * 1024))
+    echo "tree $((tracked / 1048576)) MiB + archive $((archive / 1048576)) MiB = $((total / 1048576)) MiB of 64"
+    [ $total -le $limit ] || echo "over the limit: '$0 in', then '$0 out more' or a smaller archive" >&2
+    ;;
+  in)
+    if [ -d "$park" ]; then
+      for d in "$park"/*; do [ -e "$d" ] && mv "$d" tests/data/; done
+      rmdir "$park" 2>/dev/null || true
+    fi
+    missing=$(git status --short | grep -c '^ D' || true)
+    [ "$missing" = 0 ] || { echo "$missing tracked files still missing" >&2; exit 1; }
+    echo "tree complete"
+    ;;
+  *) echo "usage: $0 out [more] | in" >&2; exit 2 ;;
+esac
