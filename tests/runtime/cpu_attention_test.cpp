@@ -288,3 +288,54 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// A paged cache against a contiguous one holding the same rows, bit for
+// bit: short heads take 128-key steps whose pages the kernels read in place
+// one by one (blocks of 8, 16 and 32 positions), 24-position blocks are
+// gathered, and 72-dim heads take 32-key steps; a decode over several
+// steps and a prompt chunk that starts mid-step. A block-table mistake is
+// an O(1) difference, a changed order of additions a last-bit one.
+TEST(CpuAttentionPaged, EqualsAContiguousCacheBitForBit) {
+  BackendOptions bo;
+  bo.threads = 2;
+  auto cpu = make_cpu_backend(bo);
+  for (int64_t hd : {8, 32, 40, 72})
+    for (int64_t block : {8, 16, 24, 32})
+      for (const auto& [n_tokens, start] : {std::pair<int64_t, int64_t>{1, 300}, {21, 150}}) {
+        const int64_t n_heads = 4, n_kv = 2, capacity = start + n_tokens;
+        std::mt19937 rng(uint32_t(hd * 31 + block * 7 + n_tokens));
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        TestCache flat = make_cache(DType::F32, n_kv, hd, capacity, 0, false);
+        TestCache paged = make_cache(DType::F32, n_kv, hd, capacity, block, true);
+        for (int64_t h = 0; h < n_kv; ++h)
+          for (int64_t pos = 0; pos < capacity; ++pos)
+            for (int64_t i = 0; i < hd; ++i)
+              for (int m = 0; m < 2; ++m) {
+                const float x = nd(rng);
+                TestCache* caches[2] = {&flat, &paged};
+                for (TestCache* t : caches) {
+                  uint8_t* plane = m == 0 ? t->k.data() : t->v.data();
+                  reinterpret_cast<float*>(plane)[kv_offset(t->layer, h, pos) + i] = x;
+                }
+              }
+        std::vector<float> q(size_t(n_tokens * n_heads * hd));
+        for (float& x : q) x = 2.0f * nd(rng);
+        AttentionParams p;
+        p.n_tokens = n_tokens;
+        p.start = start;
+        p.n_heads = n_heads;
+        p.scale = 1.0f / std::sqrt(float(hd));
+        std::vector<float> want(q.size(), NAN), got(q.size(), NAN);
+        cpu->attention(q.data(), flat.layer, p, want.data());
+        cpu->attention(q.data(), paged.layer, p, got.data());
+        for (size_t e = 0; e < got.size(); ++e)
+          ASSERT_EQ(got[e], want[e]) << "head_dim " << hd << ", blocks of " << block << ", "
+                                     << n_tokens << " tokens, element " << e;
+      }
+}
+
+}  // namespace
+}  // namespace kiln

@@ -94,21 +94,24 @@ void attention_rows_scalar(const AttentionRows* qs, int64_t n_q, int64_t hd, flo
     const AttentionRows& a = qs[g];
     float* s = scratch;
     float* part = scratch + a.visible;
-    dot_rows_scalar(a.k, hd, a.visible, a.q, hd, scale, s);
+    for (int64_t j = 0; j < a.visible; ++j)  // dot_rows_scalar, a row at a time
+      s[j] = dot_scalar(attention_key_row(a, j, hd), a.q, hd) * scale;
     float step_max = s[0];
     for (int64_t i = 1; i < a.visible; ++i) step_max = std::max(step_max, s[i]);
     const float m = *a.max;
     const float new_max = std::max(m, step_max);
     const float step_sum = exp_sum_scalar(s, a.visible, new_max);
     *a.max = new_max;
+    // wsum_rows_scalar, a row at a time.
+    float* y = m == -INFINITY ? a.out : part;
+    for (int64_t i = 0; i < hd; ++i) y[i] = 0;
+    for (int64_t j = 0; j < a.visible; ++j) axpy_scalar(y, attention_value_row(a, j, hd), s[j], hd);
     if (m == -INFINITY) {
-      wsum_rows_scalar(a.v, hd, a.visible, s, hd, a.out);
       *a.sum = step_sum;
       continue;
     }
     float r = m - new_max;
     exp_sum_scalar(&r, 1, 0.0f);
-    wsum_rows_scalar(a.v, hd, a.visible, s, hd, part);
     for (int64_t i = 0; i < hd; ++i) a.out[i] = std::fma(a.out[i], r, part[i]);
     *a.sum = std::fma(*a.sum, r, step_sum);
   }

@@ -135,6 +135,11 @@ float exp_sum_f32_simd(float* x, int64_t n, float sub);
 // are the same whichever queries share the call: short heads (a multiple
 // of 8 below 64 columns) interleave several queries' value sums only so
 // that their chains of dependent fmas overlap.
+//
+// The rows lie together at k and v, or, for short heads only (a paged
+// cache read in place), in runs of `run` rows (a multiple of 8): rows
+// [i * run, (i + 1) * run) at k_runs[i] and v_runs[i]. The queries of one
+// call all have runs of one length, or none. Either way, the same bits.
 struct AttentionRows {
   const float* q;
   const float* k;
@@ -143,7 +148,17 @@ struct AttentionRows {
   float* out;
   float* max;
   float* sum;
+  int64_t run = 0;
+  const float* const* k_runs = nullptr;
+  const float* const* v_runs = nullptr;
 };
+// Row j of a query's keys or values (head_dim hd).
+inline const float* attention_key_row(const AttentionRows& a, int64_t j, int64_t hd) {
+  return a.run ? a.k_runs[j / a.run] + (j % a.run) * hd : a.k + j * hd;
+}
+inline const float* attention_value_row(const AttentionRows& a, int64_t j, int64_t hd) {
+  return a.run ? a.v_runs[j / a.run] + (j % a.run) * hd : a.v + j * hd;
+}
 // Scratch floats for attention_rows_f32_simd: every query's scores and one
 // head of partial sums.
 constexpr int64_t attention_rows_scratch_floats(int64_t n_queries, int64_t max_visible,

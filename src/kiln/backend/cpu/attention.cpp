@@ -1,6 +1,6 @@
 // Causal attention over the KV cache, flash-attention style: a work unit is
 // one query head and a block of up to kQueryBlock consecutive query tokens;
-// it walks the visible keys in steps of kKeyBlock rows, each step's
+// it walks the visible keys in steps of key_step() rows, each step's
 // K and V rows loaded (or converted from f16) once for all the unit's
 // queries, with an online softmax (a running max and sum per query, the
 // partial output rescaled when the max grows), so no query needs a score
@@ -24,10 +24,23 @@ namespace {
 
 // Query tokens per unit: their keys come from L1/L2 after the first.
 constexpr int64_t kQueryBlock = 16;
-// Keys per softmax step: 16 KB of K and 16 KB of V at head_dim 128, f32.
-// One block of the server's paged caches (32 positions), so that a step's
-// rows lie together and are read in place rather than gathered.
-constexpr int64_t kKeyBlock = 32;
+constexpr int64_t kShortHeadDim = 64, kMaxTokenHeads = 64;
+
+// Heads the short-head kernels take (a multiple of 8 below 64 columns):
+// they read a paged cache's rows in place, a page at a time.
+constexpr bool short_kernel_head(int64_t hd) { return hd < kShortHeadDim && hd % 8 == 0; }
+
+// Keys per softmax step. 32 (16 KB of K and 16 KB of V at head_dim 128,
+// f32: one block of the server's paged caches, so that a step's rows lie
+// together and are read in place), or 128 for the short-head kernels,
+// whose step's fixed costs weighed on 32 keys of 8-32 floats and which read
+// a step's pages in place one by one. The step depends on the head only,
+// never on the cache's layout, so a paged cache gives the same sums as a
+// contiguous one.
+constexpr int64_t kMaxKeyStep = 128;
+constexpr int64_t key_step(int64_t hd) { return short_kernel_head(hd) ? kMaxKeyStep : 32; }
+// Runs (pages) a short-head step may span.
+constexpr int64_t kMaxRuns = kMaxKeyStep / 8;
 
 // Pointer to one position of one head in a cache plane (either layout).
 template <class T>
@@ -56,6 +69,42 @@ const float* rows_f32(const void* plane, const KvLayer& c, int64_t head, int64_t
     done += m;
   }
   return buf;
+}
+
+// One step's keys and values for one KV head, rows [j, j + n), as
+// attention_rows_f32_simd reads them: a paged f32 cache's pages in place,
+// one run each, where the step spans several and the short-head kernels
+// take the head; else rows_f32 (in place when the rows lie together, else
+// gathered into kbuf and vbuf).
+struct StepRows {
+  const float* k = nullptr;
+  const float* v = nullptr;
+  int64_t run = 0;
+  const float* k_runs[kMaxRuns];
+  const float* v_runs[kMaxRuns];
+
+  AttentionRows for_query(const float* q, int64_t visible, float* out, float* max,
+                          float* sum) const {
+    return AttentionRows{q, k, v, visible, out, max, sum, run, k_runs, v_runs};
+  }
+};
+
+void step_rows(const KvLayer& c, int64_t head, int64_t j, int64_t n, float* kbuf, float* vbuf,
+               StepRows& s) {
+  s.run = 0;
+  if (c.blocks && c.dtype == DType::F32 && short_kernel_head(c.head_dim) && c.block % 8 == 0 &&
+      j % c.block == 0 && kv_run(c, j) < n && (n + c.block - 1) / c.block <= kMaxRuns) {
+    s.run = c.block;
+    for (int64_t i = 0; i * c.block < n; ++i) {
+      s.k_runs[i] = cache_row<float>(c.k, c, head, j + i * c.block);
+      s.v_runs[i] = cache_row<float>(c.v, c, head, j + i * c.block);
+    }
+    s.k = s.k_runs[0];
+    s.v = s.v_runs[0];
+    return;
+  }
+  s.k = rows_f32(c.k, c, head, j, n, kbuf);
+  s.v = rows_f32(c.v, c, head, j, n, vbuf);
 }
 
 }  // namespace
@@ -92,8 +141,6 @@ namespace {
 // key/value head, and the kernel interleaves the heads' value sums, whose
 // chains of fmas a head alone would wait on. The same kernel, fed the same
 // rows, gives every query the same bits as the per-head units below.
-constexpr int64_t kShortHeadDim = 64, kMaxTokenHeads = 64;
-
 bool token_heads_unit(int64_t head_dim, int64_t n_heads) {
   return head_dim < kShortHeadDim && n_heads <= kMaxTokenHeads;
 }
@@ -108,7 +155,7 @@ void normalise(float* out, int64_t hd, float sum) {
 // first token sits at position start) over the cache's visible keys.
 // scratch: unit_scratch_floats(head_dim) floats.
 constexpr int64_t unit_scratch_floats(int64_t hd) {
-  return 2 * kKeyBlock * hd + attention_rows_scratch_floats(kQueryBlock, kKeyBlock, hd) +
+  return 2 * key_step(hd) * hd + attention_rows_scratch_floats(kQueryBlock, key_step(hd), hd) +
          2 * kQueryBlock;
 }
 
@@ -116,25 +163,26 @@ void attend_unit(const float* q, const KvLayer& c, int64_t n_heads, float scale,
                  int64_t h, int64_t t0, int64_t nq, float* out, float* scratch) {
   const int64_t hd = c.head_dim;
   const int64_t kvh = h / (n_heads / c.n_kv_heads);  // query heads share a key/value head
+  const int64_t step = key_step(hd);
   float* kbuf = scratch;
-  float* vbuf = kbuf + kKeyBlock * hd;
-  float* rows_scratch = vbuf + kKeyBlock * hd;
-  float* run_max = rows_scratch + attention_rows_scratch_floats(kQueryBlock, kKeyBlock, hd);
+  float* vbuf = kbuf + step * hd;
+  float* rows_scratch = vbuf + step * hd;
+  float* run_max = rows_scratch + attention_rows_scratch_floats(kQueryBlock, step, hd);
   float* run_sum = run_max + kQueryBlock;  // per query of the unit
   AttentionRows rows[kQueryBlock];
+  StepRows kv;
   const int64_t n_keys = start + t0 + nq;  // the last query's view
   for (int64_t r = 0; r < nq; ++r) run_max[r] = -INFINITY, run_sum[r] = 0.0f;
   for (int64_t j = 0; j < n_keys;) {
-    const int64_t n = std::min(kKeyBlock, n_keys - j);
-    const float* K = rows_f32(c.k, c, kvh, j, n, kbuf);
-    const float* V = rows_f32(c.v, c, kvh, j, n, vbuf);
+    const int64_t n = std::min(step, n_keys - j);
+    step_rows(c, kvh, j, n, kbuf, vbuf, kv);
     int64_t m = 0;
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t t = t0 + r;
       const int64_t visible = std::min(n, start + t + 1 - j);  // causal
       if (visible <= 0) continue;
       const int64_t at = (t * n_heads + h) * hd;
-      rows[m++] = AttentionRows{q + at, K, V, visible, out + at, &run_max[r], &run_sum[r]};
+      rows[m++] = kv.for_query(q + at, visible, out + at, &run_max[r], &run_sum[r]);
     }
     attention_rows_f32_simd(rows, m, hd, scale, rows_scratch);
     j += n;
@@ -144,28 +192,29 @@ void attend_unit(const float* q, const KvLayer& c, int64_t n_heads, float scale,
 
 // One token's every head (token_heads_unit), the token at position start.
 constexpr int64_t token_scratch_floats(int64_t hd, int64_t n_heads, int64_t n_kv_heads) {
-  return 2 * n_kv_heads * kKeyBlock * hd +
-         attention_rows_scratch_floats(n_heads, kKeyBlock, hd) + 2 * n_heads;
+  return 2 * n_kv_heads * key_step(hd) * hd +
+         attention_rows_scratch_floats(n_heads, key_step(hd), hd) + 2 * n_heads;
 }
 
 void attend_token(const float* q, const KvLayer& c, int64_t n_heads, float scale, int64_t start,
                   float* out, float* scratch) {
   const int64_t hd = c.head_dim, n_kv = c.n_kv_heads, group = n_heads / n_kv;
+  const int64_t step = key_step(hd);
   float* kbuf = scratch;
-  float* vbuf = kbuf + n_kv * kKeyBlock * hd;
-  float* rows_scratch = vbuf + n_kv * kKeyBlock * hd;
-  float* run_max = rows_scratch + attention_rows_scratch_floats(n_heads, kKeyBlock, hd);
+  float* vbuf = kbuf + n_kv * step * hd;
+  float* rows_scratch = vbuf + n_kv * step * hd;
+  float* run_max = rows_scratch + attention_rows_scratch_floats(n_heads, step, hd);
   float* run_sum = run_max + n_heads;
   AttentionRows rows[kMaxTokenHeads];
+  StepRows kv[kMaxTokenHeads];  // per KV head (n_kv <= n_heads)
   for (int64_t h = 0; h < n_heads; ++h) run_max[h] = -INFINITY, run_sum[h] = 0.0f;
   const int64_t n_keys = start + 1;
   for (int64_t j = 0; j < n_keys;) {
-    const int64_t n = std::min(kKeyBlock, n_keys - j);
+    const int64_t n = std::min(step, n_keys - j);
     for (int64_t kvh = 0; kvh < n_kv; ++kvh) {
-      const float* K = rows_f32(c.k, c, kvh, j, n, kbuf + kvh * kKeyBlock * hd);
-      const float* V = rows_f32(c.v, c, kvh, j, n, vbuf + kvh * kKeyBlock * hd);
+      step_rows(c, kvh, j, n, kbuf + kvh * step * hd, vbuf + kvh * step * hd, kv[kvh]);
       for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
-        rows[h] = AttentionRows{q + h * hd, K, V, n, out + h * hd, &run_max[h], &run_sum[h]};
+        rows[h] = kv[kvh].for_query(q + h * hd, n, out + h * hd, &run_max[h], &run_sum[h]);
     }
     attention_rows_f32_simd(rows, n_heads, hd, scale, rows_scratch);
     j += n;
