@@ -152,6 +152,11 @@ struct AttentionRows {
   const float* const* k_runs = nullptr;
   const float* const* v_runs = nullptr;
 };
+// The head widths the short-head kernels take (and so the only ones whose
+// rows may come in runs): a multiple of 8 below 64 columns.
+constexpr bool attention_short_head(int64_t head_dim) {
+  return head_dim % 8 == 0 && head_dim < 64;
+}
 // Row j of a query's keys or values (head_dim hd).
 inline const float* attention_key_row(const AttentionRows& a, int64_t j, int64_t hd) {
   return a.run ? a.k_runs[j / a.run] + (j % a.run) * hd : a.k + j * hd;

@@ -24,21 +24,16 @@ namespace {
 
 // Query tokens per unit: their keys come from L1/L2 after the first.
 constexpr int64_t kQueryBlock = 16;
-constexpr int64_t kShortHeadDim = 64, kMaxTokenHeads = 64;
-
-// Heads the short-head kernels take (a multiple of 8 below 64 columns):
-// they read a paged cache's rows in place, a page at a time.
-constexpr bool short_kernel_head(int64_t hd) { return hd < kShortHeadDim && hd % 8 == 0; }
 
 // Keys per softmax step. 32 (16 KB of K and 16 KB of V at head_dim 128,
 // f32: one block of the server's paged caches, so that a step's rows lie
-// together and are read in place), or 128 for the short-head kernels,
-// whose step's fixed costs weighed on 32 keys of 8-32 floats and which read
+// together and are read in place), or 128 for the short-head kernels
+// (attention_short_head, kiln/quant/gemm.h), whose step's fixed costs weighed on 32 keys of 8-32 floats and which read
 // a step's pages in place one by one. The step depends on the head only,
 // never on the cache's layout, so a paged cache gives the same sums as a
 // contiguous one.
 constexpr int64_t kMaxKeyStep = 128;
-constexpr int64_t key_step(int64_t hd) { return short_kernel_head(hd) ? kMaxKeyStep : 32; }
+constexpr int64_t key_step(int64_t hd) { return attention_short_head(hd) ? kMaxKeyStep : 32; }
 // Runs (pages) a short-head step may span.
 constexpr int64_t kMaxRuns = kMaxKeyStep / 8;
 
@@ -92,7 +87,7 @@ struct StepRows {
 void step_rows(const KvLayer& c, int64_t head, int64_t j, int64_t n, float* kbuf, float* vbuf,
                StepRows& s) {
   s.run = 0;
-  if (c.blocks && c.dtype == DType::F32 && short_kernel_head(c.head_dim) && c.block % 8 == 0 &&
+  if (c.blocks && c.dtype == DType::F32 && attention_short_head(c.head_dim) && c.block % 8 == 0 &&
       j % c.block == 0 && kv_run(c, j) < n && (n + c.block - 1) / c.block <= kMaxRuns) {
     s.run = c.block;
     for (int64_t i = 0; i * c.block < n; ++i) {
@@ -141,6 +136,8 @@ namespace {
 // key/value head, and the kernel interleaves the heads' value sums, whose
 // chains of fmas a head alone would wait on. The same kernel, fed the same
 // rows, gives every query the same bits as the per-head units below.
+constexpr int64_t kShortHeadDim = 64, kMaxTokenHeads = 64;
+
 bool token_heads_unit(int64_t head_dim, int64_t n_heads) {
   return head_dim < kShortHeadDim && n_heads <= kMaxTokenHeads;
 }
