@@ -1,5 +1,6 @@
 #include "kiln/core/argmax.h"
 
+#include <algorithm>
 #include <cmath>
 
 #if defined(__SSE2__)
@@ -69,15 +70,15 @@ int32_t argmax(const float* logits, int64_t vocab) {
   float best = -INFINITY;
   int64_t best_block = -1;
   for (int64_t b = 0; b < vocab; b += kBlock) {
-    const float m = block_max(logits + b, vocab - b < kBlock ? vocab - b : kBlock);
+    const float m = block_max(logits + b, std::min(kBlock, vocab - b));
     if (m > best) best = m, best_block = b;  // strictly: the first block holding it
   }
   if (best_block < 0) {  // all NaN or -inf: the first -inf, as max_element gives
     const int64_t j = first_equal(logits, vocab, -INFINITY);
     return int32_t(j < 0 ? 0 : j);
   }
-  const int64_t n = vocab - best_block < kBlock ? vocab - best_block : kBlock;
-  return int32_t(best_block + first_equal(logits + best_block, n, best));
+  return int32_t(best_block +
+                 first_equal(logits + best_block, std::min(kBlock, vocab - best_block), best));
 }
 
 }  // namespace kiln
