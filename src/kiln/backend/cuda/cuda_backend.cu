@@ -963,7 +963,10 @@ class CudaBackend final : public Backend {
     bool ran = false, timed_replay = false;
     if (it != graphs_.end() && it->second.recs.size() == recs_.size() &&
         std::memcmp(it->second.recs.data(), recs_.data(), recs_.size() * sizeof(Rec)) == 0) {
-      copy_step_args();
+      // The graph's first node copies the arguments it was captured with
+      // (capture): a second copy before it would only cost a call and a
+      // transfer. Only a step with more argument bytes than that needs one.
+      if (step_used_ > std::max<size_t>(it->second.arg_bytes, 16)) copy_step_args();
       if (stats_) {
         if (!stats_->e0) {
           check(cudaEventCreate(&stats_->e0), "stats event");
