@@ -14,7 +14,8 @@
 # hf_shapes too), with GTEST_ARGS='--gtest_filter=-*HybridShapes*:*VideoPrompt*'.
 #   TESTS=0 skips the tests; MODELS="4b:q4_k_m 4b:q8_0" picks the models;
 #   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
-#   KILN_CUDA_MV=stage, and VAR=val,VAR2=val2 sets those; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda
+#   KILN_CUDA_MV=stage, and VAR=val,VAR2=val2 sets those; @NAME[,...] runs
+#   the build shipped as /tmp/kd/NAME (EXTRA_BINS) with those settings; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda
 #   (products alone, launch floor; bench/cuda_kernels.cu) once per setting
 #   (KSETS picks its tables: all, floor, iso, step; "iso N" the N-th product only, for Nsight Compute); PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
 #   summary of decode steps of that model.
@@ -108,9 +109,13 @@ for m in ${MODELS:-3-4b:q4_k_m 3-4b:q8_0 3-4b:q4_0 3-4b:bf16}; do
   size=${m%%:*}; type=${m##*:}
   f=$(synth $size $type) || { echo "$f"; continue; }
   for v in ${VARIANTS:-default}; do
-    env=$(envof $v)
-    kv=""; [ "$v" = f16kv ] && kv="--cache-type f16"
-    r=$(env KILN_CUDA_STATS=1 $env timeout 240 $K bench $f -p ${PP:-512} -n ${TG:-128} -r ${REPS:-3} $kv --json 2> $OUT/bench.err)
+    # @NAME or @NAME,VAR=val: the build shipped as NAME (EXTRA_BINS) instead
+    # of $K, so that two builds alternate in one call.
+    bin=$K; opts=$v
+    case $v in @*) name=${v#@}; bin=/tmp/kd/${name%%,*}; opts=${name#*,}; [ "$opts" = "$name" ] && opts=default ;; esac
+    env=$(envof $opts)
+    kv=""; [ "$opts" = f16kv ] && kv="--cache-type f16"
+    r=$(env KILN_CUDA_STATS=1 $env timeout 240 $bin bench $f -p ${PP:-512} -n ${TG:-128} -r ${REPS:-3} $kv --json 2> $OUT/bench.err)
     echo "$r" > $OUT/bench-$size-$type-$(fname $v).json
     echo "$size $type $v: $(echo "$r" | python3 -c '
 import json,sys

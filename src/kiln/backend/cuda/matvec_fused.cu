@@ -755,8 +755,8 @@ __host__ __device__ constexpr bool is_plain(DType t) {
 // A piece holds at most 4096 bytes of weights (KILN_CUDA_MV_PIECE), and a
 // warp's buffers are sized to the largest piece of the product (a.buf_bytes)
 // plus 32 bytes for the aligned-down head and the rounded-up tail. Each warp
-// has a.nbuf buffers (one token: 3, or 2 where shared memory holds no
-// more; several tokens: 2; KILN_CUDA_MV_BUFS says 2 to 4 for either), so as
+// has a.nbuf buffers (one token of a K-quant: 3, or 2 where shared memory
+// holds no more; otherwise 2; KILN_CUDA_MV_BUFS says 2 to 4 for any), so as
 // many pieces in flight.
 constexpr int kBufSlack = 32;
 constexpr int kMaxRowsPerPiece = 8;
@@ -1257,12 +1257,14 @@ bool input_by_threads(int64_t bytes) {
 }
 
 // KILN_CUDA_MV_BUFS: buffers (pieces in flight) per warp, 2 to 4. For one
-// token three measured 1-1.5% faster a decode step than two (Qwen3-4B and
-// Qwen3.5-2B Q4_K_M on an H100); the several-token products of serving
-// steps keep two, as measured there.
-int buffers_wanted(int64_t T) {
+// token of a K-quant, three measured 1.2-1.3% faster a decode step than two
+// (Qwen3-4B and Qwen3.5-2B Q4_K_M on an H100); Q8_0 measured 0.3% slower
+// with three (Qwen3-4B), and the several-token products of serving steps
+// keep two, as measured there.
+int buffers_wanted(DType t, int64_t T) {
   static const int n = env_int("KILN_CUDA_MV_BUFS", 0, 2, kMaxBufs);
-  return n ? n : T == 1 ? 3 : 2;
+  const bool k_quant = t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+  return n ? n : T == 1 && k_quant ? 3 : 2;
 }
 
 // Shared memory of a bulk-copy product with nbuf buffers of buf_bytes a
@@ -1333,7 +1335,7 @@ void plan_pieces(Args& a, int warps) {
   const bool uneven = pairs_in<DT>(nblocks) % 32 != 0;
   a.flat = flat_on && a.P == 1 && (a.R > 1 || a.R2 > 1) && uneven ? 1 : 0;
   a.buf_bytes = int((most + 15) / 16 * 16);
-  a.nbuf = buffers_wanted(a.T);
+  a.nbuf = buffers_wanted(DT, a.T);
   while (a.nbuf > 2 && bulk_smem_bytes(DT, a.K, a.T, a.nbuf, a.buf_bytes, warps) > kMaxBulkSmem)
     --a.nbuf;
   a.groups = 0;
