@@ -250,7 +250,9 @@ TEST_P(FusedStep, MatchesUnfused) {
   for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * float(i) / hd);
   Dev qnorm(gpu, qn), knorm(gpu, kn), invf(gpu, inv);
   // One token (a decode step), then three (a short prompt, or a serving
-  // step of three sequences: recorded and replayed the same way).
+  // step of three sequences: recorded and replayed the same way); both
+  // rotations (halves, and the adjacent pairs of llama GGUFs).
+  for (const RopeStyle style : {RopeStyle::Halves, RopeStyle::Interleaved})
   for (int64_t T : {1, 3}) {
     const auto x0 = random_vec(size_t(T * H), uint32_t(8 + T));
     // Allocated once for the rounds: a free drops the recorded graphs.
@@ -278,8 +280,8 @@ TEST_P(FusedStep, MatchesUnfused) {
       gpu.matmul(v, h.f(), T, yv.f());
       gpu.rmsnorm(yq.f(), qnorm.f(), T * NQ / hd, hd, 1e-6f, yq.f());
       gpu.rmsnorm(yk.f(), knorm.f(), T * NK / hd, hd, 1e-6f, yk.f());
-      gpu.rope(yq.f(), T, NQ / hd, hd, hd, positions.data(), invf.f(), RopeStyle::Halves);
-      gpu.rope(yk.f(), T, NK / hd, hd, hd, positions.data(), invf.f(), RopeStyle::Halves);
+      gpu.rope(yq.f(), T, NQ / hd, hd, hd, positions.data(), invf.f(), style);
+      gpu.rope(yk.f(), T, NK / hd, hd, hd, positions.data(), invf.f(), style);
       if (store) {
         gpu.store_kv(layer, yk.f(), yv.f(), T, pos);
         AttentionParams ap;
@@ -322,7 +324,8 @@ TEST_P(FusedStep, MatchesUnfused) {
         std::vector<float> got;
         run(true, store, &got);
         EXPECT_LE(rel_err(got, want), 1e-6) << dtype_name(t) << "/" << dtype_name(tv) << " T=" << T
-                                            << " round " << round << " store " << store;
+                                            << " round " << round << " store " << store
+                                            << " interleaved " << (style == RopeStyle::Interleaved);
       }
     }
   }
