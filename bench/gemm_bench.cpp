@@ -221,6 +221,30 @@ void register_all() {
       }
     });
   }
+  // The same step as served: Qwen3-0.6B's 16 query heads on 8 KV heads of
+  // 128 dims, each iteration another of 64 sequences' caches (16 MB of keys
+  // and values in all), so that the rows come from memory, not L1.
+  benchmark::RegisterBenchmark("AttentionRows/16x128/32keys/cold", [](benchmark::State& s) {
+    constexpr int64_t heads = 16, kv = 8, hd = 128, keys = 32, seqs = 64;
+    const std::vector<float> q = make_acts(heads * hd), k = make_acts(seqs * kv * keys * hd),
+                             v = make_acts(seqs * kv * keys * hd);
+    std::vector<float> out(static_cast<size_t>(heads * hd)), mx(static_cast<size_t>(heads)),
+        sum(static_cast<size_t>(heads));
+    std::vector<float> scratch(static_cast<size_t>(attention_rows_scratch_floats(heads, keys, hd)));
+    int64_t seq = 0;
+    for (auto _ : s) {
+      std::vector<AttentionRows> rows;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t at = ((seq * kv) + h / (heads / kv)) * keys * hd;
+        rows.push_back(AttentionRows{q.data() + h * hd, k.data() + at, v.data() + at, keys,
+                                     out.data() + h * hd, &mx[size_t(h)], &sum[size_t(h)]});
+        mx[size_t(h)] = -1.0f, sum[size_t(h)] = 1.0f;
+      }
+      attention_rows_f32_simd(rows.data(), heads, hd, 0.3f, scratch.data());
+      benchmark::DoNotOptimize(out.data());
+      seq = (seq + 1) % seqs;
+    }
+  });
   benchmark::RegisterBenchmark("DotF32/4096", [](benchmark::State& s) {
     const std::vector<float> a = make_acts(4096), b = make_acts(4096);
     for (auto _ : s) benchmark::DoNotOptimize(dot_f32_simd(a.data(), b.data(), 4096));

@@ -83,7 +83,38 @@ TEST_P(AttentionRowsKernel, EqualsTheRowKernelsQueryByQuery) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, AttentionRowsKernel,
-                         ::testing::Values(8, 16, 24, 32, 40, 48, 56, 12, 64, 72, 128));
+                         ::testing::Values(8, 16, 24, 32, 40, 48, 56, 12, 64, 72, 128, 256));
+
+// The row kernels against their definitions, bit for bit: for heads of 64
+// dims and up a score is dot_f32_simd of its row times the scale, however
+// many rows are taken together (eight at a time, the last group short;
+// shorter heads have sums of their own, sum8x8's); a value sum's column is
+// one fma chain over the rows in order, whatever the register width.
+TEST(AttentionRowKernels, ScoresAreDotF32AndValueSumsAreFmaChains) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t hd : {8, 24, 64, 72, 96, 128, 192, 256}) {
+    for (int64_t rows : {1, 5, 8, 13, 16, 33}) {
+      const int64_t stride = hd + 8;  // rows apart, as in a cache of wider rows
+      std::vector<float> k(static_cast<size_t>(rows * stride)), q(static_cast<size_t>(hd)),
+          p(static_cast<size_t>(rows));
+      for (float& x : k) x = nd(rng);
+      for (float& x : q) x = nd(rng);
+      for (float& x : p) x = nd(rng);
+      std::vector<float> s(static_cast<size_t>(rows)), y(static_cast<size_t>(hd));
+      dot_rows_f32_simd(k.data(), stride, rows, q.data(), hd, 0.37f, s.data());
+      wsum_rows_f32_simd(k.data(), stride, rows, p.data(), hd, y.data());
+      for (int64_t j = 0; j < rows && hd >= 64; ++j)
+        ASSERT_EQ(s[size_t(j)], dot_f32_simd(k.data() + j * stride, q.data(), hd) * 0.37f)
+            << "head dim " << hd << ", " << rows << " rows, row " << j;
+      for (int64_t i = 0; i < hd; ++i) {
+        float want = 0.0f;
+        for (int64_t j = 0; j < rows; ++j) want = std::fma(p[size_t(j)], k[size_t(j * stride + i)], want);
+        ASSERT_EQ(y[size_t(i)], want) << "head dim " << hd << ", " << rows << " rows, column " << i;
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace kiln
