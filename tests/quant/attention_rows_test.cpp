@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "kiln/core/half.h"
 #include "kiln/quant/gemm.h"
 
 namespace kiln {
@@ -112,6 +113,31 @@ TEST(AttentionRowKernels, ScoresAreDotF32AndValueSumsAreFmaChains) {
         for (int64_t j = 0; j < rows; ++j) want = std::fma(p[size_t(j)], k[size_t(j * stride + i)], want);
         ASSERT_EQ(y[size_t(i)], want) << "head dim " << hd << ", " << rows << " rows, column " << i;
       }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// An f16 cache's rows reach attention through f16_to_f32_simd: every one of
+// the 65536 halves as half.h's exact conversion gives it (NaNs as NaNs),
+// at lengths that leave each of its loops a tail.
+TEST(AttentionRowKernels, HalfRowsConvertExactly) {
+  std::vector<uint16_t> all(65536 + 23);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = uint16_t(i);
+  for (int64_t n : {int64_t(all.size()), int64_t(7), int64_t(15), int64_t(16), int64_t(31)}) {
+    std::vector<float> got(static_cast<size_t>(n));
+    f16_to_f32_simd(all.data(), n, got.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const float want = f16_to_f32(all[size_t(i)]);
+      if (std::isnan(want))
+        ASSERT_TRUE(std::isnan(got[size_t(i)])) << "half " << all[size_t(i)];
+      else
+        ASSERT_EQ(f32_to_bits(got[size_t(i)]), f32_to_bits(want)) << "half " << all[size_t(i)];
     }
   }
 }

@@ -37,6 +37,7 @@ namespace kiln {
   void wsum_rows_f32(const float* v, int64_t stride, int64_t rows, const float* p, int64_t n,  \
                      float* y);                                                                \
   float exp_sum_f32(float* x, int64_t n, float sub);                                           \
+  void f16_to_f32_rows(const uint16_t* src, int64_t n, float* dst);                            \
   void attention_rows_f32(const AttentionRows* qs, int64_t n_q, int64_t hd, float scale,       \
                           float* scratch);                                                     \
   void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out);               \
@@ -77,6 +78,9 @@ void silu_mul_scalar(const float* gate, const float* up, int64_t n, float* out) 
     const float g = gate[i];
     out[i] = g / (1.0f + std::exp(-g)) * up[i];
   }
+}
+void f16_to_f32_scalar(const uint16_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i]);
 }
 float exp_sum_scalar(float* x, int64_t n, float sub) {
   float total = 0;
@@ -195,6 +199,7 @@ struct Kernels {
   decltype(&k_avx2::dot_rows_f32) dot_rows = dot_rows_scalar;
   decltype(&k_avx2::wsum_rows_f32) wsum_rows = wsum_rows_scalar;
   decltype(&k_avx2::exp_sum_f32) exp_sum = exp_sum_scalar;
+  decltype(&k_avx2::f16_to_f32_rows) f16_to_f32 = f16_to_f32_scalar;
   decltype(&k_avx2::attention_rows_f32) attention_rows = attention_rows_scalar;
   decltype(&k_avx2::silu_mul_f32) silu_mul = silu_mul_scalar;
   decltype(&k_avx2::gemm_f64) gemm64 = gemm_f64_scalar;
@@ -213,7 +218,7 @@ struct Kernels {
   Kernels{name,        ns::quantize_rows,    ns::gemm_int8,      ns::gemm_float, \
           ns::gemm_float_sum_f64, ns::gemm_float_cols,                           \
           ns::dot_f32, ns::axpy_f32,         ns::dot_rows_f32,   ns::wsum_rows_f32, \
-          ns::exp_sum_f32, ns::attention_rows_f32, ns::silu_mul_f32, ns::gemm_f64, \
+          ns::exp_sum_f32, ns::f16_to_f32_rows, ns::attention_rows_f32, ns::silu_mul_f32, ns::gemm_f64, \
           ns::mul_add_f64, ns::sum_squares_f64, ns::axpy_f64_f32,  ns::decay_update_f32, tiles, \
           ns::kept_tile_rows, ns::kept_tile_bytes, ns::pack_kept_tiles, ns::gemm_int8_kept}
 
@@ -410,6 +415,7 @@ void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const floa
   kernels().wsum_rows(v, stride, rows, p, n, y);
 }
 float exp_sum_f32_simd(float* x, int64_t n, float sub) { return kernels().exp_sum(x, n, sub); }
+void f16_to_f32_simd(const uint16_t* src, int64_t n, float* dst) { kernels().f16_to_f32(src, n, dst); }
 void attention_rows_f32_simd(const AttentionRows* queries, int64_t n_queries, int64_t head_dim,
                              float scale, float* scratch) {
   kernels().attention_rows(queries, n_queries, head_dim, scale, scratch);

@@ -123,6 +123,9 @@ void wsum_rows_f32_simd(const float* v, int64_t stride, int64_t rows, const floa
                         float* y);
 // x[i] = exp(x[i] - sub) for x[i] <= sub (softmax), returning their sum.
 float exp_sum_f32_simd(float* x, int64_t n, float sub);
+// dst[i] = src[i] from IEEE half: exact (every half is a float), as
+// kiln/core/half.h's f16_to_f32, the CPU's F16C conversion where it has one.
+void f16_to_f32_simd(const uint16_t* src, int64_t n, float* dst);
 // One step of attention's online softmax (flash-attention style) for
 // several queries, each over its own run of key and value rows (head_dim
 // floats apart; `visible` >= 1 of them). For query g, with m and l its

@@ -58,8 +58,7 @@ const float* rows_f32(const void* plane, const KvLayer& c, int64_t head, int64_t
       std::memcpy(dst, cache_row<float>(plane, c, head, j + done),
                   size_t(m * c.head_dim) * sizeof(float));
     } else {
-      const uint16_t* src = cache_row<uint16_t>(plane, c, head, j + done);
-      for (int64_t i = 0; i < m * c.head_dim; ++i) dst[i] = f16_to_f32(src[i]);
+      f16_to_f32_simd(cache_row<uint16_t>(plane, c, head, j + done), m * c.head_dim, dst);
     }
     done += m;
   }
