@@ -149,8 +149,17 @@ INSTANTIATE_TEST_SUITE_P(
 // the units are spread over the threads differs). Sequences of very
 // different lengths, so the split by keys is uneven; paged and contiguous
 // caches, f32 and f16.
+void decode_batch_equals_each_alone(int64_t n_heads, int64_t n_kv, int64_t hd);
+
 TEST(CpuAttentionDecodeBatch, EqualsEachSequenceAlone) {
-  const int64_t n_heads = 4, n_kv = 2, hd = 24;
+  // Heads of 24 dims (a unit a sequence) and of 128 (a unit a group of
+  // query heads sharing a key/value head, 3 of them here).
+  for (const auto& [n_heads, n_kv, hd] : {std::tuple<int64_t, int64_t, int64_t>{4, 2, 24},
+                                          std::tuple<int64_t, int64_t, int64_t>{6, 2, 128}})
+    decode_batch_equals_each_alone(n_heads, n_kv, hd);
+}
+
+void decode_batch_equals_each_alone(int64_t n_heads, int64_t n_kv, int64_t hd) {
   const std::vector<int64_t> starts = {0, 1, 63, 64, 300, 5, 129};
   BackendOptions bo;
   bo.threads = 2;
@@ -284,7 +293,8 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{16, 16, DType::F32}, DecodeCase{24, 0, DType::F16},
                       DecodeCase{32, 32, DType::F32}, DecodeCase{56, 0, DType::F32},
                       DecodeCase{20, 32, DType::F32}, DecodeCase{72, 0, DType::F32},
-                      DecodeCase{8, 8, DType::F16}));
+                      DecodeCase{8, 8, DType::F16}, DecodeCase{128, 32, DType::F32},
+                      DecodeCase{128, 0, DType::F16}));
 
 }  // namespace
 }  // namespace kiln

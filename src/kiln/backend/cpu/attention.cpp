@@ -147,43 +147,56 @@ void normalise(float* out, int64_t hd, float sum) {
   for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
 }
 
-// One work unit: query head h of tokens t0 .. t0 + nq - 1 (of a call whose
-// first token sits at position start) over the cache's visible keys.
-// scratch: unit_scratch_floats(head_dim) floats.
+// One work unit: query heads h0 .. h0 + nh - 1, which share one key/value
+// head, of tokens t0 .. t0 + nq - 1 (of a call whose first token sits at
+// position start) over the cache's visible keys; nh * nq <= kQueryBlock.
+// The heads of a group taken together read each step's key and value rows
+// once for all of them (each query's sums are its own, so the same bits as
+// a unit a head). scratch: unit_scratch_floats(head_dim) floats.
 constexpr int64_t unit_scratch_floats(int64_t hd) {
   return 2 * key_step(hd) * hd + attention_rows_scratch_floats(kQueryBlock, key_step(hd), hd) +
          2 * kQueryBlock;
 }
 
 void attend_unit(const float* q, const KvLayer& c, int64_t n_heads, float scale, int64_t start,
-                 int64_t h, int64_t t0, int64_t nq, float* out, float* scratch) {
+                 int64_t h0, int64_t nh, int64_t t0, int64_t nq, float* out, float* scratch) {
   const int64_t hd = c.head_dim;
-  const int64_t kvh = h / (n_heads / c.n_kv_heads);  // query heads share a key/value head
+  const int64_t kvh = h0 / (n_heads / c.n_kv_heads);  // query heads share a key/value head
   const int64_t step = key_step(hd);
   float* kbuf = scratch;
   float* vbuf = kbuf + step * hd;
   float* rows_scratch = vbuf + step * hd;
   float* run_max = rows_scratch + attention_rows_scratch_floats(kQueryBlock, step, hd);
-  float* run_sum = run_max + kQueryBlock;  // per query of the unit
+  float* run_sum = run_max + kQueryBlock;  // per query of the unit: head-major
   AttentionRows rows[kQueryBlock];
   StepRows kv;
   const int64_t n_keys = start + t0 + nq;  // the last query's view
-  for (int64_t r = 0; r < nq; ++r) run_max[r] = -INFINITY, run_sum[r] = 0.0f;
+  for (int64_t r = 0; r < nh * nq; ++r) run_max[r] = -INFINITY, run_sum[r] = 0.0f;
   for (int64_t j = 0; j < n_keys;) {
     const int64_t n = std::min(step, n_keys - j);
     step_rows(c, kvh, j, n, kbuf, vbuf, kv);
     int64_t m = 0;
-    for (int64_t r = 0; r < nq; ++r) {
-      const int64_t t = t0 + r;
-      const int64_t visible = std::min(n, start + t + 1 - j);  // causal
-      if (visible <= 0) continue;
-      const int64_t at = (t * n_heads + h) * hd;
-      rows[m++] = kv.for_query(q + at, visible, out + at, &run_max[r], &run_sum[r]);
-    }
+    for (int64_t i = 0; i < nh; ++i)
+      for (int64_t r = 0; r < nq; ++r) {
+        const int64_t t = t0 + r;
+        const int64_t visible = std::min(n, start + t + 1 - j);  // causal
+        if (visible <= 0) continue;
+        const int64_t at = (t * n_heads + h0 + i) * hd;
+        rows[m++] = kv.for_query(q + at, visible, out + at, &run_max[i * nq + r], &run_sum[i * nq + r]);
+      }
     attention_rows_f32_simd(rows, m, hd, scale, rows_scratch);
     j += n;
   }
-  for (int64_t r = 0; r < nq; ++r) normalise(out + ((t0 + r) * n_heads + h) * hd, hd, run_sum[r]);
+  for (int64_t i = 0; i < nh; ++i)
+    for (int64_t r = 0; r < nq; ++r)
+      normalise(out + ((t0 + r) * n_heads + h0 + i) * hd, hd, run_sum[i * nq + r]);
+}
+
+// Query heads a one-token unit takes: the group sharing a key/value head,
+// where it fits a unit, else one.
+int64_t heads_a_unit(int64_t n_heads, int64_t n_kv_heads) {
+  const int64_t group = n_heads / n_kv_heads;
+  return group <= kQueryBlock ? group : 1;
 }
 
 // One token's every head (token_heads_unit), the token at position start.
@@ -239,17 +252,26 @@ void CpuBackend::attention(const float* q, const KvLayer& c, const AttentionPara
     return;
   }
   const int64_t n_qblocks = (p.n_tokens + kQueryBlock - 1) / kQueryBlock;
-  // Units ordered head-major: a thread's range holds consecutive query
-  // blocks of the same heads, whose keys stay in its caches.
   auto run = [&](int64_t n, auto&& fn) {
     if (work < kInlineWork) fn(int64_t(0), n, 0);
     else pool_.parallel_for(n, fn);
   };
+  if (p.n_tokens == 1) {  // a decode step: a unit a group of heads
+    const int64_t nh = heads_a_unit(p.n_heads, c.n_kv_heads);
+    run(p.n_heads / nh, [&](int64_t w0, int64_t w1, int) {
+      float* scratch = scratch_floats(unit_scratch_floats(c.head_dim));
+      for (int64_t w = w0; w < w1; ++w)
+        attend_unit(q, c, p.n_heads, p.scale, p.start, w * nh, nh, 0, 1, out, scratch);
+    });
+    return;
+  }
+  // Units ordered head-major: a thread's range holds consecutive query
+  // blocks of the same heads, whose keys stay in its caches.
   run(p.n_heads * n_qblocks, [&](int64_t w0, int64_t w1, int) {
     float* scratch = scratch_floats(unit_scratch_floats(c.head_dim));
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t h = w / n_qblocks, t0 = (w % n_qblocks) * kQueryBlock;
-      attend_unit(q, c, p.n_heads, p.scale, p.start, h, t0,
+      attend_unit(q, c, p.n_heads, p.scale, p.start, h, 1, t0,
                   std::min(kQueryBlock, p.n_tokens - t0), out, scratch);
     }
   });
@@ -279,8 +301,10 @@ void CpuBackend::attention_decode_batch(const float* q, const float* k, const fl
     if (!whole_tokens) store(i);
     keys_before[size_t(i) + 1] = keys_before[size_t(i)] + starts[i] + 1;
   }
-  const int64_t per_seq = whole_tokens ? 1 : n_heads;  // units per sequence
-  const int64_t heads_per_unit = n_heads / per_seq;
+  // Units per sequence: one, or one a group of heads sharing a key/value head.
+  const int64_t group = whole_tokens ? n_heads : heads_a_unit(n_heads, caches[0].n_kv_heads);
+  const int64_t per_seq = n_heads / group;
+  const int64_t heads_per_unit = group;
   const int64_t units = n * per_seq;
   auto unit = [&](int64_t u) {
     const int64_t i = u / per_seq, h = u % per_seq;
@@ -291,8 +315,8 @@ void CpuBackend::attention_decode_batch(const float* q, const float* k, const fl
       attend_token(q + i * q_row, c, n_heads, scale, starts[i], out + i * q_row,
                    scratch_floats(token_scratch_floats(c.head_dim, n_heads, c.n_kv_heads)));
     } else
-      attend_unit(q + i * q_row, c, n_heads, scale, starts[i], h, 0, 1, out + i * q_row,
-                  scratch_floats(unit_scratch_floats(c.head_dim)));
+      attend_unit(q + i * q_row, c, n_heads, scale, starts[i], h * group, group, 0, 1,
+                  out + i * q_row, scratch_floats(unit_scratch_floats(c.head_dim)));
   };
   if (n_heads * keys_before[size_t(n)] * hd < kInlineWork) {
     for (int64_t u = 0; u < units; ++u) unit(u);
