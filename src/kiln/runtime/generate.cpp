@@ -32,15 +32,18 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
 
   GenerateResult result;
   result.prompt_tokens = int64_t(req.prompt.size());
-  std::vector<float> logits(static_cast<size_t>(vocab));
+  // In the backend's host memory (pinned on a GPU): each step's logits are
+  // copied from the device straight there, not staged and copied again.
+  HostBuffer logits_mem(model.backend(), size_t(vocab) * sizeof(float));
+  float* const logits = logits_mem.f32();
   std::vector<int32_t> history = req.prompt;
   Sampler sampler(req.sampling);
 
   auto t0 = clock::now();
   if (req.prefilled_logits)
-    std::copy_n(req.prefilled_logits, vocab, logits.data());
+    std::copy_n(req.prefilled_logits, vocab, logits);
   else if (!req.prompt.empty())
-    model.forward(state, req.prompt.data(), int64_t(req.prompt.size()), logits.data(), false);
+    model.forward(state, req.prompt.data(), int64_t(req.prompt.size()), logits, false);
   auto t1 = clock::now();
   result.prefill_seconds = seconds(t0, t1);
 
@@ -73,14 +76,14 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       if (!go_on) break;
       next = forced.back();
     } else {
-      next = sampler.sample(logits.data(), vocab, history);
+      next = sampler.sample(logits, vocab, history);
       if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end()) {
         result.stop = GenerateResult::Stop::StopToken;
         break;
       }
     }
     if (!emit(next)) break;
-    model.forward(state, &next, 1, logits.data(), false);
+    model.forward(state, &next, 1, logits, false);
   }
   result.decode_seconds = seconds(t1, clock::now());
   return result;
