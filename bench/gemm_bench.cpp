@@ -163,6 +163,15 @@ void register_all() {
           ->Unit(benchmark::kMillisecond);
     }
   }
+  // A serving step's products as they run there: 32 tokens through Q8_0
+  // tiles streamed from memory (Qwen3-0.6B's down projection {1024, 3072},
+  // in L3 like the shape above, and its tied output head {151936, 1024},
+  // 165 MB of tiles read once an iteration).
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{1024, 3072}, {151936, 1024}})
+    benchmark::RegisterBenchmark(
+        ("GemmKept/q8_0/" + std::to_string(rows) + "x" + std::to_string(cols) + "x32").c_str(),
+        [rows, cols](benchmark::State& s) { run_gemm_kept(s, DType::Q8_0, rows, cols, 32); })
+        ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("QuantizeActs/128x1024", [](benchmark::State& s) {
     const std::vector<float> x = make_acts(128 * 1024);
     Aligned qmem(quantized_rows_bytes(128, 1024));
