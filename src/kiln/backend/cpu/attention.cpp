@@ -28,8 +28,9 @@ constexpr int64_t kQueryBlock = 16;
 // Keys per softmax step. 32 (16 KB of K and 16 KB of V at head_dim 128,
 // f32: one block of the server's paged caches, so that a step's rows lie
 // together and are read in place), or 128 for the short-head kernels
-// (attention_short_head, kiln/quant/gemm.h), whose step's fixed costs weighed on 32 keys of 8-32 floats and which read
-// a step's pages in place one by one. The step depends on the head only,
+// (attention_short_head, kiln/quant/gemm.h), whose step's fixed costs
+// weighed on 32 keys of 8-32 floats and which read a step's pages in place
+// one by one. The step depends on the head only,
 // never on the cache's layout, so a paged cache gives the same sums as a
 // contiguous one.
 constexpr int64_t kMaxKeyStep = 128;
@@ -304,7 +305,6 @@ void CpuBackend::attention_decode_batch(const float* q, const float* k, const fl
   // Units per sequence: one, or one a group of heads sharing a key/value head.
   const int64_t group = whole_tokens ? n_heads : heads_a_unit(n_heads, caches[0].n_kv_heads);
   const int64_t per_seq = n_heads / group;
-  const int64_t heads_per_unit = group;
   const int64_t units = n * per_seq;
   auto unit = [&](int64_t u) {
     const int64_t i = u / per_seq, h = u % per_seq;
@@ -327,7 +327,7 @@ void CpuBackend::attention_decode_batch(const float* q, const float* k, const fl
   auto cost_before = [&](int64_t u) {
     const int64_t i = u / per_seq, h = u % per_seq;
     const int64_t partial = i < n ? h * (starts[i] + 1) : 0;
-    return per_seq * keys_before[size_t(i)] + partial + 8 * heads_per_unit * u;
+    return per_seq * keys_before[size_t(i)] + partial + 8 * group * u;
   };
   const int64_t total = cost_before(units);
   const int threads = int(std::min<int64_t>(pool_.size(), units));
