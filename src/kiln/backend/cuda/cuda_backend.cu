@@ -1579,13 +1579,17 @@ class CudaBackend final : public Backend {
   // the CPU; two parts, 16 bits, put the hybrids at 1e-3) at tensor-core
   // speed: one full-f32 SGEMM over dequantized tiles was a fifth of
   // llama.cpp's f16 prefill. KILN_CUDA_BF16=f32 keeps that path.
+  //
+  // KILN_CUDA_BF16_PARTS=1 or 2: fewer parts, rounding the activations (to
+  // compare speed and error; not the default).
   void gemm_bf16(const void* w, int64_t N, int64_t K, const float* x, int64_t T, float* y) {
-    const size_t need = size_t(cuda::kBf16Parts) * size_t(T * K) * sizeof(__nv_bfloat16);
+    static const int parts = cuda::env_int("KILN_CUDA_BF16_PARTS", cuda::kBf16Parts, 1, cuda::kBf16Parts);
+    const size_t need = size_t(parts) * size_t(T * K) * sizeof(__nv_bfloat16);
     grow_scratch(xb_, xb_bytes_, need, "the bf16 activations");
-    cuda::split_bf16(x, T * K, xb_, stream_);
+    cuda::split_bf16(x, T * K, parts, xb_, stream_);
     check_blas(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     const float one = 1.0f, zero = 0.0f;
-    for (int k = 0; k < cuda::kBf16Parts; ++k)
+    for (int k = 0; k < parts; ++k)
       check_blas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, w,
                               CUDA_R_16BF, int(K), xb_ + size_t(k) * size_t(T * K), CUDA_R_16BF,
                               int(K), k == 0 ? &zero : &one, y, CUDA_R_32F, int(N),

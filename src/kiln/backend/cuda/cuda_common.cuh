@@ -189,12 +189,13 @@ bool matvec_fused_prepares(DType t, int64_t K, int64_t T, size_t scratch_bytes);
 void dequant_rows_f16(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
                       int64_t K, __half* out, cudaStream_t s);
 void to_half(const float* x, int64_t n, __half* y, cudaStream_t s);
-// x as the sum of kBf16Parts bf16 values (parts[k * n + i], largest first;
-// three carry all of f32's 24 significand bits): activations for bf16
-// tensor-core products as exact as f32 ones (one product per part with the
-// exact bf16 weights, f32 accumulation).
+// x as the sum of n_parts bf16 values (parts[k * n + i], largest first;
+// three carry all of f32's 24 significand bits, kBf16Parts): activations
+// for bf16 tensor-core products as exact as f32 ones (one product per part
+// with the exact bf16 weights, f32 accumulation). Fewer parts round them:
+// two keep 16 bits (more than f16's 11), one bf16's 8.
 constexpr int kBf16Parts = 3;
-void split_bf16(const float* x, int64_t n, __nv_bfloat16* parts, cudaStream_t s);
+void split_bf16(const float* x, int64_t n, int n_parts, __nv_bfloat16* parts, cudaStream_t s);
 // out[i, :] = row (ids ? ids[i] : row0 + i) of W as f32, for i < rows.
 void dequant_rows(DType t, const void* w, size_t row_bytes, int64_t row0, int64_t rows,
                   int64_t K, const int32_t* ids, float* out, cudaStream_t s);

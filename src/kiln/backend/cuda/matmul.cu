@@ -284,15 +284,14 @@ __global__ void to_half4_kernel(const float4* __restrict__ x, int64_t n4, uint2*
   y[i] = {*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b)};
 }
 
-__global__ void split_bf16_kernel(const float* __restrict__ x, int64_t n,
+__global__ void split_bf16_kernel(const float* __restrict__ x, int64_t n, int n_parts,
                                   __nv_bfloat16* __restrict__ parts) {
   pdl_trigger();
   pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   float rest = x[i];
-#pragma unroll
-  for (int k = 0; k < kBf16Parts; ++k) {
+  for (int k = 0; k < n_parts; ++k) {
     const __nv_bfloat16 p = __float2bfloat16_rn(rest);
     parts[k * n + i] = p;
     rest -= __bfloat162float(p);  // exact in f32
@@ -300,9 +299,9 @@ __global__ void split_bf16_kernel(const float* __restrict__ x, int64_t n,
 }
 }  // namespace
 
-void split_bf16(const float* x, int64_t n, __nv_bfloat16* parts, cudaStream_t s) {
+void split_bf16(const float* x, int64_t n, int n_parts, __nv_bfloat16* parts, cudaStream_t s) {
   if (n <= 0) return;
-  launch(split_bf16_kernel, grid_for(n, 256), 256, 0, s, "split_bf16", x, n, parts);
+  launch(split_bf16_kernel, grid_for(n, 256), 256, 0, s, "split_bf16", x, n, n_parts, parts);
 }
 
 void to_half(const float* x, int64_t n, __half* y, cudaStream_t s) {
