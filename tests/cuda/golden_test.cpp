@@ -4,7 +4,10 @@
 //
 // Tolerances as tests/runtime/golden_logits_test.cpp: f32/bf16 weights, max
 // |logit - ref| / max |ref| <= 1e-4 (the GPU sums in another order than the
-// CPU, ~1e-6 relative); q8_0, the share of positions with cosine >= 0.99 is
+// CPU, ~1e-6 relative) with exact BF16 products; as loaded, a dense model's
+// BF16 prefill rounds the products' activations to bf16 on the tensor
+// cores (Backend::set_exact_bf16_products): 2e-2 (measured 4e-3 to
+// 1.4e-2), and the greedy continuation still equal; q8_0, the share of positions with cosine >= 0.99 is
 // at least 90% (60% for the hybrids, where llama.cpp itself reaches only
 // ~65%) and at least llama.cpp's on the same file. The hybrids (and the
 // hybrid shapes of tests/data/hf_shapes) against their exact (float64)
@@ -53,6 +56,9 @@ struct Case {
 
 class CudaGolden : public testing::TestWithParam<Case> {};
 
+// The architectures whose models ask for exact BF16 products when loaded.
+bool is_hybrid(const std::string& arch) { return arch.rfind("qwen3_5", 0) == 0 || arch == "qwen3_next"; }
+
 TEST_P(CudaGolden, MatchesReference) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const Case& c = GetParam();
@@ -78,6 +84,18 @@ TEST_P(CudaGolden, MatchesReference) {
   so.kv_dtype = c.kv;
   auto state = engine->model().new_state(so);
   std::vector<float> got(size_t(T * V));
+  if (c.exact) {
+    // As loaded, BF16 weights' prefill products round their activations to
+    // bf16 (Backend::set_exact_bf16_products), the dense fixtures' logits
+    // 4e-3 to 1.4e-2 from the reference on an H100; the hybrids keep them
+    // exact. Then exact, to the tolerances below.
+    engine->model().forward(*state, ids.data(), T, got.data(), true);
+    const double err = max_relative_error(got, want);
+    EXPECT_LE(err, 2e-2);
+    std::printf("[ %s ] as loaded: max relative logit error %.3g\n", model_path.c_str(), err);
+    engine->backend().set_exact_bf16_products(true);
+    state = engine->model().new_state(so);
+  }
   engine->model().forward(*state, ids.data(), T, got.data(), true);
 
   if (c.exact && c.kv == DType::F32 && std::filesystem::exists(dir + "/ref_exact.safetensors")) {
@@ -101,7 +119,9 @@ TEST_P(CudaGolden, MatchesReference) {
   }
 
   // Greedy continuation, twice: the second run replays recorded graphs from
-  // its first step and must agree with the first.
+  // its first step and must agree with the first. With the products as
+  // loaded, as kiln run has them.
+  if (!is_hybrid(c.arch)) engine->backend().set_exact_bf16_products(false);
   for (int run = 0; run < 2; ++run) {
     auto st2 = engine->model().new_state(so);
     GenerateRequest req;

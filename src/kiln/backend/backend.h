@@ -116,6 +116,15 @@ class Backend {
   virtual void matmul_sum_f64(const Weight& w, const float* x, int64_t n_tokens, float* y) {
     matmul(w, x, n_tokens, y);
   }
+  // Asks products of BF16 weights to keep all of their f32 activations'
+  // bits. Otherwise a backend may round the activations to bf16 where that
+  // is much faster: the GPU does in prefill, whose bf16 tensor cores then
+  // take one product instead of three (one per bf16 part of each f32 value),
+  // ~1.7x the prompt speed. That is the rounding bf16 inference in PyTorch
+  // applies to every product's input, with f32 sums and an f32 residual
+  // stream here. Models whose later ops amplify their inputs' rounding turn
+  // it on: the hybrids (see matmul_sum_f64).
+  virtual void set_exact_bf16_products(bool on) {}
   // Asks matmul to give each token the same bits whatever n_tokens is (a
   // serving step's sequences, a prompt's chunks), where that costs speed
   // the single-stream path would rather keep. The serving scheduler turns

@@ -467,6 +467,7 @@ class CudaBackend final : public Backend {
   // --------------------------------------------------------------------- ops
 
   void set_batch_invariant(bool on) override { batch_invariant_ = on && honour_invariant_; }
+  void set_exact_bf16_products(bool on) override { exact_bf16_ = on; }
 
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) override {
     Rec r = blank(Op::Matmul);
@@ -1510,7 +1511,7 @@ class CudaBackend final : public Backend {
     // Block-format weights are already rounded far more than TF32 rounds
     // (and their activations are int8 in the decode path, as on the CPU):
     // they take the tensor cores. F32/F16 weights keep full f32; BF16 takes
-    // the bf16 tensor cores with split activations (gemm_bf16).
+    // the bf16 tensor cores (gemm_bf16).
     const bool quantized = t != DType::F32 && t != DType::F16 && t != DType::BF16;
     check_blas(cublasSetMathMode(blas_, quantized ? CUBLAS_TF32_TENSOR_OP_MATH
                                                   : CUBLAS_PEDANTIC_MATH),
@@ -1572,18 +1573,20 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // BF16 weights in prefill, used in place on the bf16 tensor cores: the
-  // f32 activations split into three bf16 parts (all 24 significand bits),
-  // each multiplied by the exact bf16 weights with f32 accumulation and
-  // summed into y, so the result is an f32 product (the goldens hold as on
-  // the CPU; two parts, 16 bits, put the hybrids at 1e-3) at tensor-core
-  // speed: one full-f32 SGEMM over dequantized tiles was a fifth of
-  // llama.cpp's f16 prefill. KILN_CUDA_BF16=f32 keeps that path.
-  //
-  // KILN_CUDA_BF16_PARTS=1 or 2: fewer parts, rounding the activations (to
-  // compare speed and error; not the default).
+  // BF16 weights in prefill, used in place on the bf16 tensor cores with f32
+  // accumulation. The activations are rounded to bf16 (8-bit significands,
+  // the input rounding of PyTorch's bf16 inference; llama.cpp's F16 path
+  // rounds to f16): one product. With set_exact_bf16_products (the
+  // hybrids), the f32 activations are split into three bf16 parts (all 24
+  // significand bits), each multiplied by the exact weights and summed into
+  // y, an f32-exact product at a third of the speed. H100, Qwen3-4B pp512:
+  // 25.6k tok/s with one part, 18.7k with two, 14.8k with three; one
+  // full-f32 SGEMM over dequantized tiles (KILN_CUDA_BF16=f32) was a fifth
+  // of llama.cpp's f16 prefill. KILN_CUDA_BF16_PARTS=1|2|3 overrides the
+  // parts, to compare.
   void gemm_bf16(const void* w, int64_t N, int64_t K, const float* x, int64_t T, float* y) {
-    static const int parts = cuda::env_int("KILN_CUDA_BF16_PARTS", cuda::kBf16Parts, 1, cuda::kBf16Parts);
+    static const int forced = cuda::env_int("KILN_CUDA_BF16_PARTS", 0, 1, cuda::kBf16Parts);
+    const int parts = forced ? forced : exact_bf16_ ? cuda::kBf16Parts : 1;
     const size_t need = size_t(parts) * size_t(T * K) * sizeof(__nv_bfloat16);
     grow_scratch(xb_, xb_bytes_, need, "the bf16 activations");
     cuda::split_bf16(x, T * K, parts, xb_, stream_);
@@ -1632,6 +1635,7 @@ class CudaBackend final : public Backend {
   size_t xb_bytes_ = 0;
   bool f16_prefill_ = true;
   bool bf16_tensor_ = true;  // KILN_CUDA_BF16=f32 turns gemm_bf16 off
+  bool exact_bf16_ = false;   // set_exact_bf16_products: gemm_bf16 splits into kBf16Parts
   std::vector<float> route_buf_;
   bool prefill_attention_ = true;
 

@@ -958,6 +958,16 @@ __device__ __forceinline__ int first_pair(int lane, int64_t row, int64_t K) {
   return int((uint32_t(lane) - shift) & 31u);
 }
 
+// Row r's running sum into done[r], and a fresh one for the next row. The
+// unrolled compare keeps done[] in registers (an index into it would put it
+// in local memory).
+__device__ __forceinline__ void keep_row_sum(float (&done)[kMaxRowsPerPiece], int r, float (&run)[1]) {
+#pragma unroll
+  for (int i = 0; i < kMaxRowsPerPiece; ++i)
+    if (i == r) done[i] = run[0];
+  run[0] = 0.0f;
+}
+
 // One token, the int8 path: each lane goes on to its next row as soon as it
 // has no pair left in the current one, rather than all lanes taking the
 // rows in lockstep (which kept 37% of a warp's lanes idle on 2560-wide
@@ -990,10 +1000,7 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
     // 2560-wide rows a piece, 40 pairs each: 62.5% of the lanes busy).
     for (;;) {
       while (u >= np) {  // past this lane's last pair of row r
-#pragma unroll
-        for (int i = 0; i < kMaxRowsPerPiece; ++i)
-          if (i == r) done[i] = run[0];
-        run[0] = 0.0f;
+        keep_row_sum(done, r, run);
         u -= np;
         if (++r == p.rows) break;
         wr += row_bytes;
@@ -1007,10 +1014,7 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
     // where the loop above gains nothing (see plan_pieces).
     for (;;) {
       if (u >= np) {
-#pragma unroll
-        for (int i = 0; i < kMaxRowsPerPiece; ++i)
-          if (i == r) done[i] = run[0];
-        run[0] = 0.0f;
+        keep_row_sum(done, r, run);
         if (++r == p.rows) break;
         wr += row_bytes;
         u = first_pair(lane, p.row0 + r, a.K);
