@@ -46,6 +46,11 @@ KvBlockPool::KvBlockPool(Backend& backend, int64_t n_layers, int64_t n_kv_heads,
   shape.head_dim = head_dim;
   shape.block = block_positions;
   layers_ = allocate_planes(backend, buffers_, n_layers, block_plane * size_t(n_blocks), shape);
+  // Committed now, not as blocks are first taken: the server's memory is
+  // what it holds at start-up (a load test sees no growth), and no serving
+  // step pays the operating system's page faults and clearing for a new
+  // block (~5% of a 32-stream step of a 0.6B model while the pool fills).
+  for (DeviceBuffer& b : buffers_) backend.fill_zero(b.get(), b.bytes());
   block_bytes_ = 2 * block_plane * size_t(n_layers);
   refs_.assign(size_t(n_blocks), 0);
   free_.reserve(size_t(n_blocks));
