@@ -7,9 +7,10 @@
 // CPU, ~1e-6 relative) with exact BF16 products; as loaded, a dense model's
 // BF16 prefill rounds the products' activations to bf16 on the tensor
 // cores (Backend::set_exact_bf16_products): 2e-2 (measured 4e-3 to
-// 1.4e-2), and the greedy continuation still equal; q8_0, the share of positions with cosine >= 0.99 is
-// at least 90% (60% for the hybrids, where llama.cpp itself reaches only
-// ~65%) and at least llama.cpp's on the same file. The hybrids (and the
+// 1.4e-2), and the greedy continuation still equal; q8_0, the share of
+// positions with cosine >= 0.99 is at least 90% (60% for the hybrids, where
+// llama.cpp itself reaches only ~65%) and at least llama.cpp's on the same
+// file. The hybrids (and the
 // hybrid shapes of tests/data/hf_shapes) against their exact (float64)
 // logits, for the reason given there (heads whose output nearly cancels).
 #include <gtest/gtest.h>
@@ -57,7 +58,9 @@ struct Case {
 class CudaGolden : public testing::TestWithParam<Case> {};
 
 // The architectures whose models ask for exact BF16 products when loaded.
-bool is_hybrid(const std::string& arch) { return arch.rfind("qwen3_5", 0) == 0 || arch == "qwen3_next"; }
+bool is_hybrid(const std::string& arch) {
+  return arch.rfind("qwen3_5", 0) == 0 || arch == "qwen3_next";
+}
 
 TEST_P(CudaGolden, MatchesReference) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";

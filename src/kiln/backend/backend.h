@@ -123,7 +123,8 @@ class Backend {
   // ~1.7x the prompt speed. That is the rounding bf16 inference in PyTorch
   // applies to every product's input, with f32 sums and an f32 residual
   // stream here. Models whose later ops amplify their inputs' rounding turn
-  // it on: the hybrids (see matmul_sum_f64).
+  // it on: the hybrids (see matmul_sum_f64), and the vision tower, whose
+  // patch embeddings stand for an image in every later token.
   virtual void set_exact_bf16_products(bool on) {}
   // Asks matmul to give each token the same bits whatever n_tokens is (a
   // serving step's sequences, a prompt's chunks), where that costs speed

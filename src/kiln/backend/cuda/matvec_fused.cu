@@ -961,7 +961,8 @@ __device__ __forceinline__ int first_pair(int lane, int64_t row, int64_t K) {
 // Row r's running sum into done[r], and a fresh one for the next row. The
 // unrolled compare keeps done[] in registers (an index into it would put it
 // in local memory).
-__device__ __forceinline__ void keep_row_sum(float (&done)[kMaxRowsPerPiece], int r, float (&run)[1]) {
+__device__ __forceinline__ void keep_row_sum(float (&done)[kMaxRowsPerPiece], int r,
+                                             float (&run)[1]) {
 #pragma unroll
   for (int i = 0; i < kMaxRowsPerPiece; ++i)
     if (i == r) done[i] = run[0];
