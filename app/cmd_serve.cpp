@@ -103,6 +103,9 @@ int serve_command(const std::vector<std::string>& args) {
   o.scheduler.kv_positions = plan.kv_positions;
   o.scheduler.weight_tiles_bytes = plan.on_gpu ? 0 : plan.weight_tiles_bytes;
   o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  if (!plan.on_gpu)
+    std::fprintf(stderr, "kiln serve: committing the KV cache's memory (%lld positions)...\n",
+                 (long long)plan.kv_positions);
   Server server(*engine, o);
   if (const SchedulerStats st = server.scheduler_stats(); st.kv_blocks > 0)
     std::fprintf(stderr, "kiln serve: KV cache: a pool of %lld blocks of %lld positions (%lld positions) shared by the slots\n",
