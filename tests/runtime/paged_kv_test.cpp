@@ -7,7 +7,12 @@
 // value sum is split at block boundaries (partial sums added), a regrouping
 // of f32 additions. A wrong block table shows as O(1) differences.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdint>
+#include <cstdio>
+
+#include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/core/error.h"
 #include "kiln/model/kv_cache.h"
 #include "kiln/runtime/engine.h"
@@ -210,6 +215,44 @@ TEST(PagedKvPool, RunningOutIsAClearErrorAndLosesNothing) {
   t->truncate(9);
   EXPECT_EQ(t->kv_blocks_held(), 2);
   EXPECT_EQ(pool->free_blocks(), 1);
+}
+
+// Resident bytes of this process (Linux), -1 where unknown.
+int64_t resident_bytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return -1;
+  long long size = 0, resident = 0;
+  const int n = std::fscanf(f, "%lld %lld", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? int64_t(resident) * int64_t(sysconf(_SC_PAGESIZE)) : -1;
+}
+
+// A pool holds its memory from the start (kiln serve: the server's memory
+// does not grow under load, and no step pays the page faults of a new
+// block), so making one raises the resident size by about its bytes.
+TEST(PagedKvPool, IsCommittedWhenMade) {
+  auto e = load("llama");
+  const int64_t before = resident_bytes();
+  if (before < 0) GTEST_SKIP() << "no /proc/self/statm";
+  auto pool = e->model().new_kv_pool(32, 1024, DType::F32);  // 3 layers: 24 MiB
+  ASSERT_TRUE(pool);
+  const int64_t grew = resident_bytes() - before;
+  EXPECT_GE(double(grew), 0.9 * double(pool->bytes())) << grew << " of " << pool->bytes();
+}
+
+// Buffers of 2 MiB and more start on a 2 MiB boundary, where transparent
+// huge pages can back them.
+TEST(CpuBuffers, LargeOnesAreHugePageAligned) {
+  auto b = make_cpu_backend(BackendOptions{});
+  for (size_t bytes : {size_t(2) << 20, (size_t(3) << 20) + 5}) {
+    void* p = b->alloc(bytes);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % (uintptr_t(2) << 20), 0u) << bytes;
+    static_cast<char*>(p)[bytes - 1] = 1;  // all of it usable
+    b->free(p);
+  }
+  void* small = b->alloc(1000);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small) % 64, 0u);
+  b->free(small);
 }
 
 }  // namespace
