@@ -33,12 +33,24 @@ const char* finish_reason_name(FinishReason r) {
 
 // --- Sequence
 
-bool Sequence::wait(std::vector<TokenEvent>& out, int timeout_ms) {
+bool Sequence::wait(std::vector<TokenEvent>& out, int timeout_ms, int pace_us) {
   std::unique_lock lock(m_);
+  // Paced: rest until pace_us after the last take, woken only by the end
+  // (push does not notify a resting waiter), so that a stream of tokens
+  // costs one wake a pace rather than one a token.
+  if (pace_us > 0 && !finished_) {
+    const auto until = last_taken_ + std::chrono::microseconds(pace_us);
+    if (Clock::now() < until) {
+      resting_ = true;
+      cv_.wait_until(lock, until, [&] { return finished_; });
+      resting_ = false;
+    }
+  }
   cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
                [&] { return !events_.empty() || finished_; });
   for (auto& e : events_) out.push_back(std::move(e));
   events_.clear();
+  last_taken_ = Clock::now();
   return finished_;
 }
 
@@ -61,11 +73,15 @@ void Sequence::cancel(FinishReason why) {
 }
 
 void Sequence::push(TokenEvent e) {
+  bool wake;
   {
     std::lock_guard lock(m_);
+    // A waiter waits for a first event; a resting one (paced) only for
+    // the end. Any other notify would wake it to sleep again.
+    wake = events_.empty() && !resting_;
     events_.push_back(std::move(e));
   }
-  cv_.notify_all();
+  if (wake) cv_.notify_all();
 }
 
 void Sequence::finish(FinishReason r, std::string error) {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -75,8 +76,12 @@ class Sequence {
   // --- written by the scheduler, read by the requester
   // Blocks until events are ready, the sequence ends or timeout passes.
   // Moves new events into out; returns true once the sequence has finished
-  // and every event has been taken.
-  bool wait(std::vector<TokenEvent>& out, int timeout_ms);
+  // and every event has been taken. With pace_us > 0, events are taken at
+  // most once per pace_us (neither the first take nor the end is held
+  // back): a small model's steps take a few hundred microseconds, and a
+  // requester that woke for every token spent more of the cores switching
+  // threads than the model took.
+  bool wait(std::vector<TokenEvent>& out, int timeout_ms, int pace_us = 0);
   FinishReason finish_reason() const;
   std::string error() const;
   int64_t cached_tokens() const { return cached_tokens_; }  // prompt tokens reused
@@ -94,6 +99,8 @@ class Sequence {
   mutable std::mutex m_;
   std::condition_variable cv_;
   std::vector<TokenEvent> events_;
+  std::chrono::steady_clock::time_point last_taken_{};  // wait's last take of events
+  bool resting_ = false;  // a paced wait sleeping until its pace is over
   bool finished_ = false;
   FinishReason reason_ = FinishReason::None;
   FinishReason cancel_reason_ = FinishReason::Cancelled;

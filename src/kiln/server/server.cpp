@@ -29,6 +29,12 @@ using ojson = nlohmann::ordered_json;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// A request's thread takes its sequence's tokens at most once per this
+// many microseconds (Sequence::wait): a token reaches its client at most
+// this much later, and a small model's 32 streams no longer cost a thread
+// switch each a token.
+constexpr int kTakePaceUs = 2000;
+
 int64_t unix_time() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -631,7 +637,7 @@ struct Server::Impl {
   // has finished.
   bool collect(Job& job, WholeState& st, int wait_ms) {
     std::vector<TokenEvent> events;
-    const bool finished = job.seq->wait(events, wait_ms);
+    const bool finished = job.seq->wait(events, wait_ms, kTakePaceUs);
     for (auto& e : events) {
       st.out.push(e.id);
       if (st.out.stopped()) job.seq->cancel(FinishReason::Stop);
@@ -795,7 +801,8 @@ struct Server::Impl {
               return fail();
           }
           std::vector<TokenEvent> events;
-          const bool finished = job->seq->wait(events, 250);
+          const bool finished = job->seq->wait(events, 250, kTakePaceUs);
+          std::string batch;  // the chunks of the tokens taken, in one write
           for (const auto& e : events) {
             OutputDelta d = st->out.push(e.id);
             if (st->out.stopped()) job->seq->cancel(FinishReason::Stop);
@@ -812,7 +819,11 @@ struct Server::Impl {
             } else {
               payload = d.content;
             }
-            if (!send(chunk(payload, nullptr, lp))) return fail();
+            batch += "data: " + dump(chunk(payload, nullptr, lp)) + "\n\n";
+          }
+          if (!batch.empty()) {
+            st->last_write = std::chrono::steady_clock::now();
+            if (!sink.write(batch.data(), batch.size())) return fail();
           }
           if (!finished) {
             // Nothing to say for a while: a comment line finds out whether
