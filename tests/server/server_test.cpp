@@ -183,9 +183,16 @@ TEST(Server, StreamedTextEqualsTheWholeResponse) {
   std::string text;
   std::string finish;
   json usage;
+  std::string id;
   for (const auto& e : s.events) {
     if (e.contains("usage")) usage = e["usage"];
     if (e["choices"].empty()) continue;
+    // Every chunk whole: the same id throughout, its object, model, index.
+    if (id.empty()) id = e["id"].get<std::string>();
+    EXPECT_EQ(e["id"], id);
+    EXPECT_EQ(e["object"], "text_completion");
+    EXPECT_TRUE(e.contains("model") && e.contains("created")) << e.dump();
+    EXPECT_EQ(e["choices"][0]["index"], 0);
     text += e["choices"][0]["text"].get<std::string>();
     if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
   }
