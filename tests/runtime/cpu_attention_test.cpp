@@ -232,11 +232,6 @@ void decode_batch_equals_each_alone(int64_t n_heads, int64_t n_kv, int64_t hd) {
   }
 }
 
-}  // namespace
-}  // namespace kiln
-
-namespace kiln {
-namespace {
 
 // A token decoded alone (for heads below 64 dimensions, one unit of all its
 // heads) against the same token as one query of a prompt (per-head units of
@@ -296,11 +291,6 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{8, 8, DType::F16}, DecodeCase{128, 32, DType::F32},
                       DecodeCase{128, 0, DType::F16}));
 
-}  // namespace
-}  // namespace kiln
-
-namespace kiln {
-namespace {
 
 // A paged cache against a contiguous one holding the same rows, bit for
 // bit: short heads take 128-key steps whose pages the kernels read in place

@@ -778,11 +778,12 @@ struct Server::Impl {
     res.set_chunked_content_provider(
         "text/event-stream",
         [this, job, st](size_t, httplib::DataSink& sink) {
-          auto send = [&](const json& j) {
-            const std::string s = "data: " + dump(j) + "\n\n";
+          auto event = [](const json& j) { return "data: " + dump(j) + "\n\n"; };
+          auto write = [&](const std::string& s) {
             st->last_write = std::chrono::steady_clock::now();
             return sink.write(s.data(), s.size());
           };
+          auto send = [&](const json& j) { return write(event(j)); };
           auto chunk = [&](json delta_or_text, const json& finish, const json& logprobs) {
             json choice = {{"index", 0}};
             if (job->chat) choice["delta"] = std::move(delta_or_text);
@@ -823,11 +824,11 @@ struct Server::Impl {
               if (st->frame_before.empty()) {
                 const json text = kTextSlot;
                 const std::string whole =
-                    dump(chunk(job->chat ? json{{"content", text}} : text, nullptr, nullptr));
+                    event(chunk(job->chat ? json{{"content", text}} : text, nullptr, nullptr));
                 const std::string slot = dump(text);
                 const size_t at = whole.find(slot);
-                st->frame_before = "data: " + whole.substr(0, at);
-                st->frame_after = whole.substr(at + slot.size()) + "\n\n";
+                st->frame_before = whole.substr(0, at);
+                st->frame_after = whole.substr(at + slot.size());
               }
               batch += st->frame_before + dump(json(d.content)) + st->frame_after;
               continue;
@@ -840,19 +841,15 @@ struct Server::Impl {
             } else {
               payload = d.content;
             }
-            batch += "data: " + dump(chunk(payload, nullptr, lp)) + "\n\n";
+            batch += event(chunk(payload, nullptr, lp));
           }
-          if (!batch.empty()) {
-            st->last_write = std::chrono::steady_clock::now();
-            if (!sink.write(batch.data(), batch.size())) return fail();
-          }
+          if (!batch.empty() && !write(batch)) return fail();
           if (!finished) {
             // Nothing to say for a while: a comment line finds out whether
             // the client is still there.
-            if (std::chrono::steady_clock::now() - st->last_write > std::chrono::seconds(1)) {
-              st->last_write = std::chrono::steady_clock::now();
-              if (!sink.write(": keep-alive\n\n", 14)) return fail();
-            }
+            if (std::chrono::steady_clock::now() - st->last_write > std::chrono::seconds(1) &&
+                !write(": keep-alive\n\n"))
+              return fail();
             return true;
           }
           OutputDelta d = st->out.finish();

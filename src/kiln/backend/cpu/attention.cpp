@@ -183,7 +183,8 @@ void attend_unit(const float* q, const KvLayer& c, int64_t n_heads, float scale,
         const int64_t visible = std::min(n, start + t + 1 - j);  // causal
         if (visible <= 0) continue;
         const int64_t at = (t * n_heads + h0 + i) * hd;
-        rows[m++] = kv.for_query(q + at, visible, out + at, &run_max[i * nq + r], &run_sum[i * nq + r]);
+        const int64_t u = i * nq + r;  // head-major
+        rows[m++] = kv.for_query(q + at, visible, out + at, &run_max[u], &run_sum[u]);
       }
     attention_rows_f32_simd(rows, m, hd, scale, rows_scratch);
     j += n;

@@ -21,25 +21,21 @@ std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options) {
 std::string CpuBackend::name() const { return cat("CPU (", pool_.size(), " threads)"); }
 
 void* CpuBackend::alloc(size_t bytes) {
-  // Buffers of 2 MiB and more (KV caches, packed weight tiles, a long
-  // prompt's activations) on 2 MiB boundaries, with transparent huge pages
-  // asked for: a 512th of the page faults when they are first written (the
+  // 64-byte alignment: whole cache lines and aligned AVX-512 loads. Buffers
+  // of 2 MiB and more (KV caches, packed weight tiles, a long prompt's
+  // activations) on 2 MiB boundaries, with transparent huge pages asked
+  // for: a 512th of the page faults when they are first written (the
   // serving KV pool is zeroed at start-up: 7 GiB took 8.7 s in 4 KiB pages
   // on a development VM, 4.3 s in huge pages) and of the TLB entries a
   // step's walk over them needs.
   constexpr size_t kHuge = size_t(2) << 20;
-  if (bytes >= kHuge) {
-    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-    void* p = std::aligned_alloc(kHuge, rounded);
-    if (!p) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-    madvise(p, rounded, MADV_HUGEPAGE);  // advice only: ignored where unsupported
-#endif
-    return p;
-  }
-  // 64-byte alignment: whole cache lines and aligned AVX-512 loads.
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  const size_t rounded = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, rounded);
   if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  if (align == kHuge) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: ignored where unsupported
+#endif
   return p;
 }
 
