@@ -59,6 +59,15 @@ class LiveServer {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+  // Waits until the gauge kiln_responses_open reads n.
+  bool wait_responses_open(int n, std::chrono::milliseconds limit) const {
+    const auto since = std::chrono::steady_clock::now();
+    for (;;) {
+      if (metric_values()["kiln_responses_open"] == n) return true;
+      if (std::chrono::steady_clock::now() - since > limit) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
   json metric_values() const {
     auto r = client().Get("/metrics");
     json out = json::object();
@@ -134,6 +143,7 @@ TEST(Server, HealthModelsAndMetrics) {
   EXPECT_EQ(metrics["kiln_generated_tokens_total"], 8);
   EXPECT_EQ(metrics["kiln_prompt_tokens_total"], 5);  // bos + 4
   EXPECT_EQ(metrics["kiln_queue_depth"], 0);
+  EXPECT_TRUE(srv.wait_responses_open(0, std::chrono::seconds(2)));
   EXPECT_TRUE(metrics.contains("kiln_tokens_per_second"));
   auto missing = srv.client().Get("/nope");
   EXPECT_EQ(missing->status, 404);
@@ -533,8 +543,23 @@ TEST(Server, DisconnectFreesTheSlot) {
   ASSERT_TRUE(srv.wait_slots_processing(0, std::chrono::steady_clock::now(),
                                         std::chrono::seconds(3)));
   EXPECT_GE(srv.metric_values()["kiln_requests_cancelled_total"].get<double>(), 1);
+  // The abandoned response no longer counts as open (it would hold later
+  // requests' token takes at a longer pace: token_take_pace_us).
+  EXPECT_TRUE(srv.wait_responses_open(0, std::chrono::seconds(3)));
   // The slot takes the next request.
   EXPECT_FALSE(completion_text(srv, "The cat", 4).empty());
+}
+
+// Requests take their tokens every 2 ms while a few run, and less often as
+// more do, so that together they take about 2000 times a second, up to
+// 16 ms apart.
+TEST(ServerPacing, TakesSlowDownWithRunningRequestsWithinTwoAndSixteenMs) {
+  EXPECT_EQ(token_take_pace_us(0), 2000);
+  EXPECT_EQ(token_take_pace_us(1), 2000);
+  EXPECT_EQ(token_take_pace_us(4), 2000);
+  EXPECT_EQ(token_take_pace_us(8), 4000);
+  EXPECT_EQ(token_take_pace_us(32), 16000);
+  EXPECT_EQ(token_take_pace_us(256), 16000);
 }
 
 // A request without "stream" whose client gives up: past

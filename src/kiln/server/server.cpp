@@ -7,12 +7,14 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <mutex>
 #include <random>
 #include <sstream>
+#include <utility>
 
 #include "kiln/core/error.h"
 #include "kiln/runtime/chat_format.h"
@@ -29,11 +31,6 @@ using ojson = nlohmann::ordered_json;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// A request's thread takes its sequence's tokens at most once per this
-// many microseconds (Sequence::wait): a token reaches its client at most
-// this much later, and a small model's 32 streams no longer cost a thread
-// switch each a token.
-constexpr int kTakePaceUs = 2000;
 
 // Where a streamed chunk's text goes while its frame is made (stream).
 constexpr const char* kTextSlot = "kiln-text-slot-5f3a";
@@ -151,7 +148,35 @@ std::vector<std::string> special_texts(const Tokenizer& tok) {
   return out;
 }
 
+// Holds one count of a counter while it lives (a request being generated).
+class Counted {
+ public:
+  Counted() = default;
+  explicit Counted(std::atomic<int>& c) : n_(&c) { ++c; }
+  Counted(Counted&& o) noexcept : n_(std::exchange(o.n_, nullptr)) {}
+  Counted& operator=(Counted&& o) noexcept {
+    if (this != &o) {
+      release();
+      n_ = std::exchange(o.n_, nullptr);
+    }
+    return *this;
+  }
+  ~Counted() { release(); }
+
+ private:
+  void release() {
+    if (n_) --*n_;
+    n_ = nullptr;
+  }
+  std::atomic<int>* n_ = nullptr;
+};
+
 }  // namespace
+
+int token_take_pace_us(int running) {
+  constexpr int kTakesPerSecond = 2000, kFewestUs = 2000, kMostUs = 16000;
+  return std::clamp(running * (1000000 / kTakesPerSecond), kFewestUs, kMostUs);
+}
 
 struct Server::Impl {
   Engine& engine;
@@ -166,6 +191,7 @@ struct Server::Impl {
   std::atomic<bool> shutting_down{false};
   std::atomic<int64_t> http_requests{0}, rejected{0}, client_errors{0}, completed{0},
       cancelled{0};
+  std::atomic<int> running{0};  // requests accepted whose responses are not yet done
   std::mutex log_mutex;
 
   Impl(Engine& e, const ServerOptions& o) : engine(e), opt(o), tok(e.require_tokenizer()) {
@@ -310,6 +336,8 @@ struct Server::Impl {
            double(s.generated_tokens));
     metric("kiln_queue_depth", "gauge", "requests waiting for a slot", double(s.waiting));
     metric("kiln_slots_busy", "gauge", "slots running a request", double(s.active));
+    metric("kiln_responses_open", "gauge",
+           "accepted requests whose responses are still being made or sent", double(running.load()));
     metric("kiln_slots_total", "gauge", "slots (sequences decoded together)", double(s.slots));
     metric("kiln_tokens_per_second", "gauge", "tokens generated per second over the last 5 s",
            s.recent_tokens_per_s);
@@ -344,7 +372,11 @@ struct Server::Impl {
     std::vector<std::string> stops;
     std::string id;
     int64_t created = 0;
+    Counted counted;  // in `running` from acceptance until the response is done
   };
+
+  // Sequence::wait's pace for a request's takes now (token_take_pace_us).
+  int take_pace_us() const { return token_take_pace_us(running.load(std::memory_order_relaxed)); }
 
   void check_model(const json& body) {
     const json* m = field(body, "model");
@@ -600,6 +632,7 @@ struct Server::Impl {
     } catch (const Error& e) {
       throw ApiError(400, "invalid_request_error", e.what());
     }
+    if (accepted) job->counted = Counted(running);
     if (!accepted) {
       ++rejected;
       throw ApiError(503, "server_error",
@@ -640,7 +673,7 @@ struct Server::Impl {
   // has finished.
   bool collect(Job& job, WholeState& st, int wait_ms) {
     std::vector<TokenEvent> events;
-    const bool finished = job.seq->wait(events, wait_ms, kTakePaceUs);
+    const bool finished = job.seq->wait(events, wait_ms, take_pace_us());
     for (auto& e : events) {
       st.out.push(e.id);
       if (st.out.stopped()) job.seq->cancel(FinishReason::Stop);
@@ -806,7 +839,7 @@ struct Server::Impl {
               return fail();
           }
           std::vector<TokenEvent> events;
-          const bool finished = job->seq->wait(events, 250, kTakePaceUs);
+          const bool finished = job->seq->wait(events, 250, take_pace_us());
           std::string batch;  // the chunks of the tokens taken, in one write
           for (const auto& e : events) {
             OutputDelta d = st->out.push(e.id);

@@ -19,6 +19,16 @@ class Server;
 
 namespace kiln {
 
+// How often a request's thread takes its sequence's new tokens
+// (Sequence::wait's pace), in microseconds, while `running` requests are
+// being generated: every 2 ms for a few, and longer as more run, so that
+// all of them together take about 2000 times a second (a take wakes a
+// thread and writes to a socket, and on a small machine 32 streams of a
+// small model waking every 2 ms cost more than their steps), up to 16 ms:
+// a token reaches its client at most that much later. The first take and
+// the end are never held back.
+int token_take_pace_us(int running);
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;          // 0: any free port (see bind())
