@@ -286,6 +286,12 @@ void isolated(double copy_gbs, int only) {
       {DType::Q8_0, 2560, {9728, 9728}, MatvecPrologue::Rmsnorm, false},
       {DType::Q8_0, 9728, {2560}, MatvecPrologue::SiluMul, true},
       {DType::Q8_0, 2560, {151936}, MatvecPrologue::Rmsnorm, false},
+      {DType::BF16, 2560, {4096, 1024, 1024}, MatvecPrologue::Rmsnorm, false},
+      {DType::BF16, 4096, {2560}, MatvecPrologue::None, true},
+      {DType::BF16, 2560, {9728, 9728}, MatvecPrologue::Rmsnorm, false},
+      {DType::BF16, 9728, {2560}, MatvecPrologue::SiluMul, true},
+      {DType::BF16, 2560, {64}, MatvecPrologue::None, false},
+      {DType::BF16, 2560, {151936}, MatvecPrologue::Rmsnorm, false},
   };
   int index = -1;
   for (const Prod& p : ps) {

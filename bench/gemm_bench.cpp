@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 #include <utility>
+#include <tuple>
 #include <vector>
 
 #include "kiln/core/dtype.h"
@@ -208,11 +209,10 @@ void register_all() {
   }
   // One step of decode attention (32 keys) for every head of a token, as
   // the CPU backend calls it: the tiny models' short heads, then Qwen3's.
-  for (const auto& [heads, hd] : {std::pair<int64_t, int64_t>{8, 8}, {8, 16}, {16, 128}}) {
+  for (const auto& [heads, hd, keys] : {std::tuple<int64_t, int64_t, int64_t>{8, 8, 32}, {8, 8, 80}, {8, 16, 32}, {16, 128, 32}}) {
     const std::string name =
-        "AttentionRows/" + std::to_string(heads) + "x" + std::to_string(hd) + "/32keys";
-    benchmark::RegisterBenchmark(name.c_str(), [heads, hd](benchmark::State& s) {
-      constexpr int64_t keys = 32;
+        "AttentionRows/" + std::to_string(heads) + "x" + std::to_string(hd) + "/" + std::to_string(keys) + "keys";
+    benchmark::RegisterBenchmark(name.c_str(), [heads, hd, keys](benchmark::State& s) {
       const std::vector<float> q = make_acts(heads * hd), k = make_acts(keys * hd),
                                v = make_acts(keys * hd);
       std::vector<float> out(static_cast<size_t>(heads * hd)), mx(static_cast<size_t>(heads)),
