@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -97,13 +98,19 @@ class CpuBackend final : public Backend {
   bool batch_invariant_ = false;  // set_batch_invariant
   // Guards what ops fill in lazily (kept_, float_cols_, rope_angles_): a
   // step's parts (run_parts) call the ops from several threads at once.
-  std::mutex lazy_;
+  // Once filled they are only read, every op of every part: shared while
+  // reading, so that the parts do not wait on each other's lookups (with
+  // one exclusive lock, a served tiny model's two parts collided on it at
+  // nearly every product and rotation).
+  std::shared_mutex lazy_;
   // cos and sin of the rotary angles, per position: every layer's q and k
   // of a step rotate by the same ones. [position][cos half, sin half].
   struct RopeAngles {
     static constexpr int64_t kMaxPositions = 1 << 14;  // past it: computed per call
     // Rows up to position last (< kMaxPositions) for these frequencies.
     void fill(int64_t last, const float* inv_freq, int64_t half);
+    // Whether it holds rows up to position last for these frequencies.
+    bool covers(int64_t last, const float* inv_freq, int64_t half) const;
     std::vector<float> freq, cos_sin;
   };
   RopeAngles rope_angles_;

@@ -32,6 +32,11 @@ void CpuBackend::rmsnorm(const float* x, const float* w, int64_t rows, int64_t d
     pool_.parallel_for(rows, body);
 }
 
+bool CpuBackend::RopeAngles::covers(int64_t last, const float* inv_freq, int64_t half) const {
+  return half == int64_t(freq.size()) && std::equal(freq.begin(), freq.end(), inv_freq) &&
+         last < int64_t(cos_sin.size()) / (2 * half);
+}
+
 void CpuBackend::RopeAngles::fill(int64_t last, const float* inv_freq, int64_t half) {
   if (half != int64_t(freq.size()) || !std::equal(freq.begin(), freq.end(), inv_freq)) {
     freq.assign(inv_freq, inv_freq + half);  // another model, or other dimensions
@@ -54,15 +59,23 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_
                       RopeStyle style) {
   const int64_t half = rot_dims / 2;
   if (half <= 0) return;
-  // The table is filled (and refilled for other frequencies) as calls come:
-  // a call holds it throughout (a step's parts call this from two threads).
-  std::lock_guard lock(lazy_);
-  // The positions' angles from the table, filled here on this thread (the
-  // threads below only read it); positions past it computed in place.
+  // The positions' angles come from the table (positions past its end are
+  // computed in place). It is filled as calls come, under the exclusive
+  // lock, and read under the shared one: a step's parts rotate from two
+  // threads at once, and once the table holds their positions they do not
+  // wait on each other.
   int64_t last = -1;
   for (int64_t t = 0; t < n_tokens; ++t)
     if (positions[t] < RopeAngles::kMaxPositions) last = std::max<int64_t>(last, positions[t]);
-  if (last >= 0) rope_angles_.fill(last, inv_freq, half);
+  std::shared_lock read(lazy_);
+  while (last >= 0 && !rope_angles_.covers(last, inv_freq, half)) {
+    read.unlock();
+    {
+      std::unique_lock write(lazy_);
+      rope_angles_.fill(last, inv_freq, half);
+    }
+    read.lock();  // and check again: another model's call may have refilled it
+  }
   const float* table = rope_angles_.cos_sin.data();
   auto body = [&](int64_t t0, int64_t t1, int) {
     thread_local std::vector<float> own;

@@ -62,13 +62,19 @@ void split_rows(ThreadPool& pool, int64_t n_rows, int64_t n_tokens, int64_t K, F
 float dot_f32(const float* a, const float* b, int64_t n) { return dot_f32_simd(a, b, n); }
 
 void CpuBackend::keep_weight_tiles(size_t budget_bytes) {
+  std::unique_lock lock(lazy_);
   kept_budget_ = budget_bytes;
   if (budget_bytes == 0) kept_.clear(), kept_used_ = 0;
 }
 
 const void* CpuBackend::kept_tiles(const Weight& w) {
-  std::lock_guard lock(lazy_);
-  const auto found = kept_.find(w.data);
+  {
+    std::shared_lock read(lazy_);
+    const auto found = kept_.find(w.data);
+    if (found != kept_.end()) return found->second.get();
+  }
+  std::unique_lock lock(lazy_);
+  const auto found = kept_.find(w.data);  // another part may have packed it meanwhile
   if (found != kept_.end()) return found->second.get();
   const int64_t N = w.rows(), K = w.cols();
   const size_t bytes = kept_tiles_bytes(w.view.dtype, N, K);
@@ -88,8 +94,13 @@ const void* CpuBackend::kept_tiles(const Weight& w) {
 }
 
 const float* CpuBackend::float_cols(const Weight& w) {
-  std::lock_guard lock(lazy_);
-  const auto found = float_cols_.find(w.data);
+  {
+    std::shared_lock read(lazy_);
+    const auto found = float_cols_.find(w.data);
+    if (found != float_cols_.end()) return static_cast<const float*>(found->second.get());
+  }
+  std::unique_lock lock(lazy_);
+  const auto found = float_cols_.find(w.data);  // another part may have packed it meanwhile
   if (found != float_cols_.end()) return static_cast<const float*>(found->second.get());
   const int64_t N = w.rows(), K = w.cols();
   auto* tiles = static_cast<float*>(alloc(float_cols_bytes(N, K)));
