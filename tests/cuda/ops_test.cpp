@@ -199,9 +199,13 @@ TEST_P(MatmulTest, BatchInvariantTokensEqualThemselvesAlone) {
     Backend& b;
     ~Off() { b.set_batch_invariant(false); }
   } off{gpu};
-  for (int64_t K :
-       plain ? std::vector<int64_t>{72, 512} : std::vector<int64_t>{1024, 1536, 4608}) {
-    const int64_t N = 203;
+  // Plain formats also at 9728 wide with enough rows that one token takes
+  // 8192-byte pieces and several take 4096-byte ones (piece_bytes): the
+  // same chunks a lane, so the same bits.
+  const std::vector<std::pair<int64_t, int64_t>> shapes =
+      plain ? std::vector<std::pair<int64_t, int64_t>>{{72, 203}, {512, 203}, {9728, 1500}}
+            : std::vector<std::pair<int64_t, int64_t>>{{1024, 203}, {1536, 203}, {4608, 203}};
+  for (const auto& [K, N] : shapes) {
     auto q = make_weight(t, N, K, uint32_t(K) + 1);
     Weight wg = gpu.load_weight(q.view);
     for (int64_t T : {2, 9, 32, 40, 77}) {

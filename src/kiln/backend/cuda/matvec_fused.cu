@@ -1235,12 +1235,27 @@ int bulk_tokens() {
   return n;
 }
 
-int piece_bytes() {
+// The most weight bytes a piece holds: 4096 (kPieceBytes), and up to 8192
+// for one token of a plain format (F32/F16/BF16), whose rows are 2-5x a
+// K-quant's bytes and whose decoding is a shift a weight, where a row of
+// more than 4096 bytes then takes fewer, larger pieces (plan_pieces):
+// Qwen3-4B BF16 decode 228.4 -> 238.7 tok/s on an H100, while the block
+// formats measured slower with larger pieces (Qwen3-4B Q4_K_M -3.6%).
+// Plain pieces are whole multiples of 512 bytes, so a lane takes the same
+// 16-byte chunks of a row, in the same order, whatever the piece size: a
+// token's bits do not depend on T. KILN_CUDA_MV_PIECE sets one size for
+// every product, to compare.
+constexpr int kPieceBytes = 4096;
+int piece_env() {
   static const int n = [] {
-    const int v = env_int("KILN_CUDA_MV_PIECE", 4096, 512, 16384);
-    return v % 16 == 0 ? v : 4096;
+    const int v = env_int("KILN_CUDA_MV_PIECE", 0, 512, 16384);
+    return v % 16 == 0 ? v : 0;
   }();
   return n;
+}
+int piece_bytes(DType t, int64_t T) {
+  if (piece_env()) return piece_env();
+  return is_plain(t) && T == 1 ? 2 * kPieceBytes : kPieceBytes;
 }
 
 // KILN_CUDA_MV_ROWS: the most rows a piece holds (1 to 8), to compare.
@@ -1281,7 +1296,7 @@ size_t bulk_smem_bytes(DType t, int64_t K, int64_t T, int nbuf, int buf_bytes, i
 
 // The most a product may need: two buffers of the largest piece.
 size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
-  return bulk_smem_bytes(t, K, T, 2, piece_bytes());
+  return bulk_smem_bytes(t, K, T, 2, piece_bytes(t, T));
 }
 
 // Whether the bulk-copy path takes this product: Hopper, whole 32-element
@@ -1300,7 +1315,17 @@ template <DType DT>
 void plan_pieces(Args& a, int warps) {
   using F = Fmt<DT>;
   const int64_t nblocks = a.K / F::kBlock;
-  const int64_t limit = piece_bytes();
+  int64_t limit = piece_bytes(DT, a.T);
+  // The larger plain pieces only where rows are split anyway, and only
+  // while there are at least as many pieces as the 32 warps an SM fields
+  // (one block of 32 or four of 8): several rows a piece, or too few
+  // pieces, left warps idle (Qwen3.5-2B BF16 decode -2.5% with 8192-byte
+  // pieces everywhere).
+  if (limit > kPieceBytes && !piece_env()) {
+    const int64_t items = a.total * ((int64_t(a.row_bytes) + limit - 1) / limit);
+    if (int64_t(a.row_bytes) <= kPieceBytes || items < int64_t(sm_count()) * 32)
+      limit = kPieceBytes;
+  }
   if (int64_t(a.row_bytes) <= limit) {
     a.P = 1;
     a.R = int(std::min<int64_t>(piece_rows(), limit / int64_t(a.row_bytes)));
@@ -1314,9 +1339,16 @@ void plan_pieces(Args& a, int warps) {
   } else {
     a.R = 1;
     a.P = int((int64_t(a.row_bytes) + limit - 1) / limit);
-    // Pieces of an even number of 32-element blocks: a lane's pair never straddles two.
+    // Pieces of an even number of 32-element blocks: a lane's pair never
+    // straddles two. Plain formats: pieces of whole 512 bytes (32 lanes'
+    // 16-byte chunks), so that the lanes' chunks of a row are the same
+    // whatever the number of pieces (see piece_bytes).
     auto per_piece = [&](int64_t parts) {
       const int64_t n = (nblocks + parts - 1) / parts;
+      if constexpr (is_plain(DT)) {
+        constexpr int64_t m = 512 / F::kBytes;
+        return (n + m - 1) / m * m;
+      }
       return F::kUnits == 1 ? (n + 1) & ~int64_t(1) : n;
     };
     while (per_piece(a.P) * F::kBytes > limit) ++a.P;
@@ -1404,11 +1436,11 @@ bool matvec_mixed_ok(DType t, DType t2, int64_t K, int64_t T, size_t row_bytes, 
   dispatch_format(t, [&]<DType DT>() { tail = mixed_tail<DT>(); });
   if (!(T == 1 && t2 == tail && tail != DType::F32 && self_prepares(pro) &&
         bulk_ok(t, K, T, scratch_bytes) && K % 256 == 0 &&
-        int64_t(row_bytes) <= piece_bytes() && int64_t(row_bytes2) <= piece_bytes()))
+        int64_t(row_bytes) <= piece_bytes(t, T) && int64_t(row_bytes2) <= piece_bytes(t, T)))
     return false;
   // The shared memory of the largest pieces plan_pieces may make.
-  auto piece = [](size_t rb) {
-    return int64_t(std::min<int64_t>(piece_rows(), piece_bytes() / int64_t(rb)) * int64_t(rb));
+  auto piece = [&](size_t rb) {
+    return int64_t(std::min<int64_t>(piece_rows(), piece_bytes(t, T) / int64_t(rb)) * int64_t(rb));
   };
   const int64_t most = std::max(piece(row_bytes), piece(row_bytes2));
   return bulk_smem_bytes(t, K, T, 2, int((most + 15) / 16 * 16), kSelfW) <= kMaxBulkSmem;
