@@ -31,7 +31,6 @@ using ojson = nlohmann::ordered_json;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-
 // Where a streamed chunk's text goes while its frame is made (stream).
 constexpr const char* kTextSlot = "kiln-text-slot-5f3a";
 
@@ -632,7 +631,6 @@ struct Server::Impl {
     } catch (const Error& e) {
       throw ApiError(400, "invalid_request_error", e.what());
     }
-    if (accepted) job->counted = Counted(running);
     if (!accepted) {
       ++rejected;
       throw ApiError(503, "server_error",
@@ -640,6 +638,7 @@ struct Server::Impl {
                                    : "the server is busy: every slot is taken and the queue is full; "
                                      "retry later");
     }
+    job->counted = Counted(running);
     log(cat("kiln serve: ", req.path, " ", job->id, " prompt ", job->seq->prompt.size(),
             " tokens, max ", job->seq->max_tokens, job->stream ? ", streamed" : ""));
     if (job->stream)
