@@ -9,12 +9,14 @@
 //
 //   kiln_http_load PORT STREAMS [ROUNDS=3] [TOKENS=128] [STREAM=1]
 //
-// Prints each round's total tokens, seconds and tok/s.
+// Prints each round's total tokens, seconds and tok/s (streamed, with
+// several requests, also the rate once every request has its first token).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -24,17 +26,27 @@
 
 namespace {
 
-// One request; its completion tokens, or -1 when the server could not be reached.
-int one_request(int port, int index, int tokens, bool stream) {
+using Clock = std::chrono::steady_clock;
+
+// One request's outcome: its completion tokens (-1: the server could not be
+// reached) and, streamed, when each token's chunk was read.
+struct Outcome {
+  int tokens = 0;
+  std::vector<Clock::time_point> arrivals;
+};
+
+Outcome one_request(int port, int index, int tokens, bool stream) {
+  Outcome out;
+  out.tokens = -1;
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
+  if (fd < 0) return out;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(uint16_t(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     close(fd);
-    return -1;
+    return out;
   }
   // Greedy, a prompt of its own per request (so no two share a cached head).
   const std::string body = "{\"prompt\":\"Once upon a time " + std::to_string(index) +
@@ -48,21 +60,36 @@ int one_request(int port, int index, int tokens, bool stream) {
     const ssize_t n = write(fd, req.data() + sent, req.size() - sent);
     if (n <= 0) {
       close(fd);
-      return -1;
+      return out;
     }
     sent += size_t(n);
   }
+  // A streamed token is a chunk's "data: {" line: counted as the bytes come
+  // (a line split between two reads is found once the rest arrives).
+  static constexpr char kChunk[] = "data: {";
+  constexpr size_t kChunkLen = sizeof kChunk - 1;
   std::string response;
+  size_t scanned = 0;
   char buf[1 << 16];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) response.append(buf, size_t(n));
-  close(fd);
-  if (!stream) {
-    const size_t at = response.find("\"completion_tokens\":");
-    return at == std::string::npos ? 0 : std::atoi(response.c_str() + at + 20);
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) {
+    response.append(buf, size_t(n));
+    if (!stream) continue;
+    const Clock::time_point now = Clock::now();
+    for (size_t at; (at = response.find(kChunk, scanned)) != std::string::npos;) {
+      out.arrivals.push_back(now);
+      scanned = at + kChunkLen;
+    }
+    // The next search starts where a line cut by this read could begin.
+    if (response.size() >= kChunkLen) scanned = std::max(scanned, response.size() - (kChunkLen - 1));
   }
-  int chunks = 0;
-  for (size_t at = 0; (at = response.find("data: {", at)) != std::string::npos; ++at) ++chunks;
-  return chunks;
+  close(fd);
+  if (stream) {
+    out.tokens = int(out.arrivals.size());
+  } else {
+    const size_t at = response.find("\"completion_tokens\":");
+    out.tokens = at == std::string::npos ? 0 : std::atoi(response.c_str() + at + 20);
+  }
+  return out;
 }
 
 }  // namespace
@@ -77,23 +104,41 @@ int main(int argc, char** argv) {
   const int tokens = argc > 4 ? std::atoi(argv[4]) : 128;
   const bool stream = argc > 5 ? std::atoi(argv[5]) != 0 : true;
   for (int r = 0; r < rounds; ++r) {
-    std::vector<int> got(size_t(streams), 0);
+    std::vector<Outcome> got(static_cast<size_t>(streams));
     std::vector<std::thread> threads;
-    const auto t0 = std::chrono::steady_clock::now();
+    const Clock::time_point t0 = Clock::now();
     for (int i = 0; i < streams; ++i)
       threads.emplace_back([&, i] { got[size_t(i)] = one_request(port, i, tokens, stream); });
     for (auto& t : threads) t.join();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     long total = 0;
-    for (int g : got) {
-      if (g < 0) {
+    for (const Outcome& g : got) {
+      if (g.tokens < 0) {
         std::fprintf(stderr, "no server on port %d\n", port);
         return 1;
       }
-      total += g;
+      total += g.tokens;
     }
-    std::printf("%d streams: %ld tokens in %.3f s = %.0f tok/s\n", streams, total, s,
+    std::printf("%d streams: %ld tokens in %.3f s = %.0f tok/s", streams, total, s,
                 double(total) / s);
+    // Streamed, several requests: also the rate once every request has its
+    // first token (the prompts are in and the batch is full) until the
+    // last token, as the serving bench's "after every first token", to
+    // tell the steady state from the ramps at either end of a round.
+    if (stream && streams > 1) {
+      Clock::time_point all_started = t0, last = t0;
+      for (const Outcome& g : got)
+        if (!g.arrivals.empty()) {
+          all_started = std::max(all_started, g.arrivals.front());
+          last = std::max(last, g.arrivals.back());
+        }
+      long after = 0;
+      for (const Outcome& g : got)
+        for (const Clock::time_point& a : g.arrivals) after += a > all_started;
+      const double window = std::chrono::duration<double>(last - all_started).count();
+      if (window > 0) std::printf("; after every first token %.0f tok/s", double(after) / window);
+    }
+    std::printf("\n");
   }
   return 0;
 }
