@@ -1294,9 +1294,11 @@ size_t bulk_smem_bytes(DType t, int64_t K, int64_t T, int nbuf, int buf_bytes, i
          16;
 }
 
-// The most a product may need: two buffers of the largest piece.
+// The most a product may need: two buffers of the largest piece every
+// product may take (plan_pieces takes larger plain pieces only where they
+// fit too).
 size_t bulk_smem_bytes(DType t, int64_t K, int64_t T) {
-  return bulk_smem_bytes(t, K, T, 2, piece_bytes(t, T));
+  return bulk_smem_bytes(t, K, T, 2, piece_env() ? piece_env() : kPieceBytes);
 }
 
 // Whether the bulk-copy path takes this product: Hopper, whole 32-element
@@ -1320,10 +1322,13 @@ void plan_pieces(Args& a, int warps) {
   // while there are at least as many pieces as the 32 warps an SM fields
   // (one block of 32 or four of 8): several rows a piece, or too few
   // pieces, left warps idle (Qwen3.5-2B BF16 decode -2.5% with 8192-byte
-  // pieces everywhere).
+  // pieces everywhere). And only where two of them a warp fit an 8-warp
+  // block beside the input (a self-preparing product of 32 warps that they
+  // do not fit goes the 8-warp way, see matvec_fused).
   if (limit > kPieceBytes && !piece_env()) {
     const int64_t items = a.total * ((int64_t(a.row_bytes) + limit - 1) / limit);
-    if (int64_t(a.row_bytes) <= kPieceBytes || items < int64_t(sm_count()) * 32)
+    if (int64_t(a.row_bytes) <= kPieceBytes || items < int64_t(sm_count()) * 32 ||
+        bulk_smem_bytes(DT, a.K, a.T, 2, int(limit), kW) > kMaxBulkSmem)
       limit = kPieceBytes;
   }
   if (int64_t(a.row_bytes) <= limit) {
