@@ -184,10 +184,11 @@ void register_all() {
     s.counters["GB/s"] = benchmark::Counter(double(s.iterations()) * 128 * 1024 * 4,
                                             benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   });
-  // The tiny models' float products ({rows, cols} by 1 and 32 tokens):
+  // The tiny models' float products ({rows, cols} by 1, 16 and 32 tokens;
+  // 16 is a part of a served 32-sequence step on two threads):
   // gemm_float's lanes over the columns against the transposed tiles.
   for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{64, 64}, {172, 64}, {64, 172}}) {
-    for (int64_t tokens : {int64_t(1), int64_t(32)}) {
+    for (int64_t tokens : {int64_t(1), int64_t(16), int64_t(32)}) {
       const std::string shape =
           std::to_string(rows) + "x" + std::to_string(cols) + "x" + std::to_string(tokens);
       benchmark::RegisterBenchmark(("GemmSmall/F32/" + shape).c_str(),
