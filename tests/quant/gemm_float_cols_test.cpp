@@ -4,7 +4,8 @@
 // promises, at every kernel level and for every token count), so each
 // token of a batch equals itself alone and any split of the rows over
 // threads changes nothing. Shapes with partial tiles, row counts the
-// kernel's blocks of tiles do not divide, and 1 to 33 tokens.
+// kernel's blocks of tiles do not divide, and 1 to 33 tokens (each width of
+// the kernel's token blocks, and 16: a served step's part).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -46,7 +47,7 @@ TEST_P(GemmFloatCols, EveryOutputIsItsColumnOrderFmaChain) {
   auto* tiles = static_cast<float*>(mem);
   pack_float_cols(cs.dtype, w.data(), rb, N, K, tiles);
 
-  for (int64_t T : {1, 2, 3, 4, 5, 8, 13, 33}) {
+  for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 13, 16, 33}) {
     std::vector<float> x(static_cast<size_t>(T * K));
     for (float& v : x) v = nd(rng);
     std::vector<float> y(static_cast<size_t>(T * N), NAN), split(y.size(), NAN);
