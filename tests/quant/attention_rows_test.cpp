@@ -117,7 +117,6 @@ TEST(AttentionRowKernels, ScoresAreDotF32AndValueSumsAreFmaChains) {
   }
 }
 
-
 // An f16 cache's rows reach attention through f16_to_f32_simd: every one of
 // the 65536 halves as half.h's exact conversion gives it (NaNs as NaNs),
 // at lengths that leave each of its loops a tail.

@@ -232,7 +232,6 @@ void decode_batch_equals_each_alone(int64_t n_heads, int64_t n_kv, int64_t hd) {
   }
 }
 
-
 // A token decoded alone (for heads below 64 dimensions, one unit of all its
 // heads) against the same token as one query of a prompt (per-head units of
 // up to 16 queries, split over the threads): bit for bit, so that how a
@@ -290,7 +289,6 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{20, 32, DType::F32}, DecodeCase{72, 0, DType::F32},
                       DecodeCase{8, 8, DType::F16}, DecodeCase{128, 32, DType::F32},
                       DecodeCase{128, 0, DType::F16}));
-
 
 // A paged cache against a contiguous one holding the same rows, bit for
 // bit: short heads take 128-key steps whose pages the kernels read in place
