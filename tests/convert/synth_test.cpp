@@ -10,6 +10,7 @@
 #include "kiln/io/gguf.h"
 #include "kiln/io/json_file.h"
 #include "kiln/model/model_file.h"
+#include "kiln/tokenizer/tokenizer.h"
 
 namespace kiln {
 namespace {
@@ -101,6 +102,31 @@ TEST(SynthDeterminism, WeightStatistics) {
   EXPECT_NEAR(sd, 0.02, 1e-3);
   const float* norm = static_cast<const float*>(g->find_tensor("blk.0.attn_norm.weight")->data);
   EXPECT_EQ(norm[0], 1.0f);
+}
+
+// --tokenizer: the file carries the folder's tokenizer, which encodes text
+// as the Hugging Face one does; one with more tokens than the config's
+// vocabulary is refused (the embedding would have no row for them).
+TEST(SynthTokenizer, CarriesTheFoldersTokenizer) {
+  const std::string dir = kData + "/hf/qwen3";
+  TempDir tmp;
+  SynthOptions o;
+  o.type = FileType::Q8_0;
+  o.tokenizer_dir = dir;
+  synth_model(dir + "/config.json", tmp.file("m.gguf"), o);
+  auto g = GgufFile::open(tmp.file("m.gguf"));
+  const auto from_file = Tokenizer::from_gguf(*g);
+  const auto from_hf = Tokenizer::from_hf(dir + "/tokenizer.json");
+  for (const char* text : {"Once upon a time", "Hello, world! 123", "<|im_start|>user\nHi<|im_end|>"})
+    EXPECT_EQ(from_file->encode(text), from_hf->encode(text)) << text;
+
+  const std::string small = tmp.file("small.json");
+  nlohmann::json config = read_json_file(dir + "/config.json");
+  config["vocab_size"] = 64;
+  std::ofstream(small) << config.dump();
+  EXPECT_THROW(synth_model(small, tmp.file("s.gguf"), o), Error);
+  o.tokenizer_dir = tmp.path().string();  // no tokenizer.json there
+  EXPECT_THROW(synth_model(dir + "/config.json", tmp.file("t.gguf"), o), Error);
 }
 
 // Every config in bench/configs describes a model kiln can synthesize.

@@ -67,13 +67,17 @@ struct SynthOptions {
   uint64_t seed = 0;
   float stddev = 0.02f;  // of every weight matrix; norms are 1
   int threads = 0;
+  // A Hugging Face model folder whose tokenizer.json (and
+  // tokenizer_config.json) to include, so that the file also runs on text
+  // and in other GGUF readers (llama.cpp needs a tokenizer); empty: none.
+  std::string tokenizer_dir;
   std::function<void(size_t, size_t)> progress;
   std::function<void(const std::string&)> log;
 };
 
 // A GGUF with random weights and exactly the tensor shapes and metadata a
-// model with this Hugging Face config.json would have. No tokenizer: run it
-// with token ids. Weights are produced tensor by tensor while writing, so
+// model with this Hugging Face config.json would have. No tokenizer unless
+// options.tokenizer_dir names one: otherwise run it with token ids. Weights are produced tensor by tensor while writing, so
 // memory use stays near the largest tensor.
 void synth_model(const std::string& config_json, const std::string& out,
                  const SynthOptions& options);

@@ -124,6 +124,10 @@ bool write_hf_tokenizer(GgufWriter& w, const std::string& dir, const json& confi
   int64_t n = vocab_size;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) n = std::max<int64_t>(n, it.value().get<int64_t>() + 1);
   for (const json& t : added) n = std::max<int64_t>(n, t.value("id", int64_t(-1)) + 1);
+  // The embedding has vocab_size rows: a token past them could never be
+  // looked up (llama.cpp refuses such a file).
+  KILN_CHECK(vocab_size <= 0 || n <= vocab_size, tok_path.string(), ": ", n,
+             " tokens, more than the model's vocab_size ", vocab_size);
   std::vector<std::string> tokens(static_cast<size_t>(n));
   std::vector<int32_t> types(static_cast<size_t>(n), kUnused);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {

@@ -60,6 +60,9 @@ void synth_model(const std::string& config_json, const std::string& out, const S
   if (name.empty()) name = std::filesystem::path(config_json).stem().string();
   write_model_metadata(w, spec, o.type, name + " (random weights)");
   if (is_hybrid_arch(spec.arch)) write_hybrid_metadata(w, spec, config);
+  if (!o.tokenizer_dir.empty())
+    KILN_CHECK(write_hf_tokenizer(w, o.tokenizer_dir, config, spec.vocab_size), o.tokenizer_dir,
+               ": no tokenizer.json there");
   w.set_u64("kiln.synth.seed", o.seed);
 
   std::vector<PlannedTensor> plan;
