@@ -169,6 +169,23 @@ TEST(ServePlan, KeepsWeightTilesWhereTheyFit) {
   EXPECT_NE(tight.reasons.back().find("not kept in int8 tiles"), std::string::npos)
       << tight.reasons.back();
   EXPECT_EQ(plan_serving(*f, machine(8192), 256, 1, DType::F32, false).weight_tiles_bytes, 0u);
+  // A pool cut short anyway leaves room for the tiles first, while one
+  // whole context still fits: 8 x 256 asked, room for ~6 x 256 and the tiles.
+  const size_t fixed = fp.weight_bytes + fp.activation_bytes + 8 * fp.state_bytes_per_sequence;
+  const ServePlan shared = plan_serving(
+      *f, with_ram(fixed + 6 * 256 * fp.kv_bytes_per_position + fp.weight_tile_bytes), 256, 8,
+      DType::F32, false);
+  EXPECT_TRUE(shared.fits);
+  EXPECT_EQ(shared.weight_tiles_bytes, fp.weight_tile_bytes);
+  EXPECT_EQ(shared.kv_positions, 6 * 256);
+  EXPECT_LE(shared.need_bytes, shared.budget_bytes);
+  // Where the tiles would leave less than one context, the pool keeps the room.
+  const ServePlan small = plan_serving(
+      *f, with_ram(fixed + 256 * fp.kv_bytes_per_position + fp.weight_tile_bytes / 2), 256, 8,
+      DType::F32, false);
+  EXPECT_TRUE(small.fits);
+  EXPECT_EQ(small.weight_tiles_bytes, 0u);
+  EXPECT_GE(small.kv_positions, 256);
   SystemProbe gpu = machine(8192);
   gpu.gpus.push_back(GpuProbe{0, "test GPU", size_t(8) << 30, size_t(8) << 30});
   EXPECT_EQ(plan_serving(*f, gpu, 256, 4, DType::F32, true).weight_tiles_bytes, 0u);

@@ -206,8 +206,15 @@ ServePlan plan_serving(const ModelFile& file, const SystemProbe& sys, int64_t wa
       // A smaller shared pool first: every sequence keeps its context, and
       // when the pool runs short the newest one waits for the others. Then
       // a shorter context.
-      const size_t room = plan.budget_bytes - std::min(plan.budget_bytes, need(0, par));
-      const int64_t fit = int64_t(room / std::max<size_t>(fp.kv_bytes_per_position, 1)) / 32 * 32;
+      size_t room = plan.budget_bytes - std::min(plan.budget_bytes, need(0, par));
+      // The pool is cut short anyway: the packed weight tiles (below) go
+      // first where one whole context still fits beside them. They make
+      // every batched step faster, where the positions they take would
+      // only let more sequences run at their longest at once.
+      const size_t per_position = std::max<size_t>(fp.kv_bytes_per_position, 1);
+      const size_t tiles = par > 1 ? fp.weight_tile_bytes : 0;
+      if (tiles > 0 && room >= tiles && (room - tiles) / per_position >= size_t(ctx)) room -= tiles;
+      const int64_t fit = int64_t(room / per_position) / 32 * 32;
       while (ctx > min_ctx && fit < ctx) ctx = std::max<int64_t>(min_ctx, ctx / 2 / 256 * 256);
       kv = std::max(std::min(fit, kv), ctx);
       while (par > 1 && need(kv, par) > plan.budget_bytes) --par;  // recurrent states
