@@ -15,7 +15,8 @@ echo "void kiln_stub(void) {}" > .devrun/stub/stub.c
 for l in libavformat.so.59 libavcodec.so.59 libswscale.so.6 libavutil.so.57 libswresample.so.4; do
   gcc -shared -fPIC -Wl,-soname,$l -o $S/lib/$l .devrun/stub/stub.c
 done
-bins=("$B/tests/test_cuda")
+bins=()
+[ "${NO_TEST_CUDA:-0}" = 1 ] || bins+=("$B/tests/test_cuda")
 [ "${NO_KILN:-0}" = 1 ] || bins+=("$B/kiln")
 [ "${NO_BENCH:-0}" = 1 ] || [ ! -x "$B/bench/kiln_bench_cuda" ] || bins+=("$B/bench/kiln_bench_cuda")
 # EXTRA_BINS: more binaries to ship (a build of the previous commit, say,
