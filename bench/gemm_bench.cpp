@@ -105,7 +105,10 @@ void run_gemm_sum_f64(benchmark::State& state, DType t, int64_t rows, int64_t co
 
 // The same product from tiles packed once (kept_tiles_bytes): what a serving
 // step costs when the weights are kept in tiles.
-void run_gemm_kept(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens) {
+// invariant: as serving steps call them (QuantizedRows::batch_invariant),
+// each token summed in the order it has alone.
+void run_gemm_kept(benchmark::State& state, DType t, int64_t rows, int64_t cols, int64_t tokens,
+                   bool invariant = false) {
   const size_t bytes = kept_tiles_bytes(t, rows, cols);
   if (gemm_path(t, cols) != GemmPath::kInt8 || bytes == 0) {
     state.SkipWithError("no kept tiles for this type on this CPU");
@@ -115,7 +118,8 @@ void run_gemm_kept(benchmark::State& state, DType t, int64_t rows, int64_t cols,
   const std::vector<float> x = make_acts(tokens * cols);
   std::vector<float> y(static_cast<size_t>(tokens * rows));
   Aligned qmem(quantized_rows_bytes(tokens, cols)), scratch(gemm_scratch_bytes(cols)), tiles(bytes);
-  const QuantizedRows q = quantized_rows_view(qmem.p, tokens, cols);
+  QuantizedRows q = quantized_rows_view(qmem.p, tokens, cols);
+  q.batch_invariant = invariant;
   const size_t rb = dtype_row_bytes(t, cols);
   pack_kept_tiles(t, w.data(), rb, rows, cols, 0, (rows + kept_tile_rows() - 1) / kept_tile_rows(),
                   tiles.p, scratch.p);
@@ -168,11 +172,17 @@ void register_all() {
   // tiles streamed from memory (Qwen3-0.6B's down projection {1024, 3072},
   // in L3 like the shape above, and its tied output head {151936, 1024},
   // 165 MB of tiles read once an iteration).
+  // GemmKeptInvariant: the same, summed as serving steps sum them.
   for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{1024, 3072}, {151936, 1024}})
-    benchmark::RegisterBenchmark(
-        ("GemmKept/q8_0/" + std::to_string(rows) + "x" + std::to_string(cols) + "x32").c_str(),
-        [rows, cols](benchmark::State& s) { run_gemm_kept(s, DType::Q8_0, rows, cols, 32); })
-        ->Unit(benchmark::kMillisecond);
+    for (const bool invariant : {false, true})
+      benchmark::RegisterBenchmark(
+          (std::string(invariant ? "GemmKeptInvariant" : "GemmKept") + "/q8_0/" +
+           std::to_string(rows) + "x" + std::to_string(cols) + "x32")
+              .c_str(),
+          [rows, cols, invariant](benchmark::State& s) {
+            run_gemm_kept(s, DType::Q8_0, rows, cols, 32, invariant);
+          })
+          ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("QuantizeActs/128x1024", [](benchmark::State& s) {
     const std::vector<float> x = make_acts(128 * 1024);
     Aligned qmem(quantized_rows_bytes(128, 1024));
