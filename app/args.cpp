@@ -137,9 +137,13 @@ std::string ArgParser::help() const {
     std::string left = "  ";
     for (size_t i = 0; i < s.names.size(); ++i) left += (i ? ", " : "") + s.names[i];
     if (s.takes_value) left += " " + s.metavar;
-    out << left << std::string(left.size() < 24 ? 24 - left.size() : 2, ' ') << s.help << "\n";
+    // A help text of several lines keeps its column.
+    std::string text = s.help;
+    for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 25))
+      text.insert(at + 1, std::string(24, ' '));
+    out << left << std::string(left.size() < 24 ? 24 - left.size() : 2, ' ') << text << "\n";
   }
-  out << "  -h, --help              show this help\n";
+  out << "  -h, --help            show this help\n";
   if (!epilog_.empty()) out << "\n" << epilog_ << "\n";
   return out.str();
 }

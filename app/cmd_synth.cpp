@@ -25,9 +25,7 @@ int synth_command(const std::vector<std::string>& args) {
   p.option("-t,--type", "TYPE", "f32, f16, bf16, q8_0, q4_0, q4_k_m or q6_k (default q8_0)", &type);
   p.option("--seed", "S", "random seed (default 0); the same seed gives the same file", &seed);
   p.option("--std", "X", "standard deviation of the weights (default 0.02)", &stddev);
-  p.option("--tokenizer", "DIR",
-           "a Hugging Face model folder whose tokenizer.json to include (then the file\n"
-           "runs on text, and in llama.cpp); its tokens must fit the config's vocab_size",
+  p.option("--tokenizer", "DIR", "include a Hugging Face folder's tokenizer.json (text, llama.cpp)",
            &tokenizer);
   p.option("--threads", "N", "threads (default: physical cores)", &threads);
   p.flag("-q,--quiet", "no progress or summary on stderr", &quiet);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "e2e/cli_runner.h"
 
@@ -118,6 +119,28 @@ TEST(Help, EveryCommandExplainsItself) {
     EXPECT_EQ(h.exit_code, 0) << cmd;
     EXPECT_NE(h.out.find("usage: kiln"), std::string::npos) << cmd;
   }
+}
+
+// The options' help is one column: every line under "options:" starts
+// either an option ("  -x" / "  --xx") or continues one at column 24, the
+// -h line included (logits' --image help runs over two lines).
+TEST(Help, OptionsKeepOneColumn) {
+  auto h = run_kiln({"logits", "--help"});
+  ASSERT_EQ(h.exit_code, 0);
+  std::istringstream in(h.out.substr(h.out.find("options:\n") + 9));
+  int continued = 0;
+  for (std::string line; std::getline(in, line) && !line.empty();) {
+    if (line.rfind("  -", 0) == 0) {
+      const size_t gap = line.find("  ", 2);  // after the names and the value's name
+      if (gap < 22) {
+        EXPECT_EQ(line.find_first_not_of(' ', gap), 24u) << line;
+      }
+    } else {
+      EXPECT_EQ(line.find_first_not_of(' '), 24u) << line;
+      ++continued;
+    }
+  }
+  EXPECT_GT(continued, 0);
 }
 
 }  // namespace
