@@ -123,13 +123,17 @@ ArgParser::Spec* ArgParser::find(const std::string& name) {
 }
 
 std::string ArgParser::help() const {
+  // Every help text starts at this column (or a gap after a longer left part).
+  constexpr size_t kColumn = 24;
+  auto pad = [](const std::string& left, size_t min_gap = 2) {
+    return left + std::string(left.size() < kColumn ? kColumn - left.size() : min_gap, ' ');
+  };
   std::ostringstream out;
   out << "usage: " << program_ << " " << usage_ << "\n\n" << description_ << "\n";
   if (!positionals_.empty()) {
     out << "\narguments:\n";
     for (auto& p : positionals_) {
-      std::string left = "  " + p.metavar;
-      out << left << std::string(left.size() < 24 ? 24 - left.size() : 1, ' ') << p.help << "\n";
+      out << pad("  " + p.metavar, 1) << p.help << "\n";
     }
   }
   out << "\noptions:\n";
@@ -139,11 +143,12 @@ std::string ArgParser::help() const {
     if (s.takes_value) left += " " + s.metavar;
     // A help text of several lines keeps its column.
     std::string text = s.help;
-    for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 25))
-      text.insert(at + 1, std::string(24, ' '));
-    out << left << std::string(left.size() < 24 ? 24 - left.size() : 2, ' ') << text << "\n";
+    const std::string indent(kColumn, ' ');
+    for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 1 + kColumn))
+      text.insert(at + 1, indent);
+    out << pad(left) << text << "\n";
   }
-  out << "  -h, --help            show this help\n";
+  out << pad("  -h, --help") << "show this help\n";
   if (!epilog_.empty()) out << "\n" << epilog_ << "\n";
   return out.str();
 }
