@@ -77,8 +77,9 @@ struct SynthOptions {
 
 // A GGUF with random weights and exactly the tensor shapes and metadata a
 // model with this Hugging Face config.json would have. No tokenizer unless
-// options.tokenizer_dir names one: otherwise run it with token ids. Weights are produced tensor by tensor while writing, so
-// memory use stays near the largest tensor.
+// options.tokenizer_dir names one: otherwise run it with token ids. Weights
+// are produced tensor by tensor while writing, so memory use stays near the
+// largest tensor.
 void synth_model(const std::string& config_json, const std::string& out,
                  const SynthOptions& options);
 
