@@ -19,6 +19,10 @@
 #   (products alone, launch floor; bench/cuda_kernels.cu) once per setting
 #   (KSETS picks its tables: all, floor, iso, step; "iso N" the N-th product only, for Nsight Compute); PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
 #   summary of decode steps of that model.
+#   TRACE=3-4b:q4_k_m adds the timeline of that model's last decode step's
+#   kernels as they ran in the replayed graph (bench/kernel_trace.cpp), once
+#   per setting in TRACE_VARIANTS (default: default), the whole table in
+#   $OUT/trace-*.txt and its summary printed.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p /work /tmp/kd
@@ -129,6 +133,14 @@ except Exception as e: print("no result", e)
     timeout 300 ncu --clock-control none --graph-profiling node --launch-skip ${SKIP:-2000} --launch-count ${COUNT:-400} \
       --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --page raw $K bench $f -p 0 -n 64 -r 1 > $OUT/ncu.csv 2> $OUT/ncu.err
     echo "ncu rc=$?"; python3 bench/ncu_summary.py $OUT/ncu.csv 2>&1 | head -30
+  fi
+  if [ "${TRACE:-}" = "$m" ] && [ -e /tmp/kd/libkiln_kernel_trace.so ]; then
+    for v in ${TRACE_VARIANTS:-default}; do
+      t=$OUT/trace-$size-$type-$(fname $v).txt
+      env $(envof $v) CUDA_INJECTION64_PATH=/tmp/kd/libkiln_kernel_trace.so KILN_TRACE_OUT=$t \
+        KILN_TRACE_COUNT=${TRACE_COUNT:-400} timeout 120 $K bench $f -p 0 -n 16 -r 1 > /dev/null 2> $OUT/trace.err
+      echo "trace $v rc=$?"; sed -n '/^window/,$p' $t 2>/dev/null | head -25
+    done
   fi
   if [ "${PROFILE_PP:-}" = "$m" ]; then  # one 512-token prefill after the 32-token warm-up
     timeout 300 ncu --clock-control none --graph-profiling node --launch-skip ${SKIP_PP:-0} --launch-count ${COUNT_PP:-2000} \

@@ -19,6 +19,10 @@ bins=()
 [ "${NO_TEST_CUDA:-0}" = 1 ] || bins+=("$B/tests/test_cuda")
 [ "${NO_KILN:-0}" = 1 ] || bins+=("$B/kiln")
 [ "${NO_BENCH:-0}" = 1 ] || [ ! -x "$B/bench/kiln_bench_cuda" ] || bins+=("$B/bench/kiln_bench_cuda")
+# The kernel timeline (bench/kernel_trace.cpp; TRACE= in cuda_device_run.sh),
+# with the CUPTI it was built against.
+[ "${NO_BENCH:-0}" = 1 ] || [ ! -e "$B/bench/libkiln_kernel_trace.so" ] ||
+  bins+=("$B/bench/libkiln_kernel_trace.so")
 # EXTRA_BINS: more binaries to ship (a build of the previous commit, say,
 # for a before/after in the same device call).
 for e in ${EXTRA_BINS:-}; do bins+=("$e"); done
