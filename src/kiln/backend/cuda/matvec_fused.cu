@@ -1535,9 +1535,9 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
       // wait for it (~3 us a product).
       if constexpr (Dp4a<DT>::kHas || DT == DType::BF16 || DT == DType::F16) {
         if (j.T == 1 && !j.input_ready && self_prepares(j.pro)) {
-          // Returns whether it launched the product in blocks of W warps
-          // taking at most cap bytes of shared memory.
           const Args base = a;
+          // Launches the product in blocks of W warps if it fits cap bytes
+          // of shared memory; returns whether it did.
           auto self_launch = [&]<int W>(size_t cap) {
             a = base;
             plan_pieces<DT>(a, W, cap);
