@@ -4,6 +4,7 @@
 // shapes report GFLOP/s (2 * rows * cols * tokens per call).
 //
 //   build-perf/bench/kiln_bench_kernels --benchmark_filter=Matvec
+#include <array>
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -173,8 +174,11 @@ void register_all() {
   // in L3 like the shape above, and its tied output head {151936, 1024},
   // 165 MB of tiles read once an iteration).
   // GemmKeptInvariant: the same, summed as serving steps sum them.
-  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{1024, 3072}, {151936, 1024}})
-    for (const bool invariant : {false, true})
+  // (Shapes as plain pairs, not structured bindings: clang before 16 cannot
+  // capture those in a lambda.)
+  for (const std::pair<int64_t, int64_t> shape : {std::pair<int64_t, int64_t>{1024, 3072}, {151936, 1024}})
+    for (const bool invariant : {false, true}) {
+      const int64_t rows = shape.first, cols = shape.second;
       benchmark::RegisterBenchmark(
           (std::string(invariant ? "GemmKeptInvariant" : "GemmKept") + "/q8_0/" +
            std::to_string(rows) + "x" + std::to_string(cols) + "x32")
@@ -183,6 +187,7 @@ void register_all() {
             run_gemm_kept(s, DType::Q8_0, rows, cols, 32, invariant);
           })
           ->Unit(benchmark::kMillisecond);
+    }
   benchmark::RegisterBenchmark("QuantizeActs/128x1024", [](benchmark::State& s) {
     const std::vector<float> x = make_acts(128 * 1024);
     Aligned qmem(quantized_rows_bytes(128, 1024));
@@ -197,7 +202,8 @@ void register_all() {
   // The tiny models' float products ({rows, cols} by 1, 16 and 32 tokens;
   // 16 is a part of a served 32-sequence step on two threads):
   // gemm_float's lanes over the columns against the transposed tiles.
-  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{64, 64}, {172, 64}, {64, 172}}) {
+  for (const std::pair<int64_t, int64_t> rc : {std::pair<int64_t, int64_t>{64, 64}, {172, 64}, {64, 172}}) {
+    const int64_t rows = rc.first, cols = rc.second;
     for (int64_t tokens : {int64_t(1), int64_t(16), int64_t(32)}) {
       const std::string shape =
           std::to_string(rows) + "x" + std::to_string(cols) + "x" + std::to_string(tokens);
@@ -220,7 +226,8 @@ void register_all() {
   }
   // One step of decode attention (32 keys) for every head of a token, as
   // the CPU backend calls it: the tiny models' short heads, then Qwen3's.
-  for (const auto& [heads, hd, keys] : {std::tuple<int64_t, int64_t, int64_t>{8, 8, 32}, {8, 8, 80}, {8, 8, 83}, {8, 16, 32}, {16, 128, 32}}) {
+  for (const std::array<int64_t, 3> shape : {std::array<int64_t, 3>{8, 8, 32}, {8, 8, 80}, {8, 8, 83}, {8, 16, 32}, {16, 128, 32}}) {
+    const int64_t heads = shape[0], hd = shape[1], keys = shape[2];
     const std::string name =
         "AttentionRows/" + std::to_string(heads) + "x" + std::to_string(hd) + "/" + std::to_string(keys) + "keys";
     benchmark::RegisterBenchmark(name.c_str(), [heads, hd, keys](benchmark::State& s) {
