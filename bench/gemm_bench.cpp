@@ -176,7 +176,7 @@ void register_all() {
   // GemmKeptInvariant: the same, summed as serving steps sum them.
   // (Shapes as plain pairs, not structured bindings: clang before 16 cannot
   // capture those in a lambda.)
-  for (const std::pair<int64_t, int64_t> shape : {std::pair<int64_t, int64_t>{1024, 3072}, {151936, 1024}})
+  for (const std::pair<int64_t, int64_t>& shape : {std::pair<int64_t, int64_t>{1024, 3072}, {151936, 1024}})
     for (const bool invariant : {false, true}) {
       const int64_t rows = shape.first, cols = shape.second;
       benchmark::RegisterBenchmark(
@@ -202,7 +202,7 @@ void register_all() {
   // The tiny models' float products ({rows, cols} by 1, 16 and 32 tokens;
   // 16 is a part of a served 32-sequence step on two threads):
   // gemm_float's lanes over the columns against the transposed tiles.
-  for (const std::pair<int64_t, int64_t> rc : {std::pair<int64_t, int64_t>{64, 64}, {172, 64}, {64, 172}}) {
+  for (const std::pair<int64_t, int64_t>& rc : {std::pair<int64_t, int64_t>{64, 64}, {172, 64}, {64, 172}}) {
     const int64_t rows = rc.first, cols = rc.second;
     for (int64_t tokens : {int64_t(1), int64_t(16), int64_t(32)}) {
       const std::string shape =
@@ -226,7 +226,7 @@ void register_all() {
   }
   // One step of decode attention (32 keys) for every head of a token, as
   // the CPU backend calls it: the tiny models' short heads, then Qwen3's.
-  for (const std::array<int64_t, 3> shape : {std::array<int64_t, 3>{8, 8, 32}, {8, 8, 80}, {8, 8, 83}, {8, 16, 32}, {16, 128, 32}}) {
+  for (const std::array<int64_t, 3>& shape : {std::array<int64_t, 3>{8, 8, 32}, {8, 8, 80}, {8, 8, 83}, {8, 16, 32}, {16, 128, 32}}) {
     const int64_t heads = shape[0], hd = shape[1], keys = shape[2];
     const std::string name =
         "AttentionRows/" + std::to_string(heads) + "x" + std::to_string(hd) + "/" + std::to_string(keys) + "keys";
