@@ -764,11 +764,6 @@ constexpr int kMaxBufs = 4;
 // Warps a block of the products that prepare their own input: one block an
 // SM, so that each SM reads the input row from L2 once.
 constexpr int kSelfW = 32;
-// The half-SM form of those (KILN_CUDA_MV_SELFW=16): its warps, and the
-// shared memory a block may take so that two fit an SM (228 KB, less 1 KB
-// the hardware keeps a block).
-constexpr int kHalfW = 16;
-constexpr size_t kHalfSmem = 111 * 1024;
 
 [[maybe_unused]] __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return uint32_t(__cvta_generic_to_shared(p));
@@ -1049,19 +1044,11 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
 //
 // W warps a block: 8, or 32 (one block an SM, 64 registers at most) for
 // the products that prepare their own input, so that each SM reads the
-// input row from L2 once (16 warps, two blocks an SM: no faster). Or 16
-// warps, one block an SM, in half of the SM's registers and shared memory
-// (kHalfSmem): the next product's block then fits beside it, and its
-// dependent launch puts its weight copies in flight while this one runs.
+// input row from L2 once (16 warps, two blocks an SM: no faster).
 //
 // DT2: the format of the last weight (a.R2 > 0), when it differs from DT.
-template <DType DT, int MAXT, int W>
-constexpr int bulk_min_blocks() {
-  return W == 8 && MAXT == 1 && Dp4a<DT>::kHas ? 4 : W == kHalfW ? 2 : 1;
-}
-
 template <DType DT, int MAXT, int W, DType DT2 = DT>
-__global__ void __launch_bounds__(W * 32, bulk_min_blocks<DT, MAXT, W>())
+__global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas ? 4 : 1)
     mv_bulk_kernel(const __grid_constant__ Args a) {
   using F = Fmt<DT>;
   constexpr bool kPlain = is_plain(DT);
@@ -1327,7 +1314,7 @@ bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
 // the buffers, as large as the largest piece and as many as asked that the
 // shared memory holds.
 template <DType DT>
-void plan_pieces(Args& a, int warps, size_t smem_cap = kMaxBulkSmem) {
+void plan_pieces(Args& a, int warps) {
   using F = Fmt<DT>;
   const int64_t nblocks = a.K / F::kBlock;
   int64_t limit = piece_bytes(DT, a.T);
@@ -1391,7 +1378,7 @@ void plan_pieces(Args& a, int warps, size_t smem_cap = kMaxBulkSmem) {
   a.flat = flat_on && a.P == 1 && (a.R > 1 || a.R2 > 1) && uneven ? 1 : 0;
   a.buf_bytes = int((most + 15) / 16 * 16);
   a.nbuf = buffers_wanted(DT, a.T);
-  while (a.nbuf > 2 && bulk_smem_bytes(DT, a.K, a.T, a.nbuf, a.buf_bytes, warps) > smem_cap)
+  while (a.nbuf > 2 && bulk_smem_bytes(DT, a.K, a.T, a.nbuf, a.buf_bytes, warps) > kMaxBulkSmem)
     --a.nbuf;
   a.groups = 0;
   for (int i = 0; i < kMaxMatvecSegs; ++i) {
@@ -1415,14 +1402,6 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   if (!per_sm) {
     check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxBulkSmem)),
           "matvec shared memory");
-    // The half-SM form: all of the SM's unified memory as shared memory,
-    // whatever this block takes, since the SM's split changes only when it
-    // is idle, and a product asking for a smaller one could not share an SM
-    // with the next.
-    if (W == kHalfW)
-      check(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 int(cudaSharedmemCarveoutMaxShared)),
-            "matvec shared memory carveout");
     check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, W * 32, smem),
           "matvec occupancy");
     per_sm = std::max(per_sm, 1);
@@ -1432,17 +1411,8 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   // warps loop over work items, and the next kernel's blocks can start in
   // what the last ones leave.
   if (blocks_cap() > 0) per_sm = std::min(per_sm, blocks_cap());
-  // The half-SM form leaves the other half to the next kernel.
-  if (W == kHalfW) per_sm = 1;
   const int64_t blocks = std::min<int64_t>((a.groups + W - 1) / W, int64_t(sm_count()) * per_sm);
   cuda::launch(k, unsigned(blocks), W * 32, smem, s, "matvec_fused", a);
-}
-
-// KILN_CUDA_MV_SELFW=16: the one-token products that prepare their own
-// input (integer-product formats) in the half-SM form (kHalfW), to compare.
-bool half_sm_products() {
-  static const bool on = env_int("KILN_CUDA_MV_SELFW", kSelfW, kHalfW, kSelfW) == kHalfW;
-  return on;
 }
 
 // KILN_CUDA_MV_SELF: which one-token products prepare their own input in
@@ -1535,32 +1505,22 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
       // wait for it (~3 us a product).
       if constexpr (Dp4a<DT>::kHas || DT == DType::BF16 || DT == DType::F16) {
         if (j.T == 1 && !j.input_ready && self_prepares(j.pro)) {
-          const Args base = a;
-          // Launches the product in blocks of W warps if it fits cap bytes
-          // of shared memory; returns whether it did.
-          auto self_launch = [&]<int W>(size_t cap) {
-            a = base;
-            plan_pieces<DT>(a, W, cap);
-            const size_t self_smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
-            if (self_smem > cap) return false;  // (the widest pieces) the usual way
+          constexpr int W = kSelfW;
+          plan_pieces<DT>(a, W);
+          const size_t self_smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
+          if (self_smem <= kMaxBulkSmem) {  // else (the widest pieces) the usual way
             a.self_prep = 1;
             if (j.row_bytes2 == 0) {
               launch_bulk<W>(mv_bulk_kernel<DT, 1, W>, a, self_smem, s);
-              return true;
+              return;
             }
             if constexpr (mixed_tail<DT>() != DType::F32) {
               KILN_CHECK(j.dtype2 == mixed_tail<DT>(), "matvec: a last weight in ",
                          dtype_name(j.dtype2), " beside ", dtype_name(j.dtype));
               launch_bulk<W>(mv_bulk_kernel<DT, 1, W, mixed_tail<DT>()>, a, self_smem, s);
-              return true;
+              return;
             }
-            return false;
-          };
-          if constexpr (Dp4a<DT>::kHas) {
-            if (half_sm_products() && self_launch.template operator()<kHalfW>(kHalfSmem)) return;
           }
-          if (self_launch.template operator()<kSelfW>(kMaxBulkSmem)) return;
-          a = base;  // as the 8-warp path plans it
         }
       }
       KILN_CHECK(j.row_bytes2 == 0, "matvec: a last weight of another format, not one token");
