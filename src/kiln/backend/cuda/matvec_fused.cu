@@ -38,6 +38,7 @@
 
 #include "kiln/backend/cuda/cuda_common.cuh"
 #include "kiln/backend/cuda/formats.cuh"
+#include "kiln/quant/k_scales.h"
 
 namespace kiln::cuda {
 namespace {
@@ -289,19 +290,6 @@ struct Dp4a<DType::Q4_0> {
   }
 };
 
-// The two 6-bit scales and minimums of units 2j and 2j + 1 of a K-quant
-// block (llama.cpp's get_scale_min_k4 for both), from its 12 scale bytes.
-// w: the 12 bytes as three little-endian words.
-__device__ __forceinline__ void scale_min_pair(const uint32_t* w, int j, int (&sc)[2], int (&m)[2]) {
-  const int sh = (j & 1) * 16;  // the pair's two bytes in the low half
-  const uint32_t a = w[0] >> sh, b = w[1] >> sh, c = w[2] >> sh;
-  const bool low = j < 2;
-  sc[0] = int(low ? a & 63 : (c & 0xF) | ((a >> 2) & 0x30));
-  sc[1] = int(low ? (a >> 8) & 63 : ((c >> 8) & 0xF) | ((a >> 10) & 0x30));
-  m[0] = int(low ? b & 63 : ((c >> 4) & 0xF) | ((b >> 2) & 0x30));
-  m[1] = int(low ? (b >> 8) & 63 : ((c >> 12) & 0xF) | ((b >> 10) & 0x30));
-}
-
 template <DType DT>
 struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
   static constexpr bool kHas = true;
@@ -316,12 +304,14 @@ struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
     smem_words<16, true>(b, head);
     const float d = __half2float(__ushort_as_half(uint16_t(head[0] & 0xFFFFu)));
     const float dmin = __half2float(__ushort_as_half(uint16_t(head[0] >> 16)));
-    int sc[2], m[2];
-    scale_min_pair(head + 1, j, sc, m);
+    // The pair's two scales and minimums as the bytes of one word, without
+    // branches: neighbouring lanes take different pairs of a block (their
+    // if / else on j < 2 diverged every pair).
+    const uint32_t sm = quant::k4_scale_min_pair(head + 1, j);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      w.d[h] = __fmul_rn(d, float(sc[h]));
-      w.m[h] = __fmul_rn(dmin, float(m[h]));
+      w.d[h] = __fmul_rn(d, float((sm >> (8 * h)) & 0xFFu));
+      w.m[h] = __fmul_rn(dmin, float((sm >> (16 + 8 * h)) & 0xFFu));
     }
     uint32_t q[8];
     constexpr int kQs = DT == DType::Q5_K ? 48 : 16;
@@ -1309,6 +1299,32 @@ bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
          bulk_smem_bytes(t, K, T) <= kMaxBulkSmem;
 }
 
+// One token over every warp of the GPU (the self-preparing products): the
+// rows a piece, at most most_rows, that take the fewest passes over the
+// lanes on the busiest warp, a warp's pieces times the passes of a piece
+// (its rows' pairs dealt to 32 lanes as one sequence where they do not
+// come out even, see one_token_rows); the fewer rows on a tie. The rule in
+// use, rows over warps rounded down, gives Qwen3-4B's q/k/v (6144 rows of
+// 40 pairs) one row a piece: two pieces on some warps, 2 + 2 passes, where
+// two rows a piece take 3. Same sums either way (a row's do not depend on
+// the rows beside it). KILN_CUDA_MV_RPLAN=passes takes this plan instead;
+// not yet measured on a GPU, so not the default.
+int fewest_passes(int64_t rows, int pairs, int64_t warps, int most_rows) {
+  int best = 1;
+  int64_t best_cost = -1;
+  for (int r = 1; r <= most_rows; ++r) {
+    const int64_t pieces = (rows + r - 1) / r, per_warp = (pieces + warps - 1) / warps;
+    const int64_t passes = pairs % 32 == 0 || r == 1 ? int64_t(r) * ((pairs + 31) / 32)
+                                                     : (int64_t(r) * pairs + 31) / 32;
+    if (best_cost < 0 || per_warp * passes < best_cost) best = r, best_cost = per_warp * passes;
+  }
+  return best;
+}
+bool rows_by_passes() {
+  static const bool on = env_is("KILN_CUDA_MV_RPLAN", "passes");
+  return on;
+}
+
 // How the rows are cut into pieces of at most piece_bytes(): several whole
 // rows per piece when they fit, else each row in P near-equal parts; then
 // the buffers, as large as the largest piece and as many as asked that the
@@ -1338,7 +1354,9 @@ void plan_pieces(Args& a, int warps) {
     // fewer rows a piece, so that every warp the GPU holds gets one, rather
     // than a few warps walking many rows with 32 tokens each. A row's sums
     // do not depend on the rows beside it in its piece.
-    if (a.T > 1 || warps > kW)
+    if (a.T == 1 && warps > kW && rows_by_passes())
+      a.R = fewest_passes(a.total, pairs_in<DT>(nblocks), int64_t(sm_count()) * warps, a.R);
+    else if (a.T > 1 || warps > kW)
       a.R = int(std::clamp<int64_t>(a.total / (int64_t(sm_count()) * warps), 1, a.R));
     a.piece_blocks = nblocks;
   } else {
