@@ -11,7 +11,10 @@
 // of the kernel before (negative: they overlapped, as a dependent launch
 // lets them), then the same window summed by kernel. Nsight Compute times
 // each kernel alone, with its own start and drain; this shows them as they
-// run in a replayed step.
+// run in a replayed step. Each kernel's "adds" is how far it moved the end
+// of the timeline (its end past the latest end before it or its own start,
+// whichever is later; 0 if it ended sooner): summed by kernel, the share of
+// the busy time each one accounts for, overlapped work counted once.
 //
 // KILN_TRACE_COUNT=N: the window's kernels; KILN_TRACE_OUT=FILE: the report
 // there instead of standard error.
@@ -103,11 +106,11 @@ void report() {
   const uint64_t t0 = records[first].start;
   std::fprintf(out, "kernel trace: the last %zu of %zu kernels (us; gap: from the end of the one before)\n",
                records.size() - first, records.size());
-  std::fprintf(out, "%5s %10s %8s %8s  %-6s %-5s %-7s %-4s %s\n", "#", "start", "us", "gap", "grid",
-               "block", "smem", "regs", "kernel");
+  std::fprintf(out, "%5s %10s %8s %8s %8s  %-6s %-5s %-7s %-4s %s\n", "#", "start", "us", "gap",
+               "adds", "grid", "block", "smem", "regs", "kernel");
   struct Sum {
     int n = 0;
-    double us = 0, gap = 0;
+    double us = 0, gap = 0, adds = 0;
   };
   std::map<std::string, Sum> by_name;
   double busy = 0, gaps = 0;
@@ -116,12 +119,16 @@ void report() {
     const KernelRecord& r = records[i];
     const double us = (r.end - r.start) / 1e3;
     const double gap = (double(r.start) - double(last_end)) / 1e3;
-    std::fprintf(out, "%5zu %10.2f %8.2f %8.2f  %-6u %-5u %-7u %-4u %s\n", i - first,
-                 (r.start - t0) / 1e3, us, i == first ? 0.0 : gap, r.grid, r.block, r.smem, r.regs,
-                 r.name.c_str());
+    // (Time the GPU sat idle before the kernel is its gap, not its share.)
+    const uint64_t from = i == first ? r.start : std::max(r.start, last_end);
+    const double adds = r.end > from ? (r.end - from) / 1e3 : 0.0;
+    std::fprintf(out, "%5zu %10.2f %8.2f %8.2f %8.2f  %-6u %-5u %-7u %-4u %s\n", i - first,
+                 (r.start - t0) / 1e3, us, i == first ? 0.0 : gap, adds, r.grid, r.block, r.smem,
+                 r.regs, r.name.c_str());
     Sum& s = by_name[r.name];
     ++s.n;
     s.us += us;
+    s.adds += adds;
     if (i > first) s.gap += gap, gaps += gap;
     busy += us;
     last_end = std::max(last_end, r.end);
@@ -129,11 +136,13 @@ void report() {
   const double span = (last_end - t0) / 1e3;
   std::fprintf(out, "\nwindow %.1f us: kernels ran %.1f us in all (overlaps counted twice), "
                "gaps before them sum to %.1f us (negative: overlap)\n", span, busy, gaps);
-  std::fprintf(out, "%6s %10s %10s %10s  %s\n", "count", "us", "us each", "gap", "kernel");
+  std::fprintf(out, "%6s %10s %10s %10s %10s  %s\n", "count", "us", "us each", "gap", "adds",
+               "kernel");
   std::vector<std::pair<std::string, Sum>> rows(by_name.begin(), by_name.end());
-  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.us > b.second.us; });
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.adds > b.second.adds; });
   for (const auto& [name, s] : rows)
-    std::fprintf(out, "%6d %10.1f %10.2f %10.1f  %s\n", s.n, s.us, s.us / s.n, s.gap, name.c_str());
+    std::fprintf(out, "%6d %10.1f %10.2f %10.1f %10.1f  %s\n", s.n, s.us, s.us / s.n, s.gap, s.adds,
+                 name.c_str());
   if (out != stderr) std::fclose(out);
 }
 
