@@ -1,6 +1,6 @@
 // kiln_bench_simd_issue: how many 256-bit integer multiply-adds a core
 // issues a cycle, alone and with the add that accumulates each one, which is
-// the roofline of the AVX2 int8 tiles (gemm_kernels.inc, tile8_tokens).
+// the roofline of the AVX2 int8 tiles (gemm_kernels_tiles256.inc, tile8_tokens).
 // Without vpdpbusd every 32 int8 products there take two vpmaddubsw (Q8_0's
 // weights split into nibbles, so that the pair sums cannot saturate) and
 // two vpaddw: if the adds share the multiplies' pipes, the tiles are bound

@@ -56,8 +56,9 @@ std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, uint32_t 
 
 // Whether this CPU's kernels promise a token of a T-token product the same
 // bits as the token alone: the AVX-512 VNNI strips (1-3 tokens) and tiles
-// share one order of operations (gemm_kernels.inc, "strip order"), so a
-// greedy request's output does not depend on the serving batch it is in;
+// share one order of operations (gemm_kernels_tiles512.inc, "Strip
+// order"), so a greedy request's output does not depend on the serving
+// batch it is in;
 // the AMX level keeps to them when asked (batch_invariant), and so do the
 // AVX2 / AVX-VNNI levels (their strips and 8-row tiles).
 bool same_bits_alone(bool invariant) {
