@@ -1,5 +1,6 @@
-// k4_scale_min_pair (the GPU products' branch-free decoding of Q4_K / Q5_K
-// scales) against the format's definition, unit by unit.
+// k4_scale_min and k4_scale_min_pair (the branch-free decoding of Q4_K / Q5_K
+// scales the CPU and the GPU share) against the format's definition, unit by
+// unit.
 #include "kiln/quant/k_scales.h"
 
 #include <gtest/gtest.h>
@@ -24,6 +25,13 @@ void reference(int u, const uint8_t* q, int* sc, int* m) {
 void expect_matches(const uint8_t (&q)[12]) {
   uint32_t w[3];
   std::memcpy(w, q, sizeof q);
+  for (int u = 0; u < 8; ++u) {
+    int sc = 0, m = 0, want_sc = 0, want_m = 0;
+    k4_scale_min(u, q, &sc, &m);
+    reference(u, q, &want_sc, &want_m);
+    EXPECT_EQ(sc, want_sc) << "unit " << u;
+    EXPECT_EQ(m, want_m) << "unit " << u;
+  }
   for (int j = 0; j < 4; ++j) {
     const uint32_t got = k4_scale_min_pair(w, j);
     for (int h = 0; h < 2; ++h) {

@@ -11,6 +11,7 @@
 
 #include "kiln/core/half.h"
 #include "kiln/quant/blocks.h"
+#include "kiln/quant/k_scales.h"
 #include "kiln/quant/quant_math.h"
 #include "kiln/quant/simd.h"
 
@@ -19,17 +20,6 @@ namespace {
 
 // Round half to even, as the reference's float trick does.
 inline int nearest(float v) { return int(std::nearbyint(v)); }
-
-// Six-bit scale and min number j of a Q4_K / Q5_K block.
-inline void scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
 
 inline void pack_scale_min_k4(int j, int ls, int lm, uint8_t* q) {
   if (j < 4) {
@@ -256,9 +246,9 @@ void dequant_q4_K(const void* src, float* y, int64_t n) {
     const uint8_t* q = b[i].qs;
     for (int is = 0; is < 8; is += 2, q += 32) {
       int sc, m;
-      scale_min_k4(is, b[i].scales, &sc, &m);
+      k4_scale_min(is, b[i].scales, &sc, &m);
       const float d1 = d * float(sc), m1 = dmin * float(m);
-      scale_min_k4(is + 1, b[i].scales, &sc, &m);
+      k4_scale_min(is + 1, b[i].scales, &sc, &m);
       const float d2 = d * float(sc), m2 = dmin * float(m);
 #if defined(__AVX512F__)
       // Multiply, then subtract (never fused): the same two roundings as GGML.
@@ -291,9 +281,9 @@ void dequant_q5_K(const void* src, float* y, int64_t n) {
     uint8_t u1 = 1, u2 = 2;
     for (int is = 0; is < 8; is += 2, ql += 32, u1 <<= 2, u2 <<= 2) {
       int sc, m;
-      scale_min_k4(is, b[i].scales, &sc, &m);
+      k4_scale_min(is, b[i].scales, &sc, &m);
       const float d1 = d * float(sc), m1 = dmin * float(m);
-      scale_min_k4(is + 1, b[i].scales, &sc, &m);
+      k4_scale_min(is + 1, b[i].scales, &sc, &m);
       const float d2 = d * float(sc), m2 = dmin * float(m);
       for (int l = 0; l < 32; ++l) *y++ = d1 * float((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
       for (int l = 0; l < 32; ++l) *y++ = d2 * float((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
@@ -472,7 +462,7 @@ void quant_k_scale_min(const float* x, int nmax, float rmin, float rdelta, int n
   const float d_all = f16_to_f32(*d_out), m_all = f16_to_f32(*dmin_out);
   for (int j = 0; j < 8; ++j) {
     int sc, m;
-    scale_min_k4(j, packed, &sc, &m);
+    k4_scale_min(j, packed, &sc, &m);
     const float d = d_all * float(sc);
     if (d == 0) continue;
     const float dm = m_all * float(m);

@@ -1,8 +1,8 @@
-// The 6-bit scales and minimums of Q4_K / Q5_K blocks, decoded two units at
-// a time as the bytes of one word: for the GPU's one-token products, whose
-// adjacent lanes take different units of a block, so the decoding has to be
-// free of branches (kiln/backend/cuda/matvec_fused.cu), and for the host,
-// whose tests hold it to the format's definition.
+// The 6-bit scales and minimums of Q4_K / Q5_K blocks, one definition for the
+// host (quant/k_quants.cpp) and the GPU (backend/cuda/formats.cuh, and
+// matvec_fused.cu two units at a time), whose tests hold it to the format's.
+// Branch-free: the GPU's neighbouring lanes decode different units of a
+// block.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,18 @@
 #endif
 
 namespace kiln::quant {
+
+// Unit u (0-7) of a block whose 12 scale bytes are q (llama.cpp's
+// get_scale_min_k4): units 0-3 the low six bits of bytes u and u + 4, units
+// 4-7 four bits of byte u + 4 and the top two of bytes u - 4 and u. Both
+// layouts are computed and one selected.
+KILN_HOST_DEVICE inline void k4_scale_min(int u, const uint8_t* q, int* sc, int* m) {
+  const int i = u & 3;
+  const uint32_t a = q[i], b = q[i + 4], c = q[i + 8];
+  const bool low = u < 4;
+  *sc = int(low ? a & 63 : (c & 0xF) | ((a >> 6) << 4));
+  *m = int(low ? b & 63 : (c >> 4) | ((b >> 6) << 4));
+}
 
 // Units 2j and 2j + 1 (j = 0..3) of a block whose 12 scale bytes are the
 // three little-endian words w: bytes 0..3 of the result are sc[2j],

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "kiln/core/dtype.h"
+#include "kiln/quant/k_scales.h"
 
 namespace kiln::cuda {
 
@@ -67,17 +68,6 @@ __device__ __forceinline__ float mul_sub(float a, float b, float c) {
 }
 __device__ __forceinline__ float mul_add(float a, float b, float c) {
   return __fadd_rn(__fmul_rn(a, b), c);
-}
-
-// The 6-bit scale and minimum of unit j (0-7) of a Q4_K / Q5_K block from its
-// 12 scale bytes q. Both layouts are computed and one selected, so that the
-// eight lanes decoding one block's units do not diverge on j < 4.
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
-  const int i = j & 3;
-  const uint32_t a = q[i], b = q[i + 4], c = q[i + 8];
-  const bool low = j < 4;
-  *sc = int(low ? a & 63 : (c & 0xF) | ((a >> 6) << 4));
-  *m = int(low ? b & 63 : (c >> 4) | ((b >> 6) << 4));
 }
 
 static __constant__ int8_t kIQ4Table[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
@@ -258,7 +248,7 @@ struct Fmt<DType::Q4_K> {
   __device__ static void unit(const uint8_t* b, int u, float* w) {
     const float d = half_at(b), dmin = half_at(b + 2);
     int sc, m;
-    scale_min_k4(u, b + 4, &sc, &m);
+    quant::k4_scale_min(u, b + 4, &sc, &m);
     const float d1 = mul(d, float(sc)), m1 = mul(dmin, float(m));
     uint32_t q[8];
     bytes_at<32>(b + 16 + 32 * (u >> 1), q);
@@ -274,7 +264,7 @@ struct Fmt<DType::Q5_K> {
   __device__ static void unit(const uint8_t* b, int u, float* w) {
     const float d = half_at(b), dmin = half_at(b + 2);
     int sc, m;
-    scale_min_k4(u, b + 4, &sc, &m);
+    quant::k4_scale_min(u, b + 4, &sc, &m);
     const float d1 = mul(d, float(sc)), m1 = mul(dmin, float(m));
     uint32_t q[8], qh[8];
     bytes_at<32>(b + 48 + 32 * (u >> 1), q);
