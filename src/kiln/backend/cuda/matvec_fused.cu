@@ -51,25 +51,31 @@ constexpr int kMaxT = kMaxMatvecTokens;  // the register-staged kernels' tokens
 constexpr int kMaxBulkT = kMaxBulkMatvecTokens;
 constexpr size_t kMaxSmem = 160 * 1024;
 // The bulk-copy kernels may take more (32 tokens' int8 input of a 3072-wide
-// product is 120 KB beside the 66 KB of weight buffers): under the 227 KB a
+// product is 132 KB beside the 66 KB of weight buffers): under the 227 KB a
 // Hopper block can opt into, less the kernel's static barriers.
 constexpr size_t kMaxBulkSmem = 220 * 1024;
 
 // The int8 input of a product: T * K values, then an f32 scale per
-// 32-value block, then per block the sums of its two 16-value halves as two
-// int16 in one word (formats with an offset or a minimum subtract
-// minimum x sum; made once with the input instead of eight dp4a per weight
-// unit). Rounded up so the stages after it stay 16-byte aligned.
-__host__ __device__ constexpr int64_t xq_bytes(int64_t K, int64_t T) {
-  return (T * K + T * (K / 32) * 8 + 15) / 16 * 16;
-}
-
+// 32-value block, then per block its sums (XSum): those of its two 16-value
+// halves as two int16 in one word (Q6_K scales each half), and the whole
+// block's as a float (formats with an offset or a minimum subtract minimum
+// x sum). Made once with the input instead of eight dp4a per weight unit;
+// the float saves each unit's unpacking and conversion. The sums start and
+// end 16-byte aligned: a pair's two blocks are one 16-byte load, and the
+// stages after them stay aligned.
+struct XSum {
+  int halves;  // the low half's sum in the low 16 bits, the high half's above
+  float sum;   // the block's sum, exact (at most 32 x 127)
+};
 __host__ __device__ constexpr int64_t xsum_offset(int64_t K, int64_t T) {
-  return T * K + T * (K / 32) * 4;
+  return (T * K + T * (K / 32) * 4 + 15) / 16 * 16;
+}
+__host__ __device__ constexpr int64_t xq_bytes(int64_t K, int64_t T) {
+  return xsum_offset(K, T) + T * (K / 32) * int64_t(sizeof(XSum));
 }
 
-__device__ __forceinline__ int pack_half_sums(int lo, int hi) {
-  return int((uint32_t(lo) & 0xFFFFu) | (uint32_t(hi) << 16));
+__device__ __forceinline__ XSum block_sums(int lo, int hi) {
+  return {int((uint32_t(lo) & 0xFFFFu) | (uint32_t(hi) << 16)), float(lo + hi)};
 }
 
 // Bytes of a bulk-copy product's prepared input: f32 for plain weights,
@@ -211,14 +217,16 @@ struct Pair {
   int sc[4];         // Q6_K: the four 16-element scales
 };
 
-// Per format: pair(row, p, w) decodes pair p of a row whose first block is
-// at row; value(w, h, i0, i1, xs) is unit h's product with its int8
-// activations before their block scale, from the integer dot products i0 /
-// i1 over its two 16-element halves and xs, the activations' half sums
-// (packed as two int16). Integers are combined exactly before the one or
-// two float roundings, so the value does not depend on how it was summed.
+// Per format: pair<kAligned>(row, p, w) decodes pair p of a row whose first
+// block is at row (kAligned: row is 16-byte aligned, for formats whose
+// blocks are a multiple of 16 bytes); value(w, h, i, s) is unit h's product
+// with its int8 activations before their block scale, from the integer dot
+// product i over the unit and the activations' sums s (XSum). Q6_K, whose
+// scales are per 16 elements, has kHalves and takes the two halves' dot
+// products i0, i1 instead: value(w, h, i0, i1, s). Integers are combined
+// exactly before the one or two float roundings (a float holds every
+// integer here exactly), so the value does not depend on how it was summed.
 __device__ __forceinline__ int half_lo(int xs) { return int(int16_t(xs & 0xFFFF)); }
-__device__ __forceinline__ int half_sum(int xs) { return half_lo(xs) + (xs >> 16); }
 
 // N bytes (N % 4 == 0) of a staged piece in shared memory, at any
 // alignment. The words around them are funnel-shifted without a branch (a
@@ -227,14 +235,16 @@ __device__ __forceinline__ int half_sum(int xs) { return half_lo(xs) + (xs >> 16
 // word past the end, which the buffers' slack covers. kUniform: the format's
 // blocks are a multiple of 16 bytes (Q4_K, Q5_K), so every lane of a piece
 // has the same alignment and a 16-byte aligned unit takes vector loads.
-// Only pointer arithmetic on p, never a round trip through an integer, so
-// that the compiler keeps these shared-memory loads (a generic load costs an
-// address-space check and 64-bit address arithmetic per word).
-template <int N, bool kUniform>
+// kAligned: p is known to be 16-byte aligned (the caller checked its piece
+// once), so no lane tests it. Only pointer arithmetic on p, never a round
+// trip through an integer, so that the compiler keeps these shared-memory
+// loads (a generic load costs an address-space check and 64-bit address
+// arithmetic per word).
+template <int N, bool kUniform, bool kAligned = false>
 __device__ __forceinline__ void smem_words(const uint8_t* p, uint32_t (&out)[N / 4]) {
-  const int mis = int(uint32_t(__cvta_generic_to_shared(p)) & 15);
+  const int mis = kAligned ? 0 : int(uint32_t(__cvta_generic_to_shared(p)) & 15);
   if constexpr (kUniform && N % 16 == 0) {
-    if (mis == 0) {
+    if (kAligned || mis == 0) {
       const uint4* v = reinterpret_cast<const uint4*>(p);
 #pragma unroll
       for (int i = 0; i < N / 16; ++i) {
@@ -256,7 +266,8 @@ struct Dp4a {
 
 template <>
 struct Dp4a<DType::Q8_0> {
-  static constexpr bool kHas = true;
+  static constexpr bool kHas = true, kHalves = false;
+  template <bool kAligned>
   __device__ static void pair(const uint8_t* row, int p, Pair& w) {
     const uint8_t* b = row + 68 * p;
     w.d[0] = half_at(b);
@@ -264,13 +275,14 @@ struct Dp4a<DType::Q8_0> {
     smem_words<32, false>(b + 2, reinterpret_cast<uint32_t(&)[8]>(w.v[0]));
     smem_words<32, false>(b + 36, reinterpret_cast<uint32_t(&)[8]>(w.v[8]));
   }
-  __device__ static float value(const Pair& w, int h, int i0, int i1, int) {
-    return __fmul_rn(w.d[h], float(i0 + i1));
+  __device__ static float value(const Pair& w, int h, int i, XSum) {
+    return __fmul_rn(w.d[h], float(i));
   }
 };
 template <>
 struct Dp4a<DType::Q4_0> {
-  static constexpr bool kHas = true;
+  static constexpr bool kHas = true, kHalves = false;
+  template <bool kAligned>
   __device__ static void pair(const uint8_t* row, int p, Pair& w) {
     const uint8_t* b = row + 36 * p;
 #pragma unroll
@@ -285,14 +297,17 @@ struct Dp4a<DType::Q4_0> {
       }
     }
   }
-  __device__ static float value(const Pair& w, int h, int i0, int i1, int xs) {
-    return __fmul_rn(w.d[h], float(i0 + i1 - 8 * half_sum(xs)));  // (q - 8) . x
+  __device__ static float value(const Pair& w, int h, int i, XSum s) {
+    // (q - 8) . x: both terms and their difference are integers a float
+    // holds exactly, so the one fma rounds nothing.
+    return __fmul_rn(w.d[h], __fmaf_rn(-8.0f, s.sum, float(i)));
   }
 };
 
 template <DType DT>
 struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
-  static constexpr bool kHas = true;
+  static constexpr bool kHas = true, kHalves = false;
+  template <bool kAligned>
   __device__ static void pair(const uint8_t* row, int p, Pair& w) {
     using F = Fmt<DT>;
     const uint8_t* b = row + (p >> 2) * F::kBytes;
@@ -301,7 +316,7 @@ struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
     // vector load where the piece is 16-byte aligned (Q4_K / Q5_K blocks
     // are a multiple of 16 bytes, so then every block is).
     uint32_t head[4];
-    smem_words<16, true>(b, head);
+    smem_words<16, true, kAligned>(b, head);
     const float d = __half2float(__ushort_as_half(uint16_t(head[0] & 0xFFFFu)));
     const float dmin = __half2float(__ushort_as_half(uint16_t(head[0] >> 16)));
     // The pair's two scales and minimums as the bytes of one word, without
@@ -315,10 +330,10 @@ struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
     }
     uint32_t q[8];
     constexpr int kQs = DT == DType::Q5_K ? 48 : 16;
-    smem_words<32, true>(b + kQs + 32 * j, q);
+    smem_words<32, true, kAligned>(b + kQs + 32 * j, q);
     if constexpr (DT == DType::Q5_K) {
       uint32_t qh[8];
-      smem_words<32, true>(b + 16, qh);
+      smem_words<32, true, kAligned>(b + 16, qh);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         w.v[i] = int((q[i] & 0x0F0F0F0Fu) | (((qh[i] >> (2 * j)) & 0x01010101u) << 4));
@@ -335,8 +350,8 @@ struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
       }
     }
   }
-  __device__ static float value(const Pair& w, int h, int i0, int i1, int xs) {
-    return __fmaf_rn(w.d[h], float(i0 + i1), -__fmul_rn(w.m[h], float(half_sum(xs))));
+  __device__ static float value(const Pair& w, int h, int i, XSum s) {
+    return __fmaf_rn(w.d[h], float(i), -__fmul_rn(w.m[h], s.sum));
   }
 };
 template <>
@@ -346,7 +361,8 @@ struct Dp4a<DType::Q5_K> : Dp4aK<DType::Q5_K> {};
 
 template <>
 struct Dp4a<DType::Q6_K> {  // d * sum over halves of sc * ((q - 32) . x)
-  static constexpr bool kHas = true;
+  static constexpr bool kHas = true, kHalves = true;
+  template <bool kAligned>
   __device__ static void pair(const uint8_t* row, int p, Pair& w) {
     const uint8_t* b = row + (p >> 2) * 210;
     const int half = (p & 3) >> 1, k0 = 2 * (p & 1);  // units k0, k0 + 1 of this 128-half
@@ -365,8 +381,8 @@ struct Dp4a<DType::Q6_K> {  // d * sum over halves of sc * ((q - 32) . x)
 #pragma unroll
     for (int i = 0; i < 4; ++i) w.sc[i] = int(int8_t(s >> (8 * i)));
   }
-  __device__ static float value(const Pair& w, int h, int i0, int i1, int xs) {
-    const int x0 = half_lo(xs), x1 = xs >> 16;
+  __device__ static float value(const Pair& w, int h, int i0, int i1, XSum s) {
+    const int x0 = half_lo(s.halves), x1 = s.halves >> 16;
     return __fmul_rn(w.d[0], float(w.sc[2 * h] * (i0 - 32 * x0) + w.sc[2 * h + 1] * (i1 - 32 * x1)));
   }
 };
@@ -408,34 +424,75 @@ __device__ __forceinline__ int dot16(const int* v, const int4& x) {
   }
 }
 
+// A unit's 32 weights (v: its eight words) . its two 16-input halves a, c
+// as one integer. Halves stored alike are one chain of eight dp4a (one
+// shift back for high nibbles); Q4_0's, stored unlike, are two sums added.
+// The same integer either way.
+template <bool kHigh0, bool kHigh1>
+__device__ __forceinline__ int dot32(const int* v, const int4& a, const int4& c) {
+  if constexpr (kHigh0 != kHigh1) {
+    return dot16<kHigh0>(v, a) + dot16<kHigh1>(v + 4, c);
+  } else if constexpr (kHigh0) {
+    int s = dp4a_us(v[0], a.x, 0);
+    s = dp4a_us(v[1], a.y, s);
+    s = dp4a_us(v[2], a.z, s);
+    s = dp4a_us(v[3], a.w, s);
+    s = dp4a_us(v[4], c.x, s);
+    s = dp4a_us(v[5], c.y, s);
+    s = dp4a_us(v[6], c.z, s);
+    return dp4a_us(v[7], c.w, s) >> 4;
+  } else {
+    int s = __dp4a(v[0], a.x, 0);
+    s = __dp4a(v[1], a.y, s);
+    s = __dp4a(v[2], a.z, s);
+    s = __dp4a(v[3], a.w, s);
+    s = __dp4a(v[4], c.x, s);
+    s = __dp4a(v[5], c.y, s);
+    s = __dp4a(v[6], c.z, s);
+    return __dp4a(v[7], c.w, s);
+  }
+}
+
 // acc[t] += pair p of a row (first block at row) . the input at element k,
 // for t < T. k and K are 32-bit (a product's input, T * K int8 values, fits
-// in shared memory), which keeps the index arithmetic 32-bit.
-template <DType DT, int MAXT>
+// in shared memory), which keeps the index arithmetic 32-bit. kAligned:
+// row is 16-byte aligned (see Dp4a's pair).
+template <DType DT, int MAXT, bool kAligned = false>
 __device__ __forceinline__ void pair_dot(const uint8_t* row, int p, const int8_t* xq,
-                                         const float* xd, const int* xsum, int k, int K, int T,
+                                         const float* xd, const XSum* xsum, int k, int K, int T,
                                          float (&acc)[MAXT]) {
   const int plane = K >> 2;
   if constexpr (Dp4a<DT>::kHas) {
+    using D = Dp4a<DT>;
     Pair w;
-    Dp4a<DT>::pair(row, p, w);
+    D::template pair<kAligned>(row, p, w);
 #pragma unroll
     for (int t = 0; t < MAXT; ++t) {
       if (t >= T) break;
       const int8_t* xg = xq + t * K + ((k >> 6) << 4);  // plane 0 of this group
       const int blk = (t * K + k) >> 5;                 // the pair's first block in xd, xsum
       const float2 xds = *reinterpret_cast<const float2*>(xd + blk);
-      const int2 xss = *reinterpret_cast<const int2*>(xsum + blk);
+      const int4 both = *reinterpret_cast<const int4*>(xsum + blk);  // blk is even
+      const XSum xs[2] = {{both.x, __int_as_float(both.y)}, {both.z, __int_as_float(both.w)}};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int4 a = *reinterpret_cast<const int4*>(xg + (2 * h) * plane);
         const int4 c = *reinterpret_cast<const int4*>(xg + (2 * h + 1) * plane);
         // (h is a constant once the loop unrolls: each call folds to one.)
-        const int i0 = h == 0 ? dot16<high_nibbles_in_place<DT>(0, 0)>(w.v, a)
-                              : dot16<high_nibbles_in_place<DT>(1, 0)>(w.v + 8, a);
-        const int i1 = h == 0 ? dot16<high_nibbles_in_place<DT>(0, 1)>(w.v + 4, c)
-                              : dot16<high_nibbles_in_place<DT>(1, 1)>(w.v + 12, c);
-        const float s = Dp4a<DT>::value(w, h, i0, i1, h ? xss.y : xss.x);
+        float s;
+        if constexpr (D::kHalves) {
+          const int i0 = h == 0 ? dot16<high_nibbles_in_place<DT>(0, 0)>(w.v, a)
+                                : dot16<high_nibbles_in_place<DT>(1, 0)>(w.v + 8, a);
+          const int i1 = h == 0 ? dot16<high_nibbles_in_place<DT>(0, 1)>(w.v + 4, c)
+                                : dot16<high_nibbles_in_place<DT>(1, 1)>(w.v + 12, c);
+          s = D::value(w, h, i0, i1, xs[h]);
+        } else {
+          const int i = h == 0 ? dot32<high_nibbles_in_place<DT>(0, 0),
+                                       high_nibbles_in_place<DT>(0, 1)>(w.v, a, c)
+                               : dot32<high_nibbles_in_place<DT>(1, 0),
+                                       high_nibbles_in_place<DT>(1, 1)>(w.v + 8, a, c);
+          s = D::value(w, h, i, xs[h]);
+        }
         acc[t] = __fmaf_rn(h ? xds.y : xds.x, s, acc[t]);
       }
     }
@@ -488,7 +545,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int T = a.T;
   int8_t* xq = reinterpret_cast<int8_t*>(smem);
   float* xd = reinterpret_cast<float*>(smem + T * K);
-  int* xsum = reinterpret_cast<int*>(smem + xsum_offset(K, T));
+  XSum* xsum = reinterpret_cast<XSum*>(smem + xsum_offset(K, T));
   uint8_t* stage = smem + xq_bytes(K, T) + warp * (kStage + kStageSlack);
 
   // The first piece of every warp's weights is requested before anything
@@ -537,7 +594,7 @@ __global__ void __launch_bounds__(kThreads, 3)
       const int hi = __shfl_sync(0xffffffffu, hs, 16);
       if (lane == 0) {
         xd[t * (K / 32) + blk] = d;
-        xsum[t * (K / 32) + blk] = pack_half_sums(hs, hi);
+        xsum[t * (K / 32) + blk] = block_sums(hs, hi);
       }
     }
   __syncthreads();
@@ -909,11 +966,11 @@ __device__ __forceinline__ void prepare_four(const Args& a, int t, int64_t k0, f
     const int hi = __shfl_xor_sync(group, sum, 4);
     int8_t* xq = reinterpret_cast<int8_t*>(out);
     float* xd = reinterpret_cast<float*>(out + a.T * K);
-    int* xsum = reinterpret_cast<int*>(out + xsum_offset(K, a.T));
+    XSum* xsum = reinterpret_cast<XSum*>(out + xsum_offset(K, a.T));
     *reinterpret_cast<uint32_t*>(xq + xq_at(t, k0, K)) = packed;
     if (k0 % 32 == 0) {
       xd[(int64_t(t) * K + k0) / 32] = d;
-      xsum[(int64_t(t) * K + k0) / 32] = pack_half_sums(sum, hi);
+      xsum[(int64_t(t) * K + k0) / 32] = block_sums(sum, hi);
     }
   } else {
     float* xs = reinterpret_cast<float*>(out);
@@ -966,11 +1023,12 @@ __device__ __forceinline__ void keep_row_sum(float (&done)[kMaxRowsPerPiece], in
 // in turn. A lane's sum of a row is still its pairs in ascending order, so
 // each row gets the bits the lockstep loop of the several-token instances
 // gives it. acc carries a long row's sum from one part to the next (P > 1,
-// one row a piece).
-template <DType DT>
+// one row a piece). kAligned: w is 16-byte aligned and so is every block
+// of the piece (see aligned_blocks).
+template <DType DT, bool kAligned>
 __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, const uint8_t* w,
                                                int lane, const int8_t* xq, const float* xd,
-                                               const int* xsum, float (&acc)[1]) {
+                                               const XSum* xsum, float (&acc)[1]) {
   const int k0 = int(p.b0 * Fmt<DT>::kBlock), np = pairs_in<DT>(p.nb);
   // The row's bytes once a piece, its start once a row: worked out beside
   // every pair they were ~10 of its ~155 instructions.
@@ -997,7 +1055,7 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
         wr += row_bytes;
       }
       if (r == p.rows) break;
-      pair_dot<DT, 1>(wr, u, xq, xd, xsum, k0 + 64 * u, int(a.K), 1, run);
+      pair_dot<DT, 1, kAligned>(wr, u, xq, xd, xsum, k0 + 64 * u, int(a.K), 1, run);
       u += 32;
     }
   } else {
@@ -1011,7 +1069,7 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
         u = first_pair(lane, p.row0 + r, a.K);
         continue;
       }
-      pair_dot<DT, 1>(wr, u, xq, xd, xsum, k0 + 64 * u, int(a.K), 1, run);
+      pair_dot<DT, 1, kAligned>(wr, u, xq, xd, xsum, k0 + 64 * u, int(a.K), 1, run);
       u += 32;
     }
   }
@@ -1026,6 +1084,17 @@ __device__ __forceinline__ void one_token_rows(const Args& a, const Piece& p, co
     finish_row(a, p.seg, p.row0 + i, lane, v);
   }
   acc[0] = 0.0f;
+}
+
+// Formats whose pairs can be decoded without testing their alignment where
+// the piece starts 16-byte aligned: blocks of a multiple of 16 bytes (Q4_K,
+// Q5_K), so that every block, row and part of a row after it is aligned
+// too. The test is made once a piece rather than twice a pair (the
+// weights' addresses are 256-byte aligned, so in practice it always holds).
+template <DType DT>
+__host__ __device__ constexpr bool aligned_blocks() {
+  if constexpr (Dp4a<DT>::kHas) return Fmt<DT>::kBytes % 16 == 0;
+  return false;
 }
 
 // One token of an integer-product format in 8-warp blocks: registers for
@@ -1101,7 +1170,7 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
   }
   const int8_t* xq = reinterpret_cast<const int8_t*>(smem);
   const float* xd = reinterpret_cast<const float*>(smem + T * K);
-  const int* xsum = reinterpret_cast<const int*>(smem + xsum_offset(K, T));
+  const XSum* xsum = reinterpret_cast<const XSum*>(smem + xsum_offset(K, T));
   const float* xs = reinterpret_cast<const float*>(smem);
 
   float acc[MAXT];
@@ -1151,9 +1220,11 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
         }
       } else {
         if (DT2 != DT && a.R2 && p.seg == a.nseg - 1)
-          one_token_rows<DT2>(a, p, w, lane, xq, xd, xsum, acc);
+          one_token_rows<DT2, false>(a, p, w, lane, xq, xd, xsum, acc);
+        else if (aligned_blocks<DT>() && (smem_u32(w) & 15) == 0)
+          one_token_rows<DT, aligned_blocks<DT>()>(a, p, w, lane, xq, xd, xsum, acc);
         else
-          one_token_rows<DT>(a, p, w, lane, xq, xd, xsum, acc);
+          one_token_rows<DT, false>(a, p, w, lane, xq, xd, xsum, acc);
         break;  // every row of the piece is done (and finished where it ends)
       }
       if (a.P == 1 || p.part == a.P - 1) finish_row(a, p.seg, p.row0 + r, lane, acc);
