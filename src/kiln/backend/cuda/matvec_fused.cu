@@ -117,6 +117,7 @@ struct Args {
   int x_threads;   // the block's threads load the prepared input (else the copy engine)
   int self_prep;   // every block prepares the input itself (no preparation kernel)
   int flat;        // one token's rows of a piece as one sequence of pairs (plan_pieces)
+  int aligned;     // pieces found 16-byte aligned skip the pairs' alignment tests (aligned_blocks)
 };
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
@@ -1221,7 +1222,7 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
       } else {
         if (DT2 != DT && a.R2 && p.seg == a.nseg - 1)
           one_token_rows<DT2, false>(a, p, w, lane, xq, xd, xsum, acc);
-        else if (aligned_blocks<DT>() && (smem_u32(w) & 15) == 0)
+        else if (aligned_blocks<DT>() && a.aligned && (smem_u32(w) & 15) == 0)
           one_token_rows<DT, aligned_blocks<DT>()>(a, p, w, lane, xq, xd, xsum, acc);
         else
           one_token_rows<DT, false>(a, p, w, lane, xq, xd, xsum, acc);
@@ -1465,6 +1466,9 @@ void plan_pieces(Args& a, int warps) {
   static const bool flat_on = !env_is("KILN_CUDA_MV_FLAT", "0");
   const bool uneven = pairs_in<DT>(nblocks) % 32 != 0;
   a.flat = flat_on && a.P == 1 && (a.R > 1 || a.R2 > 1) && uneven ? 1 : 0;
+  // KILN_CUDA_MV_ALIGNED=0: every pair tests its alignment, to compare.
+  static const bool aligned_on = !env_is("KILN_CUDA_MV_ALIGNED", "0");
+  a.aligned = aligned_on ? 1 : 0;
   a.buf_bytes = int((most + 15) / 16 * 16);
   a.nbuf = buffers_wanted(DT, a.T);
   while (a.nbuf > 2 && bulk_smem_bytes(DT, a.K, a.T, a.nbuf, a.buf_bytes, warps) > kMaxBulkSmem)
