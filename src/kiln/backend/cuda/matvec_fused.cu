@@ -1371,32 +1371,6 @@ bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
          bulk_smem_bytes(t, K, T) <= kMaxBulkSmem;
 }
 
-// One token over every warp of the GPU (the self-preparing products): the
-// rows a piece, at most most_rows, that take the fewest passes over the
-// lanes on the busiest warp, a warp's pieces times the passes of a piece
-// (its rows' pairs dealt to 32 lanes as one sequence where they do not
-// come out even, see one_token_rows); the fewer rows on a tie. The rule in
-// use, rows over warps rounded down, gives Qwen3-4B's q/k/v (6144 rows of
-// 40 pairs) one row a piece: two pieces on some warps, 2 + 2 passes, where
-// two rows a piece take 3. Same sums either way (a row's do not depend on
-// the rows beside it). KILN_CUDA_MV_RPLAN=passes takes this plan instead;
-// not yet measured on a GPU, so not the default.
-int fewest_passes(int64_t rows, int pairs, int64_t warps, int most_rows) {
-  int best = 1;
-  int64_t best_cost = -1;
-  for (int r = 1; r <= most_rows; ++r) {
-    const int64_t pieces = (rows + r - 1) / r, per_warp = (pieces + warps - 1) / warps;
-    const int64_t passes = pairs % 32 == 0 || r == 1 ? int64_t(r) * ((pairs + 31) / 32)
-                                                     : (int64_t(r) * pairs + 31) / 32;
-    if (best_cost < 0 || per_warp * passes < best_cost) best = r, best_cost = per_warp * passes;
-  }
-  return best;
-}
-bool rows_by_passes() {
-  static const bool on = env_is("KILN_CUDA_MV_RPLAN", "passes");
-  return on;
-}
-
 // How the rows are cut into pieces of at most piece_bytes(): several whole
 // rows per piece when they fit, else each row in P near-equal parts; then
 // the buffers, as large as the largest piece and as many as asked that the
@@ -1426,9 +1400,10 @@ void plan_pieces(Args& a, int warps) {
     // fewer rows a piece, so that every warp the GPU holds gets one, rather
     // than a few warps walking many rows with 32 tokens each. A row's sums
     // do not depend on the rows beside it in its piece.
-    if (a.T == 1 && warps > kW && rows_by_passes())
-      a.R = fewest_passes(a.total, pairs_in<DT>(nblocks), int64_t(sm_count()) * warps, a.R);
-    else if (a.T > 1 || warps > kW)
+    // (Rows chosen instead for the fewest passes over the lanes, e.g. two
+    // a piece for Qwen3-4B's q/k/v, measured no faster there and 2.5%
+    // slower a Qwen3.5-2B step.)
+    if (a.T > 1 || warps > kW)
       a.R = int(std::clamp<int64_t>(a.total / (int64_t(sm_count()) * warps), 1, a.R));
     a.piece_blocks = nblocks;
   } else {
