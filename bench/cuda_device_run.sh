@@ -10,8 +10,9 @@
 # `bench/devrun_tree.sh out` moves those out of the checkout for the call
 # and says whether it fits, `bench/devrun_tree.sh in` puts them back; carry
 # only .devrun/devrun.txz. A second kiln build shipped beside the first
-# (EXTRA_BINS, KILN_BIN) adds ~8 MB: then `out more` (tests/data/vision and
-# hf_shapes too), with GTEST_ARGS='--gtest_filter=-*HybridShapes*:*VideoPrompt*'.
+# (EXTRA_BINS, KILN_BIN) adds ~8 MB: then `out more` (tests/data/vision,
+# hf_shapes and the video references too), with
+# GTEST_ARGS='--gtest_filter=-*HybridShapes*:*VideoPrompt*'.
 #   TESTS=0 skips the tests; MODELS="4b:q4_k_m 4b:q8_0" picks the models;
 #   VARIANTS="default pdl0 stage" also runs each model with KILN_CUDA_PDL=0 /
 #   KILN_CUDA_MV=stage, and VAR=val,VAR2=val2 sets those; @NAME[,...] runs

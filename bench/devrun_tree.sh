@@ -4,9 +4,11 @@
 # back after:
 #   bench/devrun_tree.sh out        moves the fixtures no device test reads
 #                                   (tests/data/quant, tokenizers, chat)
-#   bench/devrun_tree.sh out more   also tests/data/vision and hf_shapes, for
-#                                   a call shipping two kiln builds (then run
-#                                   test_cuda with GTEST_ARGS='--gtest_filter=
+#   bench/devrun_tree.sh out more   also tests/data/vision, hf_shapes and the
+#                                   vision models' video references
+#                                   (tests/data/hf/*/ref_video.safetensors),
+#                                   for a call shipping two kiln builds (then
+#                                   run test_cuda with GTEST_ARGS='--gtest_filter=
 #                                   -*HybridShapes*:*VideoPrompt*')
 #   bench/devrun_tree.sh in         moves them back and checks that git sees
 #                                   no file missing
@@ -25,6 +27,13 @@ case "${1:-}" in
       [ -e "$park/$d" ] && { echo "$park/$d exists: run '$0 in' first" >&2; exit 1; }
       mv "tests/data/$d" "$park/"
     done
+    if [ "${2:-}" = more ]; then  # single files, kept under their own path
+      for f in tests/data/hf/*/ref_video.safetensors; do
+        [ -e "$f" ] || continue
+        mkdir -p "$park/files/$(dirname "$f")"
+        mv "$f" "$park/files/$f"
+      done
+    fi
     # (du fails on the files moved out: they are not sent, and not counted.)
     tracked=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1)
     archive=$(stat -c %s .devrun/devrun.txz 2>/dev/null || echo 0)
@@ -35,6 +44,12 @@ case "${1:-}" in
     ;;
   in)
     if [ -d "$park" ]; then
+      if [ -d "$park/files" ]; then
+        (cd "$park/files" && find . -type f) | while read -r f; do
+          mv "$park/files/$f" "$f"
+        done
+        rm -rf "$park/files"
+      fi
       for d in "$park"/*; do [ -e "$d" ] && mv "$d" tests/data/; done
       rmdir "$park" 2>/dev/null || true
     fi
