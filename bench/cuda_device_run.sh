@@ -24,6 +24,7 @@
 #   kernels as they ran in the replayed graph (bench/kernel_trace.cpp), once
 #   per setting in TRACE_VARIANTS (default: default), the whole table in
 #   $OUT/trace-*.txt and its summary printed.
+# Everything written to $OUT comes back in results-N.tgz (see the end).
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p /work /tmp/kd
@@ -149,3 +150,16 @@ except Exception as e: print("no result", e)
     echo "ncu prefill rc=$?"; python3 bench/ncu_summary.py $OUT/ncu_pp.csv 2>&1 | head -30
   fi
 done
+# The device tool brings back at most 8 files: what this run wrote goes
+# back as one archive (results-N.tgz, N counting this call's runs), beside
+# the caller's own log.txt, if any. PACK_OUT=0 leaves the files as they are.
+if [ "${PACK_OUT:-1}" = 1 ]; then
+  n=1
+  while [ -e "$OUT/results-$n.tgz" ]; do n=$((n + 1)); done
+  (cd "$OUT" && ls -A | grep -vxE 'log\.txt|results-[0-9]+\.tgz' > /tmp/kd-out-list || true
+   if [ -s /tmp/kd-out-list ]; then
+     tar czf "/tmp/kd-results-$n.tgz" -T /tmp/kd-out-list && xargs rm -rf < /tmp/kd-out-list &&
+       mv "/tmp/kd-results-$n.tgz" "results-$n.tgz"
+   fi)
+  echo "results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+fi
