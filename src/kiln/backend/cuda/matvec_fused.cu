@@ -407,22 +407,34 @@ __device__ __forceinline__ int dp4a_us(int a, int b, int c) {
   return d;
 }
 
-// 16 weights (four words) . 16 int8 inputs; kHigh: the weights sit in the
-// high nibbles (16 times their value, unsigned), and the sum is divided
-// back exactly.
+// One dp4a; kUnsigned: the weight bytes are unsigned (high nibbles).
+template <bool kUnsigned>
+__device__ __forceinline__ int dp4a_step(int v, int x, int s) {
+  if constexpr (kUnsigned) return dp4a_us(v, x, s);
+  return __dp4a(v, x, s);
+}
+
+// The weight words v[0 .. 4N) . N sixteen-input groups x, as one chain of
+// dp4a; kHigh: the weights sit in the high nibbles (16 times their value,
+// unsigned), and the sum is divided back exactly.
+template <bool kHigh, int N>
+__device__ __forceinline__ int dot_chain(const int* v, const int4 (&x)[N]) {
+  int s = 0;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    s = dp4a_step<kHigh>(v[4 * i], x[i].x, s);
+    s = dp4a_step<kHigh>(v[4 * i + 1], x[i].y, s);
+    s = dp4a_step<kHigh>(v[4 * i + 2], x[i].z, s);
+    s = dp4a_step<kHigh>(v[4 * i + 3], x[i].w, s);
+  }
+  return kHigh ? s >> 4 : s;
+}
+
+// 16 weights (four words) . 16 int8 inputs.
 template <bool kHigh>
 __device__ __forceinline__ int dot16(const int* v, const int4& x) {
-  if constexpr (kHigh) {
-    int s = dp4a_us(v[0], x.x, 0);
-    s = dp4a_us(v[1], x.y, s);
-    s = dp4a_us(v[2], x.z, s);
-    return dp4a_us(v[3], x.w, s) >> 4;
-  } else {
-    int s = __dp4a(v[0], x.x, 0);
-    s = __dp4a(v[1], x.y, s);
-    s = __dp4a(v[2], x.z, s);
-    return __dp4a(v[3], x.w, s);
-  }
+  const int4 xs[1] = {x};
+  return dot_chain<kHigh, 1>(v, xs);
 }
 
 // A unit's 32 weights (v: its eight words) . its two 16-input halves a, c
@@ -433,24 +445,9 @@ template <bool kHigh0, bool kHigh1>
 __device__ __forceinline__ int dot32(const int* v, const int4& a, const int4& c) {
   if constexpr (kHigh0 != kHigh1) {
     return dot16<kHigh0>(v, a) + dot16<kHigh1>(v + 4, c);
-  } else if constexpr (kHigh0) {
-    int s = dp4a_us(v[0], a.x, 0);
-    s = dp4a_us(v[1], a.y, s);
-    s = dp4a_us(v[2], a.z, s);
-    s = dp4a_us(v[3], a.w, s);
-    s = dp4a_us(v[4], c.x, s);
-    s = dp4a_us(v[5], c.y, s);
-    s = dp4a_us(v[6], c.z, s);
-    return dp4a_us(v[7], c.w, s) >> 4;
   } else {
-    int s = __dp4a(v[0], a.x, 0);
-    s = __dp4a(v[1], a.y, s);
-    s = __dp4a(v[2], a.z, s);
-    s = __dp4a(v[3], a.w, s);
-    s = __dp4a(v[4], c.x, s);
-    s = __dp4a(v[5], c.y, s);
-    s = __dp4a(v[6], c.z, s);
-    return __dp4a(v[7], c.w, s);
+    const int4 xs[2] = {a, c};
+    return dot_chain<kHigh0, 2>(v, xs);
   }
 }
 
