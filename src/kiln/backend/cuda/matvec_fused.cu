@@ -74,6 +74,13 @@ __host__ __device__ constexpr int64_t xq_bytes(int64_t K, int64_t T) {
   return xsum_offset(K, T) + T * (K / 32) * int64_t(sizeof(XSum));
 }
 
+// A pair's two XSum are one 16-byte load: the sums start 16-byte aligned,
+// and every token's K / 32 of them are whole pairs (K % 64 == 0); the
+// weight buffers after the input stay aligned.
+static_assert(sizeof(XSum) == 8);
+static_assert(xsum_offset(64, 1) % 16 == 0 && xsum_offset(2560, 3) % 16 == 0);
+static_assert(xq_bytes(64, 1) % 16 == 0 && xq_bytes(192, 7) % 16 == 0);
+
 __device__ __forceinline__ XSum block_sums(int lo, int hi) {
   return {int((uint32_t(lo) & 0xFFFFu) | (uint32_t(hi) << 16)), float(lo + hi)};
 }
