@@ -313,6 +313,43 @@ void isolated(double copy_gbs, int only) {
   }
 }
 
+// One product at growing row counts (gate/up-like: 2560 wide, two weights,
+// rmsnorm in front), to tell apart what bounds it: if time follows the
+// most pieces any warp takes (a staircase over rows / warps), the warps'
+// own chains do; if it follows the bytes (a line), the SMs' or the
+// memory's throughput does. With 132 SMs of 32 warps (4224): Q4_K takes
+// two 2560-wide rows a piece here, Q8_0 one.
+void row_sweep(double copy_gbs) {
+  std::printf("\n== one product at growing row counts (2560 wide, two weights, rmsnorm) ==\n");
+  std::printf("%-44s %9s %9s %9s %7s %9s\n", "product", "MB", "us", "GB/s", "% copy", "us/MB");
+  struct Sweep {
+    DType t;
+    std::vector<int64_t> n;
+  };
+  const Sweep sweeps[] = {
+      {DType::Q4_K, {2112, 3168, 4224, 5280, 6336, 7392, 8448, 9728, 10560, 12672}},
+      {DType::Q8_0, {1056, 2112, 3168, 4224, 5280, 6336, 8448, 9728, 10560}},
+  };
+  uint32_t seed = 500;
+  for (const Sweep& sw : sweeps)
+    for (int64_t n : sw.n) {
+      const Prod p{sw.t, 2560, {n, n}, MatvecPrologue::Rmsnorm, false};
+      const size_t bytes = p.bytes();
+      const int copies = int(std::clamp<size_t>((size_t(256) << 20) / bytes + 1, 2, 128));
+      ProdBufs b = make_bufs(p, copies, seed += 17);
+      CK(cudaDeviceSynchronize());
+      const int reps = 100;
+      const double us = time_graph([&] {
+                          for (int i = 0; i < reps; ++i) issue(b, i % copies);
+                        }) *
+                        1000.0 / reps;
+      const double gbs = double(bytes) / (us * 1e3);
+      std::printf("%-44s %9.2f %9.2f %9.0f %6.0f%% %9.3f\n", describe(p).c_str(), bytes / 1e6, us,
+                  gbs, copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0, us / (bytes / 1e6));
+      free_bufs(b);
+    }
+}
+
 // The products of one decode step of Qwen3-4B in one graph.
 void step(bool q8, double copy_gbs) {
   const int L = 36;
@@ -436,6 +473,7 @@ int main(int argc, char** argv) {
   // "iso N": only the N-th product of the table (for Nsight Compute).
   if (what == "all" || what == "iso") isolated(copy, argc > 2 ? std::atoi(argv[2]) : -1);
   if (what == "all" || what == "ops") layer_ops();
+  if (what == "rows") row_sweep(copy);
   if (what == "all" || what == "step") {
     std::printf("\n== the products of one decode step (Qwen3-4B), one graph ==\n");
     step(false, copy);

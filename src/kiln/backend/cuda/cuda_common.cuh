@@ -86,23 +86,25 @@ __device__ __forceinline__ void store_kv_element(void* kc, void* vc, bool f16, i
 // by 4, waited on L2 about once per four elements (ten a thread for a
 // 2560-wide row over 256 threads: now two waits). The sums, and their
 // order, are the same. (12 would make it one wait there, but costs the
-// Q6_K one-token products a register spill.)
+// Q6_K one-token products a register spill.) kBatch: another batch, the
+// same sums (the self-preparing products' one-pass prologue takes 12,
+// which fits their registers).
 constexpr int kRmsBatch = 8;
 
-template <int kThreads>
+template <int kThreads, int kBatch = kRmsBatch>
 __device__ __forceinline__ float block_inv_rms(const float* xr, int64_t dim, float eps,
                                                float* part) {
   if (threadIdx.x < kThreads) {
     float s = 0.0f;
-    for (int64_t i0 = threadIdx.x; i0 < dim; i0 += int64_t(kRmsBatch) * kThreads) {
-      float v[kRmsBatch];
+    for (int64_t i0 = threadIdx.x; i0 < dim; i0 += int64_t(kBatch) * kThreads) {
+      float v[kBatch];
 #pragma unroll
-      for (int j = 0; j < kRmsBatch; ++j) {
+      for (int j = 0; j < kBatch; ++j) {
         const int64_t i = i0 + int64_t(j) * kThreads;
         v[j] = i < dim ? xr[i] : 0.0f;
       }
 #pragma unroll
-      for (int j = 0; j < kRmsBatch; ++j)
+      for (int j = 0; j < kBatch; ++j)
         if (i0 + int64_t(j) * kThreads < dim) s = fmaf(v[j], v[j], s);
     }
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);

@@ -123,6 +123,9 @@ struct Args {
   int nbuf;        // buffers (pieces in flight) per warp
   int x_threads;   // the block's threads load the prepared input (else the copy engine)
   int self_prep;   // every block prepares the input itself (no preparation kernel)
+  // ... in one pass where it may: one token, the rmsnorm prologue or none,
+  // x and x2 16-byte aligned (see mv_bulk_kernel)
+  int one_pass;
   int flat;        // one token's rows of a piece as one sequence of pairs (plan_pieces)
   int aligned;     // pieces found 16-byte aligned skip the pairs' alignment tests (aligned_blocks)
 };
@@ -940,18 +943,14 @@ __device__ __forceinline__ void advance(const Args& a, int64_t nw, Cursor& c) {
 constexpr int kPrepThreads = 256;
 constexpr int kPrepPerBlock = kPrepThreads * 4;
 
-// Four consecutive input elements k0 .. k0 + 3 of token t, prepared into
-// the layout at `out` (device memory or a block's shared memory). Called by
-// groups of 8 consecutive threads for each 32-element block, every thread
-// of a group present (K % 32 == 0 keeps whole groups together).
+// The values v of four consecutive input elements k0 .. k0 + 3 of token t
+// (of an input of K values a token, T tokens), stored into the layout at
+// `out` (device memory or a block's shared memory). Called by groups of 8
+// consecutive threads for each 32-element block, every thread of a group
+// present (K % 32 == 0 keeps whole groups together).
 template <bool kInt8>
-__device__ __forceinline__ void prepare_four(const Args& a, int t, int64_t k0, float inv,
-                                             uint8_t* out, bool write_mat) {
-  const int64_t K = a.K;
-  float v[4];
-#pragma unroll
-  for (int e = 0; e < 4; ++e) v[e] = pro_value(a, t, k0 + e, inv);
-  if (write_mat) *reinterpret_cast<float4*>(a.mat + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
+__device__ __forceinline__ void quantize_four(const float (&v)[4], int t, int64_t k0, int64_t K,
+                                              int T, uint8_t* out) {
   if constexpr (kInt8) {
     const unsigned group = 0xFFu << (threadIdx.x % 32 / 8 * 8);
     float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
@@ -972,8 +971,8 @@ __device__ __forceinline__ void prepare_four(const Args& a, int t, int64_t k0, f
     sum += __shfl_xor_sync(group, sum, 2);
     const int hi = __shfl_xor_sync(group, sum, 4);
     int8_t* xq = reinterpret_cast<int8_t*>(out);
-    float* xd = reinterpret_cast<float*>(out + a.T * K);
-    XSum* xsum = reinterpret_cast<XSum*>(out + xsum_offset(K, a.T));
+    float* xd = reinterpret_cast<float*>(out + T * K);
+    XSum* xsum = reinterpret_cast<XSum*>(out + xsum_offset(K, T));
     *reinterpret_cast<uint32_t*>(xq + xq_at(t, k0, K)) = packed;
     if (k0 % 32 == 0) {
       xd[(int64_t(t) * K + k0) / 32] = d;
@@ -983,6 +982,19 @@ __device__ __forceinline__ void prepare_four(const Args& a, int t, int64_t k0, f
     float* xs = reinterpret_cast<float*>(out);
     *reinterpret_cast<float4*>(xs + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
   }
+}
+
+// The prologue's values of input elements k0 .. k0 + 3 of token t, made,
+// written to a.mat where asked, and stored as above.
+template <bool kInt8>
+__device__ __forceinline__ void prepare_four(const Args& a, int t, int64_t k0, float inv,
+                                             uint8_t* out, bool write_mat) {
+  const int64_t K = a.K;
+  float v[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) v[e] = pro_value(a, t, k0 + e, inv);
+  if (write_mat) *reinterpret_cast<float4*>(a.mat + int64_t(t) * K + k0) = {v[0], v[1], v[2], v[3]};
+  quantize_four<kInt8>(v, t, k0, K, a.T, out);
 }
 
 template <bool kInt8>
@@ -1145,9 +1157,46 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
       piece_of<DT>(a, next.g, next.part, p);
       bulk_to_smem(buf + b * stride, p.src, p.bytes, &bars[warp][b]);
     }
+  // A self-preparing block whose threads take the row's values in one pass
+  // (K <= 4096, one token; the rmsnorm prologue or none): each thread's
+  // four norm weights are loaded before the wait (weights: the kernel
+  // before does not write them), and after it the row's values together
+  // with the loads of its sum of squares, so that the prologue waits on
+  // memory once rather than three times.
+  const int64_t k4 = int64_t(threadIdx.x) * 4;
+  const bool one_pass = W > kW && a.self_prep && a.one_pass && K <= W * 32 * 4;
+  float4 norm_w = {1.0f, 1.0f, 1.0f, 1.0f};
+  if (one_pass && a.pro == int(MatvecPrologue::Rmsnorm) && a.x2 && k4 < K)
+    norm_w = __ldg(reinterpret_cast<const float4*>(a.x2 + k4));
   pdl_wait();
 
-  if (W > kW && a.self_prep) {
+  if (one_pass) {
+    float4 xv = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (k4 < K) xv = *reinterpret_cast<const float4*>(a.x + k4);
+    float v[4] = {xv.x, xv.y, xv.z, xv.w};
+    if (a.pro == int(MatvecPrologue::Rmsnorm)) {
+      // The preparation kernel's sums (its block width), so the same bits;
+      // one batch of loads for rows of up to 3072 (12 a thread: 16 spilled
+      // registers in the Q5_K and Q6_K instances).
+      const float inv = block_inv_rms<kPrepThreads, 12>(a.x, K, a.eps, part);
+      const float nv[4] = {norm_w.x, norm_w.y, norm_w.z, norm_w.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {  // pro_value's arithmetic
+        v[e] = __fmul_rn(v[e], inv);
+        if (a.x2) v[e] = __fmul_rn(v[e], nv[e]);
+      }
+    }
+    if (k4 < K) {
+      if (a.mat && blockIdx.x == 0) *reinterpret_cast<float4*>(a.mat + k4) = {v[0], v[1], v[2], v[3]};
+      quantize_four<!kPlain>(v, 0, k4, K, 1, smem);
+    }
+    __syncthreads();
+    if (blockIdx.x == 0) {
+      const uint4* src = reinterpret_cast<const uint4*>(smem);
+      uint4* dst = reinterpret_cast<uint4*>(a.xprep);
+      for (int i = threadIdx.x; i < int(xbytes / 16); i += W * 32) dst[i] = src[i];
+    }
+  } else if (W > kW && a.self_prep) {
     // The input made here, exactly as the preparation kernel makes it; the
     // first block also leaves it in a.xprep (a product after this one may
     // take the same input, MatvecJob::input_ready) and writes a.mat.
@@ -1489,6 +1538,13 @@ void launch_bulk(Kernel k, const Args& a, size_t smem, cudaStream_t s) {
   cuda::launch(k, unsigned(blocks), W * 32, smem, s, "matvec_fused", a);
 }
 
+// KILN_CUDA_MV_ONEPASS=0: self-preparing blocks make their input as
+// before the one-pass prologue, to compare.
+bool one_pass_off() {
+  static const bool off = env_is("KILN_CUDA_MV_ONEPASS", "0");
+  return off;
+}
+
 // KILN_CUDA_MV_SELF: which one-token products prepare their own input in
 // every block instead of after a preparation kernel: 0 none, all (the
 // silu_mul ones too, whose two wide inputs each block then reads), else
@@ -1584,6 +1640,11 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
           const size_t self_smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
           if (self_smem <= kMaxBulkSmem) {  // else (the widest pieces) the usual way
             a.self_prep = 1;
+            auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+            a.one_pass = j.pro != MatvecPrologue::SiluMul && aligned16(j.x) && aligned16(j.x2) &&
+                                 aligned16(j.mat) && !one_pass_off()
+                             ? 1
+                             : 0;
             if (j.row_bytes2 == 0) {
               launch_bulk<W>(mv_bulk_kernel<DT, 1, W>, a, self_smem, s);
               return;
