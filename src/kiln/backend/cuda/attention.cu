@@ -371,16 +371,19 @@ __global__ void __launch_bounds__(kWarps * 32)
   using Shape = DecodeShape<HD, G>;
   constexpr int DPL = Shape::DPL, LPK = Shape::LPK, KPW = Shape::KPW;
   pdl_trigger();
-  pdl_wait();
   __shared__ float wm[kWarps][G], wl[kWarps][G];
   __shared__ float wacc[kWarps][G][HD];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int sub = lane % LPK, slot = lane / LPK;
   const int t = blockIdx.x / n_kv_heads, kvh = blockIdx.x % n_kv_heads, split = blockIdx.y;
   // A batched step: query t is one token of sequence t, with its own cache.
+  // The positions (the step's arguments, copied before its first kernel)
+  // are read before the wait: their trip from memory then overlaps the
+  // kernel before instead of following it.
   const KvItem* item = items ? items + t : nullptr;
   if (item) kc = static_cast<const KT*>(item->k), vc = static_cast<const KT*>(item->v);
   const int64_t n_keys = item ? item->start + 1 : int64_t(*start_dev) + t + 1;
+  pdl_wait();
   // At least 32 keys a split: fewer make the merge cost more than they save.
   const int64_t chunk = max(int64_t(32), ((n_keys + S - 1) / S + 31) / 32 * 32);
   const int64_t k0 = split * chunk, k1 = min(k0 + chunk, n_keys);

@@ -1215,10 +1215,22 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
       for (int i = threadIdx.x; i < int(xbytes / 16); i += W * 32) dst[i] = src[i];
     }
   } else if (a.x_threads) {
-    // The prepared input, one copy for the block.
+    // The prepared input, one copy for the block: each thread's loads (4
+    // of 16 bytes for up to 16 KB in 8 warps) issued before any store, so
+    // that the block waits on memory once.
     const uint4* src = reinterpret_cast<const uint4*>(a.xprep);
     uint4* dst = reinterpret_cast<uint4*>(smem);
-    for (int i = threadIdx.x; i < int(xbytes / 16); i += W * 32) dst[i] = src[i];
+    constexpr int kPer = 4;
+    const int n = int(xbytes / 16);
+    for (int i0 = threadIdx.x; i0 < n; i0 += kPer * W * 32) {
+      uint4 v[kPer];
+#pragma unroll
+      for (int j = 0; j < kPer; ++j)
+        if (i0 + j * W * 32 < n) v[j] = src[i0 + j * W * 32];
+#pragma unroll
+      for (int j = 0; j < kPer; ++j)
+        if (i0 + j * W * 32 < n) dst[i0 + j * W * 32] = v[j];
+    }
     __syncthreads();
   } else {
     if (threadIdx.x == 0) bulk_to_smem(smem, a.xprep, uint32_t(xbytes), &xbar);
