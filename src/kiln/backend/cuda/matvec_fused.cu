@@ -126,6 +126,7 @@ struct Args {
   // ... in one pass where it may: one token, the rmsnorm prologue or none,
   // x and x2 16-byte aligned (see mv_bulk_kernel)
   int one_pass;
+  int early;       // pieces a warp asks for before the wait (at most nbuf)
   int flat;        // one token's rows of a piece as one sequence of pairs (plan_pieces)
   int aligned;     // pieces found 16-byte aligned skip the pairs' alignment tests (aligned_blocks)
 };
@@ -1152,10 +1153,12 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
   // request (lane 0 alone requests), `cur` the next to decode.
   Cursor next{gw, 0}, cur{gw, 0};
   Piece p;
+  // a.early of them before the wait (KILN_CUDA_MV_EARLY), the rest after.
+  int requested = 0;
   if (lane == 0)
-    for (int b = 0; b < a.nbuf && next.g < a.groups; ++b, advance(a, nw, next)) {
+    for (; requested < a.early && next.g < a.groups; ++requested, advance(a, nw, next)) {
       piece_of<DT>(a, next.g, next.part, p);
-      bulk_to_smem(buf + b * stride, p.src, p.bytes, &bars[warp][b]);
+      bulk_to_smem(buf + requested * stride, p.src, p.bytes, &bars[warp][requested]);
     }
   // A self-preparing block whose threads take the row's values in one pass
   // (K <= 4096, one token; the rmsnorm prologue or none): each thread's
@@ -1169,6 +1172,11 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
   if (one_pass && a.pro == int(MatvecPrologue::Rmsnorm) && a.x2 && k4 < K)
     norm_w = __ldg(reinterpret_cast<const float4*>(a.x2 + k4));
   pdl_wait();
+  if (lane == 0)
+    for (; requested < a.nbuf && next.g < a.groups; ++requested, advance(a, nw, next)) {
+      piece_of<DT>(a, next.g, next.part, p);
+      bulk_to_smem(buf + requested * stride, p.src, p.bytes, &bars[warp][requested]);
+    }
 
   if (one_pass) {
     float4 xv = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -1438,6 +1446,14 @@ bool bulk_ok(DType t, int64_t K, int64_t T, size_t scratch_bytes) {
          bulk_smem_bytes(t, K, T) <= kMaxBulkSmem;
 }
 
+// KILN_CUDA_MV_EARLY: how many of its pieces a warp asks for before the
+// wait for the kernel before (0 to kMaxBufs; default all of its buffers),
+// to compare.
+int early_pieces() {
+  static const int n = env_int("KILN_CUDA_MV_EARLY", kMaxBufs, 0, kMaxBufs);
+  return n;
+}
+
 // How the rows are cut into pieces of at most piece_bytes(): several whole
 // rows per piece when they fit, else each row in P near-equal parts; then
 // the buffers, as large as the largest piece and as many as asked that the
@@ -1515,6 +1531,7 @@ void plan_pieces(Args& a, int warps) {
   a.nbuf = buffers_wanted(DT, a.T);
   while (a.nbuf > 2 && bulk_smem_bytes(DT, a.K, a.T, a.nbuf, a.buf_bytes, warps) > kMaxBulkSmem)
     --a.nbuf;
+  a.early = std::min(a.nbuf, early_pieces());
   a.groups = 0;
   for (int i = 0; i < kMaxMatvecSegs; ++i) {
     a.group0[i] = a.groups;  // weights past nseg start at groups: never found
