@@ -1178,43 +1178,40 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
       bulk_to_smem(buf + requested * stride, p.src, p.bytes, &bars[warp][requested]);
     }
 
-  if (one_pass) {
-    float4 xv = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (k4 < K) xv = *reinterpret_cast<const float4*>(a.x + k4);
-    float v[4] = {xv.x, xv.y, xv.z, xv.w};
-    if (a.pro == int(MatvecPrologue::Rmsnorm)) {
-      // The preparation kernel's sums (its block width), so the same bits;
-      // one batch of loads for rows of up to 3072 (12 a thread: 16 spilled
-      // registers in the Q5_K and Q6_K instances).
-      const float inv = block_inv_rms<kPrepThreads, 12>(a.x, K, a.eps, part);
-      const float nv[4] = {norm_w.x, norm_w.y, norm_w.z, norm_w.w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {  // pro_value's arithmetic
-        v[e] = __fmul_rn(v[e], inv);
-        if (a.x2) v[e] = __fmul_rn(v[e], nv[e]);
-      }
-    }
-    if (k4 < K) {
-      if (a.mat && blockIdx.x == 0) *reinterpret_cast<float4*>(a.mat + k4) = {v[0], v[1], v[2], v[3]};
-      quantize_four<!kPlain>(v, 0, k4, K, 1, smem);
-    }
-    __syncthreads();
-    if (blockIdx.x == 0) {
-      const uint4* src = reinterpret_cast<const uint4*>(smem);
-      uint4* dst = reinterpret_cast<uint4*>(a.xprep);
-      for (int i = threadIdx.x; i < int(xbytes / 16); i += W * 32) dst[i] = src[i];
-    }
-  } else if (W > kW && a.self_prep) {
+  if (W > kW && a.self_prep) {
     // The input made here, exactly as the preparation kernel makes it; the
     // first block also leaves it in a.xprep (a product after this one may
     // take the same input, MatvecJob::input_ready) and writes a.mat.
-    for (int t = 0; t < T; ++t) {
-      // The preparation kernel's sums (its block width), so the same bits.
-      const float inv = a.pro == int(MatvecPrologue::Rmsnorm)
-                            ? block_inv_rms<kPrepThreads>(a.x + int64_t(t) * K, K, a.eps, part)
-                            : 1.0f;
-      for (int64_t k0 = int64_t(threadIdx.x) * 4; k0 < K; k0 += W * 32 * 4)
-        prepare_four<!kPlain>(a, t, k0, inv, smem, a.mat && blockIdx.x == 0);
+    if (one_pass) {
+      float4 xv = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (k4 < K) xv = *reinterpret_cast<const float4*>(a.x + k4);
+      float v[4] = {xv.x, xv.y, xv.z, xv.w};
+      if (a.pro == int(MatvecPrologue::Rmsnorm)) {
+        // The preparation kernel's sums (its block width), so the same bits;
+        // one batch of loads for rows of up to 3072 (12 a thread: 16 spilled
+        // registers in the Q5_K and Q6_K instances).
+        const float inv = block_inv_rms<kPrepThreads, 12>(a.x, K, a.eps, part);
+        const float nv[4] = {norm_w.x, norm_w.y, norm_w.z, norm_w.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {  // pro_value's arithmetic
+          v[e] = __fmul_rn(v[e], inv);
+          if (a.x2) v[e] = __fmul_rn(v[e], nv[e]);
+        }
+      }
+      if (k4 < K) {
+        if (a.mat && blockIdx.x == 0)
+          *reinterpret_cast<float4*>(a.mat + k4) = {v[0], v[1], v[2], v[3]};
+        quantize_four<!kPlain>(v, 0, k4, K, 1, smem);
+      }
+    } else {
+      for (int t = 0; t < T; ++t) {
+        // The preparation kernel's sums (its block width), so the same bits.
+        const float inv = a.pro == int(MatvecPrologue::Rmsnorm)
+                              ? block_inv_rms<kPrepThreads>(a.x + int64_t(t) * K, K, a.eps, part)
+                              : 1.0f;
+        for (int64_t k0 = int64_t(threadIdx.x) * 4; k0 < K; k0 += W * 32 * 4)
+          prepare_four<!kPlain>(a, t, k0, inv, smem, a.mat && blockIdx.x == 0);
+      }
     }
     __syncthreads();
     if (blockIdx.x == 0) {
