@@ -265,6 +265,22 @@ std::string describe(const Prod& p) {
   return s;
 }
 
+// Microseconds of product p alone (input preparation + product), the
+// average of 100 launches in one graph over copies of its weights that
+// together exceed L2, so that every launch reads its weights from memory.
+double time_alone(const Prod& p, uint32_t seed) {
+  const int copies = int(std::clamp<size_t>((size_t(256) << 20) / p.bytes() + 1, 2, 128));
+  ProdBufs b = make_bufs(p, copies, seed);
+  CK(cudaDeviceSynchronize());
+  const int n = 100;
+  const double us = time_graph([&] {
+                      for (int i = 0; i < n; ++i) issue(b, i % copies);
+                    }) *
+                    1000.0 / n;
+  free_bufs(b);
+  return us;
+}
+
 // only: run just the product of that index (-1: all), for a profiler.
 void isolated(double copy_gbs, int only) {
   std::printf("\n== each product alone (input preparation + product), L2 defeated ==\n");
@@ -296,20 +312,11 @@ void isolated(double copy_gbs, int only) {
   int index = -1;
   for (const Prod& p : ps) {
     if (++index != only && only >= 0) continue;
-    const size_t bytes = p.bytes();
-    const int copies = int(std::clamp<size_t>((size_t(256) << 20) / bytes + 1, 2, 128));
     // The same weights whether the table runs whole or one product of it.
-    ProdBufs b = make_bufs(p, copies, 1 + 101 * uint32_t(index + 1));
-    CK(cudaDeviceSynchronize());
-    const int n = 100;
-    const double us = time_graph([&] {
-                        for (int i = 0; i < n; ++i) issue(b, i % copies);
-                      }) *
-                      1000.0 / n;
-    const double gbs = double(bytes) / (us * 1e3);
-    std::printf("%-44s %9.2f %9.2f %9.0f %6.0f%%\n", describe(p).c_str(), bytes / 1e6, us, gbs,
+    const double us = time_alone(p, 1 + 101 * uint32_t(index + 1));
+    const double gbs = double(p.bytes()) / (us * 1e3);
+    std::printf("%-44s %9.2f %9.2f %9.0f %6.0f%%\n", describe(p).c_str(), p.bytes() / 1e6, us, gbs,
                 copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
-    free_bufs(b);
   }
 }
 
@@ -334,19 +341,9 @@ void row_sweep(double copy_gbs) {
   for (const Sweep& sw : sweeps)
     for (int64_t n : sw.n) {
       const Prod p{sw.t, 2560, {n, n}, MatvecPrologue::Rmsnorm, false};
-      const size_t bytes = p.bytes();
-      const int copies = int(std::clamp<size_t>((size_t(256) << 20) / bytes + 1, 2, 128));
-      ProdBufs b = make_bufs(p, copies, seed += 17);
-      CK(cudaDeviceSynchronize());
-      const int reps = 100;
-      const double us = time_graph([&] {
-                          for (int i = 0; i < reps; ++i) issue(b, i % copies);
-                        }) *
-                        1000.0 / reps;
-      const double gbs = double(bytes) / (us * 1e3);
-      std::printf("%-44s %9.2f %9.2f %9.0f %6.0f%% %9.3f\n", describe(p).c_str(), bytes / 1e6, us,
-                  gbs, copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0, us / (bytes / 1e6));
-      free_bufs(b);
+      const double mb = p.bytes() / 1e6, us = time_alone(p, seed += 17);
+      std::printf("%-44s %9.2f %9.2f %9.0f %6.0f%% %9.3f\n", describe(p).c_str(), mb, us,
+                  mb * 1e3 / us, copy_gbs > 0 ? 100.0 * mb * 1e3 / us / copy_gbs : 0.0, us / mb);
     }
 }
 
