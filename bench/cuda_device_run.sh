@@ -18,7 +18,7 @@
 #   KILN_CUDA_MV=stage, and VAR=val,VAR2=val2 sets those; @NAME[,...] runs
 #   the build shipped as /tmp/kd/NAME (EXTRA_BINS) with those settings; KERNELS="default pdl0 piece2048" runs kiln_bench_cuda
 #   (products alone, launch floor; bench/cuda_kernels.cu) once per setting
-#   (KSETS picks its tables: all, floor, iso, step; "iso N" the N-th product only, for Nsight Compute); PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
+#   (KSETS picks its tables: all, floor, iso, ops, step, rows (one product at growing row counts); "iso N" the N-th product only, for Nsight Compute); PROFILE=4b:q4_0 adds an Nsight Compute per-kernel
 #   summary of decode steps of that model.
 #   TRACE=3-4b:q4_k_m adds the timeline of that model's last decode step's
 #   kernels as they ran in the replayed graph (bench/kernel_trace.cpp), once

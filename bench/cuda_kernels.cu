@@ -1,8 +1,12 @@
 // kiln_bench_cuda: the decode products in isolation, and the floor of a
 // dependent launch, on the GPU (no model file needed).
 //
-//   kiln_bench_cuda            every table below
+//   kiln_bench_cuda            every table below but the row sweep
 //   kiln_bench_cuda floor      only the empty-kernel chains
+//   kiln_bench_cuda iso [N]    only table 2 (its N-th product: for a profiler)
+//   kiln_bench_cuda ops        only the other ops of a layer
+//   kiln_bench_cuda step       only table 3
+//   kiln_bench_cuda rows       the row sweep (4.)
 //
 // 1. Launch floor: a CUDA graph of 1000 empty kernels (each calls
 //    griddepcontrol.launch_dependents then .wait, as every kernel of the
@@ -19,6 +23,8 @@
 //    types llama.cpp's Q4_K_M mix gives each tensor, or all Q8_0), as the
 //    backend fuses them, in one graph: the step's time with nothing else in
 //    it (no attention, no head ops), to compare with kiln bench's tg128.
+// 4. One gate/up-like product at growing row counts (row_sweep): whether
+//    its time steps with the pieces a warp takes or grows with the bytes.
 //
 // Weights are random bytes (timing only; nothing is checked here: the
 // products' results are test_cuda's job). Environment knobs of the products
