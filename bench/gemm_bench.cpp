@@ -272,6 +272,31 @@ void register_all() {
       seq = (seq + 1) % seqs;
     }
   });
+  // The tiny models' step as served to 32 sequences: 8 heads of 8 dims on
+  // 4 KV heads, 128 keys, each iteration another of 160 caches (32
+  // sequences x 5 layers, 5 MB of keys and values), against the same step
+  // over one cache (AttentionRows/8x8/..., warm).
+  benchmark::RegisterBenchmark("AttentionRows/8x8/128keys/cold", [](benchmark::State& s) {
+    constexpr int64_t heads = 8, kv = 4, hd = 8, keys = 128, caches = 160;
+    const std::vector<float> q = make_acts(heads * hd), k = make_acts(caches * kv * keys * hd),
+                             v = make_acts(caches * kv * keys * hd);
+    std::vector<float> out(static_cast<size_t>(heads * hd)), mx(static_cast<size_t>(heads)),
+        sum(static_cast<size_t>(heads));
+    std::vector<float> scratch(static_cast<size_t>(attention_rows_scratch_floats(heads, keys, hd)));
+    int64_t c = 0;
+    for (auto _ : s) {
+      std::vector<AttentionRows> rows;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t at = ((c * kv) + h / (heads / kv)) * keys * hd;
+        rows.push_back(AttentionRows{q.data() + h * hd, k.data() + at, v.data() + at, keys,
+                                     out.data() + h * hd, &mx[size_t(h)], &sum[size_t(h)]});
+        mx[size_t(h)] = -1.0f, sum[size_t(h)] = 1.0f;
+      }
+      attention_rows_f32_simd(rows.data(), heads, hd, 0.3f, scratch.data());
+      benchmark::DoNotOptimize(out.data());
+      c = (c * 37 + 1) % caches;  // not the next cache in memory: no stream to follow
+    }
+  });
   benchmark::RegisterBenchmark("DotF32/4096", [](benchmark::State& s) {
     const std::vector<float> a = make_acts(4096), b = make_acts(4096);
     for (auto _ : s) benchmark::DoNotOptimize(dot_f32_simd(a.data(), b.data(), 4096));
