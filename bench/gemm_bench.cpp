@@ -248,55 +248,42 @@ void register_all() {
       }
     });
   }
-  // The same step as served: Qwen3-0.6B's 16 query heads on 8 KV heads of
-  // 128 dims, each iteration another of 64 sequences' caches (16 MB of keys
-  // and values in all), so that the rows come from memory, not L1.
-  benchmark::RegisterBenchmark("AttentionRows/16x128/32keys/cold", [](benchmark::State& s) {
-    constexpr int64_t heads = 16, kv = 8, hd = 128, keys = 32, seqs = 64;
-    const std::vector<float> q = make_acts(heads * hd), k = make_acts(seqs * kv * keys * hd),
-                             v = make_acts(seqs * kv * keys * hd);
-    std::vector<float> out(static_cast<size_t>(heads * hd)), mx(static_cast<size_t>(heads)),
-        sum(static_cast<size_t>(heads));
-    std::vector<float> scratch(static_cast<size_t>(attention_rows_scratch_floats(heads, keys, hd)));
-    int64_t seq = 0;
-    for (auto _ : s) {
-      std::vector<AttentionRows> rows;
-      for (int64_t h = 0; h < heads; ++h) {
-        const int64_t at = ((seq * kv) + h / (heads / kv)) * keys * hd;
-        rows.push_back(AttentionRows{q.data() + h * hd, k.data() + at, v.data() + at, keys,
-                                     out.data() + h * hd, &mx[size_t(h)], &sum[size_t(h)]});
-        mx[size_t(h)] = -1.0f, sum[size_t(h)] = 1.0f;
+  // The same step as served, each iteration another sequence's (and layer's)
+  // cache, so that the rows come from memory or L3, not L1: Qwen3-0.6B's 16
+  // query heads on 8 KV heads of 128 dims over 64 caches (16 MB of keys and
+  // values) taken in turn, and the tiny models' 8 heads of 8 dims on 4 KV
+  // heads over 160 (32 sequences x 5 layers, 5 MB) in no order a
+  // prefetcher could follow (every 37th), against the warm steps above.
+  struct Cold {
+    const char* name;
+    int64_t heads, kv, hd, keys, caches, stride;
+  };
+  for (const Cold& cold : {Cold{"AttentionRows/16x128/32keys/cold", 16, 8, 128, 32, 64, 1},
+                           Cold{"AttentionRows/8x8/128keys/cold", 8, 4, 8, 128, 160, 37}}) {
+    benchmark::RegisterBenchmark(cold.name, [cold](benchmark::State& s) {
+      const int64_t heads = cold.heads, kv = cold.kv, hd = cold.hd, keys = cold.keys;
+      const std::vector<float> q = make_acts(heads * hd),
+                               k = make_acts(cold.caches * kv * keys * hd),
+                               v = make_acts(cold.caches * kv * keys * hd);
+      std::vector<float> out(static_cast<size_t>(heads * hd)), mx(static_cast<size_t>(heads)),
+          sum(static_cast<size_t>(heads));
+      std::vector<float> scratch(
+          static_cast<size_t>(attention_rows_scratch_floats(heads, keys, hd)));
+      int64_t c = 0;
+      for (auto _ : s) {
+        std::vector<AttentionRows> rows;
+        for (int64_t h = 0; h < heads; ++h) {
+          const int64_t at = ((c * kv) + h / (heads / kv)) * keys * hd;
+          rows.push_back(AttentionRows{q.data() + h * hd, k.data() + at, v.data() + at, keys,
+                                       out.data() + h * hd, &mx[size_t(h)], &sum[size_t(h)]});
+          mx[size_t(h)] = -1.0f, sum[size_t(h)] = 1.0f;
+        }
+        attention_rows_f32_simd(rows.data(), heads, hd, 0.3f, scratch.data());
+        benchmark::DoNotOptimize(out.data());
+        c = (c + cold.stride) % cold.caches;
       }
-      attention_rows_f32_simd(rows.data(), heads, hd, 0.3f, scratch.data());
-      benchmark::DoNotOptimize(out.data());
-      seq = (seq + 1) % seqs;
-    }
-  });
-  // The tiny models' step as served to 32 sequences: 8 heads of 8 dims on
-  // 4 KV heads, 128 keys, each iteration another of 160 caches (32
-  // sequences x 5 layers, 5 MB of keys and values), against the same step
-  // over one cache (AttentionRows/8x8/..., warm).
-  benchmark::RegisterBenchmark("AttentionRows/8x8/128keys/cold", [](benchmark::State& s) {
-    constexpr int64_t heads = 8, kv = 4, hd = 8, keys = 128, caches = 160;
-    const std::vector<float> q = make_acts(heads * hd), k = make_acts(caches * kv * keys * hd),
-                             v = make_acts(caches * kv * keys * hd);
-    std::vector<float> out(static_cast<size_t>(heads * hd)), mx(static_cast<size_t>(heads)),
-        sum(static_cast<size_t>(heads));
-    std::vector<float> scratch(static_cast<size_t>(attention_rows_scratch_floats(heads, keys, hd)));
-    int64_t c = 0;
-    for (auto _ : s) {
-      std::vector<AttentionRows> rows;
-      for (int64_t h = 0; h < heads; ++h) {
-        const int64_t at = ((c * kv) + h / (heads / kv)) * keys * hd;
-        rows.push_back(AttentionRows{q.data() + h * hd, k.data() + at, v.data() + at, keys,
-                                     out.data() + h * hd, &mx[size_t(h)], &sum[size_t(h)]});
-        mx[size_t(h)] = -1.0f, sum[size_t(h)] = 1.0f;
-      }
-      attention_rows_f32_simd(rows.data(), heads, hd, 0.3f, scratch.data());
-      benchmark::DoNotOptimize(out.data());
-      c = (c * 37 + 1) % caches;  // not the next cache in memory: no stream to follow
-    }
-  });
+    });
+  }
   benchmark::RegisterBenchmark("DotF32/4096", [](benchmark::State& s) {
     const std::vector<float> a = make_acts(4096), b = make_acts(4096);
     for (auto _ : s) benchmark::DoNotOptimize(dot_f32_simd(a.data(), b.data(), 4096));
