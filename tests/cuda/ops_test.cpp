@@ -359,6 +359,44 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// rmsnorm in front of a one-token product, recorded (so that the product's
+// blocks make the normed int8 input themselves, in one pass up to 4096
+// values: one batch of loads for the sum of squares up to 3072, two up to
+// 4096, the per-token loop beyond) against the same ops run eagerly one at
+// a time (the standalone rmsnorm kernel, then the product preparing the
+// normed row). The same arithmetic either way: 1e-6, as FusedStep.
+TEST(CudaOps, FusedRmsnormProductWidths) {
+  REQUIRE_GPU();
+  Backend& gpu = *fx().gpu;
+  const int64_t N = 192;
+  for (const DType t : {DType::Q8_0, DType::Q4_K})
+    for (const int64_t H : {int64_t(512), int64_t(2560), int64_t(3072), int64_t(4096),
+                            int64_t(5120)}) {
+      auto w = make_weight(t, N, H, uint32_t(40 + H));
+      auto table = make_weight(DType::F32, 2, H, 41);
+      Weight wg = gpu.load_weight(w.view), eg = gpu.load_weight(table.view);
+      const auto x0 = random_vec(size_t(H), uint32_t(42 + H));
+      const auto nw = random_vec(size_t(H), uint32_t(43 + H));
+      Dev x(gpu, x0), norm(gpu, nw), h(gpu, size_t(H)), y(gpu, size_t(N)), e(gpu, size_t(H));
+      auto run = [&](bool deferred) {
+        if (deferred) {  // a one-token embed starts a deferred (fused) step
+          const int32_t id = 1;
+          gpu.embed(eg, &id, 1, e.f());
+        }
+        gpu.rmsnorm(x.f(), norm.f(), 1, H, 1e-6f, h.f());
+        gpu.matmul(wg, h.f(), 1, y.f());
+        auto out = y.get(gpu);
+        const auto normed = h.get(gpu);
+        out.insert(out.end(), normed.begin(), normed.end());
+        return out;
+      };
+      const auto want = run(false);
+      for (int round = 0; round < 2; ++round)  // capture, then replay
+        EXPECT_LE(rel_err(run(true), want), 1e-6)
+            << dtype_name(t) << " H=" << H << " round " << round;
+    }
+}
+
 TEST(CudaOps, DeltaNetOps) {
   REQUIRE_GPU();
   Backend& cpu = *fx().cpu;
