@@ -573,7 +573,9 @@ class CudaBackend final : public Backend {
   // Serving (batch_invariant_): a row gets the splits it gets alone, since
   // they set its order of summation, and the partials grow to fit instead.
   int decode_splits(int64_t capacity, int64_t rows, int64_t n_heads, int64_t head_dim) {
-    int splits = int(std::clamp<int64_t>((capacity + 63) / 64, 1, 32));
+    // KILN_CUDA_ATTN_SPLIT: positions a split (default 64), to compare.
+    static const int64_t per_split = cuda::env_int("KILN_CUDA_ATTN_SPLIT", 64, 32, 1 << 20);
+    int splits = int(std::clamp<int64_t>((capacity + per_split - 1) / per_split, 1, 32));
     const size_t per_row = size_t(n_heads) * size_t(head_dim + 2) * sizeof(float);
     if (batch_invariant_) {
       while (splits > 1 && per_row * size_t(splits) > kPartialBytes) splits /= 2;
