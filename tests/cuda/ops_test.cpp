@@ -365,6 +365,41 @@ INSTANTIATE_TEST_SUITE_P(
 // 4096, the per-token loop beyond) against the same ops run eagerly one at
 // a time (the standalone rmsnorm kernel, then the product preparing the
 // normed row). The same arithmetic either way: 1e-6, as FusedStep.
+// A one-token product shaped like an output head (2560 wide, 40000 rows:
+// at least 8 rows for each of the 32 warps of each SM), where Q6_K takes
+// two of its 2100-byte rows a piece (plan_pieces) and Q8_0 one: against
+// the CPU's sums, and in a serving step (batch-invariant, two tokens) the
+// same bits as alone.
+TEST(CudaOps, OutputHeadShapedProduct) {
+  REQUIRE_GPU();
+  Backend& gpu = *fx().gpu;
+  const int64_t K = 2560, N = 40000;
+  for (const DType t : {DType::Q6_K, DType::Q8_0}) {
+    auto q = make_weight(t, N, K, 90);
+    Weight wg = gpu.load_weight(q.view);
+    const auto x = random_vec(size_t(2 * K), 91);
+    const auto xr = q8_activations(std::vector<float>(x.begin(), x.begin() + K));
+    std::vector<float> want(static_cast<size_t>(N)), row(static_cast<size_t>(K));
+    for (int64_t r = 0; r < N; ++r) {
+      dequantize_row(t, q.bytes.data() + size_t(r) * q.view.row_bytes(), row.data(), K);
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += double(row[k]) * xr[k];
+      want[size_t(r)] = float(acc);
+    }
+    Dev xg(gpu, x), one(gpu, size_t(N)), two(gpu, size_t(2 * N));
+    gpu.matmul(wg, xg.f(), 1, one.f());
+    const auto alone = one.get(gpu);
+    EXPECT_LE(rel_err(alone, want), 2e-5) << dtype_name(t);
+    gpu.set_batch_invariant(true);
+    gpu.matmul(wg, xg.f(), 2, two.f());
+    gpu.set_batch_invariant(false);
+    const auto both = two.get(gpu);
+    int64_t differ = 0;
+    for (int64_t r = 0; r < N; ++r) differ += both[size_t(r)] != alone[size_t(r)];
+    EXPECT_EQ(differ, 0) << dtype_name(t) << ": token 0 of 2 against alone";
+  }
+}
+
 TEST(CudaOps, FusedRmsnormProductWidths) {
   REQUIRE_GPU();
   Backend& gpu = *fx().gpu;

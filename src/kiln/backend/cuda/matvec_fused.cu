@@ -1472,6 +1472,25 @@ void plan_pieces(Args& a, int warps) {
         bulk_smem_bytes(DT, a.K, a.T, 2, int(limit), kW) > kMaxBulkSmem)
       limit = kPieceBytes;
   }
+  // An output head (one token, at least 8 rows for each of the 32 warps an
+  // SM fields), whose rows are each just over half a piece and whose pairs
+  // do not come out even on the lanes: two rows a piece, dealt flat (see
+  // one_token_rows), instead of one whose last pass leaves most lanes idle
+  // (Q6_K's 2560-wide rows: 40 pairs, the second pass 8 lanes of 32; the
+  // Q6_K head is bound by its instructions, not its bytes). Such pieces
+  // take the 8-warp blocks (32 warps' buffers would not fit), and only
+  // where two such blocks fit an SM (Q8_0's 2720-byte rows would leave one
+  // block of 8 warps an SM: not measured). The Q6_K head 2560 -> 151936
+  // alone: 148 -> 130 us on an H100. Row sums do not depend on the rows
+  // beside them in a piece, so the bits stay.
+  if constexpr (Dp4a<DT>::kHas) {
+    const int64_t two = (2 * int64_t(a.row_bytes) + 15) / 16 * 16;
+    if (a.T == 1 && a.nseg == 1 && !piece_env() && 2 * int64_t(a.row_bytes) > limit &&
+        int64_t(a.row_bytes) <= limit && pairs_in<DT>(nblocks) % 32 != 0 &&
+        a.total >= int64_t(sm_count()) * 32 * 8 &&
+        bulk_smem_bytes(DT, a.K, a.T, buffers_wanted(DT, a.T), int(two), kW) <= kMaxBulkSmem / 2)
+      limit = two;
+  }
   if (int64_t(a.row_bytes) <= limit) {
     a.P = 1;
     a.R = int(std::min<int64_t>(piece_rows(), limit / int64_t(a.row_bytes)));
