@@ -242,6 +242,12 @@ size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 }  // namespace
 
+double* thread_scratch_f64(size_t n) {
+  thread_local std::vector<double> scratch;
+  if (scratch.size() < n) scratch.resize(n);
+  return scratch.data();
+}
+
 size_t quantized_rows_bytes(int64_t T, int64_t K) {
   const size_t t = size_t(T);
   return align64(t * size_t(K)) + 3 * align64(t * size_t(K / 32) * 4) +

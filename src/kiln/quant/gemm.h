@@ -63,6 +63,14 @@ void gemm_float(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1
 // nothing written, for weights that are not F32, F16 or BF16.
 bool gemm_float_sum_f64(DType t, const void* w, size_t row_bytes, int64_t r0, int64_t r1,
                         const float* x, int64_t n_tokens, int64_t K, float* y, int64_t y_stride);
+// A thread's scratch of at least n doubles, kept from call to call (the
+// kernels of gemm_float_sum_f64 widen their input into it). Defined in
+// gemm.cpp, which is built without the kernel levels' flags: a standard
+// container used in a per-level file is instantiated there with those
+// flags, and the linker keeps one copy for every caller, so an AVX-512
+// file's copy can run on an AVX2-only machine (an AddressSanitizer build,
+// which inlines less, crashed so).
+double* thread_scratch_f64(size_t n);
 
 // Float weights of few columns (F32, F16 or BF16, at most kFloatColsMaxK
 // columns, and no more than kFloatColsMaxElems values), as the CPU backend

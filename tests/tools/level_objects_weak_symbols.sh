@@ -1,0 +1,37 @@
+#!/bin/sh
+# The per-instruction-set kernel files (gemm_<level>.cpp, ternary_<level>.cpp,
+# built with their own -m flags) must define no symbol the linker may share
+# with other code: a weak definition there (an out-of-line standard-library
+# template, an inline function) is kept once for every caller, so code built
+# for AVX-512 could run on a machine without it. Prints each such symbol and
+# fails if there is any.
+# Arguments: object files, or ;-separated lists of them (CMake's
+# $<TARGET_OBJECTS:...>); those not of a level file are skipped.
+status=0
+checked=0
+for list in "$@"; do
+  old_ifs=$IFS
+  IFS=';'
+  for obj in $list; do
+    IFS=$old_ifs
+    case $(basename "$obj") in
+      gemm_avx2.cpp.o | gemm_avx2vnni.cpp.o | gemm_avx512vnni.cpp.o | gemm_amx.cpp.o | \
+        ternary_avx2.cpp.o | ternary_avx2vnni.cpp.o | ternary_avx512vnni.cpp.o) ;;
+      *) continue ;;
+    esac
+    checked=$((checked + 1))
+    weak=$(nm -C --defined-only "$obj" | awk '$2 == "W" || $2 == "V" || $2 == "u"')
+    if [ -n "$weak" ]; then
+      echo "$(basename "$obj") defines symbols the linker may share with other code:"
+      echo "$weak"
+      status=1
+    fi
+  done
+  IFS=$old_ifs
+done
+if [ "$checked" -eq 0 ]; then
+  echo "no level object among the arguments"
+  exit 1
+fi
+echo "$checked level objects checked"
+exit $status
