@@ -76,8 +76,10 @@ TEST(Spm, ByteFallbackAndSpecialTokens) {
 // Every golden string, with and without special-token parsing.
 std::vector<std::string> corpus() {
   std::vector<std::string> out;
-  for (const auto& s : test::load_json(kData + "/tokenizers/variants.tokenize.json")["strings"])
-    out.push_back(s);
+  // The document is kept in a variable: a range-for over a member of the
+  // temporary load_json returns would walk it after it is destroyed.
+  const auto doc = test::load_json(kData + "/tokenizers/variants.tokenize.json");
+  for (const auto& s : doc["strings"]) out.push_back(s);
   return out;
 }
 

@@ -68,6 +68,8 @@ void pin(pthread_t thread, int cpu) {
 
 thread_local bool ThreadPool::in_job_ = false;
 
+bool ThreadPool::in_job() { return in_job_; }
+
 void ThreadPool::run_job(JobFn fn, void* ctx, int t) {
   struct Scope {
     Scope() { in_job_ = true; }

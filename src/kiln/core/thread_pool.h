@@ -48,7 +48,10 @@ class ThreadPool {
   // parallel_for or run_on_all inside one runs on the calling thread alone,
   // so that a job can call code that uses the pool (a serving step split
   // over the threads by sequence, each part running the model's usual ops).
-  static bool in_job() { return in_job_; }
+  // (Defined in thread_pool.cpp, beside the variable: read through GCC's
+  // thread_local wrapper from other files, UndefinedBehaviorSanitizer took
+  // it for a load through a null pointer.)
+  static bool in_job();
 
   // Runs fn(thread_index) once on every thread (in turn, on the calling
   // thread, inside a job).

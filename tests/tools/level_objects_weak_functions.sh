@@ -1,10 +1,12 @@
 #!/bin/sh
 # The per-instruction-set kernel files (gemm_<level>.cpp, ternary_<level>.cpp,
-# built with their own -m flags) must define no symbol the linker may share
-# with other code: a weak definition there (an out-of-line standard-library
+# built with their own -m flags) must define no code the linker may share
+# with other files: a weak function there (an out-of-line standard-library
 # template, an inline function) is kept once for every caller, so code built
-# for AVX-512 could run on a machine without it. Prints each such symbol and
-# fails if there is any.
+# for AVX-512 could run on a machine without it. Prints each such function
+# and fails if there is any. (Weak or unique data, such as a shared constant
+# table or the exception tables' personality reference, holds no
+# instructions and is allowed.)
 # Arguments: object files, or ;-separated lists of them (CMake's
 # $<TARGET_OBJECTS:...>); those not of a level file are skipped.
 status=0
@@ -20,9 +22,9 @@ for list in "$@"; do
       *) continue ;;
     esac
     checked=$((checked + 1))
-    weak=$(nm -C --defined-only "$obj" | awk '$2 == "W" || $2 == "V" || $2 == "u"')
+    weak=$(nm -C --defined-only "$obj" | awk '$2 == "W"')
     if [ -n "$weak" ]; then
-      echo "$(basename "$obj") defines symbols the linker may share with other code:"
+      echo "$(basename "$obj") defines functions the linker may share with other files:"
       echo "$weak"
       status=1
     fi
