@@ -135,6 +135,23 @@ Quantized make_weight(DType t, int64_t N, int64_t K, uint32_t seed) {
   return q;
 }
 
+// Weight q ([N, K]) times each of the T rows of xr, every output summed
+// in double from the dequantized weights: y[t * N + r].
+std::vector<float> reference_products(const Quantized& q, const std::vector<float>& xr,
+                                      int64_t T) {
+  const int64_t N = q.view.shape[0], K = q.view.shape[1];
+  std::vector<float> y(size_t(T * N)), row(static_cast<size_t>(K));
+  for (int64_t r = 0; r < N; ++r) {
+    dequantize_row(q.view.dtype, q.bytes.data() + size_t(r) * q.view.row_bytes(), row.data(), K);
+    for (int64_t t = 0; t < T; ++t) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += double(row[k]) * xr[t * K + k];
+      y[t * N + r] = float(acc);
+    }
+  }
+  return y;
+}
+
 class MatmulTest : public testing::TestWithParam<DType> {};
 
 TEST_P(MatmulTest, MatchesCpu) {
@@ -150,16 +167,7 @@ TEST_P(MatmulTest, MatchesCpu) {
     for (int64_t T : {1, 3, 8, 40}) {
       const auto x = random_vec(size_t(T * K), uint32_t(T + 7));
       const bool int8_x = !plain && T <= 8;
-      const auto xr = int8_x ? q8_activations(x) : x;
-      std::vector<float> want(size_t(T * N)), row(static_cast<size_t>(K));
-      for (int64_t r = 0; r < N; ++r) {
-        dequantize_row(t, q.bytes.data() + size_t(r) * q.view.row_bytes(), row.data(), K);
-        for (int64_t tt = 0; tt < T; ++tt) {
-          double acc = 0;
-          for (int64_t k = 0; k < K; ++k) acc += double(row[k]) * xr[tt * K + k];
-          want[tt * N + r] = float(acc);
-        }
-      }
+      const auto want = reference_products(q, int8_x ? q8_activations(x) : x, T);
       Dev xg(gpu, x), yg(gpu, size_t(T * N));
       gpu.matmul(wg, xg.f(), T, yg.f());
       const bool bf16_prefill = t == DType::BF16 && T > 8;
@@ -359,12 +367,6 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
-// rmsnorm in front of a one-token product, recorded (so that the product's
-// blocks make the normed int8 input themselves, in one pass up to 4096
-// values: one batch of loads for the sum of squares up to 3072, two up to
-// 4096, the per-token loop beyond) against the same ops run eagerly one at
-// a time (the standalone rmsnorm kernel, then the product preparing the
-// normed row). The same arithmetic either way: 1e-6, as FusedStep.
 // A one-token product shaped like an output head (2560 wide, 40000 rows:
 // at least 8 rows for each of the 32 warps of each SM), where Q6_K takes
 // two of its 2100-byte rows a piece (plan_pieces) and Q8_0 one: against
@@ -378,14 +380,8 @@ TEST(CudaOps, OutputHeadShapedProduct) {
     auto q = make_weight(t, N, K, 90);
     Weight wg = gpu.load_weight(q.view);
     const auto x = random_vec(size_t(2 * K), 91);
-    const auto xr = q8_activations(std::vector<float>(x.begin(), x.begin() + K));
-    std::vector<float> want(static_cast<size_t>(N)), row(static_cast<size_t>(K));
-    for (int64_t r = 0; r < N; ++r) {
-      dequantize_row(t, q.bytes.data() + size_t(r) * q.view.row_bytes(), row.data(), K);
-      double acc = 0;
-      for (int64_t k = 0; k < K; ++k) acc += double(row[k]) * xr[k];
-      want[size_t(r)] = float(acc);
-    }
+    const auto want =
+        reference_products(q, q8_activations(std::vector<float>(x.begin(), x.begin() + K)), 1);
     Dev xg(gpu, x), one(gpu, size_t(N)), two(gpu, size_t(2 * N));
     gpu.matmul(wg, xg.f(), 1, one.f());
     const auto alone = one.get(gpu);
@@ -400,6 +396,12 @@ TEST(CudaOps, OutputHeadShapedProduct) {
   }
 }
 
+// rmsnorm in front of a one-token product, recorded (so that the product's
+// blocks make the normed int8 input themselves, in one pass up to 4096
+// values: one batch of loads for the sum of squares up to 3072, two up to
+// 4096, the per-token loop beyond) against the same ops run eagerly one at
+// a time (the standalone rmsnorm kernel, then the product preparing the
+// normed row). The same arithmetic either way: 1e-6, as FusedStep.
 TEST(CudaOps, FusedRmsnormProductWidths) {
   REQUIRE_GPU();
   Backend& gpu = *fx().gpu;
@@ -414,10 +416,8 @@ TEST(CudaOps, FusedRmsnormProductWidths) {
       const auto nw = random_vec(size_t(H), uint32_t(43 + H));
       Dev x(gpu, x0), norm(gpu, nw), h(gpu, size_t(H)), y(gpu, size_t(N)), e(gpu, size_t(H));
       auto run = [&](bool deferred) {
-        if (deferred) {  // a one-token embed starts a deferred (fused) step
-          const int32_t id = 1;
-          gpu.embed(eg, &id, 1, e.f());
-        }
+        const int32_t id = 1;  // a one-token embed starts a deferred (fused) step
+        if (deferred) gpu.embed(eg, &id, 1, e.f());
         gpu.rmsnorm(x.f(), norm.f(), 1, H, 1e-6f, h.f());
         gpu.matmul(wg, h.f(), 1, y.f());
         auto out = y.get(gpu);
@@ -462,10 +462,8 @@ TEST(CudaOps, FusedFeedForward) {
     Dev x(gpu, x0), norm(gpu, nw), h(gpu, size_t(c.H)), gate(gpu, size_t(c.I)),
         up(gpu, size_t(c.I)), out(gpu, size_t(c.H)), e(gpu, size_t(c.H));
     auto run = [&](bool deferred) {
-      if (deferred) {  // a one-token embed starts a deferred (fused) step
-        const int32_t id = 1;
-        gpu.embed(eg, &id, 1, e.f());
-      }
+      const int32_t id = 1;  // a one-token embed starts a deferred (fused) step
+      if (deferred) gpu.embed(eg, &id, 1, e.f());
       gpu.rmsnorm(x.f(), norm.f(), 1, c.H, 1e-6f, h.f());
       gpu.matmul(gate_w, h.f(), 1, gate.f());
       gpu.matmul(up_w, h.f(), 1, up.f());
