@@ -25,14 +25,14 @@ test: build
 
 # The CPU code and its tests under AddressSanitizer and
 # UndefinedBehaviorSanitizer (leak checks included), in a build directory
-# of their own: a second, slow build (~20 minutes on two cores), so not
-# part of `make test`.
-SANITIZE_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# of their own: a second, slow build (~20-25 minutes on two cores), so
+# not part of `make test`.
+SANITIZE = -fsanitize=address,undefined
 sanitize: deps
 	cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_CUDA=OFF \
-	  -DKILN_BENCH=OFF -DCMAKE_CXX_FLAGS="$(SANITIZE_FLAGS)" \
-	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
-	  -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined"
+	  -DKILN_BENCH=OFF \
+	  -DCMAKE_CXX_FLAGS="$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  -DCMAKE_EXE_LINKER_FLAGS="$(SANITIZE)" -DCMAKE_SHARED_LINKER_FLAGS="$(SANITIZE)"
 	cmake --build build-sanitize -j $(JOBS)
 	cd build-sanitize && ctest --output-on-failure -j $(JOBS) -LE cuda
 
