@@ -18,6 +18,7 @@
 
 #include <cmath>
 
+#include "kiln/backend/cuda/attention_combine.cuh"
 #include "kiln/backend/cuda/cuda_common.cuh"
 
 namespace kiln::cuda {
@@ -379,7 +380,7 @@ __global__ void __launch_bounds__(decode_warps<HD, G>() * 32)
                        const KT* __restrict__ vc, int64_t capacity, int n_heads, int n_kv_heads,
                        float scale, const int32_t* __restrict__ start_dev, int S,
                        float* __restrict__ partial, float* __restrict__ out,
-                       const KvItem* __restrict__ items) {
+                       const KvItem* __restrict__ items, bool prefetch) {
   using Shape = DecodeShape<HD, G>;
   constexpr int DPL = Shape::DPL, LPK = Shape::LPK, KPW = Shape::KPW;
   constexpr int kWarps = decode_warps<HD, G>();
@@ -396,10 +397,29 @@ __global__ void __launch_bounds__(decode_warps<HD, G>() * 32)
   const KvItem* item = items ? items + t : nullptr;
   if (item) kc = static_cast<const KT*>(item->k), vc = static_cast<const KT*>(item->v);
   const int64_t n_keys = item ? item->start + 1 : int64_t(*start_dev) + t + 1;
-  pdl_wait();
   // At least 32 keys a split: fewer make the merge cost more than they save.
   const int64_t chunk = max(int64_t(32), ((n_keys + S - 1) / S + 31) / 32 * 32);
   const int64_t k0 = split * chunk, k1 = min(k0 + chunk, n_keys);
+  // The split's keys and values asked of L2 while the kernel before (the
+  // head ops) still runs: a decode step's cache rows were written steps
+  // ago and left L2 behind a step's weights, so otherwise the loop's first
+  // loads wait on memory after the wait. A prefetch only warms L2, so the
+  // newest position, which the kernel before may still be storing, is read
+  // after the wait all the same.
+  if (prefetch && k0 < k1) {
+    const int64_t row0 = int64_t(kvh) * capacity + k0;
+    const uintptr_t bytes = uintptr_t(k1 - k0) * HD * sizeof(KT);
+    const char* planes[2] = {reinterpret_cast<const char*>(kc + row0 * HD),
+                             reinterpret_cast<const char*>(vc + row0 * HD)};
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const uintptr_t first = reinterpret_cast<uintptr_t>(planes[c]) & ~uintptr_t(127);
+      const uintptr_t end = reinterpret_cast<uintptr_t>(planes[c]) + bytes;
+      for (uintptr_t a = first + uintptr_t(threadIdx.x) * 128; a < end; a += uintptr_t(blockDim.x) * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+    }
+  }
+  pdl_wait();
 
   float qr[G][DPL];
 #pragma unroll
@@ -500,6 +520,13 @@ __global__ void __launch_bounds__(decode_warps<HD, G>() * 32)
   }
 }
 
+// KILN_CUDA_ATTN_PREFETCH=0: the decode kernel does not ask L2 for its
+// split's keys and values before its wait, to compare.
+bool attention_prefetch() {
+  static const bool on = !env_is("KILN_CUDA_ATTN_PREFETCH", "0");
+  return on;
+}
+
 template <class KT, int HD, int G>
 void launch_decode(const float* q, const void* kc, const void* vc, int64_t capacity, int64_t T,
                    int64_t n_heads, float scale, const int32_t* start, int S, float* partial,
@@ -508,7 +535,7 @@ void launch_decode(const float* q, const void* kc, const void* vc, int64_t capac
   launch(attn_decode_kernel<KT, HD, G>, dim3(unsigned(T * n_kv), unsigned(S)),
          decode_warps<HD, G>() * 32, 0,
          s, "attention", q, static_cast<const KT*>(kc), static_cast<const KT*>(vc), capacity,
-         int(n_heads), int(n_kv), scale, start, S, partial, out, items);
+         int(n_heads), int(n_kv), scale, start, S, partial, out, items, attention_prefetch());
 }
 
 // The decode kernel when the shape has an instance; false otherwise.
@@ -543,23 +570,10 @@ __global__ void attn_combine_kernel(const float* __restrict__ partial, int hd, i
   pdl_wait();
   const int bh = blockIdx.x;
   const float* pp = partial + int64_t(bh) * S * (hd + 2);
-  float M = -INFINITY;
-#pragma unroll 8
-  for (int s = 0; s < S; ++s) M = fmaxf(M, pp[s * (hd + 2)]);
-  float L = 0.0f;
-#pragma unroll 8
-  for (int s = 0; s < S; ++s) {
-    const float ms = pp[s * (hd + 2)];
-    if (ms != -INFINITY) L += pp[s * (hd + 2) + 1] * expf(ms - M);
-  }
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float a = 0.0f;
-#pragma unroll 8
-    for (int s = 0; s < S; ++s) {
-      const float ms = pp[s * (hd + 2)];
-      if (ms != -INFINITY) a += pp[s * (hd + 2) + 2 + d] * expf(ms - M);
-    }
-    out[int64_t(bh) * hd + d] = a / L;
+    float v[1];
+    combine_splits<1>(pp, hd, S, d, v);
+    out[int64_t(bh) * hd + d] = v[0];
   }
 }
 
@@ -951,7 +965,7 @@ bool decode_kernel_enabled() {
 void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t n_kv_heads,
                int64_t head_dim, int64_t capacity, int64_t T, int64_t n_heads, float scale,
                const int32_t* start_dev, int splits, float* partial, float* out,
-               cudaStream_t s) {
+               cudaStream_t s, bool combine) {
   if (T <= 0) return;
   const int64_t group = n_heads / n_kv_heads;
   const bool decoded =
@@ -964,10 +978,13 @@ void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t
     by_head_dim<SplitLaunch>(f16, head_dim, q, kc, vc, head_dim, capacity, T, n_heads, group,
                              scale, start_dev, splits, partial, out, s);
   check_launch("attention");
-  if (splits > 1) {
-    launch(attn_combine_kernel, unsigned(T * n_heads), 128, 0, s, "attention (combine)",
-           partial, int(head_dim), splits, out);
-  }
+  if (splits > 1 && combine) attention_combine(partial, T * n_heads, head_dim, splits, out, s);
+}
+
+void attention_combine(const float* partial, int64_t rows, int64_t head_dim, int splits,
+                       float* out, cudaStream_t s) {
+  launch(attn_combine_kernel, unsigned(rows), 128, 0, s, "attention (combine)", partial,
+         int(head_dim), splits, out);
 }
 
 // Row t of k and v (one token of sequence t) into that sequence's cache.

@@ -243,6 +243,7 @@ class CudaBackend final : public Backend {
     fuse_enabled_ = !env_is("KILN_CUDA_FUSE", "0");
     reuse_input_ = !env_is("KILN_CUDA_MV_REUSE", "0");
     fuse_mixed_ = !env_is("KILN_CUDA_MV_MIXED", "0");
+    fold_combine_ = !env_is("KILN_CUDA_FOLD_COMBINE", "0");
     honour_invariant_ = !env_is("KILN_CUDA_BATCH_INVARIANT", "0");
     // Programmatic dependent launch needs compute capability 9.0 (Hopper).
     cuda::set_pdl_enabled(prop.major >= 9 && !env_is("KILN_CUDA_PDL", "0"));
@@ -1241,6 +1242,7 @@ class CudaBackend final : public Backend {
     const size_t n = recs_.size();
     const Rec& r = recs_[i];
     cuda::MatvecJob j;
+    const Rec* attn = nullptr;  // an attention whose splits the product merges
     size_t m = i;
     auto is_mm_reading = [&](size_t q, const void* x) {
       return q < n && recs_[q].op == Op::Matmul && recs_[q].p[1] == x;
@@ -1259,6 +1261,19 @@ class CudaBackend final : public Backend {
       j.x = static_cast<const float*>(r.p[0]);
       j.x2 = static_cast<const float*>(r.p[1]);
       j.mat = static_cast<float*>(const_cast<void*>(r.p[2]));
+      m = i + 1;
+    } else if (r.op == Op::Attention && fold_combine_ && r.n[3] == 1 && r.arg2 > 1 &&
+               is_mm_reading(i + 1, r.p[3]) && recs_[i + 1].n[3] == 1 &&
+               recs_[i + 1].n[2] == r.n[4] * r.n[1]) {
+      // One token's attention over several splits, into the output
+      // projection: the product merges the splits in its prologue, which
+      // saves the combine kernel and its dependent launch.
+      attn = &r;
+      j.pro = cuda::MatvecPrologue::AttnCombine;
+      j.x = partial_;
+      j.mat = static_cast<float*>(const_cast<void*>(r.p[3]));
+      j.attn_head_dim = r.n[1];
+      j.attn_splits = int(r.arg2);
       m = i + 1;
     } else if (r.op == Op::Matmul) {
       j.x = static_cast<const float*>(r.p[1]);
@@ -1312,6 +1327,11 @@ class CudaBackend final : public Backend {
     j.input_ready = reuse_input_ && j.pro == cuda::MatvecPrologue::None && before.values &&
                     j.row_bytes2 == 0 && before.values == j.x &&
                     before.K == j.K && before.T == j.T && before.plain == plain_type(j.dtype);
+    if (attn)
+      cuda::attention(static_cast<const float*>(attn->p[0]), attn->p[1], attn->p[2], attn->flag,
+                      attn->n[0], attn->n[1], attn->n[2], attn->n[3], attn->n[4], attn->f,
+                      arg_ptr(attn->arg), int(attn->arg2), partial_, j.mat, stream_,
+                      /*combine=*/false);
     cuda::matvec_fused(j, scratch_, stream_);
     if (cuda::matvec_fused_prepares(j.dtype, j.K, j.T, scratch_.input_bytes))
       prep_ = {j.pro == cuda::MatvecPrologue::None ? j.x : j.mat, j.K, j.T, plain_type(j.dtype)};
@@ -1677,6 +1697,7 @@ class CudaBackend final : public Backend {
   bool honour_invariant_ = true;  // KILN_CUDA_BATCH_INVARIANT=0: ignore it, to compare
   bool reuse_input_ = true;   // KILN_CUDA_MV_REUSE=0: every fused product prepares its input
   bool fuse_mixed_ = true;    // KILN_CUDA_MV_MIXED=0: v of another format than q/k in its own launch
+  bool fold_combine_ = true;  // KILN_CUDA_FOLD_COMBINE=0: attention's splits merged by their own kernel
   bool deferring_ = false;
   bool launched_ = false;
   size_t step_used_ = 0, out_used_ = 0;

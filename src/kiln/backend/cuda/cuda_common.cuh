@@ -157,11 +157,11 @@ void matvec(DType t, const void* w, size_t row_bytes, int64_t N, int64_t K, cons
 // The decode path's fused products (matvec_fused.cu): up to kMaxMatvecSegs
 // weights of one format and width that share an input, computed in one
 // launch over their concatenated rows, with an optional op folded in front
-// (rmsnorm of x with weight x2, or silu(x) * x2; its result also written to
-// mat unless null) and an optional residual add behind (add_to += y, one
-// weight only).
+// (rmsnorm of x with weight x2, or silu(x) * x2, or the merge of attention's
+// split partials in x; its result also written to mat unless null) and an
+// optional residual add behind (add_to += y, one weight only).
 inline constexpr int kMaxMatvecSegs = 4;
-enum class MatvecPrologue : int { None = 0, Rmsnorm = 1, SiluMul = 2 };
+enum class MatvecPrologue : int { None = 0, Rmsnorm = 1, SiluMul = 2, AttnCombine = 3 };
 struct MatvecJob {
   DType dtype = DType::F32;
   size_t row_bytes = 0;
@@ -176,6 +176,11 @@ struct MatvecJob {
   float eps = 0.0f;
   float* mat = nullptr;
   float* add_to = nullptr;
+  // AttnCombine: x holds the partials of attention (cuda::attention with
+  // combine = false) over heads of attn_head_dim in attn_splits splits,
+  // and mat (required) takes the merged row, attention's output.
+  int64_t attn_head_dim = 0;
+  int attn_splits = 0;
   // The scratch already holds this product's prepared input: the product
   // before it on the stream took the Hopper path (matvec_fused_prepares)
   // for the same values, width and token count and for weights of the same
@@ -302,10 +307,17 @@ void attention_segments(const float* q, const float* k, const float* v, int64_t 
 
 // Attention over the cache with the first query at *start_dev. splits > 1
 // spreads each (query, head)'s keys over that many blocks (flash-decoding)
-// and needs partial = splits * T * n_heads * (head_dim + 2) floats.
+// and needs partial = splits * T * n_heads * (head_dim + 2) floats; they
+// are merged into out, unless combine is false: then the caller merges
+// them (attention_combine, or a product's MatvecPrologue::AttnCombine).
 void attention(const float* q, const void* kc, const void* vc, bool f16, int64_t n_kv_heads,
                int64_t head_dim, int64_t capacity, int64_t T, int64_t n_heads, float scale,
-               const int32_t* start_dev, int splits, float* partial, float* out, cudaStream_t s);
+               const int32_t* start_dev, int splits, float* partial, float* out, cudaStream_t s,
+               bool combine = true);
+// out (rows x head_dim) = the merge of the splits' partials of `rows`
+// (query, head) rows.
+void attention_combine(const float* partial, int64_t rows, int64_t head_dim, int splits,
+                       float* out, cudaStream_t s);
 // One sequence of a batched decode step: its cache planes (contiguous,
 // [n_kv_heads][capacity][head_dim]) and the position its token takes.
 struct KvItem {

@@ -36,6 +36,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "kiln/backend/cuda/attention_combine.cuh"
 #include "kiln/backend/cuda/cuda_common.cuh"
 #include "kiln/backend/cuda/formats.cuh"
 #include "kiln/quant/k_scales.h"
@@ -105,6 +106,7 @@ struct Args {
   int64_t K;
   int T;
   int pro;  // MatvecPrologue
+  int attn_hd, attn_splits;  // MatvecPrologue::AttnCombine: x holds attention's split partials
   const float* x;
   const float* x2;
   float eps;
@@ -278,7 +280,7 @@ struct Dp4a {
 
 template <>
 struct Dp4a<DType::Q8_0> {
-  static constexpr bool kHas = true, kHalves = false;
+  static constexpr bool kHas = true, kHalves = false, kSpread = false;
   template <bool kAligned>
   __device__ static void pair(const uint8_t* row, int p, Pair& w) {
     const uint8_t* b = row + 68 * p;
@@ -293,7 +295,7 @@ struct Dp4a<DType::Q8_0> {
 };
 template <>
 struct Dp4a<DType::Q4_0> {
-  static constexpr bool kHas = true, kHalves = false;
+  static constexpr bool kHas = true, kHalves = false, kSpread = false;
   template <bool kAligned>
   __device__ static void pair(const uint8_t* row, int p, Pair& w) {
     const uint8_t* b = row + 36 * p;
@@ -318,7 +320,7 @@ struct Dp4a<DType::Q4_0> {
 
 template <DType DT>
 struct Dp4aK {  // Q4_K and Q5_K: d * sc * (q . x) - dmin * m * sum(x) per unit
-  static constexpr bool kHas = true, kHalves = false;
+  static constexpr bool kHas = true, kHalves = false, kSpread = false;
   template <bool kAligned>
   __device__ static void pair(const uint8_t* row, int p, Pair& w) {
     using F = Fmt<DT>;
@@ -371,27 +373,38 @@ struct Dp4a<DType::Q4_K> : Dp4aK<DType::Q4_K> {};
 template <>
 struct Dp4a<DType::Q5_K> : Dp4aK<DType::Q5_K> {};
 
+// Q6_K: d * sum over halves of sc * ((q - 32) . x). A pair is units j and
+// j + 2 of a 128-element half (kSpread; j = p & 1), not two neighbours:
+// those two take the low and the high nibbles of the same 32 bytes of ql
+// and two bits each of the same 32 bytes of qh, so a pair reads 64 bytes
+// of weights instead of 96 (each word assembled from two, 210-byte blocks
+// sitting at 2-byte alignment). The Q6_K products are bound by their
+// instructions more than their bytes. pair_dot takes the second unit's
+// input from the next 64-element group.
 template <>
-struct Dp4a<DType::Q6_K> {  // d * sum over halves of sc * ((q - 32) . x)
-  static constexpr bool kHas = true, kHalves = true;
+struct Dp4a<DType::Q6_K> {
+  static constexpr bool kHas = true, kHalves = true, kSpread = true;
   template <bool kAligned>
   __device__ static void pair(const uint8_t* row, int p, Pair& w) {
     const uint8_t* b = row + (p >> 2) * 210;
-    const int half = (p & 3) >> 1, k0 = 2 * (p & 1);  // units k0, k0 + 1 of this 128-half
+    const int half = (p & 3) >> 1, j = p & 1;
     w.d[0] = half_at(b + 208);
-    uint32_t ql[16], qh[8], s;
-    smem_words<64, false>(b + 64 * half, ql);
+    uint32_t ql[8], qh[8], sc[2];
+    smem_words<32, false>(b + 64 * half + 32 * j, ql);
     smem_words<32, false>(b + 128 + 32 * half, qh);
-    smem_words<4, false>(b + 192 + 8 * half + 2 * k0, reinterpret_cast<uint32_t(&)[1]>(s));
-    const int lshift = (k0 >> 1) * 4;
+    smem_words<8, false>(b + 192 + 8 * half, sc);  // the half's eight 16-element scales
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      w.v[i] = int(((ql[i] >> lshift) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * k0)) & 0x03030303u) << 4));
-      w.v[8 + i] = int(((ql[8 + i] >> lshift) & 0x0F0F0F0Fu) |
-                       (((qh[i] >> (2 * k0 + 2)) & 0x03030303u) << 4));
+      w.v[i] = int((ql[i] & 0x0F0F0F0Fu) | (((qh[i] >> (2 * j)) & 0x03030303u) << 4));
+      w.v[8 + i] = int(((ql[i] >> 4) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * j + 4)) & 0x03030303u) << 4));
     }
+    // Unit j's scales are bytes 2j, 2j + 1 of the half's eight; unit j + 2's
+    // bytes 2j + 4, 2j + 5.
 #pragma unroll
-    for (int i = 0; i < 4; ++i) w.sc[i] = int(int8_t(s >> (8 * i)));
+    for (int u = 0; u < 2; ++u) {
+      w.sc[2 * u] = int(int8_t(sc[u] >> (16 * j)));
+      w.sc[2 * u + 1] = int(int8_t(sc[u] >> (16 * j + 8)));
+    }
   }
   __device__ static float value(const Pair& w, int h, int i0, int i1, XSum s) {
     const int x0 = half_lo(s.halves), x1 = s.halves >> 16;
@@ -479,15 +492,36 @@ __device__ __forceinline__ void pair_dot(const uint8_t* row, int p, const int8_t
 #pragma unroll
     for (int t = 0; t < MAXT; ++t) {
       if (t >= T) break;
-      const int8_t* xg = xq + t * K + ((k >> 6) << 4);  // plane 0 of this group
-      const int blk = (t * K + k) >> 5;                 // the pair's first block in xd, xsum
-      const float2 xds = *reinterpret_cast<const float2*>(xd + blk);
-      const int4 both = *reinterpret_cast<const int4*>(xsum + blk);  // blk is even
-      const XSum xs[2] = {{both.x, __int_as_float(both.y)}, {both.z, __int_as_float(both.w)}};
+      // Unit h's two 16-byte input planes are xg + h * hstep and that +
+      // plane; its block scale xdv[h], its sums xs[h].
+      const int8_t* xg;
+      int hstep;
+      float xdv[2];
+      XSum xs[2];
+      if constexpr (D::kSpread) {
+        // Units j and j + 2 of the 128-element half at kh: planes 2j and
+        // 2j + 1 of the half's two 64-element groups, its blocks j, j + 2.
+        const int j = (k >> 6) & 1, kh = k - 64 * j;
+        xg = xq + t * K + ((kh >> 6) << 4) + 2 * j * plane;
+        hstep = 16;
+        const int blk = ((t * K + kh) >> 5) + j;
+        xdv[0] = xd[blk], xdv[1] = xd[blk + 2];
+        const int2 s0 = *reinterpret_cast<const int2*>(xsum + blk);
+        const int2 s1 = *reinterpret_cast<const int2*>(xsum + blk + 2);
+        xs[0] = {s0.x, __int_as_float(s0.y)}, xs[1] = {s1.x, __int_as_float(s1.y)};
+      } else {
+        xg = xq + t * K + ((k >> 6) << 4);  // plane 0 of this group
+        hstep = 2 * plane;
+        const int blk = (t * K + k) >> 5;  // the pair's first block in xd, xsum
+        const float2 xds = *reinterpret_cast<const float2*>(xd + blk);
+        const int4 both = *reinterpret_cast<const int4*>(xsum + blk);  // blk is even
+        xdv[0] = xds.x, xdv[1] = xds.y;
+        xs[0] = {both.x, __int_as_float(both.y)}, xs[1] = {both.z, __int_as_float(both.w)};
+      }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int4 a = *reinterpret_cast<const int4*>(xg + (2 * h) * plane);
-        const int4 c = *reinterpret_cast<const int4*>(xg + (2 * h + 1) * plane);
+        const int4 a = *reinterpret_cast<const int4*>(xg + h * hstep);
+        const int4 c = *reinterpret_cast<const int4*>(xg + h * hstep + plane);
         // (h is a constant once the loop unrolls: each call folds to one.)
         float s;
         if constexpr (D::kHalves) {
@@ -503,7 +537,7 @@ __device__ __forceinline__ void pair_dot(const uint8_t* row, int p, const int8_t
                                        high_nibbles_in_place<DT>(1, 1)>(w.v + 8, a, c);
           s = D::value(w, h, i, xs[h]);
         }
-        acc[t] = __fmaf_rn(h ? xds.y : xds.x, s, acc[t]);
+        acc[t] = __fmaf_rn(xdv[h], s, acc[t]);
       }
     }
   } else {
@@ -1182,9 +1216,19 @@ __global__ void __launch_bounds__(W * 32, W == 8 && MAXT == 1 && Dp4a<DT>::kHas 
     // first block also leaves it in a.xprep (a product after this one may
     // take the same input, MatvecJob::input_ready) and writes a.mat.
     if (one_pass) {
-      float4 xv = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (k4 < K) xv = *reinterpret_cast<const float4*>(a.x + k4);
-      float v[4] = {xv.x, xv.y, xv.z, xv.w};
+      float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (a.pro == int(MatvecPrologue::AttnCombine)) {
+        // Attention's output merged from its splits here (four dimensions
+        // of one head a thread), as the combine kernel merges them.
+        if (k4 < K) {
+          const int head = int(k4) / a.attn_hd;
+          combine_splits<4>(a.x + int64_t(head) * a.attn_splits * (a.attn_hd + 2), a.attn_hd,
+                            a.attn_splits, int(k4) - head * a.attn_hd, v);
+        }
+      } else if (k4 < K) {
+        const float4 xv = *reinterpret_cast<const float4*>(a.x + k4);
+        v[0] = xv.x, v[1] = xv.y, v[2] = xv.z, v[3] = xv.w;
+      }
       if (a.pro == int(MatvecPrologue::Rmsnorm)) {
         // The preparation kernel's sums (its block width), so the same bits;
         // one batch of loads for rows of up to 3072 (12 a thread; 16 made
@@ -1648,6 +1692,22 @@ bool matvec_fused_prepares(DType t, int64_t K, int64_t T, size_t scratch_bytes) 
 void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t s) {
   unsigned* counter = scratch.counter;
   KILN_CHECK(j.nseg >= 1 && j.nseg <= kMaxMatvecSegs, "matvec: ", j.nseg, " weights");
+  // Attention's splits merged by the product's one-pass prologue (one
+  // token, blocks that prepare their own input); any other way, by the
+  // combine kernel first, then the product of its output.
+  const bool combine = j.pro == MatvecPrologue::AttnCombine;
+  auto combine_first = [&] {
+    attention_combine(j.x, j.T * (j.K / j.attn_head_dim), j.attn_head_dim, j.attn_splits, j.mat,
+                      s);
+    MatvecJob plain = j;
+    plain.pro = MatvecPrologue::None;
+    plain.x = j.mat;
+    plain.mat = nullptr;
+    matvec_fused(plain, scratch, s);
+  };
+  if (combine && (j.T != 1 || j.input_ready || j.K % j.attn_head_dim != 0 ||
+                  j.K > kSelfW * 32 * 4 || one_pass_off()))
+    return combine_first();
   Args a{};
   a.total = 0;
   for (int i = 0; i < j.nseg; ++i) {
@@ -1663,6 +1723,8 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
   a.K = j.K;
   a.T = int(j.T);
   a.pro = int(j.pro);
+  a.attn_hd = int(j.attn_head_dim);
+  a.attn_splits = j.attn_splits;
   a.x = j.x;
   a.x2 = j.x2;
   a.eps = j.eps;
@@ -1682,13 +1744,13 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
           constexpr int W = kSelfW;
           plan_pieces<DT>(a, W);
           const size_t self_smem = bulk_smem_bytes(DT, j.K, j.T, a.nbuf, a.buf_bytes, W);
+          auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+          const bool one_pass = j.pro != MatvecPrologue::SiluMul && aligned16(j.x) &&
+                                aligned16(j.x2) && aligned16(j.mat) && !one_pass_off();
+          if (combine && !(self_smem <= kMaxBulkSmem && one_pass)) return combine_first();
           if (self_smem <= kMaxBulkSmem) {  // else (the widest pieces) the usual way
             a.self_prep = 1;
-            auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-            a.one_pass = j.pro != MatvecPrologue::SiluMul && aligned16(j.x) && aligned16(j.x2) &&
-                                 aligned16(j.mat) && !one_pass_off()
-                             ? 1
-                             : 0;
+            a.one_pass = one_pass ? 1 : 0;
             if (j.row_bytes2 == 0) {
               launch_bulk<W>(mv_bulk_kernel<DT, 1, W>, a, self_smem, s);
               return;
@@ -1702,6 +1764,7 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
           }
         }
       }
+      if (combine) return combine_first();
       KILN_CHECK(j.row_bytes2 == 0, "matvec: a last weight of another format, not one token");
       const int64_t per_row = (j.K + kPrepPerBlock - 1) / kPrepPerBlock;
       if (!j.input_ready)
@@ -1717,6 +1780,7 @@ void matvec_fused(const MatvecJob& j, const MatvecScratch& scratch, cudaStream_t
         launch_bulk<kW>(mv_bulk_kernel<DT, kMaxBulkT, kW>, a, bulk_smem, s);
       return;
     }
+    if (combine) return combine_first();
     if constexpr (is_plain(DT)) {
       if (j.T == 1)
         launch_matvec(mv_plain_kernel<DT, 1>, a, smem, s);
