@@ -5,9 +5,10 @@
 // products) and int8 per 32-element block with an f32 scale for the block
 // formats, which take integer dot products (dp4a), as the CPU backend and
 // llama.cpp do. Each lane takes a pair of 32-element units (64 consecutive
-// weights of a row; pair_dot), so that the K-quants decode the bytes two
-// units share once, and the int8 input is laid out in planes (xq_at) that
-// the lanes read without bank conflicts.
+// weights of a row, or Q6_K's units j and j + 2 of a 128-element half;
+// pair_dot), so that the K-quants decode the bytes two units share once,
+// and the int8 input is laid out in planes (xq_at) that the lanes read
+// without bank conflicts.
 //
 // Two implementations:
 // - Hopper (compute capability 9.0, the default there): the product's
