@@ -1023,9 +1023,7 @@ void attention_decode_batch(const float* q, const float* k, const float* v, bool
                                           group, scale, nullptr, splits, partial, out, s,
                                           items_dev);
   KILN_CHECK(ok, "batched attention: no kernel for head_dim ", head_dim, ", group ", group);
-  if (splits > 1)
-    launch(attn_combine_kernel, unsigned(n * n_heads), 128, 0, s, "attention (combine)", partial,
-           int(head_dim), splits, out);
+  if (splits > 1) attention_combine(partial, n * n_heads, head_dim, splits, out, s);
 }
 
 void attention_prefill(const float* q, const void* kc, const void* vc, bool f16,

@@ -1327,15 +1327,20 @@ class CudaBackend final : public Backend {
     j.input_ready = reuse_input_ && j.pro == cuda::MatvecPrologue::None && before.values &&
                     j.row_bytes2 == 0 && before.values == j.x &&
                     before.K == j.K && before.T == j.T && before.plain == plain_type(j.dtype);
-    if (attn)
-      cuda::attention(static_cast<const float*>(attn->p[0]), attn->p[1], attn->p[2], attn->flag,
-                      attn->n[0], attn->n[1], attn->n[2], attn->n[3], attn->n[4], attn->f,
-                      arg_ptr(attn->arg), int(attn->arg2), partial_, j.mat, stream_,
-                      /*combine=*/false);
+    if (attn) decode_attention(*attn, /*combine=*/false);
     cuda::matvec_fused(j, scratch_, stream_);
     if (cuda::matvec_fused_prepares(j.dtype, j.K, j.T, scratch_.input_bytes))
       prep_ = {j.pro == cuda::MatvecPrologue::None ? j.x : j.mat, j.K, j.T, plain_type(j.dtype)};
     return q - i;
+  }
+
+  // An Attention record through the split (flash-decoding) kernels; with
+  // combine false the splits are left in partial_ for the product after it
+  // to merge (fuse_at).
+  void decode_attention(const Rec& r, bool combine) {
+    cuda::attention(static_cast<const float*>(r.p[0]), r.p[1], r.p[2], r.flag, r.n[0], r.n[1],
+                    r.n[2], r.n[3], r.n[4], r.f, arg_ptr(r.arg), int(r.arg2), partial_,
+                    static_cast<float*>(const_cast<void*>(r.p[3])), stream_, combine);
   }
 
   void execute(const Rec& r) {
@@ -1393,17 +1398,14 @@ class CudaBackend final : public Backend {
                        r.n[1], r.n[2], static_cast<const float*>(r.p[2]),
                        static_cast<const float*>(r.p[3]), r.n[3], arg_ptr(r.arg), s);
         break;
-      case Op::Attention: {
-        auto* out = static_cast<float*>(const_cast<void*>(r.p[3]));
-        const auto* q = static_cast<const float*>(r.p[0]);
+      case Op::Attention:
         if (r.n[3] == 1 || !prefill_attention_)
-          cuda::attention(q, r.p[1], r.p[2], r.flag, r.n[0], r.n[1], r.n[2], r.n[3], r.n[4], r.f,
-                          arg_ptr(r.arg), int(r.arg2), partial_, out, s);
+          decode_attention(r, /*combine=*/true);
         else
-          cuda::attention_prefill(q, r.p[1], r.p[2], r.flag, r.n[0], r.n[1], r.n[2], r.n[3],
-                                  r.n[4], r.f, arg_ptr(r.arg), out, s);
+          cuda::attention_prefill(static_cast<const float*>(r.p[0]), r.p[1], r.p[2], r.flag,
+                                  r.n[0], r.n[1], r.n[2], r.n[3], r.n[4], r.f, arg_ptr(r.arg),
+                                  static_cast<float*>(const_cast<void*>(r.p[3])), s);
         break;
-      }
       case Op::ArgmaxRows:
         cuda::argmax_rows(static_cast<const float*>(r.p[0]), r.n[0], r.n[1],
                           static_cast<int32_t*>(const_cast<void*>(r.p[1])), s);
