@@ -416,7 +416,7 @@ __global__ void __launch_bounds__(decode_warps<HD, G>() * 32)
       const uintptr_t first = reinterpret_cast<uintptr_t>(planes[c]) & ~uintptr_t(127);
       const uintptr_t end = reinterpret_cast<uintptr_t>(planes[c]) + bytes;
       for (uintptr_t a = first + uintptr_t(threadIdx.x) * 128; a < end; a += uintptr_t(blockDim.x) * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+        prefetch_l2(reinterpret_cast<const void*>(a));
     }
   }
   pdl_wait();

@@ -24,6 +24,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -35,6 +36,10 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 
 #include "kiln/backend/backend.h"
 #include "kiln/backend/cuda/cuda_common.cuh"
@@ -65,6 +70,16 @@ void check_blas(cublasStatus_t st, const char* what) {
 }
 
 constexpr double kMiB = 1024.0 * 1024.0;
+
+// A cheap host clock for KILN_CUDA_STATS=ops (a read per recorded op):
+// the time-stamp counter on x86, the steady clock elsewhere.
+inline uint64_t host_ticks() {
+#if defined(__x86_64__)
+  return __rdtsc();
+#else
+  return uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+#endif
+}
 
 enum class Op : uint8_t {
   Matmul, Embed, Rmsnorm, Rope, StoreKv, Attention, SiluMul, Add, FillZero, Gather, ScatterAdd,
@@ -236,7 +251,12 @@ class CudaBackend final : public Backend {
     graphs_enabled_ = !env_is("KILN_CUDA_GRAPHS", "0");
     if (const char* d = std::getenv("KILN_CUDA_DEFER_TOKENS"))
       defer_tokens_ = std::clamp<int64_t>(std::atoll(d), 1, kDeferTokens);
-    if (env_is("KILN_CUDA_STATS", "1")) stats_ = std::make_unique<Stats>();
+    if (env_is("KILN_CUDA_STATS", "1") || env_is("KILN_CUDA_STATS", "ops")) {
+      stats_ = std::make_unique<Stats>();
+      stats_->by_op = env_is("KILN_CUDA_STATS", "ops");
+      stats_->made = std::chrono::steady_clock::now();
+      stats_->made_ticks = host_ticks();
+    }
     if (env_is("KILN_CUDA_PROFILE", "1")) profile_ = std::make_unique<OpProfile>();
     f16_prefill_ = !env_is("KILN_CUDA_PREFILL", "tf32");
     bf16_tensor_ = !env_is("KILN_CUDA_BF16", "f32");
@@ -274,6 +294,21 @@ class CudaBackend final : public Backend {
                      "caller between steps %.1f us\n",
                      stats_->record_ms / n, stats_->match_ms / n, stats_->launch_ms / n,
                      stats_->wait_ms / n, stats_->copy_ms / n, stats_->between_ms / n);
+      }
+      if (stats_->timed && stats_->by_op) {
+        // Ticks to microseconds by the clock over the backend's life.
+        const double us = std::chrono::duration<double, std::micro>(
+                              std::chrono::steady_clock::now() - stats_->made)
+                              .count();
+        const double per_us = double(host_ticks() - stats_->made_ticks) / us;
+        for (size_t o = 0; o < stats_->op_ticks.size(); ++o)
+          if (stats_->op_n[o])
+            std::fprintf(stderr,
+                         "kiln cuda stats: recording, up to each %s: %.1f a step, %.3f us "
+                         "each, %.2f us a step\n",
+                         op_name(Op(o)), double(stats_->op_n[o]) / double(stats_->timed),
+                         double(stats_->op_ticks[o]) / per_us / double(stats_->op_n[o]),
+                         double(stats_->op_ticks[o]) / per_us / double(stats_->timed));
       }
       if (!stats_->last_failure.empty())
         std::fprintf(stderr, "kiln cuda stats: last capture failure: %s\n",
@@ -939,6 +974,12 @@ class CudaBackend final : public Backend {
   // hashing and comparing its ~80 KB of records at the end (~20 us of host
   // time a step, with the GPU idle).
   void record(const Rec& r) {
+    if (stats_ && stats_->by_op) {
+      const uint64_t now = host_ticks();
+      stats_->step_ticks[size_t(r.op)] += now - stats_->last_tick;
+      ++stats_->step_n[size_t(r.op)];
+      stats_->last_tick = now;
+    }
     if (tracking_) {
       const size_t i = recs_.size();
       tracking_ = i < last_graph_->recs.size() &&
@@ -955,7 +996,12 @@ class CudaBackend final : public Backend {
     }
     deferring_ = true;
     tracking_ = last_graph_ != nullptr;
-    if (stats_) stats_->step_begin = std::chrono::steady_clock::now();
+    if (stats_) {
+      stats_->step_begin = std::chrono::steady_clock::now();
+      stats_->last_tick = host_ticks();
+      stats_->step_ticks.fill(0);
+      stats_->step_n.fill(0);
+    }
     recs_.clear();
     copy_out_.clear();
     step_used_ = 0;
@@ -1051,6 +1097,10 @@ class CudaBackend final : public Backend {
         stats_->launch_ms += span(t_launch, t_wait);
         stats_->wait_ms += span(t_wait, t_copy);
         stats_->copy_ms += ms_since(t_copy);
+        for (size_t o = 0; o < Stats::kOps; ++o) {
+          stats_->op_ticks[o] += stats_->step_ticks[o];
+          stats_->op_n[o] += stats_->step_n[o];
+        }
         if (stats_->step_end != clock::time_point{})
           stats_->between_ms += span(stats_->step_end, stats_->step_begin);
         stats_->step_end = clock::now();
@@ -1688,6 +1738,15 @@ class CudaBackend final : public Backend {
     double record_ms = 0.0, match_ms = 0.0, launch_ms = 0.0, wait_ms = 0.0, copy_ms = 0.0,
            between_ms = 0.0;
     std::chrono::steady_clock::time_point step_begin{}, step_end{};
+    // KILN_CUDA_STATS=ops: the recording's host time split by the op each
+    // stretch ends in (the model's work and the backend's up to that op's
+    // record), in host_ticks(), summed over the timed steps.
+    bool by_op = false;
+    std::chrono::steady_clock::time_point made{};
+    uint64_t made_ticks = 0, last_tick = 0;
+    static constexpr size_t kOps = size_t(Op::ArgmaxRows) + 1;
+    std::array<uint64_t, kOps> op_ticks{}, step_ticks{};
+    std::array<int64_t, kOps> op_n{}, step_n{};
   };
   std::unique_ptr<Stats> stats_;
   std::unique_ptr<OpProfile> profile_;  // KILN_CUDA_PROFILE=1

@@ -59,6 +59,15 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// Asks L2 for the 128-byte line holding p. Only warms L2, so it may run
+// before pdl_wait() on memory an earlier kernel writes: a line still being
+// written is read again after the wait all the same. For data a kernel
+// reads after its wait that was written long before (a cache's old rows, a
+// recurrent state), which a step's streamed weights have pushed out of L2.
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 // One key and one value element into their cache planes at element offset
 // off, as f16 (rounded to nearest) or f32.
 __device__ __forceinline__ void store_kv_element(void* kc, void* vc, bool f16, int64_t off,

@@ -30,18 +30,24 @@ constexpr int kMaxConvKernel = 8;
 
 __global__ void conv1d_silu_kernel(const float* __restrict__ x, int64_t T, int64_t C,
                                    const float* __restrict__ weight, int kernel, float* state,
-                                   float* __restrict__ out) {
+                                   float* __restrict__ out, bool prefetch) {
   pdl_trigger();
-  pdl_wait();
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= C) return;
   const int hist = kernel - 1;
+  // The weights before the wait (immutable), and the state's rows asked of
+  // L2 (last written a step ago, so long out of it): after the wait the
+  // state's loads would queue behind the next products' weight copies.
   float w[kMaxConvKernel], win[kMaxConvKernel];
+  if (c < C) {
 #pragma unroll
-  for (int j = 0; j < kMaxConvKernel; ++j) {
-    w[j] = j < kernel ? weight[c * kernel + j] : 0.0f;
-    win[j] = j < hist ? state[j * C + c] : 0.0f;
+    for (int j = 0; j < kMaxConvKernel; ++j) w[j] = j < kernel ? weight[c * kernel + j] : 0.0f;
+    if (prefetch && threadIdx.x % 32 == 0)
+      for (int j = 0; j < hist; ++j) prefetch_l2(state + j * C + c);
   }
+  pdl_wait();
+  if (c >= C) return;
+#pragma unroll
+  for (int j = 0; j < kMaxConvKernel; ++j) win[j] = j < hist ? state[j * C + c] : 0.0f;
   for (int64_t t = 0; t < T; ++t) {
     win[hist] = x[t * C + c];
     double s = 0;
@@ -110,14 +116,17 @@ __global__ void gates_kernel(const float* a, const float* b, const float* __rest
                              const float* __restrict__ dt_bias, int64_t T, int64_t H, float* g,
                              float* beta) {
   pdl_trigger();
-  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= T * H) return;
   const int64_t h = i % H;
-  const double x = double(a[i]) + double(dt_bias[h]);
+  const bool in = i < T * H;
+  // The head's constants (weights) before the wait.
+  const float bias = in ? dt_bias[h] : 0.0f, Ah = in ? A[h] : 0.0f;
+  pdl_wait();
+  if (!in) return;
+  const double x = double(a[i]) + double(bias);
   const double sp = x > 20.0 ? x : log1p(exp(x));
   const float bb = b[i];
-  g[i] = float(double(A[h]) * sp);
+  g[i] = float(double(Ah) * sp);
   beta[i] = sigmoid_f(bb);
 }
 
@@ -129,6 +138,7 @@ struct RuleArgs {
   float* out;
   int64_t T, nk, nv, dk, dv;
   bool tiled;
+  bool prefetch = false;  // ask L2 for the state before the wait (state_prefetch_enabled)
 };
 
 // The key head a value head reads: tiled (value head h -> h % nk, llama.cpp's
@@ -216,7 +226,6 @@ constexpr int kRuleRows = 32;  // state rows per warp
 __global__ void __launch_bounds__(kRuleWarps * 32)
     delta_rule_regs_kernel(const __grid_constant__ RuleArgs a) {
   pdl_trigger();
-  pdl_wait();
   __shared__ double part_k[2][kRuleWarps][32], part_o[2][kRuleWarps][32];
   __shared__ double part_q2[2][kRuleWarps], part_k2[2][kRuleWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -230,6 +239,12 @@ __global__ void __launch_bounds__(kRuleWarps * 32)
   const int64_t r0 = int64_t(warp) * kRuleRows;
   const bool my_row = r0 + lane < dk;  // lane holds q, k of row r0 + lane
   float* Sg = a.state + h * dk * dv;
+  // The warp's 32 rows of the block's 32 columns, a 128-byte line a row
+  // (lane i asks for row r0 + i), asked of L2 while the kernels before run:
+  // the state was last written a step ago, and after the wait its loads
+  // would queue behind the next products' weight copies.
+  if (a.prefetch && my_row) prefetch_l2(Sg + (r0 + lane) * dv + int64_t(blockIdx.y) * 32);
+  pdl_wait();
   double S[kRuleRows];
 #pragma unroll
   for (int r = 0; r < kRuleRows; ++r)
@@ -312,9 +327,11 @@ __global__ void __launch_bounds__(kRuleWarps * 32)
 __global__ void rmsnorm_gated_kernel(const float* x, const float* __restrict__ w, const float* z,
                                      int64_t rows, int64_t dim, float eps, float* y) {
   pdl_trigger();
-  pdl_wait();
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
+  // The norm weight (immutable; a 128-byte line a lane) asked of L2 first.
+  if (r < rows && lane * 32 < dim) prefetch_l2(w + lane * 32);
+  pdl_wait();
   if (r >= rows) return;
   const float* xr = x + r * dim;
   const float* zr = z + r * dim;
@@ -669,6 +686,13 @@ bool registers_rule_enabled() {
   return on;
 }
 
+// KILN_CUDA_DELTA_PREFETCH=0: the convolution and the rule read their
+// states after the wait only, to compare.
+bool state_prefetch_enabled() {
+  static const bool on = env_int("KILN_CUDA_DELTA_PREFETCH", 1, 0, 1) != 0;
+  return on;
+}
+
 }  // namespace
 
 void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int64_t kernel,
@@ -684,7 +708,7 @@ void conv1d_silu(const float* x, int64_t T, int64_t C, const float* weight, int6
     return;
   }
   launch(conv1d_silu_kernel, grid_for(C, 128), 128, 0, s, "conv1d_silu",
-         x, T, C, weight, int(kernel), state, out);
+         x, T, C, weight, int(kernel), state, out, state_prefetch_enabled());
 }
 
 void deltanet_gates(const float* a, const float* b, const float* A, const float* dt_bias,
@@ -742,7 +766,7 @@ void gated_delta_rule(const float* qkv, const float* g, const float* beta, float
     return;
   }
   if (dk <= kRuleWarps * kRuleRows && registers_rule_enabled()) {
-    RuleArgs a{qkv, g, beta, state, out, T, nk, nv, dk, dv, tiled};
+    RuleArgs a{qkv, g, beta, state, out, T, nk, nv, dk, dv, tiled, state_prefetch_enabled()};
     launch(delta_rule_regs_kernel, dim3(unsigned(nv), unsigned((dv + 31) / 32)),
            kRuleWarps * 32, 0, s, "gated_delta_rule", a);
     return;
