@@ -791,7 +791,7 @@ __global__ void __launch_bounds__(kThreads)
     find_row(a, row, &seg, &local);
     const uint8_t* rp = seg_w(a, seg) + local * int64_t(a.row_bytes);
     for (int64_t off = int64_t(lane) * 128; off < int64_t(a.row_bytes); off += 32 * 128)
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(rp + off));
+      prefetch_l2(rp + off);
   }
   pdl_wait();
   if (a.pro == int(MatvecPrologue::Rmsnorm)) row_inv_rms(a, inv);
