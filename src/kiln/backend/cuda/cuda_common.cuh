@@ -45,7 +45,8 @@ inline int env_int(const char* name, int fallback, int lo, int hi) {
 // layer, and without this each pays a launch and a DRAM round trip in turn.
 // The contract, kept by every kernel of the backend: call pdl_wait() before
 // touching any memory an earlier kernel writes or reads (activations,
-// caches, scratch), and read only immutable memory (weights) before it.
+// caches, scratch), and read only immutable memory (weights) before it;
+// prefetch_l2 (below) may name any memory there, since it only warms L2.
 // pdl_trigger() lets the next kernel be scheduled; calling it first thing is
 // safe because the next kernel waits in pdl_wait() for this one to finish.
 __device__ __forceinline__ void pdl_wait() {
