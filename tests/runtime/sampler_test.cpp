@@ -75,6 +75,41 @@ TEST(Sampler, ArgmaxAcrossItsBlocks) {
   }
 }
 
+// The top-k selection against sorting every candidate and keeping the head:
+// the same ids in the same order, with ties (logits from a few values, so
+// the lower id must win), -inf, NaNs (never candidates), k above the count
+// of non-NaN logits, and sizes around the 16-wide scan.
+TEST(Sampler, TopKCandidatesAreTheSortedHead) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> small(-4, 4);
+  std::normal_distribution<float> wide(0.0f, 3.0f);
+  std::vector<Candidate> got;
+  for (int64_t n : {1, 5, 15, 16, 17, 33, 1000, 5003, 151936}) {
+    for (int kind = 0; kind < 3; ++kind) {
+      std::vector<float> v(static_cast<size_t>(n));
+      for (auto& x : v) x = kind == 0 ? float(small(rng)) : wide(rng);
+      if (kind == 2)
+        for (size_t i = 0; i < v.size(); i += 7)
+          v[i] = i % 3 == 0 ? std::numeric_limits<float>::quiet_NaN() : -INFINITY;
+      std::vector<Candidate> all;
+      for (int64_t i = 0; i < n; ++i)
+        if (!std::isnan(v[size_t(i)])) all.push_back({v[size_t(i)], int32_t(i)});
+      std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      });
+      for (int64_t k : {int64_t(1), int64_t(2), int64_t(40), int64_t(300), n - 1, n, n + 3}) {
+        if (k <= 0) continue;
+        top_k_candidates(v.data(), n, size_t(k), got);
+        std::vector<Candidate> want(all.begin(), all.begin() + std::min<int64_t>(k, int64_t(all.size())));
+        ASSERT_EQ(got.size(), want.size()) << "n=" << n << " k=" << k << " kind=" << kind;
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_EQ(got[i].second, want[i].second) << "n=" << n << " k=" << k << " kind=" << kind
+                                                   << " rank " << i;
+      }
+    }
+  }
+}
+
 TEST(Sampler, TopKOfOneIsGreedyAtAnyTemperature) {
   SamplingParams p;
   p.temperature = 5;

@@ -23,6 +23,13 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
+using Candidate = std::pair<float, int32_t>;  // a logit and its token id
+
+// The k candidates of logits[0, vocab) with the highest logits (the lower
+// id first among equal ones; NaNs never), sorted that way, into out: a
+// sort of the whole vocabulary's head, made without sorting it.
+void top_k_candidates(const float* logits, int64_t vocab, size_t k, std::vector<Candidate>& out);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
@@ -41,7 +48,7 @@ class Sampler {
   double uniform();  // [0, 1), the same sequence on every platform
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<std::pair<float, int32_t>> candidates_;
+  std::vector<Candidate> candidates_;
 };
 
 }  // namespace kiln
