@@ -32,8 +32,8 @@ const char* kConfig = R"({"architectures": ["Qwen3ForCausalLM"], "model_type": "
   "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 1024,
   "tie_word_embeddings": true})";
 
-// BitNet with rows the GPU's ternary product takes (whole 256-value TQ2_0
-// blocks; the bitnet fixture's 64- and 160-wide rows run on the CPU only).
+// BitNet in TQ2_0, rows of whole 256-value blocks as a real model's (the
+// bitnet fixture's 64- and 160-wide rows load as I2_S).
 const char* kBitnetConfig = R"({"architectures": ["BitNetForCausalLM"], "model_type": "bitnet",
   "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
   "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,

@@ -53,6 +53,7 @@ struct Case {
   DType kv = DType::F32;
   double min_share = 0.9;
   double max_rel = 1e-4;
+  std::string ref_arch = "";  // the folder whose ref.safetensors applies, if not arch's
 };
 
 class CudaGolden : public testing::TestWithParam<Case> {};
@@ -62,7 +63,8 @@ TEST_P(CudaGolden, MatchesReference) {
   const Case& c = GetParam();
   const std::string dir = kData + "/hf/" + c.arch;
   const std::string model_path = c.source.empty() ? dir : dir + "/gguf/" + c.source;
-  auto ref = SafetensorsModel::open(dir + "/ref.safetensors");
+  const std::string ref_dir = c.ref_arch.empty() ? dir : kData + "/hf/" + c.ref_arch;
+  auto ref = SafetensorsModel::open(ref_dir + "/ref.safetensors");
   const auto ids = read_i32(*ref, "input_ids");
   const auto want = read_f32(*ref, "logits");
   const auto greedy = read_i32(*ref, "greedy_ids");
@@ -96,9 +98,9 @@ TEST_P(CudaGolden, MatchesReference) {
   }
   engine->model().forward(*state, ids.data(), T, got.data(), true);
 
-  if (c.exact && c.kv == DType::F32 && std::filesystem::exists(dir + "/ref_exact.safetensors")) {
+  if (c.exact && c.kv == DType::F32 && std::filesystem::exists(ref_dir + "/ref_exact.safetensors")) {
     std::printf("[ %s ] %s\n", model_path.c_str(),
-                test::expect_near_exact_logits(got, want, dir, kGpuFromExact).c_str());
+                test::expect_near_exact_logits(got, want, ref_dir, kGpuFromExact).c_str());
   } else if (c.exact) {
     const double err = max_relative_error(got, want);
     const double tol = c.kv == DType::F16 ? 2e-3 : c.max_rel;
@@ -151,11 +153,12 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"qwen3_5_text", "qwen3_5_text-q8_0.gguf", false, DType::F32, 0.6},
                     Case{"qwen3_next", "", true},
                     Case{"qwen3_next", "qwen3_next-f32.gguf", true},
-                    Case{"qwen3_next", "qwen3_next-q8_0.gguf", false, DType::F32, 0.6}),
-    // Not BitNet: the fixture's 64- and 160-wide rows are not the whole
-    // 128-value groups the GPU's ternary product takes, so it runs on the CPU
-    // (as real BitNet models, 2560 / 6912 wide, do not); the GPU's ternary
-    // product is compared with the CPU's bit for bit in ops_test.cpp.
+                    Case{"qwen3_next", "qwen3_next-q8_0.gguf", false, DType::F32, 0.6},
+                    // BitNet, packed and as bf16 master weights made ternary
+                    // at load: the CPU's 1e-3 (tests/runtime/golden_logits_test.cpp
+                    // says why); the GPU's ternary products equal the CPU's.
+                    Case{"bitnet", "", true, DType::F32, 0.9, 1e-3},
+                    Case{"bitnet_bf16", "", true, DType::F32, 0.9, 1e-3, "bitnet"}),
     [](const testing::TestParamInfo<Case>& info) {
       std::string s = info.param.arch + "_" +
                       (info.param.source.empty() ? "safetensors" : info.param.source) +

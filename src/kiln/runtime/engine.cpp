@@ -29,13 +29,14 @@ std::unique_ptr<Backend> choose_backend(const ModelFile& file, const LoadOptions
   const ModelSpec& s = file.spec();
   if (s.arch == "bitnet") {
     // The GPU's ternary product takes I2_S (also what the safetensors layouts
-    // load as) and TQ2_0 with rows of whole 128-value groups, as every
-    // released BitNet has; not TQ1_0's base-3 packing, nor narrower rows.
+    // and TQ2_0 rows of partial blocks load as) with rows of whole 32-value
+    // runs, as every released BitNet and the test models have; not TQ1_0's
+    // base-3 packing, nor rows of other widths.
     std::string why;
     for (const auto& [name, t] : file.tensors())
       if (t.dtype == DType::TQ1_0) why = "its TQ1_0 weights (convert to tq2_0 or i2_s)";
     for (int64_t width : {s.hidden, s.n_heads * s.head_dim, s.ffn_hidden})
-      if (width % 128 != 0) why = cat("its rows of ", width, " values (not whole 128-value groups)");
+      if (width % 32 != 0) why = cat("its rows of ", width, " values (not whole 32-value runs)");
     if (!why.empty()) {
       KILN_CHECK(o.device < 0, "--device ", dev, ": this BitNet model runs on the CPU only: ", why,
                  " (use --cpu)");

@@ -782,7 +782,7 @@ class CudaBackend final : public Backend {
     const DType t = w.view.dtype;
     const int64_t N = w.rows(), K = w.cols();
     KILN_CHECK(cuda::ternary_supported(t, K), "tensor ", w.view.name, ": the CUDA backend's ",
-               "ternary product takes I2_S (rows of whole 128-value groups) and TQ2_0, not ",
+               "ternary product takes I2_S (rows of whole 32-value runs) and TQ2_0, not ",
                dtype_name(t), " (use --cpu)");
     // Scratch for the int8 activations, sized here, outside any recorded
     // step; outgrown buffers stay allocated, since recorded ops may name them.

@@ -96,6 +96,49 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   }
 }
 
+// I2_S rows narrower than a group or ending inside one (K a multiple of 32,
+// not of 128: the small test models). The flat value index row * K + k
+// still places every 32 values of a row in one group's 32 bytes at one
+// shift, so a lane takes a word of those bytes (four values) at a time.
+// A word may hold values of up to four rows and is read once for each: a
+// path for small matrices, not for speed.
+__global__ void __launch_bounds__(kRowWarps * 32)
+    ternary_i2s_narrow_kernel(const uint8_t* __restrict__ W, int64_t N, int64_t K,
+                              const int8_t* __restrict__ q, const float* __restrict__ act_scale,
+                              int64_t T, float* __restrict__ y) {
+  pdl_trigger();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = int64_t(blockIdx.x) * kRowWarps + warp;
+  const float w_scale = *reinterpret_cast<const float*>(W + N * K / 4);
+  pdl_wait();
+  if (row >= N) return;
+  const int64_t words = K / 4;  // four values a word
+  for (int64_t t0 = 0; t0 < T; t0 += kTokensPerPass) {
+    const int nt = int(min(int64_t(kTokensPerPass), T - t0));
+    int acc[kTokensPerPass] = {};
+    for (int64_t wi = lane; wi < words; wi += 32) {
+      const int64_t k0 = (wi / 8) * 32 + (wi % 8) * 4;  // the row's value in the word's byte 0
+      const int64_t f = row * K + k0 - (wi % 8) * 4;     // flat index of its 32 values' first
+      const uint32_t w = u32_at(W + (f / 128) * 32 + (wi % 8) * 4);
+      const int s = signs_at(w, 6 - 2 * int((f / 32) % 4));
+#pragma unroll
+      for (int t = 0; t < kTokensPerPass; ++t) {
+        if (t >= nt) break;
+        const int xq = *reinterpret_cast<const int*>(q + (t0 + t) * K + k0);
+        acc[t] = __dp4a(s, xq, acc[t]);
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kTokensPerPass; ++t) {
+      if (t >= nt) break;
+      int d = acc[t];
+      for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+      if (lane == 0)
+        y[(t0 + t) * N + row] = __fdiv_rn(__fmul_rn(w_scale, float(d)), act_scale[t0 + t]);
+    }
+  }
+}
+
 // TQ2_0: a warp per row, two 256-value blocks at a time (16 lanes each, a
 // word of codes per lane); the first lane adds the blocks' scaled sums in
 // order, as the CPU does.
@@ -173,18 +216,23 @@ unsigned grid_of(int64_t n, int per) { return unsigned((n + per - 1) / per); }
 }  // namespace
 
 bool ternary_supported(DType t, int64_t K) {
-  return (t == DType::I2_S && K % 128 == 0) || (t == DType::TQ2_0 && K % 256 == 0);
+  return (t == DType::I2_S && K % 32 == 0) || (t == DType::TQ2_0 && K % 256 == 0);
 }
 
 void ternary_matmul(DType t, const void* w, int64_t N, int64_t K, const float* x, int64_t T,
                     int8_t* q, float* act_scale, float* y, cudaStream_t s) {
   KILN_CHECK(ternary_supported(t, K), "the CUDA backend's ternary product takes I2_S rows of ",
-             "whole 128-value groups and TQ2_0, not ", dtype_name(t), " rows of ", K);
+             "whole 32-value runs and TQ2_0 rows of whole blocks, not ", dtype_name(t),
+             " rows of ", K);
   if (T <= 0 || N <= 0) return;
   launch(ternary_quantize_kernel, unsigned(T), kQuantThreads, 0, s, "ternary activations", x, K,
          q, act_scale);
   const auto* W = static_cast<const uint8_t*>(w);
-  if (t == DType::I2_S)
+  if (t == DType::I2_S && K % 128 != 0)
+    launch(ternary_i2s_narrow_kernel, grid_of(N, kRowWarps), kRowWarps * 32, 0, s,
+           "ternary_matmul", W, N, K, static_cast<const int8_t*>(q),
+           static_cast<const float*>(act_scale), T, y);
+  else if (t == DType::I2_S)
     launch(ternary_i2s_kernel, grid_of(N, kRowWarps), kRowWarps * 32, 0, s, "ternary_matmul", W,
            N, K, static_cast<const int8_t*>(q), static_cast<const float*>(act_scale), T, y);
   else
