@@ -62,6 +62,13 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
     }
     return true;
   };
+  // Greedy without penalties: each decode step returns only its pick (on a
+  // GPU the logits stay there, and the 600 KB copy of a 151936-token
+  // vocabulary and the host's pass over it are skipped), the same token as
+  // argmax over the logits.
+  const bool pick_on_model = sampler.plain_argmax();
+  bool picked = false;
+  int32_t pick = 0;
   while (int64_t(result.tokens.size()) < req.max_tokens) {
     std::vector<int32_t> forced;
     if (req.force) forced = req.force(result.tokens);
@@ -76,14 +83,24 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       if (!go_on) break;
       next = forced.back();
     } else {
-      next = sampler.sample(logits, vocab, history);
+      next = picked ? pick : sampler.sample(logits, vocab, history);
       if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end()) {
         result.stop = GenerateResult::Stop::StopToken;
         break;
       }
     }
     if (!emit(next)) break;
-    model.forward(state, &next, 1, logits, false);
+    if (pick_on_model) {
+      BatchItem step;
+      step.state = &state;
+      step.tokens = &next;
+      step.n = 1;
+      step.argmax = &pick;
+      model.forward_batch({step});
+      picked = true;
+    } else {
+      model.forward(state, &next, 1, logits, false);
+    }
   }
   result.decode_seconds = seconds(t1, clock::now());
   return result;
