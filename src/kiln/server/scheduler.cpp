@@ -534,13 +534,9 @@ Scheduler::Choice Scheduler::choose(Slot& s) const {
     for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(logits[i] - mx));
     lse = mx + float(std::log(sum));
     if (seq.top_logprobs > 0) {
-      std::vector<int32_t> ids(static_cast<size_t>(vocab));
-      for (int64_t i = 0; i < vocab; ++i) ids[size_t(i)] = int32_t(i);
-      const size_t k = std::min<size_t>(size_t(seq.top_logprobs), ids.size());
-      std::partial_sort(ids.begin(), ids.begin() + int64_t(k), ids.end(), [&](int32_t a, int32_t b) {
-        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-      });
-      for (size_t j = 0; j < k; ++j) c.top.push_back({ids[j], logits[ids[j]] - lse});
+      std::vector<Candidate> top;
+      top_k_candidates(logits, vocab, size_t(seq.top_logprobs), top);
+      for (const Candidate& t : top) c.top.push_back({t.second, t.first - lse});
     }
   }
 
