@@ -4,7 +4,9 @@
 //     --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
 // (KILN_SERVE_BENCH_TOKENS, default 32: tokens per sequence; KILN_SERVE_BENCH_THREADS:
 // CPU threads, default the physical cores; KILN_SERVE_BENCH_KV=f16: an f16 KV
-// cache, as --cache-type f16; KILN_SERVE_BENCH_TILES=0: weights not
+// cache, as --cache-type f16; KILN_SERVE_BENCH_TEMP=T: streams sampled at
+// temperature T (the default top-k, top-p and min-p) instead of greedy, each
+// with its own seed; KILN_SERVE_BENCH_TILES=0: weights not
 // kept in tiles, see SchedulerOptions::weight_tiles_bytes; KILN_SERVE_BENCH_CHECK=0:
 // the streams are not compared with their runs alone). It drives the
 // Scheduler directly with token-id prompts, so a model without a tokenizer
@@ -53,7 +55,11 @@ double run(Model& model, int streams, int tokens, int64_t context, int prompt = 
     auto s = std::make_shared<Sequence>();
     s->prompt = prompt_of(first + i, prompt);
     s->max_tokens = tokens;
-    s->sampling.temperature = 0;
+    // Greedy, or sampled at KILN_SERVE_BENCH_TEMP with a seed of the
+    // stream's own (the same draws in either run).
+    const char* temp = std::getenv("KILN_SERVE_BENCH_TEMP");
+    s->sampling.temperature = temp ? float(std::atof(temp)) : 0.0f;
+    s->sampling.seed = uint64_t(first + i);
     sched.submit(s);
     seqs.push_back(s);
   }
