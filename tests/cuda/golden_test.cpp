@@ -25,6 +25,7 @@
 #include "kiln/runtime/engine.h"
 #include "kiln/runtime/generate.h"
 #include "support/reference.h"
+#include "support/sampled_generation.h"
 
 namespace kiln {
 namespace {
@@ -167,6 +168,32 @@ INSTANTIATE_TEST_SUITE_P(
         if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
       return s;
     });
+
+// generate() on the GPU, where a greedy step brings back only its pick:
+// the tokens of the plain loop that brings every step's logits to the
+// host, seed for seed, sampled too (tests/runtime/generate_test.cpp on the
+// CPU). The decode steps are recorded and replayed as graphs.
+class CudaGenerate : public testing::TestWithParam<std::string> {};
+
+TEST_P(CudaGenerate, DrawsEqualDrawsFromTheLogits) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  LoadOptions lo;
+  lo.need_tokenizer = false;
+  lo.device = 0;
+  auto engine = Engine::load(kData + "/hf/" + GetParam(), lo);
+  ASSERT_EQ(engine->backend().name().rfind("CUDA", 0), 0u) << engine->backend().name();
+  Model& model = engine->model();
+  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
+  const int n = 24;
+  for (const SamplingParams& sp : test::sampling_settings())
+    EXPECT_EQ(test::generated(model, prompt, sp, n),
+              test::sampled_from_logits(model, prompt, sp, n))
+        << GetParam() << " temperature " << sp.temperature << " top-k " << sp.top_k
+        << " penalty " << sp.repeat_penalty << " seed " << sp.seed;
+}
+
+INSTANTIATE_TEST_SUITE_P(Hf, CudaGenerate,
+                         testing::Values("qwen3", "qwen3_moe", "qwen3_5_text", "bitnet"));
 
 // The hybrid shapes of tests/data/hf_shapes (see
 // tests/convert/hybrid_shapes_test.cpp) on the GPU: one prefill against the

@@ -847,6 +847,52 @@ TEST(CudaOps, ArgmaxRowsMatchesHost) {
   EXPECT_EQ(got[4], 0);
 }
 
+// A sampler's top-k on the device: the host's candidates on every row, in
+// the same order once sorted (the order the host sorts them in), with ties
+// from logits of a few values (the lower index wins), NaNs (never
+// candidates), -inf, -0 beside +0 (equal logits), a row of -inf only, a row
+// with fewer non-NaN logits than k, and k up to the sampler's limit.
+TEST(CudaOps, TopKRowsMatchTheHostsCandidates) {
+  REQUIRE_GPU();
+  Backend& gpu = *fx().gpu;
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> few(-3, 3);
+  for (int64_t cols : {int64_t(97), int64_t(5000), int64_t(151936)}) {
+    const int64_t rows = 6;
+    auto x = random_vec(size_t(rows * cols), uint32_t(cols), 4.0f);
+    for (int64_t i = 0; i < cols; ++i) x[size_t(cols + i)] = float(few(rng));  // ties
+    float* r2 = x.data() + 2 * cols;
+    for (int64_t i = 0; i < cols; i += 5) r2[i] = i % 3 == 0 ? std::nanf("") : -INFINITY;
+    r2[1] = -0.0f, r2[2] = 0.0f, r2[3] = -0.0f;
+    for (int64_t i = 0; i < cols; ++i) x[size_t(3 * cols + i)] = -INFINITY;
+    float* r4 = x.data() + 4 * cols;  // 20 logits that are not NaN
+    for (int64_t i = 0; i < cols; ++i) r4[i] = i % (cols / 20 + 1) == 0 ? float(i % 7) : std::nanf("");
+    float* r5 = x.data() + 5 * cols;
+    for (int64_t i = 0; i < cols; ++i) r5[i] = float(i % 2);  // half tie for first
+    Dev xg(gpu, x);
+    for (int64_t k : {int64_t(1), int64_t(40), int64_t(96), int64_t(1024)}) {
+      if (k > cols) continue;
+      std::vector<std::vector<Candidate>> got(static_cast<size_t>(rows),
+                                              std::vector<Candidate>(static_cast<size_t>(k)));
+      std::vector<Candidate*> outs;
+      for (auto& g : got) outs.push_back(g.data());
+      gpu.top_k_rows(xg.f(), rows, cols, k, outs.data());
+      gpu.synchronize();
+      std::vector<Candidate> want;
+      for (int64_t j = 0; j < rows; ++j) {
+        top_k_candidates(x.data() + j * cols, cols, size_t(k), want);
+        sort_candidates(got[size_t(j)]);
+        ASSERT_EQ(got[size_t(j)].size(), want.size()) << "cols " << cols << " k " << k << " row " << j;
+        for (size_t i = 0; i < want.size(); ++i) {
+          EXPECT_EQ(got[size_t(j)][i].second, want[i].second)
+              << "cols " << cols << " k " << k << " row " << j << " rank " << i;
+          EXPECT_TRUE(got[size_t(j)][i].first == want[i].first) << "row " << j << " rank " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaOps, CleanErrors) {
   REQUIRE_GPU();
   Backend& gpu = *fx().gpu;

@@ -138,6 +138,51 @@ void expect_32_streams_equal_alone(const std::string& path, size_t weight_tiles 
     EXPECT_EQ(together[size_t(i)], alone(m, ids_from(i, 6 + i % 5, vocab), kTokens)) << "stream " << i;
 }
 
+// Sampled streams, eight at a time: each step brings back each stream's
+// top-k candidates (BatchItem::top), and every stream draws what it draws
+// alone from its full logits on the host (top_logprobs asks for those),
+// seed for seed. One stream with a penalty and one with top-k off take the
+// logits together too.
+TEST(PagedScheduler, SampledStreamsDrawWhatTheirLogitsGive) {
+  for (const std::string& path : {kStories, kHybrid}) {
+    auto e = load(path);
+    Model& m = e->model();
+    const int vocab = int(m.spec().vocab_size);
+    constexpr int kStreams = 8, kTokens = 30;
+    auto sampled = [&](int i) {
+      auto s = request(ids_from(i, 5 + i % 4, vocab), kTokens);
+      s->sampling.temperature = 0.9f;
+      s->sampling.seed = uint64_t(100 + i);
+      if (i == 3) s->sampling.repeat_penalty = 1.2f;
+      if (i == 5) s->sampling.top_k = 0;
+      return s;
+    };
+    SchedulerOptions o;
+    o.slots = kStreams;
+    o.context = 128;
+    o.top_k_rows_from = 1;  // the CPU's own choice is never
+    Scheduler sched(m, o);
+    std::vector<std::shared_ptr<Sequence>> seqs;
+    for (int i = 0; i < kStreams; ++i) {
+      seqs.push_back(sampled(i));
+      ASSERT_TRUE(sched.submit(seqs.back()));
+    }
+    std::vector<std::vector<int32_t>> together;
+    for (auto& s : seqs) together.push_back(collect(*s));
+    ASSERT_TRUE(sched.wait_idle(10000));  // one scheduler on the model at a time
+    for (int i = 0; i < kStreams; ++i) {
+      SchedulerOptions o1 = o;
+      o1.slots = 1;
+      o1.top_k_rows_from = 0;
+      Scheduler one(m, o1);
+      auto s = sampled(i);
+      s->top_logprobs = 0;  // the logits come to the host
+      ASSERT_TRUE(one.submit(s));
+      EXPECT_EQ(together[size_t(i)], collect(*s)) << path << " stream " << i;
+    }
+  }
+}
+
 TEST(PagedScheduler, ThirtyTwoStreamsOfQ8_0WeightsEqualTheirAloneOutputs) {
   expect_32_streams_equal_alone(std::string(KILN_TEST_DATA) + "/hf/qwen3/gguf/qwen3-q8_0.gguf");
 }

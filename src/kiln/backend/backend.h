@@ -13,6 +13,7 @@
 
 #include "kiln/core/tensor.h"
 #include "kiln/core/rope_style.h"
+#include "kiln/core/top_k.h"
 
 namespace kiln {
 
@@ -95,6 +96,17 @@ class Backend {
   // step brings back 4 bytes a sequence, not its logits. The default copies
   // each row to the host.
   virtual void argmax_rows(const float* src, int64_t rows, int64_t cols, int32_t* const* outs);
+  // Row j's k candidates (kiln/core/top_k.h: the highest logits, the lower
+  // id among equal ones) into outs[j][0, k), in any order; where the row
+  // has fewer than k logits that are not NaN, the entries past them have
+  // NaN logits. What a sampler's top-k needs of a sampled serving step's
+  // logits, without them leaving the device. May complete only at the next
+  // synchronize(). The default copies each row to the host.
+  virtual void top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k,
+                          Candidate* const* outs);
+  // The fewest rows for which top_k_rows beats bringing the logits to the
+  // host and choosing there; 0: never (logits already in host memory).
+  virtual int64_t top_k_rows_from() const { return 0; }
   virtual void fill_zero(void* dst, size_t bytes) = 0;
   // Host memory that copies from the device land in directly (pinned on a
   // GPU, so a recorded step copies straight into it, no staging); plain

@@ -5,6 +5,8 @@
 #include "kiln/core/argmax.h"
 #include "kiln/core/error.h"
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace kiln {
@@ -48,6 +50,18 @@ void Backend::argmax_rows(const float* src, int64_t rows, int64_t cols, int32_t*
   for (int64_t j = 0; j < rows; ++j) {
     to_host(row.data(), src + j * cols, row.size() * sizeof(float));
     *outs[j] = argmax(row.data(), cols);
+  }
+}
+
+void Backend::top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k,
+                         Candidate* const* outs) {
+  std::vector<float> row(static_cast<size_t>(cols));
+  std::vector<Candidate> top;
+  for (int64_t j = 0; j < rows; ++j) {
+    to_host(row.data(), src + j * cols, row.size() * sizeof(float));
+    top_k_candidates(row.data(), cols, size_t(k), top);
+    top.resize(size_t(k), Candidate{NAN, -1});
+    std::copy(top.begin(), top.end(), outs[j]);
   }
 }
 

@@ -254,6 +254,8 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
                      bool all_logits, float* h_buf, float* logits_buf) const {
   std::vector<void*> dest;        // where logits row j goes
   std::vector<int32_t*> picks;    // where the pick of row logit_rows + j goes
+  std::vector<Candidate*> tops;   // where the candidates of row pick_end + j go
+  int64_t top_k = 0;              // the most any request asked for
   int64_t rows = 0;
   // Rows of x go through the norm into h_buf in runs: a serving step's
   // one-token sequences sit in consecutive rows, and the norm is row by
@@ -284,6 +286,26 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
     norm_rows(r.row + r.n - 1, 1);
     picks.push_back(r.argmax);
   }
+  const int64_t pick_end = rows;
+  // Every request gets the most candidates any asked for: the first top_k
+  // of them in order are its own top_k.
+  for (int64_t i = 0; i < n_reqs; ++i) {
+    const HeadRequest& r = reqs[i];
+    if (r.logits || r.argmax || !r.top || r.n <= 0) continue;
+    top_k = std::max(top_k, r.top_k);
+  }
+  std::vector<std::vector<Candidate>> wider;  // room for top_k where a request asked for fewer
+  for (int64_t i = 0; i < n_reqs; ++i) {
+    const HeadRequest& r = reqs[i];
+    if (r.logits || r.argmax || !r.top || r.n <= 0) continue;
+    norm_rows(r.row + r.n - 1, 1);
+    if (r.top_k == top_k) {
+      tops.push_back(r.top);
+    } else {
+      wider.emplace_back(size_t(top_k));
+      tops.push_back(wider.back().data());
+    }
+  }
   end_run();
   for (int64_t r = 0; r < rows; r += head_rows) {
     const int64_t n = std::min(head_rows, rows - r);
@@ -291,9 +313,26 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
     b.matmul(*output, h_buf + r * hidden, n, logits_buf);
     if (with_logits > 0)
       b.to_host_rows(dest.data() + r, logits_buf, size_t(vocab) * sizeof(float), with_logits);
-    if (n > with_logits)
-      b.argmax_rows(logits_buf + with_logits * vocab, n - with_logits, vocab,
+    // The candidates are asked for before the argmax, which ends the step
+    // (a recorded step on a GPU), so that they come back with it.
+    const int64_t top_from = std::clamp<int64_t>(pick_end - r, 0, n);
+    if (n > top_from)
+      b.top_k_rows(logits_buf + top_from * vocab, n - top_from, vocab, top_k,
+                   tops.data() + (r + top_from - pick_end));
+    if (top_from > with_logits)
+      b.argmax_rows(logits_buf + with_logits * vocab, top_from - with_logits, vocab,
                     picks.data() + (r + with_logits - logit_rows));
+  }
+  if (!tops.empty()) b.synchronize();
+  size_t w = 0;
+  for (int64_t i = 0; i < n_reqs; ++i) {
+    const HeadRequest& r = reqs[i];
+    if (r.logits || r.argmax || !r.top || r.n <= 0 || r.top_k == top_k) continue;
+    // The narrower request's own: its top_k first candidates in order.
+    std::vector<Candidate>& c = wider[w++];
+    sort_candidates(c);
+    c.resize(size_t(r.top_k), Candidate{NAN, -1});
+    std::copy(c.begin(), c.end(), r.top);
   }
 }
 

@@ -109,12 +109,15 @@ struct HeadRequest {
   int64_t n = 0;              // its rows
   float* logits = nullptr;    // host memory for its logits, or null
   int32_t* argmax = nullptr;  // without logits: where its last row's pick goes, or null
+  Candidate* top = nullptr;   // without either: where its last row's top_k candidates go
+  int64_t top_k = 0;
 };
 
 // The final norm and output projection of a step, only for the rows that are
 // wanted: with all_logits (a single request) every row, else each request's
 // last. Rows whose logits go to the host come first, then those that bring
-// back only their argmax, at most head_rows rows per product so that
+// back only their argmax, then those that bring back their top-k
+// candidates (a sampled step), at most head_rows rows per product so that
 // logits_buf [head_rows, vocab] stays small next to a large vocabulary.
 // x [T, hidden]; h_buf holds a row per wanted row.
 struct OutputHead {

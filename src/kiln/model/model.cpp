@@ -1,6 +1,7 @@
 #include "kiln/model/model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "kiln/core/argmax.h"
 #include "kiln/core/error.h"
@@ -62,15 +63,22 @@ void Model::prepare_tokens(SequenceState& s, const int32_t* tokens, int64_t n) c
 
 void Model::forward_batch(const std::vector<BatchItem>& items) {
   std::vector<float> row;
+  std::vector<Candidate> top;
   for (const BatchItem& it : items) {
     if (it.n <= 0) continue;
-    if (it.logits || !it.argmax) {
+    if (it.logits || (!it.argmax && !it.top)) {
       forward(*it.state, it.tokens, it.n, it.logits, false);
       continue;
     }
     row.resize(size_t(spec_.vocab_size));
     forward(*it.state, it.tokens, it.n, row.data(), false);
-    *it.argmax = argmax(row.data(), spec_.vocab_size);
+    if (it.argmax) {
+      *it.argmax = argmax(row.data(), spec_.vocab_size);
+    } else {
+      top_k_candidates(row.data(), spec_.vocab_size, size_t(it.top_k), top);
+      top.resize(size_t(it.top_k), Candidate{NAN, -1});
+      std::copy(top.begin(), top.end(), it.top);
+    }
   }
 }
 

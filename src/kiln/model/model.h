@@ -91,6 +91,11 @@ struct BatchItem {
   // Without logits: where the index of the last token's largest logit goes
   // (a greedy step; the logits stay on the device), or null.
   int32_t* argmax = nullptr;
+  // Without logits or argmax: where the last token's top_k candidates go
+  // (a sampled step; Backend::top_k_rows: top_k entries in any order), or
+  // null.
+  Candidate* top = nullptr;
+  int64_t top_k = 0;
 };
 
 class Model {
@@ -161,7 +166,8 @@ class Model {
   }
   static void set_capacity(SequenceState& s, int64_t c) { s.capacity_ = c; }
   // forward_batch's items that carry tokens, as the model's Item {state,
-  // tokens, n, logits, inputs, argmax (only without logits)}, each state
+  // tokens, n, logits, inputs, argmax (only without logits), top and top_k
+  // (only without either)}, each state
   // checked and prepared (prepare_tokens) and none twice; total: their tokens.
   template <class State, class Item>
   std::vector<Item> batch_items(const std::vector<BatchItem>& items, int64_t& total) const {
@@ -173,7 +179,9 @@ class Model {
       prepare_tokens(*st, it.tokens, it.n);
       for (const Item& other : run)
         KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
-      run.push_back(Item{st, it.tokens, it.n, it.logits, nullptr, it.logits ? nullptr : it.argmax});
+      const bool picks = it.logits || it.argmax;
+      run.push_back(Item{st, it.tokens, it.n, it.logits, nullptr, it.logits ? nullptr : it.argmax,
+                         picks ? nullptr : it.top, picks ? 0 : it.top_k});
       total += it.n;
     }
     return run;

@@ -49,6 +49,8 @@ struct StepItem {
   float* logits;                          // null: none wanted
   const ForwardInputs* inputs = nullptr;  // vision inputs (a single-item step only)
   int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
+  Candidate* top = nullptr;   // or its top_k candidates (BatchItem::top)
+  int64_t top_k = 0;
 };
 
 template <class Derived, class State, class Item, class Workspace>

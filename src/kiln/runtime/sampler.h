@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kiln/core/argmax.h"
+#include "kiln/core/top_k.h"
 
 namespace kiln {
 
@@ -23,13 +24,6 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
-using Candidate = std::pair<float, int32_t>;  // a logit and its token id
-
-// The k candidates of logits[0, vocab) with the highest logits (the lower
-// id first among equal ones; NaNs never), sorted that way, into out: a
-// sort of the whole vocabulary's head, made without sorting it.
-void top_k_candidates(const float* logits, int64_t vocab, size_t k, std::vector<Candidate>& out);
-
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
@@ -44,7 +38,21 @@ class Sampler {
   }
   const SamplingParams& params() const { return params_; }
 
+  // The most candidates a model step is asked for (Backend::top_k_rows).
+  static constexpr int64_t kMaxModelTopK = 1024;
+  // k when sample() depends only on the top-k candidates of the logits as
+  // they come (sampled, no penalties, 0 < top-k < vocab, at most
+  // kMaxModelTopK), so that the model can hand over those instead of the
+  // logits; else 0.
+  int64_t model_top_k(int64_t vocab) const;
+  // What sample() gives for logits whose top-k candidates are `given`: in
+  // any order, at least model_top_k() of them (NaN logits where the row had
+  // fewer), as Backend::top_k_rows hands them over. Reorders `given`.
+  int32_t sample_candidates(std::vector<Candidate>& given);
+
  private:
+  // The filters and the draw, from candidates in by_logit's order.
+  int32_t draw(const std::vector<Candidate>& candidates);
   double uniform();  // [0, 1), the same sequence on every platform
   SamplingParams params_;
   std::mt19937_64 rng_;

@@ -342,9 +342,15 @@ void Scheduler::step() {
     it.tokens = s.pending.data();
     it.n = n;
     const bool last = n == int64_t(s.pending.size());
-    s.picked = last && s.sampler->plain_argmax() && s.seq->top_logprobs < 0 && !s.seq->constraint;
-    it.logits = last && !s.picked ? s.logits.f32() : nullptr;
+    const bool plain = last && s.seq->top_logprobs < 0 && !s.seq->constraint;
+    s.picked = plain && s.sampler->plain_argmax();
+    const int64_t k = plain && !s.picked ? s.sampler->model_top_k(model_.spec().vocab_size) : 0;
+    s.topped = k > 0;
+    if (s.topped) s.top.resize(size_t(k));
+    it.logits = last && !s.picked && !s.topped ? s.logits.f32() : nullptr;
     it.argmax = s.picked ? &s.pick : nullptr;
+    it.top = s.topped ? s.top.data() : nullptr;
+    it.top_k = s.topped ? k : 0;
     items.push_back(it);
     owners.push_back(&s);
     budget -= n;
@@ -385,6 +391,22 @@ void Scheduler::step() {
     return;
   }
   if (items.empty()) return;
+  // Too few sampled sequences for the candidates to be worth making with
+  // the step: their logits come to the host instead.
+  const int64_t top_from = options_.top_k_rows_from >= 0 ? options_.top_k_rows_from
+                                                         : model_.backend().top_k_rows_from();
+  int64_t topped = 0;
+  for (const Slot* s : owners) topped += s->topped;
+  if (topped > 0 && (top_from == 0 || topped < top_from)) {
+    for (size_t i = 0; i < items.size(); ++i) {
+      Slot& s = *owners[i];
+      if (!s.topped) continue;
+      s.topped = false;
+      items[i].top = nullptr;
+      items[i].top_k = 0;
+      items[i].logits = s.logits.f32();
+    }
+  }
 
   const double t0 = now_seconds();
   try {
@@ -413,15 +435,17 @@ void Scheduler::step() {
   std::vector<Choice> choices(ready.size());
   // A few slots choose on this thread; more in parallel where they scan
   // their logits (32 sampled slots of a 151936-token vocabulary: ~2.6 ms on
-  // one thread, as long as the GPU's step of a 0.6B model). A greedy pick
-  // made with the step (Slot::picked) scans nothing, and a small vocabulary
+  // one thread before the candidates were made by a scan, as long as the
+  // GPU's step of a 0.6B model). A greedy pick made with the step
+  // (Slot::picked) scans nothing, nor a draw from the top-k candidates the
+  // step brought back (Slot::topped), and a small vocabulary
   // is less work than waking the pool: its workers would then spin beside
   // the next step's threads for nothing.
   constexpr size_t kParallelFrom = 8;
   constexpr int64_t kParallelLogits = int64_t(1) << 18;
   int64_t scanned = 0;  // logits the choices read
   for (const Slot* s : ready)
-    if (!s->picked) scanned += model_.spec().vocab_size;
+    if (!s->picked && !s->topped) scanned += model_.spec().vocab_size;
   const bool parallel = ready.size() >= kParallelFrom && scanned >= kParallelLogits;
   if (parallel && !choose_pool_)
     choose_pool_ = std::make_unique<ThreadPool>(std::min(physical_core_count(), 8));
@@ -543,6 +567,8 @@ Scheduler::Choice Scheduler::choose(Slot& s) const {
   int32_t id = -1;
   if (s.picked) {
     id = s.pick;  // what the sampler's greedy argmax gives, chosen on the device
+  } else if (s.topped) {
+    id = s.sampler->sample_candidates(s.top);  // what sample() gives over the logits
   } else if (!seq.constraint) {
     id = s.sampler->sample(logits, vocab, s.history);
   } else {

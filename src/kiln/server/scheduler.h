@@ -124,6 +124,10 @@ struct SchedulerOptions {
   // Bytes of weights the backend may keep packed for batched steps
   // (Backend::keep_weight_tiles; the serve plan's weight_tiles_bytes).
   size_t weight_tiles_bytes = 0;
+  // The fewest sampled sequences in a step for which the step brings back
+  // their top-k candidates rather than their logits (Sampler::model_top_k);
+  // 0: never; -1: the backend's choice (Backend::top_k_rows_from).
+  int64_t top_k_rows_from = -1;
 };
 
 struct SchedulerStats {
@@ -169,6 +173,11 @@ class Scheduler {
     // brings back only the largest logit's index, here (picked: it did).
     int32_t pick = -1;
     bool picked = false;
+    // Sampled requests of the same kind whose draw needs only the top-k
+    // candidates (Sampler::model_top_k): the step brings back those, here
+    // (topped: it did), not the logits.
+    std::vector<Candidate> top;
+    bool topped = false;
     bool logits_ready = false;  // logits hold the distribution for the next token
     bool recomputing = false;   // preempted: pending re-feeds what the cache lost
     uint64_t last_used = 0;

@@ -247,6 +247,16 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStr
 // out[j] = the first index of the largest value of row j (NaN never; 0 for
 // a row of NaN only), rows of cols floats.
 void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaStream_t s);
+// A logit and its index, as the host's Candidate (kiln/core/top_k.h).
+struct LogitId {
+  float logit;
+  int32_t id;
+};
+// out[j * k, (j + 1) * k) = row j's k candidates (the highest logits, the
+// lower index among equal ones), in no order; NaN logits (index -1 or a
+// NaN's own) past a row's non-NaN ones. k <= cols.
+void top_k_rows(const float* x, int64_t rows, int64_t cols, int64_t k, LogitId* out,
+                cudaStream_t s);
 void add(float* x, const float* y, int64_t n, cudaStream_t s);
 void gather_rows(const float* x, const int32_t* rows_dev, int64_t n, int64_t dim, float* out,
                  cudaStream_t s);

@@ -107,6 +107,97 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   }
 }
 
+// Top-k by radix selection, a block a row: four passes of 8-bit digit
+// histograms find the k-th largest key T (a logit's bits made to sort as
+// unsigned integers, -0 as +0 and NaN lowest), then every logit above T is
+// taken, and of those equal to T the ones with the lowest indices, as many
+// as k still needs (an ordered pass: each thread a contiguous stretch, a
+// block scan of their counts). A row of Qwen3's 151936 logits is read six
+// times, from L2 after the first; a serving step's rows run side by side.
+constexpr int kTopThreads = 1024;
+__device__ __forceinline__ uint32_t order_key(float v) {
+  if (v != v) return 0u;
+  uint32_t u = __float_as_uint(v);
+  if (u == 0x80000000u) u = 0u;  // -0 equals +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+// Exclusive prefix sum of v over the block; *total gets the sum.
+__device__ int block_exclusive_scan(int v, int* total) {
+  __shared__ int warp_sums[kTopThreads / 32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int x = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  if (lane == 31) warp_sums[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    int w = warp_sums[lane];
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += y;
+    }
+    warp_sums[lane] = w;  // inclusive over warps
+  }
+  __syncthreads();
+  const int before = (warp > 0 ? warp_sums[warp - 1] : 0) + x - v;
+  *total = warp_sums[kTopThreads / 32 - 1];
+  __syncthreads();
+  return before;
+}
+__global__ void __launch_bounds__(kTopThreads)
+    top_k_rows_kernel(const float* __restrict__ x, int64_t cols, int k, LogitId* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
+  const float* row = x + int64_t(blockIdx.x) * cols;
+  LogitId* dst = out + int64_t(blockIdx.x) * k;
+  __shared__ unsigned hist[256];
+  __shared__ uint32_t s_digit;
+  __shared__ int s_need, s_taken;
+  uint32_t prefix = 0, mask = 0;
+  int need = k;  // how many of the keys matching prefix are still wanted
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += kTopThreads) hist[i] = 0;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < cols; i += kTopThreads) {
+      const uint32_t key = order_key(row[i]);
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int above = 0, d = 255;
+      for (; d > 0 && above + int(hist[d]) < need; --d) above += int(hist[d]);
+      s_digit = uint32_t(d);
+      s_need = need - above;
+    }
+    __syncthreads();
+    prefix |= s_digit << shift;
+    mask |= 255u << shift;
+    need = s_need;
+    __syncthreads();
+  }
+  // prefix is T; need: how many keys equal to T to take. Those above T
+  // take the first k - need places.
+  if (threadIdx.x == 0) s_taken = 0;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < cols; i += kTopThreads) {
+    const float v = row[i];
+    if (order_key(v) > prefix) dst[atomicAdd(&s_taken, 1)] = LogitId{v, int32_t(i)};
+  }
+  const int64_t stretch = (cols + kTopThreads - 1) / kTopThreads;
+  const int64_t lo = min(cols, int64_t(threadIdx.x) * stretch), hi = min(cols, lo + stretch);
+  int equal = 0;
+  for (int64_t i = lo; i < hi; ++i) equal += order_key(row[i]) == prefix;
+  int total;
+  int rank = block_exclusive_scan(equal, &total);
+  const int base = k - need;
+  for (int64_t i = lo; i < hi && rank < need; ++i) {
+    const float v = row[i];
+    if (order_key(v) == prefix) dst[base + rank++] = LogitId{v, int32_t(i)};
+  }
+}
+
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
   pdl_trigger();
   pdl_wait();
@@ -172,6 +263,12 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStr
 void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaStream_t s) {
   if (rows <= 0) return;
   launch(argmax_rows_kernel, unsigned(rows), kArgmaxThreads, 0, s, "argmax_rows", x, cols, out);
+}
+
+void top_k_rows(const float* x, int64_t rows, int64_t cols, int64_t k, LogitId* out,
+                cudaStream_t s) {
+  if (rows <= 0 || k <= 0) return;
+  launch(top_k_rows_kernel, unsigned(rows), kTopThreads, 0, s, "top_k_rows", x, cols, int(k), out);
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t s) {

@@ -1,0 +1,99 @@
+// The model hands back less than the logits where a sampler allows: a
+// greedy step's pick (generate() asks for it), a sampled step's top-k
+// candidates (the server asks for them). Each must give what the logits
+// give: the same tokens, seed for seed, and the same candidates.
+// (tests/cuda/golden_test.cpp: generate() on the GPU.)
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <string>
+#include <vector>
+
+#include "kiln/core/top_k.h"
+#include "kiln/runtime/engine.h"
+#include "support/sampled_generation.h"
+
+namespace kiln {
+namespace {
+
+const std::string kData = KILN_TEST_DATA;
+
+class GenerateOnTheModel : public testing::TestWithParam<std::string> {};
+
+TEST_P(GenerateOnTheModel, DrawsEqualDrawsFromTheLogits) {
+  LoadOptions lo;
+  lo.need_tokenizer = false;
+  lo.force_cpu = true;
+  auto engine = Engine::load(kData + "/" + GetParam(), lo);
+  Model& model = engine->model();
+  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
+  const int n = 24;
+  for (const SamplingParams& sp : test::sampling_settings())
+    EXPECT_EQ(test::generated(model, prompt, sp, n),
+              test::sampled_from_logits(model, prompt, sp, n))
+        << GetParam() << " temperature " << sp.temperature << " top-k " << sp.top_k
+        << " penalty " << sp.repeat_penalty << " seed " << sp.seed;
+}
+
+// One decode step of four sequences fed alike (the same prompt, the same
+// token): one brings back its logits, one its pick, two their top-k
+// candidates (40 and a narrower 5, which the step widens to 40 and cuts
+// back). Rows of one step with the same inputs have the same logits, so
+// each answer must be what those logits give.
+TEST_P(GenerateOnTheModel, StepCandidatesAreTheHeadOfItsLogits) {
+  LoadOptions lo;
+  lo.need_tokenizer = false;
+  lo.force_cpu = true;
+  auto engine = Engine::load(kData + "/" + GetParam(), lo);
+  Model& model = engine->model();
+  const int64_t vocab = model.spec().vocab_size;
+  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
+  StateOptions so;
+  so.context = 16;
+  std::vector<std::unique_ptr<SequenceState>> states;
+  for (int i = 0; i < 4; ++i) {
+    states.push_back(model.new_state(so));
+    model.forward(*states.back(), prompt.data(), int64_t(prompt.size()), nullptr, false);
+  }
+  const int32_t token = 3;
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  int32_t pick = -1;
+  std::vector<Candidate> top40(40), top5(5);
+  std::vector<BatchItem> items(4);
+  for (int i = 0; i < 4; ++i) {
+    items[size_t(i)].state = states[size_t(i)].get();
+    items[size_t(i)].tokens = &token;
+    items[size_t(i)].n = 1;
+  }
+  items[0].logits = logits.data();
+  items[1].argmax = &pick;
+  items[2].top = top40.data();
+  items[2].top_k = 40;
+  items[3].top = top5.data();
+  items[3].top_k = 5;
+  model.forward_batch(items);
+  EXPECT_EQ(pick, argmax(logits.data(), vocab));
+  std::vector<Candidate> want;
+  for (auto* got : {&top40, &top5}) {
+    top_k_candidates(logits.data(), vocab, got->size(), want);
+    sort_candidates(*got);
+    ASSERT_EQ(got->size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ((*got)[i].second, want[i].second) << GetParam() << " rank " << i;
+      EXPECT_EQ((*got)[i].first, want[i].first) << GetParam() << " rank " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, GenerateOnTheModel,
+                         testing::Values("../../models/stories260K.gguf", "hf/qwen3",
+                                         "hf/qwen3_5_text", "hf/bitnet"),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           std::string s = info.param.substr(info.param.rfind('/') + 1);
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,71 @@
+// The reference for generate()'s shortcut (a greedy step's pick made by
+// the model): every step's logits brought to the host and sampled there,
+// the plain loop.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kiln/model/model.h"
+#include "kiln/runtime/generate.h"
+#include "kiln/runtime/sampler.h"
+
+namespace kiln::test {
+
+// The tokens of the plain loop: every step's logits to the host, sampled there.
+inline std::vector<int32_t> sampled_from_logits(Model& model, const std::vector<int32_t>& prompt,
+                                         const SamplingParams& sp, int n) {
+  StateOptions so;
+  so.context = int64_t(prompt.size()) + n + 1;
+  auto state = model.new_state(so);
+  const int64_t vocab = model.spec().vocab_size;
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  model.forward(*state, prompt.data(), int64_t(prompt.size()), logits.data(), false);
+  Sampler sampler(sp);
+  std::vector<int32_t> history = prompt, out;
+  for (int i = 0; i < n; ++i) {
+    const int32_t next = sampler.sample(logits.data(), vocab, history);
+    out.push_back(next);
+    history.push_back(next);
+    if (i + 1 < n) model.forward(*state, &next, 1, logits.data(), false);
+  }
+  return out;
+}
+
+// generate()'s tokens for the same prompt and sampling, from a fresh state.
+inline std::vector<int32_t> generated(Model& model, const std::vector<int32_t>& prompt,
+                                      const SamplingParams& sp, int n) {
+  StateOptions so;
+  so.context = int64_t(prompt.size()) + n + 1;
+  auto state = model.new_state(so);
+  GenerateRequest req;
+  req.prompt = prompt;
+  req.max_tokens = n;
+  req.sampling = sp;
+  return generate(model, *state, req, nullptr).tokens;
+}
+
+// The settings the comparisons run: greedy (the pick), sampled with top-k,
+// top-k off, and a penalty (the logits); two seeds each.
+inline std::vector<SamplingParams> sampling_settings() {
+  struct Setting {
+    float temperature;
+    int top_k;
+    float repeat_penalty;
+  };
+  std::vector<SamplingParams> out;
+  for (const Setting& set : {Setting{0.0f, 40, 1.0f}, Setting{0.8f, 40, 1.0f},
+                             Setting{1.5f, 5, 1.0f}, Setting{1.0f, 0, 1.0f},
+                             Setting{0.8f, 40, 1.3f}})
+    for (uint64_t seed : {uint64_t(1), uint64_t(7)}) {
+      SamplingParams sp;
+      sp.temperature = set.temperature;
+      sp.top_k = set.top_k;
+      sp.repeat_penalty = set.repeat_penalty;
+      sp.seed = seed;
+      out.push_back(sp);
+    }
+  return out;
+}
+
+}  // namespace kiln::test
