@@ -182,14 +182,7 @@ TEST_P(CudaGenerate, DrawsEqualDrawsFromTheLogits) {
   lo.device = 0;
   auto engine = Engine::load(kData + "/hf/" + GetParam(), lo);
   ASSERT_EQ(engine->backend().name().rfind("CUDA", 0), 0u) << engine->backend().name();
-  Model& model = engine->model();
-  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
-  const int n = 24;
-  for (const SamplingParams& sp : test::sampling_settings())
-    EXPECT_EQ(test::generated(model, prompt, sp, n),
-              test::sampled_from_logits(model, prompt, sp, n))
-        << GetParam() << " temperature " << sp.temperature << " top-k " << sp.top_k
-        << " penalty " << sp.repeat_penalty << " seed " << sp.seed;
+  test::expect_generate_equals_sampling_logits(engine->model(), GetParam());
 }
 
 INSTANTIATE_TEST_SUITE_P(Hf, CudaGenerate,

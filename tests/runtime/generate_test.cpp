@@ -18,21 +18,17 @@ namespace {
 
 const std::string kData = KILN_TEST_DATA;
 
-class GenerateOnTheModel : public testing::TestWithParam<std::string> {};
-
-TEST_P(GenerateOnTheModel, DrawsEqualDrawsFromTheLogits) {
+std::unique_ptr<Engine> load_on_cpu(const std::string& model) {
   LoadOptions lo;
   lo.need_tokenizer = false;
   lo.force_cpu = true;
-  auto engine = Engine::load(kData + "/" + GetParam(), lo);
-  Model& model = engine->model();
-  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
-  const int n = 24;
-  for (const SamplingParams& sp : test::sampling_settings())
-    EXPECT_EQ(test::generated(model, prompt, sp, n),
-              test::sampled_from_logits(model, prompt, sp, n))
-        << GetParam() << " temperature " << sp.temperature << " top-k " << sp.top_k
-        << " penalty " << sp.repeat_penalty << " seed " << sp.seed;
+  return Engine::load(kData + "/" + model, lo);
+}
+
+class GenerateOnTheModel : public testing::TestWithParam<std::string> {};
+
+TEST_P(GenerateOnTheModel, DrawsEqualDrawsFromTheLogits) {
+  test::expect_generate_equals_sampling_logits(load_on_cpu(GetParam())->model(), GetParam());
 }
 
 // One decode step of four sequences fed alike (the same prompt, the same
@@ -41,10 +37,7 @@ TEST_P(GenerateOnTheModel, DrawsEqualDrawsFromTheLogits) {
 // back). Rows of one step with the same inputs have the same logits, so
 // each answer must be what those logits give.
 TEST_P(GenerateOnTheModel, StepCandidatesAreTheHeadOfItsLogits) {
-  LoadOptions lo;
-  lo.need_tokenizer = false;
-  lo.force_cpu = true;
-  auto engine = Engine::load(kData + "/" + GetParam(), lo);
+  auto engine = load_on_cpu(GetParam());
   Model& model = engine->model();
   const int64_t vocab = model.spec().vocab_size;
   const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};

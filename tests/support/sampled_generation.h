@@ -3,7 +3,10 @@
 // the plain loop.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kiln/model/model.h"
@@ -66,6 +69,16 @@ inline std::vector<SamplingParams> sampling_settings() {
       out.push_back(sp);
     }
   return out;
+}
+
+// generate() against the plain loop for every setting, on a fixed prompt.
+inline void expect_generate_equals_sampling_logits(Model& model, const std::string& label) {
+  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
+  const int n = 24;
+  for (const SamplingParams& sp : sampling_settings())
+    EXPECT_EQ(generated(model, prompt, sp, n), sampled_from_logits(model, prompt, sp, n))
+        << label << " temperature " << sp.temperature << " top-k " << sp.top_k << " penalty "
+        << sp.repeat_penalty << " seed " << sp.seed;
 }
 
 }  // namespace kiln::test
