@@ -6,7 +6,9 @@
 // CPU threads, default the physical cores; KILN_SERVE_BENCH_KV=f16: an f16 KV
 // cache, as --cache-type f16; KILN_SERVE_BENCH_TEMP=T: streams sampled at
 // temperature T (the default top-k, top-p and min-p) instead of greedy, each
-// with its own seed; KILN_SERVE_BENCH_TILES=0: weights not
+// with its own seed; KILN_SERVE_BENCH_TOP_FROM=N: sampled streams' steps
+// bring back top-k candidates from N of them (SchedulerOptions::
+// top_k_rows_from; 0 never); KILN_SERVE_BENCH_TILES=0: weights not
 // kept in tiles, see SchedulerOptions::weight_tiles_bytes; KILN_SERVE_BENCH_CHECK=0:
 // the streams are not compared with their runs alone). It drives the
 // Scheduler directly with token-id prompts, so a model without a tokenizer
@@ -48,6 +50,7 @@ double run(Model& model, int streams, int tokens, int64_t context, int prompt = 
   // As kiln serve does where the memory allows (KILN_SERVE_BENCH_TILES=0: off).
   const char* tiles = std::getenv("KILN_SERVE_BENCH_TILES");
   o.weight_tiles_bytes = tiles && std::atoi(tiles) == 0 ? 0 : SIZE_MAX;
+  if (const char* from = std::getenv("KILN_SERVE_BENCH_TOP_FROM")) o.top_k_rows_from = std::atoi(from);
   Scheduler sched(model, o);
   std::vector<std::shared_ptr<Sequence>> seqs;
   const auto t0 = std::chrono::steady_clock::now();
