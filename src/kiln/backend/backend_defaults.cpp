@@ -5,8 +5,6 @@
 #include "kiln/core/argmax.h"
 #include "kiln/core/error.h"
 
-#include <algorithm>
-#include <cmath>
 #include <vector>
 
 namespace kiln {
@@ -60,8 +58,7 @@ void Backend::top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k
   for (int64_t j = 0; j < rows; ++j) {
     to_host(row.data(), src + j * cols, row.size() * sizeof(float));
     top_k_candidates(row.data(), cols, size_t(k), top);
-    top.resize(size_t(k), Candidate{NAN, -1});
-    std::copy(top.begin(), top.end(), outs[j]);
+    write_candidates(top, size_t(k), outs[j]);
   }
 }
 

@@ -60,4 +60,10 @@ void sort_candidates(std::vector<Candidate>& c) {
   std::sort(c.begin(), c.end(), by_logit);
 }
 
+void write_candidates(const std::vector<Candidate>& in_order, size_t k, Candidate* out) {
+  const size_t n = std::min(k, in_order.size());
+  std::copy_n(in_order.begin(), n, out);
+  std::fill(out + n, out + k, Candidate{NAN, -1});
+}
+
 }  // namespace kiln

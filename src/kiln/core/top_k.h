@@ -31,4 +31,8 @@ void top_k_candidates(const float* logits, int64_t vocab, size_t k, std::vector<
 // row had fewer than k): the NaNs dropped, the rest in by_logit's order.
 void sort_candidates(std::vector<Candidate>& c);
 
+// The first k of candidates in by_logit's order into out[0, k), NaN logits
+// (id -1) past their end: the fixed width Backend::top_k_rows hands over.
+void write_candidates(const std::vector<Candidate>& in_order, size_t k, Candidate* out);
+
 }  // namespace kiln

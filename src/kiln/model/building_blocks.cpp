@@ -287,17 +287,19 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
     picks.push_back(r.argmax);
   }
   const int64_t pick_end = rows;
+  auto wants_top = [](const HeadRequest& r) {
+    return !r.logits && !r.argmax && r.top && r.n > 0;
+  };
   // Every request gets the most candidates any asked for: the first top_k
   // of them in order are its own top_k.
   for (int64_t i = 0; i < n_reqs; ++i) {
     const HeadRequest& r = reqs[i];
-    if (r.logits || r.argmax || !r.top || r.n <= 0) continue;
-    top_k = std::max(top_k, r.top_k);
+    if (wants_top(r)) top_k = std::max(top_k, r.top_k);
   }
   std::vector<std::vector<Candidate>> wider;  // room for top_k where a request asked for fewer
   for (int64_t i = 0; i < n_reqs; ++i) {
     const HeadRequest& r = reqs[i];
-    if (r.logits || r.argmax || !r.top || r.n <= 0) continue;
+    if (!wants_top(r)) continue;
     norm_rows(r.row + r.n - 1, 1);
     if (r.top_k == top_k) {
       tops.push_back(r.top);
@@ -327,12 +329,11 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
   size_t w = 0;
   for (int64_t i = 0; i < n_reqs; ++i) {
     const HeadRequest& r = reqs[i];
-    if (r.logits || r.argmax || !r.top || r.n <= 0 || r.top_k == top_k) continue;
+    if (!wants_top(r) || r.top_k == top_k) continue;
     // The narrower request's own: its top_k first candidates in order.
     std::vector<Candidate>& c = wider[w++];
     sort_candidates(c);
-    c.resize(size_t(r.top_k), Candidate{NAN, -1});
-    std::copy(c.begin(), c.end(), r.top);
+    write_candidates(c, size_t(r.top_k), r.top);
   }
 }
 

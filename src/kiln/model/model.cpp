@@ -1,7 +1,6 @@
 #include "kiln/model/model.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "kiln/core/argmax.h"
 #include "kiln/core/error.h"
@@ -76,8 +75,7 @@ void Model::forward_batch(const std::vector<BatchItem>& items) {
       *it.argmax = argmax(row.data(), spec_.vocab_size);
     } else {
       top_k_candidates(row.data(), spec_.vocab_size, size_t(it.top_k), top);
-      top.resize(size_t(it.top_k), Candidate{NAN, -1});
-      std::copy(top.begin(), top.end(), it.top);
+      write_candidates(top, size_t(it.top_k), it.top);
     }
   }
 }
