@@ -54,6 +54,20 @@ __device__ __forceinline__ int signs_at(uint32_t w, int shift) {
   return int(__vsub4((w >> shift) & 0x03030303u, 0x01010101u));
 }
 
+// A pass's nt token sums of one I2_S row, a part in each lane: added over
+// the warp, scaled, and stored by lane 0 at y[t * N] (token t of the pass).
+__device__ __forceinline__ void store_i2s_row(const int (&acc)[kTokensPerPass], int nt, int lane,
+                                              float w_scale, const float* act_scale, float* y,
+                                              int64_t N) {
+#pragma unroll
+  for (int t = 0; t < kTokensPerPass; ++t) {
+    if (t >= nt) break;
+    int d = acc[t];
+    for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+    if (lane == 0) y[t * N] = __fdiv_rn(__fmul_rn(w_scale, float(d)), act_scale[t]);
+  }
+}
+
 // I2_S: a warp per row; the row is K / 4 bytes at row * K / 4, its words
 // spread over the lanes.
 __global__ void __launch_bounds__(kRowWarps * 32)
@@ -85,14 +99,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
         }
       }
     }
-#pragma unroll
-    for (int t = 0; t < kTokensPerPass; ++t) {
-      if (t >= nt) break;
-      int d = acc[t];
-      for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-      if (lane == 0)
-        y[(t0 + t) * N + row] = __fdiv_rn(__fmul_rn(w_scale, float(d)), act_scale[t0 + t]);
-    }
+    store_i2s_row(acc, nt, lane, w_scale, act_scale + t0, y + t0 * N + row, N);
   }
 }
 
@@ -128,14 +135,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
         acc[t] = __dp4a(s, xq, acc[t]);
       }
     }
-#pragma unroll
-    for (int t = 0; t < kTokensPerPass; ++t) {
-      if (t >= nt) break;
-      int d = acc[t];
-      for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-      if (lane == 0)
-        y[(t0 + t) * N + row] = __fdiv_rn(__fmul_rn(w_scale, float(d)), act_scale[t0 + t]);
-    }
+    store_i2s_row(acc, nt, lane, w_scale, act_scale + t0, y + t0 * N + row, N);
   }
 }
 
