@@ -1,6 +1,6 @@
-// The reference for generate()'s shortcut (a greedy step's pick made by
-// the model): every step's logits brought to the host and sampled there,
-// the plain loop.
+// The reference for generate()'s shortcuts (a greedy step's pick, a
+// sampled step's top-k candidates, made by the model): every step's logits
+// brought to the host and sampled there, the plain loop.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -35,9 +35,10 @@ inline std::vector<int32_t> sampled_from_logits(Model& model, const std::vector<
   return out;
 }
 
-// generate()'s tokens for the same prompt and sampling, from a fresh state.
+// generate()'s tokens for the same prompt and sampling, from a fresh state;
+// top_from as GenerateRequest::top_k_rows_from.
 inline std::vector<int32_t> generated(Model& model, const std::vector<int32_t>& prompt,
-                                      const SamplingParams& sp, int n) {
+                                      const SamplingParams& sp, int n, int64_t top_from) {
   StateOptions so;
   so.context = int64_t(prompt.size()) + n + 1;
   auto state = model.new_state(so);
@@ -45,6 +46,7 @@ inline std::vector<int32_t> generated(Model& model, const std::vector<int32_t>& 
   req.prompt = prompt;
   req.max_tokens = n;
   req.sampling = sp;
+  req.top_k_rows_from = top_from;
   return generate(model, *state, req, nullptr).tokens;
 }
 
@@ -71,14 +73,18 @@ inline std::vector<SamplingParams> sampling_settings() {
   return out;
 }
 
-// generate() against the plain loop for every setting, on a fixed prompt.
+// generate() against the plain loop for every setting, on a fixed prompt,
+// its sampled steps bringing back their logits and then their candidates.
 inline void expect_generate_equals_sampling_logits(Model& model, const std::string& label) {
   const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
   const int n = 24;
-  for (const SamplingParams& sp : sampling_settings())
-    EXPECT_EQ(generated(model, prompt, sp, n), sampled_from_logits(model, prompt, sp, n))
-        << label << " temperature " << sp.temperature << " top-k " << sp.top_k << " penalty "
-        << sp.repeat_penalty << " seed " << sp.seed;
+  for (const SamplingParams& sp : sampling_settings()) {
+    const std::vector<int32_t> want = sampled_from_logits(model, prompt, sp, n);
+    for (int64_t top_from : {int64_t(0), int64_t(1)})
+      EXPECT_EQ(generated(model, prompt, sp, n, top_from), want)
+          << label << " temperature " << sp.temperature << " top-k " << sp.top_k << " penalty "
+          << sp.repeat_penalty << " seed " << sp.seed << " candidates from " << top_from;
+  }
 }
 
 }  // namespace kiln::test

@@ -67,7 +67,16 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   // vocabulary and the host's pass over it are skipped), the same token as
   // argmax over the logits.
   const bool pick_on_model = sampler.plain_argmax();
-  bool picked = false;
+  // Sampled without penalties: where the backend makes a lone row's top-k
+  // candidates for less than bringing its logits over (top_k_rows_from()
+  // of 1), each step returns those, and the draw is the one sample() makes
+  // from the logits.
+  const int64_t model_k = pick_on_model ? 0 : sampler.model_top_k(vocab);
+  const int64_t top_from =
+      req.top_k_rows_from >= 0 ? req.top_k_rows_from : model.backend().top_k_rows_from();
+  const bool top_on_model = model_k > 0 && top_from == 1;
+  std::vector<Candidate> top;
+  bool picked = false, topped = false;
   int32_t pick = 0;
   while (int64_t(result.tokens.size()) < req.max_tokens) {
     std::vector<int32_t> forced;
@@ -83,7 +92,9 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       if (!go_on) break;
       next = forced.back();
     } else {
-      next = picked ? pick : sampler.sample(logits, vocab, history);
+      next = picked   ? pick
+             : topped ? sampler.sample_candidates(top)
+                      : sampler.sample(logits, vocab, history);
       if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end()) {
         result.stop = GenerateResult::Stop::StopToken;
         break;
@@ -98,6 +109,16 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       step.argmax = &pick;
       model.forward_batch({step});
       picked = true;
+    } else if (top_on_model) {
+      top.resize(size_t(model_k));  // the draw drops NaN entries and cuts to top_k
+      BatchItem step;
+      step.state = &state;
+      step.tokens = &next;
+      step.n = 1;
+      step.top = top.data();
+      step.top_k = model_k;
+      model.forward_batch({step});
+      topped = true;
     } else {
       model.forward(state, &next, 1, logits, false);
     }

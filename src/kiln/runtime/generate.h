@@ -25,6 +25,10 @@ struct GenerateRequest {
   // The prompt was already fed (a multimodal prefill): start sampling from
   // these logits [vocab] instead of running `prompt` through the model.
   const float* prefilled_logits = nullptr;
+  // A sampled step (no penalties) brings back its top-k candidates rather
+  // than its logits when this is 1 (Sampler::model_top_k); 0: never; -1:
+  // when the backend says a lone row's are worth it (Backend::top_k_rows_from).
+  int64_t top_k_rows_from = -1;
 };
 
 struct GenerateResult {
