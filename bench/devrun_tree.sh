@@ -10,10 +10,12 @@
 #                                   for a call shipping two kiln builds (then
 #                                   run test_cuda with GTEST_ARGS='--gtest_filter=
 #                                   -*HybridShapes*:*VideoPrompt*')
+#   bench/devrun_tree.sh out all    moves every fixture out (a call that
+#                                   runs no test)
 #   bench/devrun_tree.sh in         moves them back and checks that git sees
 #                                   no file missing
-# `out` prints what the call will send (tracked files present plus
-# .devrun/devrun.txz) against the limit.
+# `out` prints what the call will send (tracked files present plus the
+# files at .devrun's top level, which a call carries) against the limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 park=${DEVRUN_PARK:-/tmp/kiln-devrun-parked}
@@ -21,6 +23,9 @@ case "${1:-}" in
   out)
     dirs="quant tokenizers chat"
     [ "${2:-}" = more ] && dirs="$dirs vision hf_shapes"
+    # all: every fixture, for a call that runs no test (the llama.cpp side
+    # by side, bench/llama_cpp_side_by_side.sh).
+    [ "${2:-}" = all ] && dirs=$(cd tests/data && ls)
     mkdir -p "$park"
     for d in $dirs; do
       [ -e "tests/data/$d" ] || continue
@@ -36,10 +41,11 @@ case "${1:-}" in
     fi
     # (du fails on the files moved out: they are not sent, and not counted.)
     tracked=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1)
-    archive=$(stat -c %s .devrun/devrun.txz 2>/dev/null || echo 0)
+    # The files beside the archive that a call may carry (.devrun's top level).
+    archive=$( (find .devrun -maxdepth 1 -type f -print0 | xargs -0 -r du -cb || echo 0) | tail -1 | cut -f1)
     total=$((tracked + archive))
     limit=$((64 * 1024 * 1024))
-    echo "tree $((tracked / 1048576)) MiB + archive $((archive / 1048576)) MiB = $((total / 1048576)) MiB of 64"
+    echo "tree $((tracked / 1048576)) MiB + .devrun's files $((archive / 1048576)) MiB = $((total / 1048576)) MiB of 64"
     [ $total -le $limit ] || echo "over the limit: '$0 in', then '$0 out more' or a smaller archive" >&2
     ;;
   in)
@@ -57,5 +63,5 @@ case "${1:-}" in
     [ "$missing" = 0 ] || { echo "$missing tracked files still missing" >&2; exit 1; }
     echo "tree complete"
     ;;
-  *) echo "usage: $0 out [more] | in" >&2; exit 2 ;;
+  *) echo "usage: $0 out [more|all] | in" >&2; exit 2 ;;
 esac
