@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "kiln/runtime/generate.h"
@@ -409,6 +410,24 @@ TEST(Server, JsonModeGivesAJsonObject) {
     EXPECT_FALSE(parsed.is_discarded()) << text;
     EXPECT_TRUE(parsed.is_object()) << text;
   }
+}
+
+// Without a seed each request draws its own: four sampled requests at a
+// high temperature give more than one text (the same seed for all would
+// give one; four equal draws of 24 tokens from stories260K at 1.5 are not
+// a chance to reckon with).
+TEST(Server, UnseededRequestsDrawApart) {
+  LiveServer srv(kStories, options(2));
+  json body = {{"prompt", "Once upon a time"}, {"max_tokens", 24}, {"temperature", 1.5},
+               {"top_k", 0}};
+  std::set<std::string> texts;
+  for (int i = 0; i < 4; ++i) {
+    auto r = srv.post("/v1/completions", body);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    texts.insert(json::parse(r->body)["choices"][0]["text"].get<std::string>());
+  }
+  EXPECT_GT(texts.size(), 1u);
 }
 
 TEST(Server, LogprobsAndSeededSampling) {
