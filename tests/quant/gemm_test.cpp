@@ -173,8 +173,10 @@ INSTANTIATE_TEST_SUITE_P(Formats, GemmInt8,
 // every token of a call equal, bit for bit, to the same token alone: decode
 // and prefill (and a serving step, whose sequences share a call) must not
 // round differently, so that greedy outputs do not depend on the batch.
-// Column counts that leave a partial 16-lane chunk, row and token counts
-// that leave partial 4 x 4 tiles.
+// Column counts that leave a partial 16-lane chunk (BF16 at the AVX-512
+// level: 32 columns a chunk, one an odd count), row and token counts that
+// leave partial 4 x 4 tiles, and more tokens than one call's split takes at
+// once (BF16: 32).
 // Random {rows, K} weights of float type t, and the same values as f32.
 struct FloatWeights {
   std::vector<uint8_t> bytes;
@@ -196,14 +198,14 @@ class GemmFloat : public testing::TestWithParam<DType> {};
 TEST_P(GemmFloat, MatchesDoubleAndEachTokenAlone) {
   const DType t = GetParam();
   if (gemm_path(t, 64) != GemmPath::kFloat) GTEST_SKIP() << "no float kernel here";
-  for (int64_t K : {64, 172, 1000})
+  for (int64_t K : {33, 64, 172, 1000})
     for (int64_t rows : {1, 3, 4, 7, 37}) {
       const size_t rb = dtype_row_bytes(t, K);
       const FloatWeights fw = float_weights(t, rows, K);
       const std::vector<uint8_t>& w = fw.bytes;
       const std::vector<float>& wf = fw.widened;
       Aligned scratch(gemm_scratch_bytes(K));
-      for (int64_t T : {1, 2, 4, 5, 13}) {
+      for (int64_t T : {1, 2, 4, 5, 13, 37}) {
         const std::vector<float> x = test::gaussian(size_t(T * K), 9);
         const int64_t ys = rows + 2;
         std::vector<float> y(size_t(T * ys), -7.0f), alone(static_cast<size_t>(rows));
@@ -259,7 +261,7 @@ TEST_P(GemmFloatSumF64, RoundsTheExactSumOnceInOneOrder) {
       const FloatWeights fw = float_weights(t, rows, K);
       const std::vector<uint8_t>& w = fw.bytes;
       const std::vector<float>& wf = fw.widened;
-      for (int64_t T : {1, 2, 4, 5, 13}) {
+      for (int64_t T : {1, 2, 4, 5, 13, 37}) {
         const std::vector<float> x = test::gaussian(size_t(T * K), 9);
         const int64_t ys = rows + 2;
         std::vector<float> y(size_t(T * ys), -7.0f);
