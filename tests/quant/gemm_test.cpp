@@ -149,7 +149,7 @@ TEST_P(GemmInt8, MatchesDoubleReference) {
   const DType t = GetParam();
   if (gemm_path(t, 256) != GemmPath::kInt8) GTEST_SKIP() << "no int8 kernel here";
   double worst = 0;
-  const bool k256 = t == DType::Q3_K || t == DType::Q4_K || t == DType::Q5_K ||
+  const bool k256 = t == DType::Q2_K || t == DType::Q3_K || t == DType::Q4_K || t == DType::Q5_K ||
                     t == DType::Q6_K || t == DType::IQ4_XS;
   for (int64_t K : k256 ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{96, 512, 1312})
     for (int64_t T : {1, 3, 4, 5, 8, 11, 16, 19, 33, 140})
@@ -164,7 +164,7 @@ TEST_P(GemmInt8, MatchesDoubleReference) {
 
 INSTANTIATE_TEST_SUITE_P(Formats, GemmInt8,
                          testing::Values(DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                                         DType::Q5_1, DType::IQ4_NL, DType::Q3_K,
+                                         DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K,
                                          DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_XS),
                          [](const testing::TestParamInfo<DType>& i) {
                            return std::string(dtype_name(i.param));

@@ -314,6 +314,7 @@ GemmPath gemm_path(DType t, int64_t K) {
     case DType::Q5_0:
     case DType::Q5_1:
     case DType::IQ4_NL: return K % 32 == 0 ? GemmPath::kInt8 : GemmPath::kNone;
+    case DType::Q2_K:
     case DType::Q3_K:
     case DType::Q4_K:
     case DType::Q5_K:
