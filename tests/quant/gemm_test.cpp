@@ -29,11 +29,7 @@
 namespace kiln {
 namespace {
 
-struct Aligned {
-  explicit Aligned(size_t n) : p(static_cast<uint8_t*>(std::aligned_alloc(64, (n + 63) / 64 * 64))) {}
-  ~Aligned() { std::free(p); }
-  uint8_t* p;
-};
+using test::Aligned;
 
 std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, uint32_t seed) {
   const size_t rb = dtype_row_bytes(t, cols);

@@ -17,6 +17,7 @@
 #include "kiln/io/safetensors.h"
 #include "kiln/quant/dequantize.h"
 #include "kiln/quant/dot.h"
+#include "kiln/quant/gemm.h"
 #include "kiln/quant/quantize.h"
 #include "quant/test_util.h"
 
@@ -101,6 +102,50 @@ TEST_P(Zoo, DotRowOnRealRows) {
       EXPECT_NEAR(dot_row(t.dtype, t.row(r), x.data(), t.cols()), ref, 1e-5 * mag) << t.name;
     }
   }
+}
+
+// The int8 products on real rows, as llama-quantize wrote them: each row
+// against each of 1 (decode) and 9 tokens (the tiles) of activations
+// quantized as the kernels take them, within 2e-6 of sum |w x| of the
+// double dot of the dequantized row with those activations (as GemmInt8
+// holds the kernels on rows kiln quantized; these rows tie them to GGML's
+// layout, every block format of the zoo).
+TEST_P(Zoo, GemmInt8OnRealRows) {
+  const auto gguf = GgufFile::open(data(std::string("zoo-") + GetParam() + ".gguf"));
+  int checked = 0;
+  std::string types;
+  for (const TensorView& t : gguf->tensors()) {
+    if (!is_block_type(t.dtype) || gemm_path(t.dtype, t.cols()) != GemmPath::kInt8) continue;
+    const int64_t K = t.cols(), rows = std::min<int64_t>(t.rows(), 21);
+    for (int64_t T : {int64_t(1), int64_t(9)}) {
+      const auto x = test::gaussian(size_t(T * K), 7);
+      test::Aligned qmem(quantized_rows_bytes(T, K)), scratch(gemm_scratch_bytes(K));
+      QuantizedRows q = quantized_rows_view(qmem.p, T, K);
+      quantize_rows_q8(x.data(), 0, T, q);
+      std::vector<float> y(static_cast<size_t>(T * rows)), w(static_cast<size_t>(K));
+      gemm_int8(t.dtype, t.data, t.row_bytes(), 0, rows, q, y.data(), rows, scratch.p);
+      for (int64_t r = 0; r < rows; ++r) {
+        dequantize_row(t.dtype, t.row(r), w.data(), K);
+        for (int64_t tk = 0; tk < T; ++tk) {
+          double ref = 0, mag = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const double xv = double(q.q[tk * K + k]) * double(q.d32[tk * (K / 32) + k / 32]);
+            ref += double(w[size_t(k)]) * xv;
+            mag += std::fabs(double(w[size_t(k)]) * xv);
+          }
+          ASSERT_LE(std::fabs(double(y[size_t(tk * rows + r)]) - ref), 2e-6 * mag)
+              << t.name << " (" << dtype_name(t.dtype) << ") row " << r << " token " << tk << " of " << T;
+        }
+      }
+    }
+    ++checked;
+    types += " " + std::string(dtype_name(t.dtype));
+  }
+  if (gemm_path(DType::Q8_0, 256) == GemmPath::kInt8) {
+    EXPECT_GE(checked, 7) << GetParam();
+  }
+  std::printf("%-12s %d tensors through the int8 kernels (%s )\n", GetParam(), checked,
+              types.c_str());
 }
 
 // Quantizing the float32 original: the legacy formats must give exactly
