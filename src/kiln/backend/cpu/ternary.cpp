@@ -39,7 +39,7 @@ int32_t dot_scalar(const int8_t* __restrict w, const int8_t* __restrict q, int64
   return acc;
 }
 
-const Kernels kScalar = {"scalar", nullptr, nullptr, dot_scalar, nullptr, nullptr};
+const Kernels kScalar = {"scalar", nullptr, nullptr, nullptr, dot_scalar, nullptr, nullptr};
 
 const Kernels& pick() {
 #if defined(__x86_64__)
@@ -64,7 +64,9 @@ float quantize_activations(const float* x, int64_t n, int8_t* q) {
   return a;
 }
 
-constexpr int64_t kTq2BlockBytes = 66;  // 64 bytes of codes, f16 d
+// Bytes of a 256-value block, its f16 d last: TQ2_0 64 bytes of codes,
+// TQ1_0 52.
+constexpr int64_t tq_block_bytes(DType t) { return t == DType::TQ1_0 ? 54 : 66; }
 
 }  // namespace
 
@@ -136,6 +138,7 @@ void matmul(ThreadPool& pool, const Kernels& k, DType dtype, const void* data, i
   RowsFn rows_fn = nullptr;
   if (dtype == DType::I2_S && K % 128 == 0) rows_fn = k.i2s;
   if (dtype == DType::TQ2_0) rows_fn = k.tq2;
+  if (dtype == DType::TQ1_0) rows_fn = k.tq1;
   const float i2s_scale_all = dtype == DType::I2_S ? i2s_scale(data, N * K) : 0.0f;
 
   constexpr int64_t kRowsPerStep = 4;   // the unit of the thread split
@@ -156,10 +159,11 @@ void matmul(ThreadPool& pool, const Kernels& k, DType dtype, const void* data, i
           for (int64_t r = r0; r < r1; ++r) scales[(r - r0) * max_blocks] = i2s_scale_all;
         } else {
           nb = K / 256;
+          const int64_t bb = tq_block_bytes(dtype);
           for (int64_t r = r0; r < r1; ++r)
             for (int64_t b = 0; b < nb; ++b) {
               uint16_t d;
-              std::memcpy(&d, base + (r * nb + b) * kTq2BlockBytes + 64, sizeof(d));
+              std::memcpy(&d, base + (r * nb + b) * bb + bb - 2, sizeof(d));
               scales[(r - r0) * max_blocks + b] = f16_to_f32(d);
             }
         }

@@ -31,8 +31,8 @@ struct Acts {
 };
 
 // Integer dots of rows [r0, r1) with every token. I2_S (K % 128 == 0): one
-// per (row, token) at dots[(r - r0) * T + t]. TQ2_0: one per 256-value block,
-// dots[((r - r0) * T + t) * (K / 256) + b].
+// per (row, token) at dots[(r - r0) * T + t]. TQ2_0 and TQ1_0: one per
+// 256-value block, dots[((r - r0) * T + t) * (K / 256) + b].
 using RowsFn = void (*)(const uint8_t* w, int64_t r0, int64_t r1, const Acts& a, int32_t* dots);
 // sum c * q over n values, c in {-1, 0, 1} (decoded rows of any format).
 using DotFn = int32_t (*)(const int8_t* c, const int8_t* q, int64_t n);
@@ -48,6 +48,7 @@ struct Kernels {
   const char* level = "scalar";
   RowsFn i2s = nullptr;     // null: decode rows and use dot
   RowsFn tq2 = nullptr;
+  RowsFn tq1 = nullptr;
   DotFn dot = nullptr;
   ArrangeFn arrange = nullptr;  // null: value order
   QuantFn quantize = nullptr;
