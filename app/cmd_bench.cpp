@@ -67,28 +67,31 @@ double host_read_bandwidth(int threads) {
 
 int bench_command(const std::vector<std::string>& args) {
   std::string model;
-  int n_prompt = 512, n_gen = 128, reps = 3;
+  int n_prompt = 512, n_gen = 128, reps = 3, n_depth = 0;
   bool json = false;
   RuntimeFlags rt;
-  ArgParser p("kiln bench", "MODEL [-p N] [-n N] [-r N] [-t THREADS] [--cpu] [--json]",
+  ArgParser p("kiln bench", "MODEL [-p N] [-n N] [-d N] [-r N] [-t THREADS] [--cpu] [--json]",
               "Measure prompt processing (one forward pass over -p tokens) and generation\n"
               "(-n tokens one at a time, logits copied back each step) in tokens per second,\n"
               "averaged over -r repetitions after one warm-up; decode also as the weight\n"
-              "bandwidth it achieves. Token ids are fixed pseudo-random ids, no tokenizer\n"
-              "is needed.");
+              "bandwidth it achieves. With -d, each test starts after that many tokens\n"
+              "already in the context (fed untimed), as llama-bench's -d does: the speed\n"
+              "deep into a long conversation. Token ids are fixed pseudo-random ids, no\n"
+              "tokenizer is needed.");
   p.positional("MODEL", "model file or folder", &model, true);
   p.option("-p,--n-prompt", "N", "prompt tokens for the prefill test (default 512; 0 skips)",
            &n_prompt);
   p.option("-n,--n-gen", "N", "tokens for the generation test (default 128; 0 skips)", &n_gen);
+  p.option("-d,--n-depth", "N", "tokens in the context before each test (default 0)", &n_depth);
   p.option("-r,--repetitions", "N", "repetitions of each test (default 3)", &reps);
   p.flag("--json", "print a JSON array, one object per test (llama-bench's field names)", &json);
   add_runtime_flags(p, &rt);
   if (!p.parse(args)) return p.exit_code();
-  KILN_CHECK(n_prompt >= 0 && n_gen >= 0, "-p and -n must not be negative");
+  KILN_CHECK(n_prompt >= 0 && n_gen >= 0 && n_depth >= 0, "-p, -n and -d must not be negative");
   KILN_CHECK(reps >= 1, "-r must be at least 1");
 
   RuntimeFlags sized = rt;
-  sized.ctx_size = std::max(rt.ctx_size, n_prompt + n_gen + 16);
+  sized.ctx_size = std::max(rt.ctx_size, n_depth + n_prompt + n_gen + 16);
   auto engine = load_engine(model, sized, /*need_tokenizer=*/false);
   Model& m = engine->model();
   const ModelSpec& spec = engine->spec();
@@ -102,6 +105,17 @@ int bench_command(const std::vector<std::string>& args) {
   };
   std::vector<int32_t> ids(size_t(std::max(n_prompt, 1)));
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = fixed_id(i);
+  // The context a test starts from: n_depth tokens, fed in prompt-sized
+  // pieces (the state's batch), untimed.
+  std::vector<int32_t> depth_ids(static_cast<size_t>(n_depth));
+  for (size_t i = 0; i < depth_ids.size(); ++i) depth_ids[i] = fixed_id(uint64_t(n_prompt) + i);
+  const int64_t depth_piece = std::max<int64_t>(so.max_batch, 1);
+  auto fill_depth = [&] {
+    for (int64_t i = 0; i < n_depth; i += depth_piece)
+      m.forward(*state, depth_ids.data() + i, std::min<int64_t>(depth_piece, n_depth - i), nullptr,
+                false);
+    m.backend().synchronize();
+  };
   // The logits land in the backend's host memory (pinned on a GPU), as
   // llama.cpp's output buffer does: the copy from the device goes straight
   // there rather than through a staging area and a second copy.
@@ -110,6 +124,7 @@ int bench_command(const std::vector<std::string>& args) {
 
   auto run_prompt = [&](int n) {
     state->reset();
+    fill_depth();
     const auto t0 = Clock::now();
     m.forward(*state, ids.data(), n, logits, false);
     m.backend().synchronize();
@@ -117,6 +132,7 @@ int bench_command(const std::vector<std::string>& args) {
   };
   auto run_gen = [&](int n) {
     state->reset();
+    fill_depth();
     int32_t tok = ids[0];
     const auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
@@ -129,6 +145,8 @@ int bench_command(const std::vector<std::string>& args) {
     return seconds_since(t0);
   };
 
+  // llama-bench's names: "pp512", "tg128", and " @ d4096" at a depth.
+  const std::string at_depth = n_depth > 0 ? " @ d" + std::to_string(n_depth) : "";
   struct Result {
     std::string test;
     int n_prompt, n_gen;
@@ -141,13 +159,13 @@ int bench_command(const std::vector<std::string>& args) {
     run_prompt(n_prompt);
     std::vector<double> ts;
     for (int r = 0; r < reps; ++r) ts.push_back(n_prompt / run_prompt(n_prompt));
-    results.push_back({"pp" + std::to_string(n_prompt), n_prompt, 0, stats(ts)});
+    results.push_back({"pp" + std::to_string(n_prompt) + at_depth, n_prompt, 0, stats(ts)});
   }
   if (n_gen > 0) {
     run_gen(std::min(n_gen, 4));
     std::vector<double> ts;
     for (int r = 0; r < reps; ++r) ts.push_back(n_gen / run_gen(n_gen));
-    results.push_back({"tg" + std::to_string(n_gen), 0, n_gen, stats(ts)});
+    results.push_back({"tg" + std::to_string(n_gen) + at_depth, 0, n_gen, stats(ts)});
   }
 
   const std::string backend = m.backend().name();
@@ -172,6 +190,7 @@ int bench_command(const std::vector<std::string>& args) {
       o["n_threads"] = threads;
       o["n_prompt"] = r.n_prompt;
       o["n_gen"] = r.n_gen;
+      o["n_depth"] = n_depth;
       o["test"] = r.test;
       o["avg_ts"] = r.ts.avg;
       o["stddev_ts"] = r.ts.stddev;

@@ -38,5 +38,24 @@ TEST(BenchCommand, JsonIsLlamaBenchsArray) {
   EXPECT_GT(j[1]["avg_gbps"].get<double>(), 0.0);
 }
 
+// -d: each test after that many tokens in the context, named as
+// llama-bench names it ("tg8 @ d64"), the depth in the JSON.
+TEST(BenchCommand, DepthNamesTheTestsAsLlamaBench) {
+  auto r = run_kiln({"bench", kStories, "-p", "8", "-n", "8", "-d", "64", "-r", "1", "--cpu",
+                     "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["test"], "pp8 @ d64");
+  EXPECT_EQ(j[1]["test"], "tg8 @ d64");
+  for (const auto& o : j) {
+    EXPECT_EQ(o["n_depth"], 64);
+    EXPECT_GT(o["avg_ts"].get<double>(), 0.0);
+  }
+  auto bad = run_kiln({"bench", kStories, "-d", "-5", "--cpu"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("must not be negative"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace kiln
