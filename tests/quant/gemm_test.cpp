@@ -80,12 +80,8 @@ double check(DType t, int64_t rows, int64_t K, int64_t T, bool invariant) {
   for (int64_t r = 0; r < rows; ++r) {
     dequantize_row(t, w.data() + size_t(r) * rb, wf.data(), K);
     for (int64_t tk = 0; tk < T; ++tk) {
-      double ref = 0, mag = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double xv = double(q.q[tk * K + k]) * double(q.d32[tk * (K / 32) + k / 32]);
-        ref += double(wf[size_t(k)]) * xv;
-        mag += std::fabs(double(wf[size_t(k)]) * xv);
-      }
+      const test::RefDot rd = test::quantized_ref_dot(wf.data(), q, tk);
+      const double ref = rd.dot, mag = rd.mag;
       const double err = std::fabs(double(y[size_t(tk * ys + r)]) - ref) / (mag + 1e-30);
       worst = std::max(worst, err);
       EXPECT_LE(err, 2e-6) << dtype_name(t) << " row " << r << " token " << tk << " of " << T

@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "kiln/quant/gemm.h"
+
 namespace kiln::test {
 
 // n bytes (rounded up to 64) at a 64-byte boundary, as the kernels' scratch
@@ -25,6 +27,23 @@ inline std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) 
   std::vector<float> v(n);
   for (float& x : v) x = dist(rng);
   return v;
+}
+
+// The exact dot of a dequantized row w[K] with token tk of the quantized
+// activations q (their int8 values times their block scales), in double,
+// and sum |w x| beside it: the int8 products' reference.
+struct RefDot {
+  double dot = 0, mag = 0;
+};
+inline RefDot quantized_ref_dot(const float* w, const QuantizedRows& q, int64_t tk) {
+  RefDot r;
+  const int64_t K = q.K;
+  for (int64_t k = 0; k < K; ++k) {
+    const double xv = double(q.q[tk * K + k]) * double(q.d32[tk * (K / 32) + k / 32]);
+    r.dot += double(w[k]) * xv;
+    r.mag += std::fabs(double(w[k]) * xv);
+  }
+  return r;
 }
 
 inline double rmse(const float* a, const float* b, size_t n) {

@@ -127,13 +127,8 @@ TEST_P(Zoo, GemmInt8OnRealRows) {
       for (int64_t r = 0; r < rows; ++r) {
         dequantize_row(t.dtype, t.row(r), w.data(), K);
         for (int64_t tk = 0; tk < T; ++tk) {
-          double ref = 0, mag = 0;
-          for (int64_t k = 0; k < K; ++k) {
-            const double xv = double(q.q[tk * K + k]) * double(q.d32[tk * (K / 32) + k / 32]);
-            ref += double(w[size_t(k)]) * xv;
-            mag += std::fabs(double(w[size_t(k)]) * xv);
-          }
-          ASSERT_LE(std::fabs(double(y[size_t(tk * rows + r)]) - ref), 2e-6 * mag)
+          const test::RefDot ref = test::quantized_ref_dot(w.data(), q, tk);
+          ASSERT_LE(std::fabs(double(y[size_t(tk * rows + r)]) - ref.dot), 2e-6 * ref.mag)
               << t.name << " (" << dtype_name(t.dtype) << ") row " << r << " token " << tk << " of " << T;
         }
       }
