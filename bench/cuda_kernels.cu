@@ -442,6 +442,45 @@ void layer_ops() {
   }
 }
 
+// A sampler's top-k of a step's rows on the device (Qwen3's 151936 logits),
+// against bringing one row's logits to pinned host memory, the other way.
+void top_k_sweep() {
+  std::printf("\n== top-k candidates of rows of 151936 logits, 20 selections a graph ==\n");
+  const int64_t cols = 151936;
+  const int64_t max_rows = 32, max_k = 1024;
+  std::vector<float> h(size_t(max_rows * cols));
+  uint32_t state = 12345;
+  for (float& v : h) {
+    state = state * 1664525u + 1013904223u;
+    v = float(int32_t(state >> 8) % 4000000) * 1e-5f;  // ties among 4e6 values
+  }
+  float* x = nullptr;
+  cuda::LogitId *out = nullptr, *scratch = nullptr;
+  CK(cudaMalloc(&x, h.size() * sizeof(float)));
+  CK(cudaMemcpy(x, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&out, size_t(max_rows * max_k) * sizeof(cuda::LogitId)));
+  CK(cudaMalloc(&scratch, cuda::top_k_rows_scratch(max_rows, cols, max_k) * sizeof(cuda::LogitId)));
+  std::printf("%-8s %-6s %10s\n", "rows", "k", "us");
+  for (int64_t rows : {int64_t(1), int64_t(4), int64_t(32)})
+    for (int64_t k : {int64_t(40), int64_t(1024)}) {
+      const double ms = time_graph([&] {
+        for (int i = 0; i < 20; ++i) cuda::top_k_rows(x, rows, cols, k, out, scratch, ctx().s);
+      });
+      std::printf("%-8lld %-6lld %10.2f\n", (long long)rows, (long long)k, ms * 1000.0 / 20);
+    }
+  float* pinned = nullptr;
+  CK(cudaMallocHost(&pinned, size_t(cols) * sizeof(float)));
+  const double ms = time_graph([&] {
+    for (int i = 0; i < 20; ++i)
+      CK(cudaMemcpyAsync(pinned, x, size_t(cols) * sizeof(float), cudaMemcpyDeviceToHost, ctx().s));
+  });
+  std::printf("one row's logits to pinned host memory: %.2f us\n", ms * 1000.0 / 20);
+  CK(cudaFreeHost(pinned));
+  CK(cudaFree(x));
+  CK(cudaFree(out));
+  CK(cudaFree(scratch));
+}
+
 double copy_bandwidth() {
   const size_t n = size_t(1) << 31;
   void *a = nullptr, *b = nullptr;
@@ -477,6 +516,7 @@ int main(int argc, char** argv) {
   if (what == "all" || what == "iso") isolated(copy, argc > 2 ? std::atoi(argv[2]) : -1);
   if (what == "all" || what == "ops") layer_ops();
   if (what == "rows") row_sweep(copy);
+  if (what == "all" || what == "topk") top_k_sweep();
   if (what == "all" || what == "step") {
     std::printf("\n== the products of one decode step (Qwen3-4B), one graph ==\n");
     step(false, copy);

@@ -851,13 +851,16 @@ TEST(CudaOps, ArgmaxRowsMatchesHost) {
 // the same order once sorted (the order the host sorts them in), with ties
 // from logits of a few values (the lower index wins), NaNs (never
 // candidates), -inf, -0 beside +0 (equal logits), a row of -inf only, a row
-// with fewer non-NaN logits than k, and k up to the sampler's limit.
+// with fewer non-NaN logits than k, and k up to the backend's limit; rows
+// of one block's selection and of several chunks' (4096 logits and up),
+// whose candidates a second block selects from.
 TEST(CudaOps, TopKRowsMatchTheHostsCandidates) {
   REQUIRE_GPU();
   Backend& gpu = *fx().gpu;
   std::mt19937 rng(5);
   std::uniform_int_distribution<int> few(-3, 3);
-  for (int64_t cols : {int64_t(97), int64_t(5000), int64_t(151936)}) {
+  for (int64_t cols :
+       {int64_t(97), int64_t(4095), int64_t(4096), int64_t(4097), int64_t(5000), int64_t(151936)}) {
     const int64_t rows = 6;
     auto x = random_vec(size_t(rows * cols), uint32_t(cols), 4.0f);
     for (int64_t i = 0; i < cols; ++i) x[size_t(cols + i)] = float(few(rng));  // ties
@@ -870,7 +873,7 @@ TEST(CudaOps, TopKRowsMatchTheHostsCandidates) {
     float* r5 = x.data() + 5 * cols;
     for (int64_t i = 0; i < cols; ++i) r5[i] = float(i % 2);  // half tie for first
     Dev xg(gpu, x);
-    for (int64_t k : {int64_t(1), int64_t(40), int64_t(96), int64_t(1024)}) {
+    for (int64_t k : {int64_t(1), int64_t(40), int64_t(96), int64_t(1024), int64_t(2048)}) {
       if (k > cols) continue;
       std::vector<std::vector<Candidate>> got(static_cast<size_t>(rows),
                                               std::vector<Candidate>(static_cast<size_t>(k)));

@@ -446,60 +446,60 @@ class CudaBackend final : public Backend {
     r.n[0] = rows;
     r.n[1] = cols;
     submit(r);
-    const size_t bytes = size_t(rows) * sizeof(int32_t);
-    if (deferring_ && out_used_ + bytes <= kOutBytes) {
-      // The indices come back with the step, one 4-byte row per sequence.
-      Rec t = blank(Op::ToHost);
-      t.p[0] = argmax_dev_;
-      t.n[0] = int64_t(bytes);
-      t.n[1] = int64_t(out_used_);
-      record(t);
-      for (int64_t j = 0; j < rows; ++j)
-        copy_out_.push_back({outs[j], out_used_ + size_t(j) * sizeof(int32_t), sizeof(int32_t)});
-      out_used_ += (bytes + 255) / 256 * 256;
-      flush("to_host");
-      return;
-    }
-    std::vector<int32_t> ids(static_cast<size_t>(rows));
-    to_host(ids.data(), argmax_dev_, bytes);
-    for (int64_t j = 0; j < rows; ++j) *outs[j] = ids[size_t(j)];
+    // The indices come back with the step, one 4-byte row per sequence, and
+    // end it (a greedy step's last op).
+    if (rows_with_step(argmax_dev_, rows, 1, outs)) flush("to_host");
   }
-  // A step's rows are selected side by side, a block each, in ~0.3-0.5 ms
-  // on an H100 whether 1 or 32 (Qwen3's 151936 logits); bringing a row's
-  // logits to the host and scanning them there costs ~0.14 ms a row.
-  int64_t top_k_rows_from() const override { return 4; }
-  void top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k,
-                  Candidate* const* outs) override {
-    static_assert(sizeof(Candidate) == sizeof(cuda::LogitId));
-    if (rows <= 0 || k <= 0) return;
-    KILN_CHECK(k <= cols, "top_k_rows: ", k, " candidates of rows of ", cols);
-    const size_t row_bytes = size_t(k) * sizeof(Candidate);
-    const size_t bytes = size_t(rows) * row_bytes;
-    grow_scratch(top_dev_, top_bytes_, bytes, "top-k candidates", 64 * 64 * sizeof(Candidate));
-    Rec r = blank(Op::TopKRows);
-    r.p[0] = src;
-    r.p[1] = top_dev_;
-    r.n[0] = rows;
-    r.n[1] = cols;
-    r.n[2] = k;
-    submit(r);
+  // Brings rows x width values of T on the device (dev) back to outs[j],
+  // row j's: with the step being recorded when it has room for them (true),
+  // else now.
+  template <class T>
+  bool rows_with_step(const void* dev, int64_t rows, int64_t width, T* const* outs) {
+    const size_t row_bytes = size_t(width) * sizeof(T), bytes = size_t(rows) * row_bytes;
     if (deferring_ && out_used_ + bytes <= kOutBytes) {
-      // They come back with the step (the caller's synchronize() or the
-      // argmax after them ends it).
       Rec t = blank(Op::ToHost);
-      t.p[0] = top_dev_;
+      t.p[0] = dev;
       t.n[0] = int64_t(bytes);
       t.n[1] = int64_t(out_used_);
       record(t);
       for (int64_t j = 0; j < rows; ++j)
         copy_out_.push_back({outs[j], out_used_ + size_t(j) * row_bytes, row_bytes});
       out_used_ += (bytes + 255) / 256 * 256;
-      return;
+      return true;
     }
-    std::vector<Candidate> all(size_t(rows * k));
-    to_host(all.data(), top_dev_, bytes);
-    for (int64_t j = 0; j < rows; ++j)
-      std::copy_n(all.begin() + j * k, k, outs[j]);
+    std::vector<T> all(size_t(rows * width));
+    to_host(all.data(), dev, bytes);
+    for (int64_t j = 0; j < rows; ++j) std::copy_n(all.begin() + j * width, width, outs[j]);
+    return false;
+  }
+  // A row's selection (Qwen3's 151936 logits: 74 chunks, then their
+  // candidates) takes ~20 us at k = 40 on an H100 (32 rows ~59 us), less
+  // than bringing its logits over (~13 us) and scanning them on the host
+  // (~21 us), from one row on.
+  int64_t top_k_rows_from() const override { return 1; }
+  void top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k,
+                  Candidate* const* outs) override {
+    static_assert(sizeof(Candidate) == sizeof(cuda::LogitId));
+    if (rows <= 0 || k <= 0) return;
+    KILN_CHECK(k <= cols && k <= cuda::kTopKMax, "top_k_rows: ", k, " candidates of rows of ",
+               cols);
+    const size_t row_bytes = size_t(k) * sizeof(Candidate);
+    const size_t bytes = size_t(rows) * row_bytes;
+    // The candidates, then the first stage's per chunk (long rows).
+    const size_t scratch = cuda::top_k_rows_scratch(rows, cols, k) * sizeof(Candidate);
+    grow_scratch(top_dev_, top_bytes_, bytes + scratch, "top-k candidates",
+                 64 * 64 * sizeof(Candidate));
+    Rec r = blank(Op::TopKRows);
+    r.p[0] = src;
+    r.p[1] = top_dev_;
+    r.p[2] = static_cast<char*>(top_dev_) + bytes;
+    r.n[0] = rows;
+    r.n[1] = cols;
+    r.n[2] = k;
+    submit(r);
+    // They come back with the step (the caller's synchronize() or the
+    // argmax after them ends it).
+    rows_with_step(top_dev_, rows, k, outs);
   }
   void fill_zero(void* dst, size_t bytes) override {
     Rec r = blank(Op::FillZero);
@@ -1501,7 +1501,8 @@ class CudaBackend final : public Backend {
         break;
       case Op::TopKRows:
         cuda::top_k_rows(static_cast<const float*>(r.p[0]), r.n[0], r.n[1], r.n[2],
-                         static_cast<cuda::LogitId*>(const_cast<void*>(r.p[1])), s);
+                         static_cast<cuda::LogitId*>(const_cast<void*>(r.p[1])),
+                         static_cast<cuda::LogitId*>(const_cast<void*>(r.p[2])), s);
         break;
       case Op::AttentionBatch:
         cuda::attention_decode_batch(

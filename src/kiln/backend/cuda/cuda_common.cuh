@@ -253,10 +253,13 @@ struct LogitId {
   int32_t id;
 };
 // out[j * k, (j + 1) * k) = row j's k candidates (the highest logits, the
-// lower index among equal ones), in no order; NaN logits (index -1 or a
-// NaN's own) past a row's non-NaN ones. k <= cols.
+// lower index among equal ones), in no order; NaN logits (a NaN's own
+// index) past a row's non-NaN ones. k <= cols and k <= kTopKMax; scratch:
+// top_k_rows_scratch(rows, cols, k) entries (none for rows under 4096).
+constexpr int64_t kTopKMax = 2048;
+size_t top_k_rows_scratch(int64_t rows, int64_t cols, int64_t k);
 void top_k_rows(const float* x, int64_t rows, int64_t cols, int64_t k, LogitId* out,
-                cudaStream_t s);
+                LogitId* scratch, cudaStream_t s);
 void add(float* x, const float* y, int64_t n, cudaStream_t s);
 void gather_rows(const float* x, const int32_t* rows_dev, int64_t n, int64_t dim, float* out,
                  cudaStream_t s);

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <climits>
+#include <type_traits>
 
 #include "kiln/backend/cuda/cuda_common.cuh"
 
@@ -107,14 +108,23 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   }
 }
 
-// Top-k by radix selection, a block a row: four passes of 8-bit digit
-// histograms find the k-th largest key T (a logit's bits made to sort as
-// unsigned integers, -0 as +0 and NaN lowest), then every logit above T is
-// taken, and of those equal to T the ones with the lowest indices, as many
-// as k still needs (an ordered pass: each thread a contiguous stretch, a
-// block scan of their counts). A row of Qwen3's 151936 logits is read six
-// times, from L2 after the first; a serving step's rows run side by side.
-constexpr int kTopThreads = 1024;
+// Top-k by radix selection. The k-th largest key T (a logit's bits made to
+// sort as unsigned integers, -0 as +0 and NaN lowest) is found by four
+// passes of 8-bit digit histograms; then every logit above T is taken, and
+// of those equal to T the ones first in position, as many as k still needs.
+//
+// A row of Qwen3's 151936 logits in one block took ~0.3-0.5 ms on an H100
+// (six passes over the row by one SM, the first histogram's digits, the
+// logits' sign and exponent, piling onto a few bins), more than bringing
+// the logits to the host. So a long row is cut into chunks of 2048 to 4095
+// logits, a block each, which keep their chunk's k candidates (every one of
+// the row's k is among its chunk's k); one block a row then selects the k
+// from those. Both stages write what they take in position order, above T
+// first, so that the logits equal to the row's T come to the second stage
+// in index order and the lowest indices are taken, as one block would.
+constexpr int kTopThreads = 1024;       // the block a row (the second stage)
+constexpr int kTopChunkThreads = 256;   // a chunk's block (the first stage)
+constexpr int64_t kTopChunk = 2048;     // a chunk's least logits (k <= 1024)
 __device__ __forceinline__ uint32_t order_key(float v) {
   if (v != v) return 0u;
   uint32_t u = __float_as_uint(v);
@@ -122,8 +132,11 @@ __device__ __forceinline__ uint32_t order_key(float v) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 // Exclusive prefix sum of v over the block; *total gets the sum.
+template <int Threads>
 __device__ int block_exclusive_scan(int v, int* total) {
-  __shared__ int warp_sums[kTopThreads / 32];
+  static_assert(Threads % 32 == 0 && Threads <= 1024);
+  constexpr int kWarps = Threads / 32;
+  __shared__ int warp_sums[kWarps];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int x = v;
   for (int o = 1; o < 32; o <<= 1) {
@@ -133,69 +146,136 @@ __device__ int block_exclusive_scan(int v, int* total) {
   if (lane == 31) warp_sums[warp] = x;
   __syncthreads();
   if (warp == 0) {
-    int w = warp_sums[lane];
+    int w = lane < kWarps ? warp_sums[lane] : 0;
     for (int o = 1; o < 32; o <<= 1) {
       const int y = __shfl_up_sync(0xffffffffu, w, o);
       if (lane >= o) w += y;
     }
-    warp_sums[lane] = w;  // inclusive over warps
+    if (lane < kWarps) warp_sums[lane] = w;  // inclusive over warps
   }
   __syncthreads();
   const int before = (warp > 0 ? warp_sums[warp - 1] : 0) + x - v;
-  *total = warp_sums[kTopThreads / 32 - 1];
+  *total = warp_sums[kWarps - 1];
   __syncthreads();
   return before;
 }
-__global__ void __launch_bounds__(kTopThreads)
-    top_k_rows_kernel(const float* __restrict__ x, int64_t cols, int k, LogitId* __restrict__ out) {
-  pdl_trigger();
-  pdl_wait();
-  const float* row = x + int64_t(blockIdx.x) * cols;
-  LogitId* dst = out + int64_t(blockIdx.x) * k;
+// The k-th largest of the n keys key_at(i) (k <= n) into *threshold, and
+// into *need how many keys equal to it the k take.
+template <int Threads, class KeyAt>
+__device__ void radix_select(int n, int k, KeyAt key_at, uint32_t* threshold, int* need) {
+  static_assert(Threads >= 256);
   __shared__ unsigned hist[256];
   __shared__ uint32_t s_digit;
-  __shared__ int s_need, s_taken;
+  __shared__ int s_need;
+  const int lane = threadIdx.x % 32;
   uint32_t prefix = 0, mask = 0;
-  int need = k;  // how many of the keys matching prefix are still wanted
+  int want = k;  // how many of the keys matching prefix are still wanted
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += kTopThreads) hist[i] = 0;
+    for (int i = threadIdx.x; i < 256; i += Threads) hist[i] = 0;
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < cols; i += kTopThreads) {
-      const uint32_t key = order_key(row[i]);
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    // A warp's lanes with the same digit add their count once (the first
+    // pass's digits fall on a few bins, whose atomics would serialize).
+    for (int base = 0; base < n; base += Threads) {
+      const int i = base + int(threadIdx.x);
+      const uint32_t key = i < n ? key_at(i) : 0u;
+      const bool in = i < n && (key & mask) == prefix;
+      const uint32_t digit = in ? (key >> shift) & 255u : 256u;
+      const unsigned same = __match_any_sync(0xffffffffu, digit);
+      if (in && lane == __ffs(int(same)) - 1) atomicAdd(&hist[digit], unsigned(__popc(int(same))));
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      int above = 0, d = 255;
-      for (; d > 0 && above + int(hist[d]) < need; --d) above += int(hist[d]);
-      s_digit = uint32_t(d);
-      s_need = need - above;
+    // Thread t counts digit 255 - t; the scan gives each digit how many
+    // keys have a larger one. The digit is the one where want is reached.
+    const int count = threadIdx.x < 256 ? int(hist[255 - threadIdx.x]) : 0;
+    int total;
+    const int larger = block_exclusive_scan<Threads>(count, &total);
+    if (threadIdx.x < 256 && larger < want && larger + count >= want) {
+      s_digit = 255u - threadIdx.x;
+      s_need = want - larger;
     }
     __syncthreads();
     prefix |= s_digit << shift;
     mask |= 255u << shift;
-    need = s_need;
+    want = s_need;
     __syncthreads();
   }
-  // prefix is T; need: how many keys equal to T to take. Those above T
-  // take the first k - need places.
-  if (threadIdx.x == 0) s_taken = 0;
-  __syncthreads();
-  for (int64_t i = threadIdx.x; i < cols; i += kTopThreads) {
-    const float v = row[i];
-    if (order_key(v) > prefix) dst[atomicAdd(&s_taken, 1)] = LogitId{v, int32_t(i)};
+  *threshold = prefix;
+  *need = want;
+}
+// take(slot, i) for the k keys radix_select chose: those above threshold
+// at slots [0, k - need), those equal to it (the first need) at [k - need,
+// k), each kind in position order (each thread a contiguous stretch, block
+// scans of their counts).
+template <int Threads, class KeyAt, class Take>
+__device__ void take_selected(int n, int k, uint32_t threshold, int need, KeyAt key_at,
+                              Take take) {
+  const int stretch = (n + Threads - 1) / Threads;
+  const int lo = min(n, int(threadIdx.x) * stretch), hi = min(n, lo + stretch);
+  int above = 0, equal = 0;
+  for (int i = lo; i < hi; ++i) {
+    const uint32_t key = key_at(i);
+    above += key > threshold;
+    equal += key == threshold;
   }
-  const int64_t stretch = (cols + kTopThreads - 1) / kTopThreads;
-  const int64_t lo = min(cols, int64_t(threadIdx.x) * stretch), hi = min(cols, lo + stretch);
-  int equal = 0;
-  for (int64_t i = lo; i < hi; ++i) equal += order_key(row[i]) == prefix;
   int total;
-  int rank = block_exclusive_scan(equal, &total);
+  int a = block_exclusive_scan<Threads>(above, &total);
+  int e = block_exclusive_scan<Threads>(equal, &total);
   const int base = k - need;
-  for (int64_t i = lo; i < hi && rank < need; ++i) {
-    const float v = row[i];
-    if (order_key(v) == prefix) dst[base + rank++] = LogitId{v, int32_t(i)};
+  for (int i = lo; i < hi; ++i) {
+    const uint32_t key = key_at(i);
+    if (key > threshold)
+      take(a++, i);
+    else if (key == threshold && e < need)
+      take(base + e++, i);
   }
+}
+__host__ __device__ inline int64_t top_k_chunks(int64_t cols) {
+  return cols >= 2 * kTopChunk ? cols / kTopChunk : 1;
+}
+// First stage: block (c, j) keeps the k candidates of chunk c of row j.
+__global__ void __launch_bounds__(kTopChunkThreads)
+    top_k_chunks_kernel(const float* __restrict__ x, int64_t cols, int k,
+                        LogitId* __restrict__ mid) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t chunks = gridDim.x, c = blockIdx.x, j = blockIdx.y;
+  const int64_t lo = cols * c / chunks;
+  const int n = int(cols * (c + 1) / chunks - lo);  // 2048 .. 4095
+  __shared__ float vals[2 * kTopChunk];
+  const float* src = x + j * cols + lo;
+  for (int i = threadIdx.x; i < n; i += kTopChunkThreads) vals[i] = src[i];
+  __syncthreads();
+  const auto key_at = [&](int i) { return order_key(vals[i]); };
+  uint32_t threshold;
+  int need;
+  radix_select<kTopChunkThreads>(n, k, key_at, &threshold, &need);
+  LogitId* dst = mid + (j * chunks + c) * k;
+  take_selected<kTopChunkThreads>(n, k, threshold, need, key_at, [&](int slot, int i) {
+    dst[slot] = LogitId{vals[i], int32_t(lo + i)};
+  });
+}
+// Second stage (or the only one, for a row of one chunk): block j selects
+// row j's k from n entries, logits (their position their id) or the first
+// stage's candidates.
+template <class Entry>
+__global__ void __launch_bounds__(kTopThreads)
+    top_k_rows_kernel(const Entry* __restrict__ x, int64_t n, int k, LogitId* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
+  const Entry* row = x + int64_t(blockIdx.x) * n;
+  LogitId* dst = out + int64_t(blockIdx.x) * k;
+  const auto entry = [&](int i) {
+    if constexpr (std::is_same_v<Entry, float>)
+      return LogitId{row[i], int32_t(i)};
+    else
+      return row[i];
+  };
+  const auto key_at = [&](int i) { return order_key(entry(i).logit); };
+  uint32_t threshold;
+  int need;
+  radix_select<kTopThreads>(int(n), k, key_at, &threshold, &need);
+  take_selected<kTopThreads>(int(n), k, threshold, need, key_at,
+                             [&](int slot, int i) { dst[slot] = entry(i); });
 }
 
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
@@ -265,10 +345,24 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaS
   launch(argmax_rows_kernel, unsigned(rows), kArgmaxThreads, 0, s, "argmax_rows", x, cols, out);
 }
 
+size_t top_k_rows_scratch(int64_t rows, int64_t cols, int64_t k) {
+  const int64_t chunks = top_k_chunks(cols);
+  return chunks > 1 ? size_t(rows * chunks * k) : 0;
+}
+
 void top_k_rows(const float* x, int64_t rows, int64_t cols, int64_t k, LogitId* out,
-                cudaStream_t s) {
+                LogitId* scratch, cudaStream_t s) {
   if (rows <= 0 || k <= 0) return;
-  launch(top_k_rows_kernel, unsigned(rows), kTopThreads, 0, s, "top_k_rows", x, cols, int(k), out);
+  const int64_t chunks = top_k_chunks(cols);
+  if (chunks == 1) {
+    launch(top_k_rows_kernel<float>, unsigned(rows), kTopThreads, 0, s, "top_k_rows", x, cols,
+           int(k), out);
+    return;
+  }
+  launch(top_k_chunks_kernel, dim3(unsigned(chunks), unsigned(rows)), kTopChunkThreads, 0, s,
+         "top_k_chunks", x, cols, int(k), scratch);
+  launch(top_k_rows_kernel<LogitId>, unsigned(rows), kTopThreads, 0, s, "top_k_rows",
+         static_cast<const LogitId*>(scratch), chunks * k, int(k), out);
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t s) {
