@@ -14,15 +14,10 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,nohea
 tar xJf .devrun/devrun.txz -C /tmp/kd
 tar xJf .devrun/llama.txz -C /tmp/ll
 export LD_LIBRARY_PATH=/tmp/kd/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-# llama.cpp runs on its own C library (unstable's), so the loader is told
-# where the device's CUDA 12 runtime, cuBLAS and driver are.
-dir_of() {
-  local f
-  f=$(find / -name "$1" -not -path '/proc/*' 2>/dev/null | head -1)
-  [ -n "$f" ] && dirname "$f"
-}
+# llama.cpp runs on its own C library (unstable's) and CUDA 12 runtime,
+# both in the pack; the loader is told where the device's driver is.
 driver=$(ldconfig -p | awk '/libcuda.so.1 /{print $NF; exit}')
-LLP=/tmp/ll:$(dir_of libcublas.so.12):$(dir_of libcudart.so.12):$(dir_of libcublasLt.so.12)
+LLP=/tmp/ll
 [ -n "$driver" ] && LLP=$LLP:$(dirname "$driver")
 echo "llama.cpp library path: $LLP"
 # The driver compiles the PTX on first use; a cache large enough to keep it.

@@ -17,16 +17,16 @@ cd "$(dirname "$0")/.."
 work=${LLAMA_PACK_DIR:-/tmp/kiln-llama-pack}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 mkdir -p "$work/debs" .devrun
-for comp in main contrib; do
+for comp in main contrib non-free; do
   [ -s "$work/$comp.Packages" ] ||
     curl -fsS "$mirror/dists/sid/$comp/binary-amd64/Packages.xz" | xz -d > "$work/$comp.Packages"
 done
 # The pool path of a package in sid.
 filename() {
   awk -v p="$1" '$1 == "Package:" { hit = ($2 == p) } hit && $1 == "Filename:" { print $2; exit }' \
-    "$work/main.Packages" "$work/contrib.Packages"
+    "$work/main.Packages" "$work/contrib.Packages" "$work/non-free.Packages"
 }
-for p in llama.cpp-tools libllama0 libggml0 libggml0-backend-cuda \
+for p in llama.cpp-tools libllama0 libggml0 libggml0-backend-cuda libcudart12 \
          libc6 libstdc++6 libgcc-s1 libgomp1 libssl3t64; do
   f=$(filename "$p")
   [ -n "$f" ] || { echo "$p: not in sid" >&2; exit 1; }
@@ -46,6 +46,12 @@ for v in x64 haswell skylakex icelake sapphirerapids zen4; do
   cp "$L/ggml/backends0/libggml-cpu-$v.so" "$work/stage/"
 done
 python3 bench/fatbin_keep.py "$L/ggml/backends0/libggml-cuda.so" "$work/stage/libggml-cuda.so"
+# The device image has CUDA 13 only: the CUDA 12 runtime comes along (small),
+# cuBLAS (hundreds of MB) as a stand-in that the measured runs never call.
+cp -L "$L/libcudart.so.12" "$work/stage/"
+echo 'libcublas.so.12 { global: *; };' > "$work/cublas.map"
+gcc -shared -fPIC -O1 -Wl,-soname,libcublas.so.12 -Wl,--version-script="$work/cublas.map" \
+  -o "$work/stage/libcublas.so.12" bench/cublas_stub.c
 tar cf - -C "$work/stage" . | xz -T2 -6 > .devrun/llama.txz
 cp tests/data/tokenizers/qwen3.tokenizer.json.gz .devrun/
 cp tests/data/tokenizers/qwen3.tokenizer_config.json .devrun/
