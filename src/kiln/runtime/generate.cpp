@@ -101,24 +101,21 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       }
     }
     if (!emit(next)) break;
-    if (pick_on_model) {
+    if (pick_on_model || top_on_model) {
       BatchItem step;
       step.state = &state;
       step.tokens = &next;
       step.n = 1;
-      step.argmax = &pick;
+      if (pick_on_model) {
+        step.argmax = &pick;
+      } else {
+        top.resize(size_t(model_k));  // the draw drops NaN entries and cuts to top_k
+        step.top = top.data();
+        step.top_k = model_k;
+      }
       model.forward_batch({step});
-      picked = true;
-    } else if (top_on_model) {
-      top.resize(size_t(model_k));  // the draw drops NaN entries and cuts to top_k
-      BatchItem step;
-      step.state = &state;
-      step.tokens = &next;
-      step.n = 1;
-      step.top = top.data();
-      step.top_k = model_k;
-      model.forward_batch({step});
-      topped = true;
+      picked = pick_on_model;
+      topped = top_on_model;
     } else {
       model.forward(state, &next, 1, logits, false);
     }
