@@ -68,8 +68,16 @@ __device__ __forceinline__ void store_i2s_row(const int (&acc)[kTokensPerPass], 
   }
 }
 
-// I2_S: a warp per row; the row is K / 4 bytes at row * K / 4, its words
-// spread over the lanes.
+// I2_S: a warp per row, a lane a word of codes at a time.
+// Whole groups (kNarrow false): the row is K / 4 bytes at row * K / 4, each
+// word four values of each of the group's four 32-value runs.
+// kNarrow: rows narrower than a group or ending inside one (K a multiple of
+// 32, not of 128: the small test models). The flat value index row * K + k
+// still places every 32 values of a row in one group's 32 bytes at one
+// shift, so a lane takes a word of those bytes (four values) at a time. A
+// word may hold values of up to four rows and is read once for each: a
+// path for small matrices, not for speed.
+template <bool kNarrow>
 __global__ void __launch_bounds__(kRowWarps * 32)
     ternary_i2s_kernel(const uint8_t* __restrict__ W, int64_t N, int64_t K,
                        const int8_t* __restrict__ q, const float* __restrict__ act_scale,
@@ -81,58 +89,35 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   pdl_wait();
   if (row >= N) return;
   const uint32_t* rw = reinterpret_cast<const uint32_t*>(W + row * (K / 4));
-  const int64_t words = K / 16;
+  const int64_t words = kNarrow ? K / 4 : K / 16;
   for (int64_t t0 = 0; t0 < T; t0 += kTokensPerPass) {
     const int nt = int(min(int64_t(kTokensPerPass), T - t0));
     int acc[kTokensPerPass] = {};
     for (int64_t wi = lane; wi < words; wi += 32) {
-      const uint32_t w = rw[wi];
-      const int64_t k0 = (wi / 8) * 128 + (wi % 8) * 4;  // value of byte 0, group 0
-#pragma unroll
-      for (int g = 0; g < 4; ++g) {
-        const int s = signs_at(w, 6 - 2 * g);
+      if constexpr (kNarrow) {
+        const int64_t k0 = (wi / 8) * 32 + (wi % 8) * 4;  // the row's value in the word's byte 0
+        const int64_t f = row * K + k0 - (wi % 8) * 4;     // flat index of its 32 values' first
+        const uint32_t w = u32_at(W + (f / 128) * 32 + (wi % 8) * 4);
+        const int s = signs_at(w, 6 - 2 * int((f / 32) % 4));
 #pragma unroll
         for (int t = 0; t < kTokensPerPass; ++t) {
           if (t >= nt) break;
-          const int xq = *reinterpret_cast<const int*>(q + (t0 + t) * K + k0 + 32 * g);
+          const int xq = *reinterpret_cast<const int*>(q + (t0 + t) * K + k0);
           acc[t] = __dp4a(s, xq, acc[t]);
         }
-      }
-    }
-    store_i2s_row(acc, nt, lane, w_scale, act_scale + t0, y + t0 * N + row, N);
-  }
-}
-
-// I2_S rows narrower than a group or ending inside one (K a multiple of 32,
-// not of 128: the small test models). The flat value index row * K + k
-// still places every 32 values of a row in one group's 32 bytes at one
-// shift, so a lane takes a word of those bytes (four values) at a time.
-// A word may hold values of up to four rows and is read once for each: a
-// path for small matrices, not for speed.
-__global__ void __launch_bounds__(kRowWarps * 32)
-    ternary_i2s_narrow_kernel(const uint8_t* __restrict__ W, int64_t N, int64_t K,
-                              const int8_t* __restrict__ q, const float* __restrict__ act_scale,
-                              int64_t T, float* __restrict__ y) {
-  pdl_trigger();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = int64_t(blockIdx.x) * kRowWarps + warp;
-  const float w_scale = *reinterpret_cast<const float*>(W + N * K / 4);
-  pdl_wait();
-  if (row >= N) return;
-  const int64_t words = K / 4;  // four values a word
-  for (int64_t t0 = 0; t0 < T; t0 += kTokensPerPass) {
-    const int nt = int(min(int64_t(kTokensPerPass), T - t0));
-    int acc[kTokensPerPass] = {};
-    for (int64_t wi = lane; wi < words; wi += 32) {
-      const int64_t k0 = (wi / 8) * 32 + (wi % 8) * 4;  // the row's value in the word's byte 0
-      const int64_t f = row * K + k0 - (wi % 8) * 4;     // flat index of its 32 values' first
-      const uint32_t w = u32_at(W + (f / 128) * 32 + (wi % 8) * 4);
-      const int s = signs_at(w, 6 - 2 * int((f / 32) % 4));
+      } else {
+        const uint32_t w = rw[wi];
+        const int64_t k0 = (wi / 8) * 128 + (wi % 8) * 4;  // value of byte 0, group 0
 #pragma unroll
-      for (int t = 0; t < kTokensPerPass; ++t) {
-        if (t >= nt) break;
-        const int xq = *reinterpret_cast<const int*>(q + (t0 + t) * K + k0);
-        acc[t] = __dp4a(s, xq, acc[t]);
+        for (int g = 0; g < 4; ++g) {
+          const int s = signs_at(w, 6 - 2 * g);
+#pragma unroll
+          for (int t = 0; t < kTokensPerPass; ++t) {
+            if (t >= nt) break;
+            const int xq = *reinterpret_cast<const int*>(q + (t0 + t) * K + k0 + 32 * g);
+            acc[t] = __dp4a(s, xq, acc[t]);
+          }
+        }
       }
     }
     store_i2s_row(acc, nt, lane, w_scale, act_scale + t0, y + t0 * N + row, N);
@@ -229,11 +214,11 @@ void ternary_matmul(DType t, const void* w, int64_t N, int64_t K, const float* x
          q, act_scale);
   const auto* W = static_cast<const uint8_t*>(w);
   if (t == DType::I2_S && K % 128 != 0)
-    launch(ternary_i2s_narrow_kernel, grid_of(N, kRowWarps), kRowWarps * 32, 0, s,
+    launch(ternary_i2s_kernel<true>, grid_of(N, kRowWarps), kRowWarps * 32, 0, s,
            "ternary_matmul", W, N, K, static_cast<const int8_t*>(q),
            static_cast<const float*>(act_scale), T, y);
   else if (t == DType::I2_S)
-    launch(ternary_i2s_kernel, grid_of(N, kRowWarps), kRowWarps * 32, 0, s, "ternary_matmul", W,
+    launch(ternary_i2s_kernel<false>, grid_of(N, kRowWarps), kRowWarps * 32, 0, s, "ternary_matmul", W,
            N, K, static_cast<const int8_t*>(q), static_cast<const float*>(act_scale), T, y);
   else
     launch(ternary_tq2_kernel, grid_of(N, kRowWarps), kRowWarps * 32, 0, s, "ternary_matmul", W,
