@@ -31,6 +31,12 @@ TEST_P(GenerateOnTheModel, DrawsEqualDrawsFromTheLogits) {
   test::expect_generate_equals_sampling_logits(load_on_cpu(GetParam())->model(), GetParam());
 }
 
+// Greedy decoding ahead runs on the CPU too (each step completes as it is
+// called): what it feeds, undoes and stops on, as the GPU does.
+TEST_P(GenerateOnTheModel, DecodingAheadEqualsWaitingForEachStep) {
+  test::expect_decoding_ahead_equals_waiting(load_on_cpu(GetParam())->model(), GetParam());
+}
+
 // One decode step of four sequences fed alike (the same prompt, the same
 // token): one brings back its logits, one its pick, two their top-k
 // candidates (40 and a narrower 5, which the step widens to 40 and cuts

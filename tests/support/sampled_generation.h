@@ -87,4 +87,65 @@ inline void expect_generate_equals_sampling_logits(Model& model, const std::stri
   }
 }
 
+// Greedy decoding ahead (GenerateRequest::decode_ahead) against each step
+// waited for: the same tokens, the same stop, the state at the same
+// position, and a next turn on that state the same, when generation runs
+// to its length, meets a stop token (the step launched for it undone), is
+// cancelled by the caller, and fills the context.
+inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string& label) {
+  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
+  const int n = 24;
+  struct Run {
+    std::vector<int32_t> tokens, next_turn;
+    GenerateResult::Stop stop;
+    int64_t position;
+  };
+  // One generation, then a second turn of four tokens on the same state.
+  const auto run = [&](int ahead, int64_t context, const std::vector<int32_t>& stop_ids,
+                       int cancel_at) {
+    StateOptions so;
+    so.context = context;
+    auto state = model.new_state(so);
+    GenerateRequest req;
+    req.prompt = prompt;
+    req.max_tokens = n;
+    req.sampling.temperature = 0.0f;
+    req.stop_ids = stop_ids;
+    req.decode_ahead = ahead;
+    int seen = 0;
+    const GenerateResult r =
+        generate(model, *state, req, [&](int32_t) { return ++seen != cancel_at; });
+    Run out{r.tokens, {}, r.stop, state->position()};
+    if (state->position() + 5 <= state->capacity()) {
+      GenerateRequest turn;
+      turn.prompt = {3};
+      turn.max_tokens = 4;
+      turn.sampling.temperature = 0.0f;
+      turn.decode_ahead = ahead;
+      out.next_turn = generate(model, *state, turn, nullptr).tokens;
+    }
+    return out;
+  };
+  const int64_t roomy = int64_t(prompt.size()) + n + 8;
+  const Run plain = run(0, roomy, {}, 0);
+  ASSERT_EQ(plain.tokens.size(), size_t(n)) << label;
+  const int32_t stop_id = plain.tokens[5];
+  struct Case {
+    const char* name;
+    int64_t context;
+    std::vector<int32_t> stop_ids;
+    int cancel_at;
+  };
+  for (const Case& c : {Case{"length", roomy, {}, 0}, Case{"stop token", roomy, {stop_id}, 0},
+                        Case{"cancelled", roomy, {}, 7},
+                        Case{"context full", int64_t(prompt.size()) + 10, {}, 0}}) {
+    const Run want = run(0, c.context, c.stop_ids, c.cancel_at);
+    const Run got = run(1, c.context, c.stop_ids, c.cancel_at);
+    EXPECT_EQ(got.tokens, want.tokens) << label << ", " << c.name;
+    EXPECT_EQ(int(got.stop), int(want.stop)) << label << ", " << c.name;
+    EXPECT_EQ(got.position, want.position) << label << ", " << c.name;
+    EXPECT_EQ(got.next_turn, want.next_turn) << label << ", " << c.name;
+  }
+}
+
 }  // namespace kiln::test

@@ -48,7 +48,13 @@ void Backend::argmax_rows(const float* src, int64_t rows, int64_t cols, int32_t*
   for (int64_t j = 0; j < rows; ++j) {
     to_host(row.data(), src + j * cols, row.size() * sizeof(float));
     *outs[j] = argmax(row.data(), cols);
+    if (j == 0) last_pick_ = *outs[0];
   }
+}
+
+void Backend::embed_last_pick(const Weight& table, float* out) {
+  const int32_t id = last_pick_;  // embed reads its ids as it is called
+  embed(table, &id, 1, out);
 }
 
 void Backend::top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k,

@@ -253,7 +253,7 @@ class Bitnet final : public SteppedModel<Bitnet, BitnetState, Item, Workspace> {
       const int64_t start = it.state->position();
       attending[size_t(i)] = AttentionItem{&it.state->cache, start, it.n, T};
       for (int64_t t = 0; t < it.n; ++t) ws.positions[size_t(T + t)] = int32_t(start + t);
-      b.embed(embed_, it.tokens, it.n, x + T * H);
+      embed_tokens(b, embed_, it.tokens, it.n, x + T * H);
       T += it.n;
     }
     for (int64_t li = 0; li < s.n_layers; ++li) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kiln/backend/backend.h"
+#include "kiln/core/error.h"
 #include "kiln/model/kv_cache.h"
 #include "kiln/model/model_file.h"
 #include "kiln/model/model_spec.h"
@@ -33,6 +34,16 @@ TensorView copy_rows(const TensorView& t, const std::vector<int64_t>& rows,
                      const std::string& name, std::deque<std::vector<uint8_t>>& storage);
 // Rows [row0, row0 + n) of matrix t, without a copy.
 TensorView row_slice(const TensorView& t, int64_t row0, int64_t n, const std::string& name);
+
+// The input embeddings of a step item's n tokens into out; tokens null:
+// its one token is the pick of the step before (BatchItem::tokens), read
+// where that step made it.
+inline void embed_tokens(Backend& b, const Weight& table, const int32_t* tokens, int64_t n,
+                         float* out) {
+  if (tokens) return b.embed(table, tokens, n, out);
+  KILN_CHECK(n == 1, "a step fed the last pick takes one token, not ", n);
+  b.embed_last_pick(table, out);
+}
 
 // Activations of one MoE block for up to T tokens.
 struct MoeScratch {

@@ -377,7 +377,7 @@ class Hybrid final : public SteppedModel<Hybrid, HybridState, Item, Workspace> {
       it.row = T;
       const int64_t pos0 = it.state->position() + it.state->rope_offset();
       for (int64_t t = 0; t < it.n; ++t) ws.positions[size_t(T + t)] = int32_t(pos0 + t);
-      b.embed(embed_, it.tokens, it.n, x + T * H);
+      embed_tokens(b, embed_, it.tokens, it.n, x + T * H);
       if (it.inputs) place_embeddings(b, *it.inputs, x + T * H, H);
       T += it.n;
     }

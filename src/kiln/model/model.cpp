@@ -54,7 +54,8 @@ int64_t Model::state_capacity(const StateOptions& o) const {
 void Model::prepare_tokens(SequenceState& s, const int32_t* tokens, int64_t n) const {
   KILN_CHECK(s.position() + n <= s.capacity(), "context full: ", s.position() + n,
              " positions needed, the context holds ", s.capacity(), " (raise --ctx-size)");
-  for (int64_t i = 0; i < n; ++i)
+  // (No tokens: the last pick, which lies in the vocabulary.)
+  for (int64_t i = 0; tokens && i < n; ++i)
     KILN_CHECK(tokens[i] >= 0 && tokens[i] < spec_.vocab_size, "token id ", tokens[i],
                " is outside the vocabulary (", spec_.vocab_size, " tokens)");
   if (s.kv_) s.kv_->reserve(s.position() + n);

@@ -135,7 +135,7 @@ class Transformer final : public SteppedModel<Transformer, TransformerState, Ite
       const Item& it = items[i];
       const int64_t pos0 = it.state->position() + it.state->rope_offset();
       for (int64_t t = 0; t < it.n; ++t) ws.positions[T + t] = int32_t(pos0 + t);
-      b.embed(embed_, it.tokens, it.n, ws.x.f32() + T * H);
+      embed_tokens(b, embed_, it.tokens, it.n, ws.x.f32() + T * H);
       if (it.inputs) place_embeddings(b, *it.inputs, ws.x.f32() + T * H, H);
       T += it.n;
     }

@@ -47,8 +47,9 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   auto t1 = clock::now();
   result.prefill_seconds = seconds(t0, t1);
 
-  // Emits one token; false when generation must stop after it.
-  auto emit = [&](int32_t id) {
+  // Emits one token; false when generation must stop after it. fed: the
+  // positions the state holds, not counting a step launched ahead of it.
+  auto emit = [&](int32_t id, int64_t fed) {
     result.tokens.push_back(id);
     history.push_back(id);
     if (on_token && !on_token(id)) {
@@ -56,7 +57,7 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       return false;
     }
     if (int64_t(result.tokens.size()) >= req.max_tokens) return false;
-    if (state.position() >= state.capacity()) {
+    if (fed >= state.capacity()) {
       result.stop = GenerateResult::Stop::ContextFull;
       return false;
     }
@@ -75,6 +76,52 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   const int64_t top_from =
       req.top_k_rows_from >= 0 ? req.top_k_rows_from : model.backend().top_k_rows_from();
   const bool top_on_model = model_k > 0 && top_from == 1;
+  Backend& backend = model.backend();
+  const bool ahead = pick_on_model && !req.force &&
+                     (req.decode_ahead >= 0 ? req.decode_ahead == 1 : backend.decodes_ahead()) &&
+                     state.position() > 0 && state.can_truncate(state.position() - 1);
+
+  // Greedy decoding ahead, from `first` (emitted, not yet fed): the step
+  // fed each pick is launched before that pick reaches the host, while the
+  // step that makes it is still running, wherever it would be needed unless
+  // the pick ends generation (a stop token, the caller cancelling); such a
+  // step is then waited for and undone. So the same tokens come out, and
+  // the state ends where it would have, as when each step waits.
+  auto decode_ahead = [&](int32_t first) {
+    int32_t picks[2] = {0, 0};
+    int slot = 0;
+    auto launch = [&](const int32_t* token, int32_t* pick) {
+      BatchItem step;
+      step.state = &state;
+      step.tokens = token;  // null: the pick of the step in flight
+      step.n = 1;
+      step.argmax = pick;
+      backend.step_ahead();
+      model.forward_batch({step});
+    };
+    launch(&first, &picks[0]);
+    for (;;) {
+      const bool more = int64_t(result.tokens.size()) + 1 < req.max_tokens &&
+                        state.position() < state.capacity();
+      if (more) launch(nullptr, &picks[slot ^ 1]);
+      backend.await_step();
+      const int32_t next = picks[slot];
+      slot ^= 1;
+      bool go_on = false;
+      if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end())
+        result.stop = GenerateResult::Stop::StopToken;
+      else
+        go_on = emit(next, state.position() - (more ? 1 : 0));
+      if (go_on && more) continue;
+      if (more) {  // launched for a pick that ended generation
+        backend.await_step();
+        const int64_t fed = state.position() - 1;
+        state.truncate(fed);
+        KILN_CHECK(state.position() == fed, "a step decoded ahead could not be undone");
+      }
+      return;
+    }
+  };
   std::vector<Candidate> top;
   bool picked = false, topped = false;
   int32_t pick = 0;
@@ -86,7 +133,7 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       // Every forced token but the last is fed here; the last like a sampled one.
       bool go_on = true;
       for (size_t i = 0; i + 1 < forced.size() && go_on; ++i) {
-        go_on = emit(forced[i]);
+        go_on = emit(forced[i], state.position());
         if (go_on) model.forward(state, &forced[i], 1, nullptr, false);
       }
       if (!go_on) break;
@@ -100,7 +147,11 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
         break;
       }
     }
-    if (!emit(next)) break;
+    if (!emit(next, state.position())) break;
+    if (ahead) {
+      decode_ahead(next);
+      break;
+    }
     if (pick_on_model || top_on_model) {
       BatchItem step;
       step.state = &state;

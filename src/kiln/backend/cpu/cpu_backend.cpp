@@ -56,6 +56,7 @@ void CpuBackend::argmax_rows(const float* src, int64_t rows, int64_t cols, int32
     body(0, rows, 0);
   else
     pool_.parallel_for(rows, body);
+  if (rows > 0) last_pick_ = *outs[0];
 }
 
 // A model this small (the tiny ones: stories260K is 1 MB) stays in the
