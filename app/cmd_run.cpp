@@ -12,14 +12,24 @@
 namespace kiln::app {
 namespace {
 
-void print_json(const std::vector<int32_t>& prompt_ids, const std::vector<int32_t>& ids,
-                const std::string& text, const std::string& thought, GenerateResult::Stop stop) {
+void print_json(const std::vector<int32_t>& prompt_ids, const GenerateResult& g,
+                const std::string& text, const std::string& thought) {
   nlohmann::json out;
   out["prompt_ids"] = prompt_ids;
-  out["ids"] = ids;
+  out["ids"] = g.tokens;
   out["text"] = text;
   if (!thought.empty()) out["reasoning"] = thought;
-  out["stop_reason"] = stop_reason_name(stop);
+  out["stop_reason"] = stop_reason_name(g.stop);
+  // As llama.cpp's server reports them: the prompt fed (prefill) and the
+  // tokens generated after it (decode), with their wall-clock times.
+  const auto per_second = [](int64_t n, double s) { return s > 0 ? double(n) / s : 0.0; };
+  const int64_t predicted = int64_t(g.tokens.size());
+  out["timings"] = {{"prompt_n", g.prompt_tokens},
+                    {"prompt_ms", 1e3 * g.prefill_seconds},
+                    {"prompt_per_second", per_second(g.prompt_tokens, g.prefill_seconds)},
+                    {"predicted_n", predicted},
+                    {"predicted_ms", 1e3 * g.decode_seconds},
+                    {"predicted_per_second", per_second(predicted, g.decode_seconds)}};
   std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
@@ -49,7 +59,7 @@ int run_chat_turn(Engine& engine, ChatFormat format, const std::string& prompt, 
   }
   TurnResult r = chat.say(prompt, turn, cb, mf.media());
   if (json)
-    print_json(r.prompt_ids, r.generation.tokens, r.answer, r.thought, r.generation.stop);
+    print_json(r.prompt_ids, r.generation, r.answer, r.thought);
   else
     std::fputs("\n", stdout);
   return 0;
@@ -75,7 +85,10 @@ int run_command(const std::vector<std::string>& args) {
   p.option("-n,--n-predict", "N", "tokens to generate (default 256)", &n_predict);
   p.flag("--raw", "send the prompt as it is, without the model's chat template", &raw);
   p.flag("--no-bos", "do not start a raw prompt with the BOS token", &no_bos);
-  p.flag("--json", "print one JSON object at the end: {\"prompt_ids\", \"ids\", \"text\"}", &json);
+  p.flag("--json",
+         "print one JSON object at the end: {\"prompt_ids\", \"ids\", \"text\", \"stop_reason\",\n"
+         "\"timings\"} (timings: prompt and generated tokens, ms and tokens per second)",
+         &json);
   add_chat_flags(p, &cf);
   add_media_flags(p, &mf);
   add_sampling_flags(p, &sf);
@@ -153,7 +166,7 @@ int run_command(const std::vector<std::string>& args) {
   });
   if (decoder) show(stops.push(decoder->flush()) + stops.flush());
   if (json)
-    print_json(req.prompt, result.tokens, text, "", result.stop);
+    print_json(req.prompt, result, text, "");
   else
     std::fputs("\n", stdout);
   return 0;
