@@ -185,6 +185,20 @@ TEST_P(CudaGenerate, DrawsEqualDrawsFromTheLogits) {
   test::expect_generate_equals_sampling_logits(engine->model(), GetParam());
 }
 
+// Greedy steps launched ahead, each fed the pick of the step still running
+// on the device, against each step waited for (the hybrid keeps waiting:
+// its recurrent state cannot undo a step).
+TEST_P(CudaGenerate, DecodingAheadEqualsWaitingForEachStep) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  LoadOptions lo;
+  lo.need_tokenizer = false;
+  lo.device = 0;
+  auto engine = Engine::load(kData + "/hf/" + GetParam(), lo);
+  ASSERT_EQ(engine->backend().name().rfind("CUDA", 0), 0u) << engine->backend().name();
+  ASSERT_TRUE(engine->backend().decodes_ahead());
+  test::expect_decoding_ahead_equals_waiting(engine->model(), GetParam());
+}
+
 INSTANTIATE_TEST_SUITE_P(Hf, CudaGenerate,
                          testing::Values("qwen3", "qwen3_moe", "qwen3_5_text", "bitnet"));
 

@@ -250,6 +250,7 @@ class CudaBackend final : public Backend {
     scratch_.input_bytes = kInputBytes;
     using cuda::env_is;
     graphs_enabled_ = !env_is("KILN_CUDA_GRAPHS", "0");
+    decode_ahead_ = !env_is("KILN_CUDA_AHEAD", "0");
     if (const char* d = std::getenv("KILN_CUDA_DEFER_TOKENS"))
       defer_tokens_ = std::clamp<int64_t>(std::atoll(d), 1, kDeferTokens);
     if (env_is("KILN_CUDA_STATS", "1") || env_is("KILN_CUDA_STATS", "ops")) {
@@ -320,6 +321,8 @@ class CudaBackend final : public Backend {
     if (profile_) profile_->print(stderr);
     profile_.reset();
     if (stats_ && stats_->e0) cudaEventDestroy(stats_->e0), cudaEventDestroy(stats_->e1);
+    for (Flight& f : flights_)
+      if (f.done) cudaEventDestroy(f.start), cudaEventDestroy(f.done);
     for (auto& [h, g] : graphs_) cudaGraphExecDestroy(g.exec);
     if (blas_) cublasDestroy(blas_);
     for (void* c : chunks_) cudaFree(c);
@@ -396,7 +399,7 @@ class CudaBackend final : public Backend {
     check(cudaStreamSynchronize(stream_), "copy to the GPU");
   }
   void to_host(void* host, const void* src, size_t bytes) override {
-    if (deferring_ && out_used_ + bytes <= kOutBytes) {
+    if (deferring_ && out_used_ + bytes <= out_limit_) {
       Rec r = blank(Op::ToHost);
       r.p[0] = src;
       r.n[0] = int64_t(bytes);
@@ -414,7 +417,7 @@ class CudaBackend final : public Backend {
   void to_host_rows(void* const* hosts, const void* src, size_t row_bytes,
                     int64_t rows) override {
     const size_t padded = (row_bytes + 255) / 256 * 256;
-    if (!deferring_ || out_used_ + padded * size_t(rows) > kOutBytes)
+    if (!deferring_ || out_used_ + padded * size_t(rows) > out_limit_)
       return Backend::to_host_rows(hosts, src, row_bytes, rows);
     // Every row in the step, then one wait (not a wait per row): straight
     // into pinned destinations, else staged in the pinned output area.
@@ -447,8 +450,33 @@ class CudaBackend final : public Backend {
     r.n[1] = cols;
     submit(r);
     // The indices come back with the step, one 4-byte row per sequence, and
-    // end it (a greedy step's last op).
-    if (rows_with_step(argmax_dev_, rows, 1, outs)) flush("to_host");
+    // end it (a greedy step's last op): at await_step() for a step launched
+    // ahead.
+    if (rows_with_step(argmax_dev_, rows, 1, outs)) flush("to_host", /*may_run_on=*/true);
+    ahead_next_ = false;  // (a step that was not recorded ran as called)
+  }
+
+  bool decodes_ahead() const override { return decode_ahead_; }
+  void step_ahead() override { ahead_next_ = true; }
+  void await_step() override {
+    Flight* oldest = nullptr;
+    for (Flight& f : flights_)
+      if (f.busy && (!oldest || f.seq < oldest->seq)) oldest = &f;
+    if (oldest) finish(*oldest);
+  }
+  void embed_last_pick(const Weight& table, float* out) override {
+    KILN_CHECK(argmax_dev_, "no pick to embed: argmax_rows has not run");
+    if (1 <= defer_tokens_ && graphs_enabled_ && !deferring_) begin_deferred();
+    Rec r = blank(Op::Embed);
+    r.p[0] = table.data;
+    r.dtype = uint32_t(table.view.dtype);
+    r.n[0] = int64_t(table.view.row_bytes());
+    r.n[1] = table.cols();
+    r.n[2] = 1;
+    r.p[1] = out;
+    r.flag = 1;  // the id is argmax_rows' first, on the device
+    r.p[2] = argmax_dev_;
+    submit(r);
   }
   // Brings rows x width values of T on the device (dev) back to outs[j],
   // row j's: with the step being recorded when it has room for them (true),
@@ -456,7 +484,7 @@ class CudaBackend final : public Backend {
   template <class T>
   bool rows_with_step(const void* dev, int64_t rows, int64_t width, T* const* outs) {
     const size_t row_bytes = size_t(width) * sizeof(T), bytes = size_t(rows) * row_bytes;
-    if (deferring_ && out_used_ + bytes <= kOutBytes) {
+    if (deferring_ && out_used_ + bytes <= out_limit_) {
       Rec t = blank(Op::ToHost);
       t.p[0] = dev;
       t.n[0] = int64_t(bytes);
@@ -510,6 +538,7 @@ class CudaBackend final : public Backend {
   void synchronize() override {
     flush("synchronize");
     check(cudaStreamSynchronize(stream_), "synchronize");
+    finish_flights();
   }
 
   Weight load_weight(const TensorView& view) override {
@@ -933,6 +962,14 @@ class CudaBackend final : public Backend {
     void* host;
     size_t offset, bytes;
   };
+  // Decoding ahead (step_ahead): a step launched and not yet waited for,
+  // which used the halves of the argument and output areas of its index.
+  struct Flight {
+    cudaEvent_t start = nullptr, done = nullptr;  // start: timed steps only (KILN_CUDA_STATS)
+    std::vector<CopyOut> outs;
+    int64_t seq = 0;  // launch order
+    bool busy = false, timed = false;
+  };
   struct Graph {
     std::vector<Rec> recs;
     size_t arg_bytes = 0;
@@ -977,7 +1014,7 @@ class CudaBackend final : public Backend {
                " bytes of op arguments is more than the argument area holds");
     if (deferring_) {
       const size_t off = (step_used_ + align - 1) / align * align;
-      if (off + bytes <= kStepArgBytes) {
+      if (off + bytes <= step_limit_) {
         std::memcpy(args_host_ + off, src, bytes);
         step_used_ = off + bytes;
         return uint32_t(off);
@@ -1033,6 +1070,23 @@ class CudaBackend final : public Backend {
       check(cudaStreamSynchronize(stream_), "graph replay");
       launched_ = false;
     }
+    // A step launched ahead takes the halves of the argument and output
+    // areas that the step before it did not, once the step that last used
+    // them is done and its outputs are delivered; any other step takes the
+    // whole areas, once every step in flight is.
+    ahead_step_ = std::exchange(ahead_next_, false);
+    if (ahead_step_) {
+      area_ ^= 1;
+      if (flights_[area_].busy) finish(flights_[area_]);
+    } else {
+      finish_flights();
+      area_ = 0;
+    }
+    step_base_ = ahead_step_ ? size_t(area_) * (kStepArgBytes / 2) : 0;
+    step_limit_ = ahead_step_ ? step_base_ + kStepArgBytes / 2 : kStepArgBytes;
+    out_base_ = ahead_step_ ? size_t(area_) * (kOutBytes / 2) : 0;
+    out_limit_ = ahead_step_ ? out_base_ + kOutBytes / 2 : kOutBytes;
+    last_graph_ = area_graph_[area_];
     deferring_ = true;
     tracking_ = last_graph_ != nullptr;
     if (stats_) {
@@ -1043,15 +1097,18 @@ class CudaBackend final : public Backend {
     }
     recs_.clear();
     copy_out_.clear();
-    step_used_ = 0;
-    out_used_ = 0;
+    step_used_ = step_base_;
+    out_used_ = out_base_;
   }
 
   // Ends a deferred step: replays a matching graph, captures one for a
-  // step seen before, or runs the ops eagerly.
-  void flush(const char* why = "an op outside the step") {
+  // step seen before, or runs the ops eagerly. may_run_on: the step's
+  // outputs may wait for await_step() where it was launched ahead
+  // (step_ahead); otherwise they are in place on return.
+  void flush(const char* why = "an op outside the step", bool may_run_on = false) {
     if (!deferring_) return;
     deferring_ = false;
+    const bool ahead = std::exchange(ahead_step_, false) && may_run_on;
     if (recs_.empty()) return;
     if (stats_) ++stats_->ended_by[why];
     using clock = std::chrono::steady_clock;
@@ -1076,12 +1133,13 @@ class CudaBackend final : public Backend {
         graph = &it->second;
     }
     bool ran = false, timed_replay = false;
+    Flight& flight = flights_[area_];
     if (graph) {
-      last_graph_ = graph;
+      set_last_graph(graph);
       // The graph's first node copies the arguments it was captured with
       // (capture): a second copy before it would only cost a call and a
       // transfer. Only a step with more argument bytes than that needs one.
-      if (step_used_ > std::max<size_t>(graph->arg_bytes, 16)) copy_step_args();
+      if (step_used_ > std::max<size_t>(graph->arg_bytes, step_base_ + 16)) copy_step_args();
       if (stats_) {
         if (!stats_->e0) {
           check(cudaEventCreate(&stats_->e0), "stats event");
@@ -1094,12 +1152,13 @@ class CudaBackend final : public Backend {
           ++stats_->periods;
         }
         stats_->last_launch = now;
-        check(cudaEventRecord(stats_->e0, stream_), "stats event");
+        if (ahead) make_flight_events(flight);
+        check(cudaEventRecord(ahead ? flight.start : stats_->e0, stream_), "stats event");
         t_launch = clock::now();
       }
       check(cudaGraphLaunch(graph->exec, stream_), "graph replay");
       if (stats_) {
-        check(cudaEventRecord(stats_->e1, stream_), "stats event");
+        if (!ahead) check(cudaEventRecord(stats_->e1, stream_), "stats event");
         t_wait = clock::now();
       }
       timed_replay = stats_ != nullptr;
@@ -1117,7 +1176,29 @@ class CudaBackend final : public Backend {
       run_recs();
     }
     launched_ = true;
-    if (!copy_out_.empty() || direct_out_) {
+    if (ahead && !copy_out_.empty() && !direct_out_) {
+      // Left running: its outputs are copied out at await_step(), and the
+      // next step takes the other halves of the areas (begin_deferred).
+      make_flight_events(flight);
+      check(cudaEventRecord(flight.done, stream_), "a step's event");
+      flight.outs.swap(copy_out_);
+      flight.busy = true;
+      flight.seq = ++flight_seq_;
+      flight.timed = timed_replay;
+      launched_ = false;
+      if (timed_replay) {
+        const auto span = [](clock::time_point a, clock::time_point b) {
+          return std::chrono::duration<double, std::milli>(b - a).count();
+        };
+        stats_->record_ms += span(stats_->step_begin, t_flush);
+        stats_->match_ms += span(t_flush, t_launch);
+        stats_->launch_ms += span(t_launch, t_wait);
+        for (size_t o = 0; o < Stats::kOps; ++o) {
+          stats_->op_ticks[o] += stats_->step_ticks[o];
+          stats_->op_n[o] += stats_->step_n[o];
+        }
+      }
+    } else if (!copy_out_.empty() || direct_out_) {
       direct_out_ = false;
       check(cudaStreamSynchronize(stream_), "decode step");
       launched_ = false;
@@ -1150,9 +1231,48 @@ class CudaBackend final : public Backend {
   }
 
   void copy_step_args() {
-    if (step_used_)
-      check(cudaMemcpyAsync(args_dev_, args_host_, step_used_, cudaMemcpyHostToDevice, stream_),
+    if (step_used_ > step_base_)
+      check(cudaMemcpyAsync(args_dev_ + step_base_, args_host_ + step_base_,
+                            step_used_ - step_base_, cudaMemcpyHostToDevice, stream_),
             "argument copy");
+  }
+
+  // The graph the step's records are compared with as they are made: the
+  // last one run from the same halves of the areas.
+  void set_last_graph(Graph* g) { last_graph_ = area_graph_[area_] = g; }
+
+  void make_flight_events(Flight& f) {
+    if (f.done) return;
+    check(cudaEventCreate(&f.start), "a step's event");
+    check(cudaEventCreate(&f.done), "a step's event");
+  }
+  // Waits for a step launched ahead and copies its outputs to the caller.
+  void finish(Flight& f) {
+    if (!f.busy) return;
+    using clock = std::chrono::steady_clock;
+    const clock::time_point t0 = clock::now();
+    check(cudaEventSynchronize(f.done), "decode step");
+    const clock::time_point t1 = clock::now();
+    for (const CopyOut& c : f.outs) std::memcpy(c.host, out_host_ + c.offset, c.bytes);
+    f.outs.clear();
+    f.busy = false;
+    if (f.timed && stats_) {
+      float ms = 0.0f;
+      check(cudaEventElapsedTime(&ms, f.start, f.done), "stats event");
+      stats_->gpu_ms += ms;
+      ++stats_->timed;
+      stats_->wait_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
+      stats_->copy_ms += std::chrono::duration<double, std::milli>(clock::now() - t1).count();
+    }
+  }
+  void finish_flights() {
+    for (;;) {
+      Flight* oldest = nullptr;
+      for (Flight& f : flights_)
+        if (f.busy && (!oldest || f.seq < oldest->seq)) oldest = &f;
+      if (!oldest) return;
+      finish(*oldest);
+    }
   }
 
   void drop_graphs() {
@@ -1161,7 +1281,7 @@ class CudaBackend final : public Backend {
     launched_ = false;
     for (auto& [k, g] : graphs_) cudaGraphExecDestroy(g.exec);
     graphs_.clear();
-    last_graph_ = nullptr;
+    last_graph_ = area_graph_[0] = area_graph_[1] = nullptr;
     seen_.clear();
   }
 
@@ -1171,8 +1291,9 @@ class CudaBackend final : public Backend {
     check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
     try {
       // The argument copy is a node of the graph: every replay reads the
-      // pinned area afresh.
-      check(cudaMemcpyAsync(args_dev_, args_host_, std::max<size_t>(step_used_, 16),
+      // pinned area afresh (its half of it, for a step launched ahead).
+      check(cudaMemcpyAsync(args_dev_ + step_base_, args_host_ + step_base_,
+                            std::max<size_t>(step_used_ - step_base_, 16),
                             cudaMemcpyHostToDevice, stream_),
             "argument copy");
       run_recs();
@@ -1199,7 +1320,7 @@ class CudaBackend final : public Backend {
     Graph& kept = graphs_[h];
     if (kept.exec) cudaGraphExecDestroy(kept.exec);  // (a hash collision's older graph)
     kept = std::move(g);
-    last_graph_ = &kept;
+    set_last_graph(&kept);
     check(cudaGraphLaunch(exec, stream_), "graph replay");
     return true;
   }
@@ -1239,12 +1360,12 @@ class CudaBackend final : public Backend {
   // token), as one gather. Two or more, else 0.
   size_t fuse_embeds_at(size_t i) {
     const Rec& r = recs_[i];
-    if (r.op != Op::Embed) return 0;
+    if (r.op != Op::Embed || r.flag) return 0;
     int64_t n = r.n[2];
     size_t j = i + 1;
     for (; j < recs_.size(); ++j) {
       const Rec& e = recs_[j];
-      if (e.op != Op::Embed || e.p[0] != r.p[0] || e.dtype != r.dtype || e.n[0] != r.n[0] ||
+      if (e.op != Op::Embed || e.flag || e.p[0] != r.p[0] || e.dtype != r.dtype || e.n[0] != r.n[0] ||
           e.n[1] != r.n[1] || e.arg != r.arg + uint32_t(n) * sizeof(int32_t) ||
           e.p[1] != static_cast<const float*>(r.p[1]) + n * r.n[1])
         break;
@@ -1469,9 +1590,10 @@ class CudaBackend final : public Backend {
         if (xh_src_ && y < xh_src_ + xh_n_ && xh_src_ < y + T * N) xh_src_ = nullptr;
         break;
       }
-      case Op::Embed:
+      case Op::Embed:  // ids in the argument area, or (flag) the last argmax's on the device
         cuda::dequant_rows(DType(r.dtype), r.p[0], size_t(r.n[0]), 0, r.n[2], r.n[1],
-                           arg_ptr(r.arg), static_cast<float*>(const_cast<void*>(r.p[1])), s);
+                           r.flag ? static_cast<const int32_t*>(r.p[2]) : arg_ptr(r.arg),
+                           static_cast<float*>(const_cast<void*>(r.p[1])), s);
         break;
       case Op::Rmsnorm:
         cuda::rmsnorm(static_cast<const float*>(r.p[0]), static_cast<const float*>(r.p[1]),
@@ -1798,6 +1920,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<OpProfile> profile_;  // KILN_CUDA_PROFILE=1
 
   bool graphs_enabled_ = true;
+  bool decode_ahead_ = true;  // KILN_CUDA_AHEAD=0: generate() waits for every step
   int64_t defer_tokens_ = kDeferTokens;  // KILN_CUDA_DEFER_TOKENS=1: one-token steps only
   bool fuse_enabled_ = true;  // KILN_CUDA_FUSE=0 runs each recorded op alone
   bool batch_invariant_ = false;  // set_batch_invariant (serving)
@@ -1810,6 +1933,13 @@ class CudaBackend final : public Backend {
   size_t step_used_ = 0, out_used_ = 0;
   std::vector<Rec> recs_;
   Graph* last_graph_ = nullptr;  // the graph the last step ran (record)
+  Graph* area_graph_[2] = {nullptr, nullptr};  // ... from each halves of the areas
+  Flight flights_[2];
+  int64_t flight_seq_ = 0;
+  bool ahead_next_ = false;  // step_ahead() called; its step has not begun
+  bool ahead_step_ = false;  // the step being recorded is launched ahead
+  int area_ = 0;             // the halves it uses (0 for every other step)
+  size_t step_base_ = 0, step_limit_ = kStepArgBytes, out_base_ = 0, out_limit_ = kOutBytes;
   bool tracking_ = false;        // every record of this step has matched it so far
   std::vector<CopyOut> copy_out_;
   std::unordered_map<uint64_t, Graph> graphs_;
