@@ -173,30 +173,29 @@ INSTANTIATE_TEST_SUITE_P(
 // the tokens of the plain loop that brings every step's logits to the
 // host, seed for seed, sampled too (tests/runtime/generate_test.cpp on the
 // CPU). The decode steps are recorded and replayed as graphs.
-class CudaGenerate : public testing::TestWithParam<std::string> {};
+class CudaGenerate : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+    LoadOptions lo;
+    lo.need_tokenizer = false;
+    lo.device = 0;
+    engine_ = Engine::load(kData + "/hf/" + GetParam(), lo);
+    ASSERT_EQ(engine_->backend().name().rfind("CUDA", 0), 0u) << engine_->backend().name();
+  }
+  std::unique_ptr<Engine> engine_;
+};
 
 TEST_P(CudaGenerate, DrawsEqualDrawsFromTheLogits) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  LoadOptions lo;
-  lo.need_tokenizer = false;
-  lo.device = 0;
-  auto engine = Engine::load(kData + "/hf/" + GetParam(), lo);
-  ASSERT_EQ(engine->backend().name().rfind("CUDA", 0), 0u) << engine->backend().name();
-  test::expect_generate_equals_sampling_logits(engine->model(), GetParam());
+  test::expect_generate_equals_sampling_logits(engine_->model(), GetParam());
 }
 
 // Greedy steps launched ahead, each fed the pick of the step still running
 // on the device, against each step waited for (the hybrid keeps waiting:
 // its recurrent state cannot undo a step).
 TEST_P(CudaGenerate, DecodingAheadEqualsWaitingForEachStep) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  LoadOptions lo;
-  lo.need_tokenizer = false;
-  lo.device = 0;
-  auto engine = Engine::load(kData + "/hf/" + GetParam(), lo);
-  ASSERT_EQ(engine->backend().name().rfind("CUDA", 0), 0u) << engine->backend().name();
-  ASSERT_TRUE(engine->backend().decodes_ahead());
-  test::expect_decoding_ahead_equals_waiting(engine->model(), GetParam());
+  ASSERT_TRUE(engine_->backend().decodes_ahead());
+  test::expect_decoding_ahead_equals_waiting(engine_->model(), GetParam());
 }
 
 INSTANTIATE_TEST_SUITE_P(Hf, CudaGenerate,
