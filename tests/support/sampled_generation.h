@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -145,6 +146,28 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
     EXPECT_EQ(int(got.stop), int(want.stop)) << label << ", " << c.name;
     EXPECT_EQ(got.position, want.position) << label << ", " << c.name;
     EXPECT_EQ(got.next_turn, want.next_turn) << label << ", " << c.name;
+  }
+  // A caller that throws mid-generation: the steps in flight are waited for
+  // as it unwinds (they write their picks into generate()'s frame), and the
+  // backend goes on as before.
+  {
+    StateOptions so;
+    so.context = roomy;
+    auto state = model.new_state(so);
+    GenerateRequest req;
+    req.prompt = prompt;
+    req.max_tokens = n;
+    req.sampling.temperature = 0.0f;
+    req.decode_ahead = 1;
+    int seen = 0;
+    EXPECT_THROW(generate(model, *state, req,
+                          [&](int32_t) -> bool {
+                            if (++seen == 7) throw std::runtime_error("caller's error");
+                            return true;
+                          }),
+                 std::runtime_error)
+        << label;
+    EXPECT_EQ(run(1, roomy, {}, 0).tokens, plain.tokens) << label << ", after a throw";
   }
 }
 

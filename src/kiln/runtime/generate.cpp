@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 
 #include "kiln/core/error.h"
 
@@ -99,6 +100,20 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       backend.step_ahead();
       model.forward_batch({step});
     };
+    // A step in flight copies its pick into `picks` when it is awaited: none
+    // may be left in flight when this returns or throws.
+    struct AwaitOnUnwind {
+      Backend& b;
+      ~AwaitOnUnwind() {
+        if (std::uncaught_exceptions() == 0) return;
+        for (int i = 0; i < 2; ++i) {  // at most two in flight
+          try {
+            b.await_step();
+          } catch (...) {
+          }
+        }
+      }
+    } await_on_unwind{backend};
     launch(&first, &picks[0]);
     for (;;) {
       const bool more = int64_t(result.tokens.size()) + 1 < req.max_tokens &&
