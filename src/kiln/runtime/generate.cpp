@@ -74,10 +74,10 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   // of 1), each step returns those, and the draw is the one sample() makes
   // from the logits.
   const int64_t model_k = pick_on_model ? 0 : sampler.model_top_k(vocab);
-  const int64_t top_from =
-      req.top_k_rows_from >= 0 ? req.top_k_rows_from : model.backend().top_k_rows_from();
-  const bool top_on_model = model_k > 0 && top_from == 1;
   Backend& backend = model.backend();
+  const int64_t top_from =
+      req.top_k_rows_from >= 0 ? req.top_k_rows_from : backend.top_k_rows_from();
+  const bool top_on_model = model_k > 0 && top_from == 1;
   const bool ahead = pick_on_model && !req.force &&
                      (req.decode_ahead >= 0 ? req.decode_ahead == 1 : backend.decodes_ahead()) &&
                      state.position() > 0 && state.can_truncate(state.position() - 1);
