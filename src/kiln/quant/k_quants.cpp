@@ -9,8 +9,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "kiln/core/cpu_features.h"
 #include "kiln/core/half.h"
 #include "kiln/quant/blocks.h"
+#include "kiln/quant/k_search.h"
 #include "kiln/quant/k_scales.h"
 #include "kiln/quant/quant_math.h"
 #include "kiln/quant/simd.h"
@@ -42,66 +44,6 @@ inline void unpack_q3_scales(const uint8_t* s, int* out) {
 }
 
 constexpr float kGroupMaxEps = 1e-15f;
-
-// Asymmetric fit x ~ scale * L - min with L in [0, nmax]: start from the
-// min/max grid, then try nstep + 1 stretched grids, solving the weighted
-// least-squares scale and offset for each and keeping the best. Returns the
-// scale; *neg_min receives the (non-negative) min to subtract.
-float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* L, float* neg_min,
-                    float rmin, float rdelta, int nstep, bool abs_error) {
-  float lo = x[0], hi = x[0];
-  float sum_w = w[0], sum_x = w[0] * x[0];
-  for (int i = 1; i < n; ++i) {
-    lo = std::min(lo, x[i]);
-    hi = std::max(hi, x[i]);
-    sum_w += w[i];
-    sum_x += w[i] * x[i];
-  }
-  if (lo > 0) lo = 0;
-  if (hi == lo) {
-    std::fill(L, L + n, uint8_t(0));
-    *neg_min = -lo;
-    return 0.0f;
-  }
-  auto err_of = [&](float d) { return abs_error ? std::fabs(d) : d * d; };
-  float iscale = nmax / (hi - lo);
-  float scale = 1 / iscale;
-  float best = 0;
-  for (int i = 0; i < n; ++i) {
-    L[i] = uint8_t(std::clamp(nearest(iscale * (x[i] - lo)), 0, nmax));
-    best += w[i] * err_of(scale * L[i] + lo - x[i]);
-  }
-  uint8_t trial[32];
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * is + nmax) / (hi - lo);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::clamp(nearest(iscale * (x[i] - lo)), 0, nmax);
-      trial[i] = uint8_t(l);
-      sum_l += w[i] * l;
-      sum_l2 += w[i] * l * l;
-      sum_xl += w[i] * l * x[i];
-    }
-    const float det = sum_w * sum_l2 - sum_l * sum_l;
-    if (det <= 0) continue;
-    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-    float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-    if (this_min > 0) {
-      this_min = 0;
-      this_scale = sum_xl / sum_l2;
-    }
-    float err = 0;
-    for (int i = 0; i < n; ++i) err += w[i] * err_of(this_scale * trial[i] + this_min - x[i]);
-    if (err < best) {
-      std::copy(trial, trial + n, L);
-      best = err;
-      scale = this_scale;
-      lo = this_min;
-    }
-  }
-  *neg_min = -lo;
-  return scale;
-}
 
 // Symmetric fit x ~ scale * (L - nmax), L - nmax in [-nmax, nmax - 1], weighted
 // by x^2: the sign of the scale follows the largest-magnitude element so that
@@ -194,6 +136,73 @@ void pack_2bit(const uint8_t* L, uint8_t* qs) {
 }
 
 }  // namespace
+
+float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* L, float* neg_min,
+                    float rmin, float rdelta, int nstep, bool abs_error) {
+  float lo = x[0], hi = x[0];
+  float sum_w = w[0], sum_x = w[0] * x[0];
+  for (int i = 1; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (lo > 0) lo = 0;
+  if (hi == lo) {
+    std::fill(L, L + n, uint8_t(0));
+    *neg_min = -lo;
+    return 0.0f;
+  }
+  auto err_of = [&](float d) { return abs_error ? std::fabs(d) : d * d; };
+  float iscale = nmax / (hi - lo);
+  float scale = 1 / iscale;
+  float best = 0;
+  for (int i = 0; i < n; ++i) {
+    L[i] = uint8_t(std::clamp(nearest(iscale * (x[i] - lo)), 0, nmax));
+    best += w[i] * err_of(scale * L[i] + lo - x[i]);
+  }
+  uint8_t trial[32];
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (hi - lo);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest(iscale * (x[i] - lo)), 0, nmax);
+      trial[i] = uint8_t(l);
+      sum_l += w[i] * l;
+      sum_l2 += w[i] * l * l;
+      sum_xl += w[i] * l * x[i];
+    }
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (det <= 0) continue;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+    float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (this_min > 0) {
+      this_min = 0;
+      this_scale = sum_xl / sum_l2;
+    }
+    float err = 0;
+    for (int i = 0; i < n; ++i) err += w[i] * err_of(this_scale * trial[i] + this_min - x[i]);
+    if (err < best) {
+      std::copy(trial, trial + n, L);
+      best = err;
+      scale = this_scale;
+      lo = this_min;
+    }
+  }
+  *neg_min = -lo;
+  return scale;
+}
+
+void fit_scale_min_x8(int n, int nmax, const float* x, const float* w, uint8_t* L, float* scale,
+                      float* neg_min, float rmin, float rdelta, int nstep, bool abs_error) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (cpu_features().avx2)
+    return fit_scale_min_x8_avx2(n, nmax, x, w, L, scale, neg_min, rmin, rdelta, nstep, abs_error);
+#endif
+  for (int j = 0; j < 8; ++j)
+    scale[j] = fit_scale_min(n, nmax, x + j * n, w + j * n, L + j * n, &neg_min[j], rmin, rdelta,
+                             nstep, abs_error);
+}
 
 // ---------------------------------------------------------------- dequantize
 
@@ -347,11 +356,13 @@ void quant_q2_K(const float* x, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ2_K*>(dst);
   for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
     uint8_t L[kQK_K];
-    float scales[16], mins[16], w[16];
+    float scales[16], mins[16], w[kQK_K];
+    for (int l = 0; l < kQK_K; ++l) w[l] = std::fabs(x[l]);
+    for (int h = 0; h < 2; ++h)  // sixteen sub-blocks of 16, eight at a time
+      fit_scale_min_x8(16, 3, x + 128 * h, w + 128 * h, L + 128 * h, scales + 8 * h, mins + 8 * h,
+                       -0.5f, 0.1f, 15, true);
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 16; ++j) {
-      for (int l = 0; l < 16; ++l) w[l] = std::fabs(x[16 * j + l]);
-      scales[j] = fit_scale_min(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, true);
       max_scale = std::max(max_scale, scales[j]);
       max_min = std::max(max_min, mins[j]);
     }
@@ -436,15 +447,16 @@ namespace {
 // their own scale and min, both quantized to 6 bits. Leaves the levels in L.
 void quant_k_scale_min(const float* x, int nmax, float rmin, float rdelta, int nstep,
                        uint16_t* d_out, uint16_t* dmin_out, uint8_t* packed, uint8_t* L) {
-  float scales[8], mins[8], w[32];
-  float max_scale = 0, max_min = 0;
+  float scales[8], mins[8], w[kQK_K];
   for (int j = 0; j < 8; ++j) {
     float sum_x2 = 0;
     for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
     const float av_x = std::sqrt(sum_x2 / 32);
-    for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = fit_scale_min(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], rmin, rdelta, nstep,
-                              false);
+    for (int l = 0; l < 32; ++l) w[32 * j + l] = av_x + std::fabs(x[32 * j + l]);
+  }
+  fit_scale_min_x8(32, nmax, x, w, L, scales, mins, rmin, rdelta, nstep, false);
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
     max_scale = std::max(max_scale, scales[j]);
     max_min = std::max(max_min, mins[j]);
   }
