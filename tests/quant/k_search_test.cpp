@@ -101,5 +101,28 @@ TEST(KSearch, EightLanesEqualTheScalarSearch) {
 #endif
 }
 
+// Q6_K's symmetric search, the same way (16-value sub-blocks, nmax 32).
+TEST(KSearch, EightLanesEqualTheScalarSymmetricSearch) {
+#if !(defined(__x86_64__) || defined(_M_X64))
+  GTEST_SKIP() << "x86-64 only";
+#else
+  if (!cpu_features().avx2) GTEST_SKIP() << "no AVX2 here";
+  std::mt19937 rng(11);
+  const int n = 16, nmax = 32;
+  for (int round = 0; round < 600; ++round) {
+    std::vector<float> x = sub_blocks(n, round, rng);
+    if (round % 9 == 3) x[size_t(rng() % x.size())] = 1e-16f;  // below the zero threshold
+    std::vector<int8_t> want_l(x.size()), got_l(x.size(), int8_t(0x55));
+    float want[8], got[8];
+    for (int j = 0; j < 8; ++j) want[j] = fit_symmetric(n, nmax, x.data() + j * n, want_l.data() + j * n);
+    fit_symmetric_x8_avx2(n, nmax, x.data(), got_l.data(), got);
+    ASSERT_EQ(got_l, want_l) << "round " << round;
+    for (int j = 0; j < 8; ++j)
+      ASSERT_EQ(bits(got[j]), bits(want[j]))
+          << "round " << round << " lane " << j << ": " << got[j] << " vs " << want[j];
+  }
+#endif
+}
+
 }  // namespace
 }  // namespace kiln::quant

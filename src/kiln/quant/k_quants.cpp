@@ -43,48 +43,6 @@ inline void unpack_q3_scales(const uint8_t* s, int* out) {
   }
 }
 
-constexpr float kGroupMaxEps = 1e-15f;
-
-// Symmetric fit x ~ scale * (L - nmax), L - nmax in [-nmax, nmax - 1], weighted
-// by x^2: the sign of the scale follows the largest-magnitude element so that
-// it lands on -nmax. Tries 18 perturbed inverse scales. Used by Q6_K.
-float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
-  const float max = signed_absmax(x, n);
-  if (std::fabs(max) < kGroupMaxEps) {
-    std::fill(L, L + n, int8_t(0));
-    return 0.0f;
-  }
-  auto quant = [&](float iscale, int i) { return std::clamp(nearest(iscale * x[i]), -nmax, nmax - 1); };
-  float iscale = -nmax / max;
-  float sumlx = 0, suml2 = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = quant(iscale, i);
-    L[i] = int8_t(l + nmax);
-    const float w = x[i] * x[i];
-    sumlx += w * x[i] * l;
-    suml2 += w * l * l;
-  }
-  float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
-  float best = scale * sumlx;
-  for (int is = -9; is <= 9; ++is) {
-    if (is == 0) continue;
-    iscale = -(nmax + 0.1f * is) / max;
-    sumlx = suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = quant(iscale, i);
-      const float w = x[i] * x[i];
-      sumlx += w * x[i] * l;
-      suml2 += w * l * l;
-    }
-    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (int i = 0; i < n; ++i) L[i] = int8_t(quant(iscale, i) + nmax);
-      scale = sumlx / suml2;
-      best = scale * sumlx;
-    }
-  }
-  return scale;
-}
-
 // Symmetric fit for Q3_K: start from the max-anchored grid, then move single
 // elements to a better level while that raises the x^2-weighted fit.
 float fit_symmetric_greedy(int n, int nmax, const float* x, int8_t* L) {
@@ -202,6 +160,50 @@ void fit_scale_min_x8(int n, int nmax, const float* x, const float* w, uint8_t* 
   for (int j = 0; j < 8; ++j)
     scale[j] = fit_scale_min(n, nmax, x + j * n, w + j * n, L + j * n, &neg_min[j], rmin, rdelta,
                              nstep, abs_error);
+}
+
+float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
+  const float max = signed_absmax(x, n);
+  if (std::fabs(max) < kGroupMaxEps) {
+    std::fill(L, L + n, int8_t(0));
+    return 0.0f;
+  }
+  auto quant = [&](float iscale, int i) { return std::clamp(nearest(iscale * x[i]), -nmax, nmax - 1); };
+  float iscale = -nmax / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = quant(iscale, i);
+    L[i] = int8_t(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = quant(iscale, i);
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) L[i] = int8_t(quant(iscale, i) + nmax);
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+void fit_symmetric_x8(int n, int nmax, const float* x, int8_t* L, float* scale) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (cpu_features().avx2) return fit_symmetric_x8_avx2(n, nmax, x, L, scale);
+#endif
+  for (int j = 0; j < 8; ++j) scale[j] = fit_symmetric(n, nmax, x + j * n, L + j * n);
 }
 
 // ---------------------------------------------------------------- dequantize
@@ -527,8 +529,9 @@ void quant_q6_K(const float* x, void* dst, int64_t n) {
     int8_t L[kQK_K];
     float scales[16];
     float max_scale = 0, max_abs = 0;
+    for (int h = 0; h < 2; ++h)  // sixteen sub-blocks of 16, eight at a time
+      fit_symmetric_x8(16, 32, x + 128 * h, L + 128 * h, scales + 8 * h);
     for (int j = 0; j < 16; ++j) {
-      scales[j] = fit_symmetric(16, 32, x + 16 * j, L + 16 * j);
       if (std::fabs(scales[j]) > max_abs) {
         max_abs = std::fabs(scales[j]);
         max_scale = scales[j];

@@ -7,6 +7,9 @@
 
 namespace kiln::quant {
 
+// Below this largest magnitude a symmetric sub-block or block is all zeros.
+constexpr float kGroupMaxEps = 1e-15f;
+
 // Asymmetric fit x ~ scale * L - min with L in [0, nmax] for one sub-block of
 // n values weighted by w: start from the min/max grid, then try nstep + 1
 // stretched grids, solving the weighted least-squares scale and offset for
@@ -27,5 +30,17 @@ void fit_scale_min_x8(int n, int nmax, const float* x, const float* w, uint8_t* 
 void fit_scale_min_x8_avx2(int n, int nmax, const float* x, const float* w, uint8_t* L,
                            float* scale, float* neg_min, float rmin, float rdelta, int nstep,
                            bool abs_error);
+
+// Symmetric fit x ~ scale * (L - nmax), L - nmax in [-nmax, nmax - 1],
+// weighted by x^2: the sign of the scale follows the largest-magnitude
+// element so that it lands on -nmax; then 18 perturbed inverse scales are
+// tried. Used by Q6_K.
+float fit_symmetric(int n, int nmax, const float* x, int8_t* L);
+
+// fit_symmetric for eight sub-blocks j = 0..7 of n <= 32 values at x + j * n
+// (levels to L + j * n, scales to scale[j]), the same bits as the scalar
+// search, as fit_scale_min_x8.
+void fit_symmetric_x8(int n, int nmax, const float* x, int8_t* L, float* scale);
+void fit_symmetric_x8_avx2(int n, int nmax, const float* x, int8_t* L, float* scale);
 
 }  // namespace kiln::quant

@@ -108,5 +108,75 @@ void fit_scale_min_x8_avx2(int n, int nmax, const float* x, const float* w, uint
   _mm256_storeu_ps(neg_min_out, _mm256_xor_ps(lo, sign));
 }
 
+void fit_symmetric_x8_avx2(int n, int nmax, const float* x, int8_t* L, float* scale_out) {
+  alignas(32) float xt[32][8];
+  for (int j = 0; j < 8; ++j)
+    for (int i = 0; i < n; ++i) xt[i][j] = x[j * n + i];
+  const auto X = [&](int i) { return _mm256_load_ps(xt[i]); };
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i lmin = _mm256_set1_epi32(-nmax), lmax = _mm256_set1_epi32(nmax - 1);
+  const auto quant = [&](__m256 iscale, int i) {
+    const __m256 v = _mm256_round_ps(_mm256_mul_ps(iscale, X(i)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(v), lmin), lmax);
+  };
+
+  // signed_absmax: the first element of the largest magnitude.
+  __m256 amax = zero, max = zero;
+  for (int i = 0; i < n; ++i) {
+    const __m256 a = _mm256_andnot_ps(sign, X(i));
+    const __m256 larger = _mm256_cmp_ps(amax, a, _CMP_LT_OQ);
+    amax = blend(amax, a, larger);
+    max = blend(max, X(i), larger);
+  }
+  const __m256 flat = _mm256_cmp_ps(_mm256_andnot_ps(sign, max), _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
+
+  __m256i best_l[32], trial[32];
+  __m256 iscale = _mm256_div_ps(_mm256_set1_ps(float(-nmax)), max);
+  __m256 sumlx = zero, suml2 = zero;
+  for (int i = 0; i < n; ++i) {
+    best_l[i] = quant(iscale, i);
+    const __m256 l = _mm256_cvtepi32_ps(best_l[i]);
+    const __m256 w = _mm256_mul_ps(X(i), X(i));
+    sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w, X(i)), l));
+    suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, l), l));
+  }
+  __m256 scale = blend(_mm256_div_ps(sumlx, suml2), zero, _mm256_cmp_ps(suml2, zero, _CMP_EQ_OQ));
+  __m256 best = _mm256_mul_ps(scale, sumlx);
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    const float stretch = -(float(nmax) + 0.1f * float(is));
+    iscale = _mm256_div_ps(_mm256_set1_ps(stretch), max);
+    sumlx = suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+      trial[i] = quant(iscale, i);
+      const __m256 l = _mm256_cvtepi32_ps(trial[i]);
+      const __m256 w = _mm256_mul_ps(X(i), X(i));
+      sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w, X(i)), l));
+      suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, l), l));
+    }
+    const __m256 take = _mm256_and_ps(
+        _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+        _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+    if (_mm256_movemask_ps(take) == 0) continue;
+    const __m256i take_i = _mm256_castps_si256(take);
+    for (int i = 0; i < n; ++i) best_l[i] = _mm256_blendv_epi8(best_l[i], trial[i], take_i);
+    scale = blend(scale, _mm256_div_ps(sumlx, suml2), take);
+    best = blend(best, _mm256_mul_ps(scale, sumlx), take);
+  }
+  // Sub-blocks of (nearly) zeros: levels 0 (not the offset zero), scale 0.
+  scale = blend(scale, zero, flat);
+  const __m256i keep = _mm256_castps_si256(_mm256_xor_ps(flat, _mm256_castsi256_ps(_mm256_set1_epi32(-1))));
+  const __m256i offset = _mm256_set1_epi32(nmax);
+  alignas(32) int32_t lt[32][8];
+  for (int i = 0; i < n; ++i)
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lt[i]),
+                       _mm256_and_si256(_mm256_add_epi32(best_l[i], offset), keep));
+  for (int j = 0; j < 8; ++j)
+    for (int i = 0; i < n; ++i) L[j * n + i] = int8_t(lt[i][j]);
+  _mm256_storeu_ps(scale_out, scale);
+}
+
 }  // namespace kiln::quant
 #endif
