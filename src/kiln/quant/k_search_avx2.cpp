@@ -1,9 +1,10 @@
-// fit_scale_min for eight sub-blocks at once on AVX2 (compile flags set in
-// CMakeLists.txt: -mavx2, and -ffp-contract=off so that no multiply and add
-// are fused). Lane j runs sub-block j's search exactly as the scalar code
-// (k_quants.cpp) runs it, trial after trial, a mask standing for each
-// branch; min and max take their operands in std::min / std::max's order, so
-// signed zeros come out alike too.
+// The K-quants' scale searches (fit_scale_min, fit_symmetric) for eight
+// sub-blocks at once on AVX2 (compile flags set in CMakeLists.txt: -mavx2,
+// and -ffp-contract=off so that no multiply and add are fused). Lane j runs
+// sub-block j's search exactly as the scalar code (k_quants.cpp) runs it,
+// trial after trial, a mask standing for each branch; min and max take
+// their operands in std::min / std::max's order, so signed zeros come out
+// alike too.
 #include "kiln/quant/k_search.h"
 
 #if defined(__AVX2__)
