@@ -101,18 +101,25 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
     GenerateResult::Stop stop;
     int64_t position;
   };
-  // One generation, then a second turn of four tokens on the same state.
-  const auto run = [&](int ahead, int64_t context, const std::vector<int32_t>& stop_ids,
-                       int cancel_at) {
+  const auto fresh_state = [&](int64_t context) {
     StateOptions so;
     so.context = context;
-    auto state = model.new_state(so);
+    return model.new_state(so);
+  };
+  const auto greedy = [&](int ahead) {
     GenerateRequest req;
     req.prompt = prompt;
     req.max_tokens = n;
     req.sampling.temperature = 0.0f;
-    req.stop_ids = stop_ids;
     req.decode_ahead = ahead;
+    return req;
+  };
+  // One generation, then a second turn of four tokens on the same state.
+  const auto run = [&](int ahead, int64_t context, const std::vector<int32_t>& stop_ids,
+                       int cancel_at) {
+    auto state = fresh_state(context);
+    GenerateRequest req = greedy(ahead);
+    req.stop_ids = stop_ids;
     int seen = 0;
     const GenerateResult r =
         generate(model, *state, req, [&](int32_t) { return ++seen != cancel_at; });
@@ -151,16 +158,9 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
   // as it unwinds (they write their picks into generate()'s frame), and the
   // backend goes on as before.
   {
-    StateOptions so;
-    so.context = roomy;
-    auto state = model.new_state(so);
-    GenerateRequest req;
-    req.prompt = prompt;
-    req.max_tokens = n;
-    req.sampling.temperature = 0.0f;
-    req.decode_ahead = 1;
+    auto state = fresh_state(roomy);
     int seen = 0;
-    EXPECT_THROW(generate(model, *state, req,
+    EXPECT_THROW(generate(model, *state, greedy(1),
                           [&](int32_t) -> bool {
                             if (++seen == 7) throw std::runtime_error("caller's error");
                             return true;

@@ -133,30 +133,26 @@ void fit_symmetric_x8_avx2(int n, int nmax, const float* x, int8_t* L, float* sc
   }
   const __m256 flat = _mm256_cmp_ps(_mm256_andnot_ps(sign, max), _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
 
+  // The levels of an inverse scale, and their x^2-weighted sums.
+  __m256 sumlx, suml2;
+  const auto levels = [&](__m256 iscale, __m256i* out) {
+    sumlx = suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+      out[i] = quant(iscale, i);
+      const __m256 l = _mm256_cvtepi32_ps(out[i]);
+      const __m256 w = _mm256_mul_ps(X(i), X(i));
+      sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w, X(i)), l));
+      suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, l), l));
+    }
+  };
   __m256i best_l[32], trial[32];
-  __m256 iscale = _mm256_div_ps(_mm256_set1_ps(float(-nmax)), max);
-  __m256 sumlx = zero, suml2 = zero;
-  for (int i = 0; i < n; ++i) {
-    best_l[i] = quant(iscale, i);
-    const __m256 l = _mm256_cvtepi32_ps(best_l[i]);
-    const __m256 w = _mm256_mul_ps(X(i), X(i));
-    sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w, X(i)), l));
-    suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, l), l));
-  }
+  levels(_mm256_div_ps(_mm256_set1_ps(float(-nmax)), max), best_l);
   __m256 scale = blend(_mm256_div_ps(sumlx, suml2), zero, _mm256_cmp_ps(suml2, zero, _CMP_EQ_OQ));
   __m256 best = _mm256_mul_ps(scale, sumlx);
   for (int is = -9; is <= 9; ++is) {
     if (is == 0) continue;
     const float stretch = -(float(nmax) + 0.1f * float(is));
-    iscale = _mm256_div_ps(_mm256_set1_ps(stretch), max);
-    sumlx = suml2 = zero;
-    for (int i = 0; i < n; ++i) {
-      trial[i] = quant(iscale, i);
-      const __m256 l = _mm256_cvtepi32_ps(trial[i]);
-      const __m256 w = _mm256_mul_ps(X(i), X(i));
-      sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w, X(i)), l));
-      suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, l), l));
-    }
+    levels(_mm256_div_ps(_mm256_set1_ps(stretch), max), trial);
     const __m256 take = _mm256_and_ps(
         _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
         _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
