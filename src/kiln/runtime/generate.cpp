@@ -78,6 +78,19 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   const int64_t top_from =
       req.top_k_rows_from >= 0 ? req.top_k_rows_from : backend.top_k_rows_from();
   const bool top_on_model = model_k > 0 && top_from == 1;
+  // Whether a token ends the turn (it is not returned).
+  auto is_stop = [&](int32_t id) {
+    return std::find(req.stop_ids.begin(), req.stop_ids.end(), id) != req.stop_ids.end();
+  };
+  // A decode step of one token (null: the pick of the step in flight) that
+  // brings back no logits; the caller says what it brings back instead.
+  auto one_token_step = [&](const int32_t* token) {
+    BatchItem step;
+    step.state = &state;
+    step.tokens = token;
+    step.n = 1;
+    return step;
+  };
   const bool ahead = pick_on_model && !req.force &&
                      (req.decode_ahead >= 0 ? req.decode_ahead == 1 : backend.decodes_ahead()) &&
                      state.position() > 0 && state.can_truncate(state.position() - 1);
@@ -92,10 +105,7 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
     int32_t picks[2] = {0, 0};
     int slot = 0;
     auto launch = [&](const int32_t* token, int32_t* pick) {
-      BatchItem step;
-      step.state = &state;
-      step.tokens = token;  // null: the pick of the step in flight
-      step.n = 1;
+      BatchItem step = one_token_step(token);
       step.argmax = pick;
       backend.step_ahead();
       model.forward_batch({step});
@@ -123,7 +133,7 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       const int32_t next = picks[slot];
       slot ^= 1;
       bool go_on = false;
-      if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end())
+      if (is_stop(next))
         result.stop = GenerateResult::Stop::StopToken;
       else
         go_on = emit(next, state.position() - (more ? 1 : 0));
@@ -157,7 +167,7 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       next = picked   ? pick
              : topped ? sampler.sample_candidates(top)
                       : sampler.sample(logits, vocab, history);
-      if (std::find(req.stop_ids.begin(), req.stop_ids.end(), next) != req.stop_ids.end()) {
+      if (is_stop(next)) {
         result.stop = GenerateResult::Stop::StopToken;
         break;
       }
@@ -168,10 +178,7 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
       break;
     }
     if (pick_on_model || top_on_model) {
-      BatchItem step;
-      step.state = &state;
-      step.tokens = &next;
-      step.n = 1;
+      BatchItem step = one_token_step(&next);
       if (pick_on_model) {
         step.argmax = &pick;
       } else {
