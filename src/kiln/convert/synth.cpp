@@ -7,19 +7,13 @@
 
 #include "kiln/convert/parts.h"
 #include "kiln/core/error.h"
+#include "kiln/core/splitmix.h"
 #include "kiln/io/json_file.h"
 #include "kiln/model/model_file.h"
 
 namespace kiln {
 namespace convert {
 namespace {
-
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 0xcbf29ce484222325ULL;
@@ -80,7 +74,7 @@ void synth_model(const std::string& config_json, const std::string& out, const S
       p.generate = [n](int64_t, float* dst) { std::fill(dst, dst + n, 1.0f); };
     } else {
       uint64_t key_state = o.seed ^ fnv1a(ts.name);
-      const uint64_t key = convert::splitmix64(key_state);
+      const uint64_t key = splitmix64(key_state);
       const int64_t n = ts.shape.back();
       const float stddev = o.stddev;
       p.generate = [key, n, stddev](int64_t row, float* dst) {

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "kiln/core/error.h"
+#include "kiln/core/splitmix.h"
 #include "kiln/runtime/chat_format.h"
 #include "kiln/runtime/thinking.h"
 #include "kiln/server/api_error.h"
@@ -52,12 +53,7 @@ uint64_t process_salt() {
 
 // The n-th value of a splitmix64 sequence from the process's salt: distinct
 // for every n, well mixed.
-uint64_t salted(uint64_t n) {
-  uint64_t z = process_salt() + n * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+uint64_t salted(uint64_t n) { return splitmix64_mix(process_salt() + n * kSplitmixGamma); }
 
 std::string new_id(const char* prefix) {
   static std::atomic<uint64_t> counter{0};
