@@ -459,21 +459,11 @@ class CudaBackend final : public Backend {
   bool decodes_ahead() const override { return decode_ahead_; }
   void step_ahead() override { ahead_next_ = true; }
   void await_step() override {
-    Flight* oldest = nullptr;
-    for (Flight& f : flights_)
-      if (f.busy && (!oldest || f.seq < oldest->seq)) oldest = &f;
-    if (oldest) finish(*oldest);
+    if (Flight* f = oldest_flight()) finish(*f);
   }
   void embed_last_pick(const Weight& table, float* out) override {
     KILN_CHECK(argmax_dev_, "no pick to embed: argmax_rows has not run");
-    if (1 <= defer_tokens_ && graphs_enabled_ && !deferring_) begin_deferred();
-    Rec r = blank(Op::Embed);
-    r.p[0] = table.data;
-    r.dtype = uint32_t(table.view.dtype);
-    r.n[0] = int64_t(table.view.row_bytes());
-    r.n[1] = table.cols();
-    r.n[2] = 1;
-    r.p[1] = out;
+    Rec r = embed_rec(table, 1, out);
     r.flag = 1;  // the id is argmax_rows' first, on the device
     r.p[2] = argmax_dev_;
     submit(r);
@@ -587,6 +577,13 @@ class CudaBackend final : public Backend {
   }
 
   void embed(const Weight& table, const int32_t* ids, int64_t n, float* out) override {
+    Rec r = embed_rec(table, n, out);
+    r.arg = push_args(ids, size_t(n) * sizeof(int32_t), sizeof(int32_t));
+    submit(r);
+  }
+  // An embed of n rows of table into out, its ids not yet named; a decode
+  // step's embed starts the step's recording.
+  Rec embed_rec(const Weight& table, int64_t n, float* out) {
     if (n <= defer_tokens_ && graphs_enabled_ && !deferring_) begin_deferred();
     Rec r = blank(Op::Embed);
     r.p[0] = table.data;
@@ -595,8 +592,7 @@ class CudaBackend final : public Backend {
     r.n[1] = table.cols();
     r.n[2] = n;
     r.p[1] = out;
-    r.arg = push_args(ids, size_t(n) * sizeof(int32_t), sizeof(int32_t));
-    submit(r);
+    return r;
   }
 
   void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps,
@@ -1112,9 +1108,6 @@ class CudaBackend final : public Backend {
     if (recs_.empty()) return;
     if (stats_) ++stats_->ended_by[why];
     using clock = std::chrono::steady_clock;
-    const auto ms_since = [](clock::time_point t) {
-      return std::chrono::duration<double, std::milli>(clock::now() - t).count();
-    };
     const clock::time_point t_flush = clock::now();
     clock::time_point t_launch{}, t_wait{};
     // The graph to replay: the last one, where every record matched it as
@@ -1186,18 +1179,7 @@ class CudaBackend final : public Backend {
       flight.seq = ++flight_seq_;
       flight.timed = timed_replay;
       launched_ = false;
-      if (timed_replay) {
-        const auto span = [](clock::time_point a, clock::time_point b) {
-          return std::chrono::duration<double, std::milli>(b - a).count();
-        };
-        stats_->record_ms += span(stats_->step_begin, t_flush);
-        stats_->match_ms += span(t_flush, t_launch);
-        stats_->launch_ms += span(t_launch, t_wait);
-        for (size_t o = 0; o < Stats::kOps; ++o) {
-          stats_->op_ticks[o] += stats_->step_ticks[o];
-          stats_->op_n[o] += stats_->step_n[o];
-        }
-      }
+      if (timed_replay) count_host_share(t_flush, t_launch, t_wait);
     } else if (!copy_out_.empty() || direct_out_) {
       direct_out_ = false;
       check(cudaStreamSynchronize(stream_), "decode step");
@@ -1205,24 +1187,11 @@ class CudaBackend final : public Backend {
       const clock::time_point t_copy = clock::now();
       for (const CopyOut& c : copy_out_) std::memcpy(c.host, out_host_ + c.offset, c.bytes);
       if (timed_replay) {
-        float ms = 0.0f;
-        check(cudaEventElapsedTime(&ms, stats_->e0, stats_->e1), "stats event");
-        stats_->gpu_ms += ms;
-        ++stats_->timed;
-        const auto span = [](clock::time_point a, clock::time_point b) {
-          return std::chrono::duration<double, std::milli>(b - a).count();
-        };
-        stats_->record_ms += span(stats_->step_begin, t_flush);
-        stats_->match_ms += span(t_flush, t_launch);
-        stats_->launch_ms += span(t_launch, t_wait);
-        stats_->wait_ms += span(t_wait, t_copy);
-        stats_->copy_ms += ms_since(t_copy);
-        for (size_t o = 0; o < Stats::kOps; ++o) {
-          stats_->op_ticks[o] += stats_->step_ticks[o];
-          stats_->op_n[o] += stats_->step_n[o];
-        }
+        count_host_share(t_flush, t_launch, t_wait);
+        count_completion(stats_->e0, stats_->e1, ms_between(t_wait, t_copy),
+                         ms_between(t_copy, clock::now()));
         if (stats_->step_end != clock::time_point{})
-          stats_->between_ms += span(stats_->step_end, stats_->step_begin);
+          stats_->between_ms += ms_between(stats_->step_end, stats_->step_begin);
         stats_->step_end = clock::now();
       }
     }
@@ -1256,23 +1225,46 @@ class CudaBackend final : public Backend {
     for (const CopyOut& c : f.outs) std::memcpy(c.host, out_host_ + c.offset, c.bytes);
     f.outs.clear();
     f.busy = false;
-    if (f.timed && stats_) {
-      float ms = 0.0f;
-      check(cudaEventElapsedTime(&ms, f.start, f.done), "stats event");
-      stats_->gpu_ms += ms;
-      ++stats_->timed;
-      stats_->wait_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
-      stats_->copy_ms += std::chrono::duration<double, std::milli>(clock::now() - t1).count();
+    if (f.timed && stats_)
+      count_completion(f.start, f.done, ms_between(t0, t1), ms_between(t1, clock::now()));
+  }
+
+  static double ms_between(std::chrono::steady_clock::time_point a,
+                           std::chrono::steady_clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  }
+  // KILN_CUDA_STATS: a timed replayed step's host share up to its launch
+  // (recording, matching, the launch call, and the ops' ticks)...
+  void count_host_share(std::chrono::steady_clock::time_point t_flush,
+                        std::chrono::steady_clock::time_point t_launch,
+                        std::chrono::steady_clock::time_point t_wait) {
+    stats_->record_ms += ms_between(stats_->step_begin, t_flush);
+    stats_->match_ms += ms_between(t_flush, t_launch);
+    stats_->launch_ms += ms_between(t_launch, t_wait);
+    for (size_t o = 0; o < Stats::kOps; ++o) {
+      stats_->op_ticks[o] += stats_->step_ticks[o];
+      stats_->op_n[o] += stats_->step_n[o];
     }
   }
+  // ... and, once it has completed, its GPU time between events e0 and e1
+  // and the host's wait for it and copy of its outputs.
+  void count_completion(cudaEvent_t e0, cudaEvent_t e1, double wait_ms, double copy_ms) {
+    float ms = 0.0f;
+    check(cudaEventElapsedTime(&ms, e0, e1), "stats event");
+    stats_->gpu_ms += ms;
+    ++stats_->timed;
+    stats_->wait_ms += wait_ms;
+    stats_->copy_ms += copy_ms;
+  }
   void finish_flights() {
-    for (;;) {
-      Flight* oldest = nullptr;
-      for (Flight& f : flights_)
-        if (f.busy && (!oldest || f.seq < oldest->seq)) oldest = &f;
-      if (!oldest) return;
-      finish(*oldest);
-    }
+    while (Flight* f = oldest_flight()) finish(*f);
+  }
+  // The step launched ahead longest ago and not yet waited for, or null.
+  Flight* oldest_flight() {
+    Flight* oldest = nullptr;
+    for (Flight& f : flights_)
+      if (f.busy && (!oldest || f.seq < oldest->seq)) oldest = &f;
+    return oldest;
   }
 
   void drop_graphs() {
