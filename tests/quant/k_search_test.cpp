@@ -12,6 +12,7 @@
 #include "kiln/core/cpu_features.h"
 #include "kiln/quant/k_search.h"
 
+#if defined(__x86_64__) || defined(_M_X64)
 namespace kiln::quant {
 namespace {
 
@@ -69,11 +70,15 @@ uint32_t bits(float f) {
   return u;
 }
 
-TEST(KSearch, EightLanesEqualTheScalarSearch) {
-#if !(defined(__x86_64__) || defined(_M_X64))
-  GTEST_SKIP() << "x86-64 only";
-#else
-  if (!cpu_features().avx2) GTEST_SKIP() << "no AVX2 here";
+// The AVX2 searches exist in x86-64 builds and run where the CPU has AVX2.
+class KSearch : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cpu_features().avx2) GTEST_SKIP() << "no AVX2 here";
+  }
+};
+
+TEST_F(KSearch, EightLanesEqualTheScalarSearch) {
   std::mt19937 rng(7);
   for (const Search& s : kSearches) {
     for (int round = 0; round < 400; ++round) {
@@ -98,15 +103,10 @@ TEST(KSearch, EightLanesEqualTheScalarSearch) {
       }
     }
   }
-#endif
 }
 
 // Q6_K's symmetric search, the same way (16-value sub-blocks, nmax 32).
-TEST(KSearch, EightLanesEqualTheScalarSymmetricSearch) {
-#if !(defined(__x86_64__) || defined(_M_X64))
-  GTEST_SKIP() << "x86-64 only";
-#else
-  if (!cpu_features().avx2) GTEST_SKIP() << "no AVX2 here";
+TEST_F(KSearch, EightLanesEqualTheScalarSymmetricSearch) {
   std::mt19937 rng(11);
   const int n = 16, nmax = 32;
   for (int round = 0; round < 600; ++round) {
@@ -121,8 +121,8 @@ TEST(KSearch, EightLanesEqualTheScalarSymmetricSearch) {
       ASSERT_EQ(bits(got[j]), bits(want[j]))
           << "round " << round << " lane " << j << ": " << got[j] << " vs " << want[j];
   }
-#endif
 }
 
 }  // namespace
 }  // namespace kiln::quant
+#endif
