@@ -1,7 +1,8 @@
 #!/bin/bash
-# Packs Debian's build of llama.cpp (llama-bench with its CUDA backend) for a
-# device call, to measure it side by side with kiln on the same GPU and the
-# same files (bench/llama_cpp_side_by_side.sh). For measurement only:
+# Packs Debian's build of llama.cpp (llama-bench and llama-server with its
+# CUDA backend) for a device call, to measure it side by side with kiln on
+# the same GPU and the same files (bench/llama_cpp_side_by_side.sh,
+# bench/llama_server_side_by_side.sh). For measurement only:
 # nothing in kiln's build, tests or README uses it.
 #
 # llama.cpp is not in Debian 12; Debian's unstable archive has it
@@ -35,8 +36,9 @@ done
 rm -rf "$work/root" "$work/stage" && mkdir -p "$work/stage"
 for d in "$work"/debs/*.deb; do dpkg -x "$d" "$work/root"; done
 L=$work/root/usr/lib/x86_64-linux-gnu
-cp "$work/root/usr/bin/llama-bench" "$L/llama/libllama-bench-impl.so" "$work/stage/"
-for l in libllama.so.0 libllama-common.so.0 libggml.so.0 libggml-base.so.0 libc.so.6 libm.so.6 \
+cp "$work/root/usr/bin/llama-bench" "$L/llama/libllama-bench-impl.so" \
+   "$work/root/usr/bin/llama-server" "$L/llama/libllama-server-impl.so" "$work/stage/"
+for l in libmtmd.so.0 libllama.so.0 libllama-common.so.0 libggml.so.0 libggml-base.so.0 libc.so.6 libm.so.6 \
          ld-linux-x86-64.so.2 libstdc++.so.6 libgcc_s.so.1 libgomp.so.1 libssl.so.3 libcrypto.so.3; do
   cp -L "$L/$l" "$work/stage/"
 done
@@ -52,7 +54,7 @@ cp -L "$L/libcudart.so.12" "$work/stage/"
 echo 'libcublas.so.12 { global: *; };' > "$work/cublas.map"
 gcc -shared -fPIC -O1 -Wl,-soname,libcublas.so.12 -Wl,--version-script="$work/cublas.map" \
   -o "$work/stage/libcublas.so.12" bench/cublas_stub.c
-tar cf - -C "$work/stage" . | xz -T2 -6 > .devrun/llama.txz
+tar cf - -C "$work/stage" . | xz -T2 -9 > .devrun/llama.txz
 cp tests/data/tokenizers/qwen3.tokenizer.json.gz .devrun/
 cp tests/data/tokenizers/qwen3.tokenizer_config.json .devrun/
 du -sh .devrun/llama.txz
