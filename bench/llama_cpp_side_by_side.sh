@@ -8,23 +8,8 @@
 #   MODELS="qwen3.5-2b:q4_k_m qwen3-4b:q8_0" (bench/configs names : type),
 #   PP (512), TG (128), REPS (3), ROUNDS (2).
 set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/kd /tmp/ll /tmp/m /tmp/tok
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader 2>/dev/null
-tar xJf .devrun/devrun.txz -C /tmp/kd
-tar xJf .devrun/llama.txz -C /tmp/ll
-export LD_LIBRARY_PATH=/tmp/kd/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-# llama.cpp runs on its own C library (unstable's) and CUDA 12 runtime,
-# both in the pack; the loader is told where the device's driver is.
-driver=$(ldconfig -p | awk '/libcuda.so.1 /{print $NF; exit}')
-LLP=/tmp/ll
-[ -n "$driver" ] && LLP=$LLP:$(dirname "$driver")
-echo "llama.cpp library path: $LLP"
-# The driver compiles the PTX on first use; a cache large enough to keep it.
-export CUDA_CACHE_MAXSIZE=4294967296
-llama() { /tmp/ll/ld-linux-x86-64.so.2 --library-path "$LLP" /tmp/ll/llama-bench "$@"; }
-gunzip -c .devrun/qwen3.tokenizer.json.gz > /tmp/tok/tokenizer.json
-cp .devrun/qwen3.tokenizer_config.json /tmp/tok/tokenizer_config.json
+source bench/llama_cpp_env.sh
+llama() { llama_cpp llama-bench "$@"; }
 models=()
 for m in ${MODELS:-qwen3.5-2b:q4_k_m qwen3-4b:q4_k_m qwen3-4b:q8_0}; do
   f=/tmp/m/${m%%:*}-${m##*:}.gguf
@@ -34,7 +19,7 @@ for m in ${MODELS:-qwen3.5-2b:q4_k_m qwen3-4b:q4_k_m qwen3-4b:q8_0}; do
 done
 echo "== llama.cpp warm-up (the driver compiling the kernels' PTX)"
 for f in "${models[@]}"; do
-  /usr/bin/time -f "%e s" bash -c "$(declare -f llama); LLP='$LLP' llama -m '$f' -p 16 -n 4 -r 1 -fa on" \
+  /usr/bin/time -f "%e s" bash -c "$(declare -f llama llama_cpp); LLP='$LLP' llama -m '$f' -p 16 -n 4 -r 1 -fa on" \
     2>&1 | grep -E '^\| [a-z]| s$|error'
 done
 for round in $(seq 1 "${ROUNDS:-2}"); do

@@ -11,20 +11,7 @@
 #   bench/configs name : type to synth), TOKENS (128 a request), ROUNDS
 #   (kiln_http_load's rounds, 3), ALTERNATIONS (2).
 set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/kd /tmp/ll /tmp/m /tmp/tok
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader 2>/dev/null
-tar xJf .devrun/devrun.txz -C /tmp/kd
-tar xJf .devrun/llama.txz -C /tmp/ll
-export LD_LIBRARY_PATH=/tmp/kd/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-# llama.cpp runs on its own C library (unstable's) and CUDA 12 runtime,
-# both in the pack; the loader is told where the device's driver is.
-driver=$(ldconfig -p | awk '/libcuda.so.1 /{print $NF; exit}')
-LLP=/tmp/ll
-[ -n "$driver" ] && LLP=$LLP:$(dirname "$driver")
-export CUDA_CACHE_MAXSIZE=4294967296  # the driver's compile of the PTX, kept
-gunzip -c .devrun/qwen3.tokenizer.json.gz > /tmp/tok/tokenizer.json
-cp .devrun/qwen3.tokenizer_config.json /tmp/tok/tokenizer_config.json
+source bench/llama_cpp_env.sh
 models=()
 for m in ${MODELS:-stories260K qwen3-0.6b:q4_k_m qwen3-0.6b:q8_0}; do
   case $m in
@@ -47,7 +34,7 @@ up() {  # pid -> 0 once /health answers 200, 1 if the server died or took 180 s
 }
 serve() {  # name model -> the server's pid, started on $PORT
   if [ "$1" = llama-server ]; then
-    /tmp/ll/ld-linux-x86-64.so.2 --library-path "$LLP" /tmp/ll/llama-server -m "$2" \
+    llama_cpp llama-server -m "$2" \
       --parallel 32 -c $((32 * 256)) -ngl 99 -fa on --host 127.0.0.1 --port $PORT \
       > "$OUT/server.log" 2>&1 &
   else
