@@ -22,7 +22,7 @@ for m in ${MODELS:-stories260K qwen3-0.6b:q4_k_m qwen3-0.6b:q8_0}; do
   esac
   models+=("$f")
 done
-PORT=8097
+PORT=${PORT:-8097}  # the first server's; each next one takes the next port
 up() {  # pid -> 0 once /health answers 200, 1 if the server died or took 180 s
   for _ in $(seq 1 360); do
     kill -0 "$1" 2>/dev/null || return 1
@@ -32,25 +32,27 @@ up() {  # pid -> 0 once /health answers 200, 1 if the server died or took 180 s
   done
   return 1
 }
-serve() {  # name model -> the server's pid, started on $PORT
+serve() {  # name model: the server started on $PORT, its own pid in $pid
+  # (exec, so that $! is the server itself and the signal below reaches it)
   if [ "$1" = llama-server ]; then
-    llama_cpp llama-server -m "$2" \
-      --parallel 32 -c $((32 * 256)) -ngl 99 -fa on --host 127.0.0.1 --port $PORT \
+    (exec /tmp/ll/ld-linux-x86-64.so.2 --library-path "$LLP" /tmp/ll/llama-server -m "$2" \
+      --parallel 32 -c $((32 * 256)) -ngl 99 -fa on --host 127.0.0.1 --port $PORT) \
       > "$OUT/server.log" 2>&1 &
   else
-    /tmp/kd/kiln serve "$2" --parallel 32 --ctx-size 256 --host 127.0.0.1 --port $PORT \
+    (exec /tmp/kd/kiln serve "$2" --parallel 32 --ctx-size 256 --host 127.0.0.1 --port $PORT) \
       > "$OUT/server.log" 2>&1 &
   fi
-  echo $!
+  pid=$!
 }
 for a in $(seq 1 "${ALTERNATIONS:-2}"); do
   for f in "${models[@]}"; do
     for s in llama-server kiln; do
-      pid=$(serve $s "$f")
+      PORT=$((PORT + 1))
+      serve $s "$f"
       start=$(date +%s)
       if ! up "$pid"; then
         echo "== $s $(basename "$f"): did not come up"; tail -5 "$OUT/server.log"
-        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; continue
+        kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; continue
       fi
       echo "== $s $(basename "$f") alternation $a (up in $(($(date +%s) - start)) s)"
       /tmp/kd/kiln_http_load $PORT 1 1 16 1 > /dev/null  # first request's one-off costs
@@ -58,7 +60,10 @@ for a in $(seq 1 "${ALTERNATIONS:-2}"); do
         echo "-- $n stream(s)"
         /tmp/kd/kiln_http_load $PORT $n "${ROUNDS:-3}" "${TOKENS:-128}" 1 2>&1 | tail -"${ROUNDS:-3}"
       done
-      kill -TERM "$pid"; wait "$pid" 2>/dev/null
+      kill -0 "$pid" 2>/dev/null || echo "   (the server had exited: see its log)"
+      kill -TERM "$pid" 2>/dev/null
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
       cp "$OUT/server.log" "$OUT/server-$s-$(basename "$f" .gguf)-$a.log"
     done
   done
