@@ -190,12 +190,18 @@ TEST_P(CudaGenerate, DrawsEqualDrawsFromTheLogits) {
   test::expect_generate_equals_sampling_logits(engine_->model(), GetParam());
 }
 
-// Greedy steps launched ahead, each fed the pick of the step still running
-// on the device, against each step waited for (the hybrid keeps waiting:
-// its recurrent state cannot undo a step).
+// Steps launched ahead, each fed the pick of the step still running on the
+// device (greedy: its argmax; sampled: drawn there), against each step
+// waited for (the sampled picks then drawn on the host from the step's
+// candidates; the hybrid keeps waiting: its recurrent state cannot undo a
+// step).
 TEST_P(CudaGenerate, DecodingAheadEqualsWaitingForEachStep) {
   ASSERT_TRUE(engine_->backend().decodes_ahead());
-  test::expect_decoding_ahead_equals_waiting(engine_->model(), GetParam());
+  SamplingParams greedy, sampled;
+  greedy.temperature = 0.0f;
+  sampled.seed = 7;  // temperature 0.8, top-k 40, top-p 0.95, min-p 0.05
+  test::expect_decoding_ahead_equals_waiting(engine_->model(), GetParam() + ", greedy", greedy);
+  test::expect_decoding_ahead_equals_waiting(engine_->model(), GetParam() + ", sampled", sampled);
 }
 
 INSTANTIATE_TEST_SUITE_P(Hf, CudaGenerate,

@@ -36,12 +36,14 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "kiln/backend/backend.h"
 #include "kiln/core/argmax.h"
+#include "kiln/core/draw.h"
 #include "kiln/core/error.h"
 #include "kiln/quant/dequantize.h"
 #include "kiln/quant/quantize.h"
@@ -893,6 +895,59 @@ TEST(CudaOps, TopKRowsMatchTheHostsCandidates) {
         }
       }
     }
+  }
+}
+
+// A sampled pick drawn on the device (draw_rows: the row's candidates, put
+// in order, filtered and drawn from) against the host's draw from the same
+// logits, draw after draw: rows whose candidates are close enough that the
+// draws spread over many of them, ties, NaN and -inf among them, a row of
+// NaN only, fewer logits than k, and rows of one call asking different k.
+TEST(CudaOps, DrawRowsMatchTheHostsDraw) {
+  REQUIRE_GPU();
+  Backend& gpu = *fx().gpu;
+  struct Setting {
+    float temperature, top_p, min_p;
+  };
+  const Setting settings[] = {{0.8f, 0.95f, 0.05f}, {1.5f, 1.0f, 0.0f}, {0.3f, 0.5f, 0.0f},
+                              {2.0f, 0.99f, 0.2f}};
+  for (int64_t cols : {int64_t(97), int64_t(5000), int64_t(151936)}) {
+    const int64_t rows = 6;
+    auto x = random_vec(size_t(rows * cols), uint32_t(cols) + 1, 0.7f);
+    for (int64_t i = 0; i < cols; ++i) x[size_t(cols + i)] = float(i % 4) * 0.25f;  // ties
+    float* r2 = x.data() + 2 * cols;
+    for (int64_t i = 0; i < cols; i += 3) r2[i] = i % 2 == 0 ? std::nanf("") : -INFINITY;
+    for (int64_t i = 0; i < cols; ++i) x[size_t(3 * cols + i)] = std::nanf("");
+    float* r4 = x.data() + 4 * cols;  // 20 logits that are not NaN
+    for (int64_t i = 0; i < cols; ++i)
+      r4[i] = i % (cols / 20 + 1) == 0 ? float(i % 7) * 0.3f : std::nanf("");
+    Dev xg(gpu, x);
+    std::set<int32_t> row0;  // the draws must spread, or the comparison says little
+    for (const Setting& set : settings) {
+      for (uint64_t index = 0; index < 40; ++index) {
+        std::vector<DrawSpec> specs(static_cast<size_t>(rows));
+        for (int64_t j = 0; j < rows; ++j) {
+          DrawSpec& d = specs[size_t(j)];
+          d.temperature = set.temperature;
+          d.top_p = set.top_p;
+          d.min_p = set.min_p;
+          d.top_k = int32_t(std::min<int64_t>(j == 5 ? 1024 : j == 1 ? 7 : 40, cols));
+          d.seed = 11 + uint64_t(j);
+          d.index = index;
+        }
+        std::vector<int32_t> got(static_cast<size_t>(rows), -1);
+        std::vector<int32_t*> outs;
+        for (auto& g : got) outs.push_back(&g);
+        gpu.draw_rows(xg.f(), rows, cols, specs.data(), outs.data());
+        gpu.synchronize();
+        for (int64_t j = 0; j < rows; ++j)
+          EXPECT_EQ(got[size_t(j)], draw_from_logits(x.data() + j * cols, cols, specs[size_t(j)]))
+              << "cols " << cols << " row " << j << " temperature " << set.temperature
+              << " index " << index;
+        row0.insert(got[0]);
+      }
+    }
+    EXPECT_GE(row0.size(), 10u) << "cols " << cols;
   }
 }
 

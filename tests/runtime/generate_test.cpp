@@ -31,10 +31,15 @@ TEST_P(GenerateOnTheModel, DrawsEqualDrawsFromTheLogits) {
   test::expect_generate_equals_sampling_logits(load_on_cpu(GetParam())->model(), GetParam());
 }
 
-// Greedy decoding ahead runs on the CPU too (each step completes as it is
-// called): what it feeds, undoes and stops on, as the GPU does.
+// Decoding ahead runs on the CPU too (each step completes as it is
+// called): what it feeds, draws, undoes and stops on, as the GPU does.
 TEST_P(GenerateOnTheModel, DecodingAheadEqualsWaitingForEachStep) {
-  test::expect_decoding_ahead_equals_waiting(load_on_cpu(GetParam())->model(), GetParam());
+  auto engine = load_on_cpu(GetParam());
+  SamplingParams greedy, sampled;
+  greedy.temperature = 0.0f;
+  sampled.seed = 7;  // temperature 0.8, top-k 40, top-p 0.95, min-p 0.05
+  test::expect_decoding_ahead_equals_waiting(engine->model(), GetParam() + ", greedy", greedy);
+  test::expect_decoding_ahead_equals_waiting(engine->model(), GetParam() + ", sampled", sampled);
 }
 
 // One decode step of four sequences fed alike (the same prompt, the same

@@ -37,9 +37,10 @@ inline std::vector<int32_t> sampled_from_logits(Model& model, const std::vector<
 }
 
 // generate()'s tokens for the same prompt and sampling, from a fresh state;
-// top_from as GenerateRequest::top_k_rows_from.
+// top_from as GenerateRequest::top_k_rows_from, ahead as its decode_ahead.
 inline std::vector<int32_t> generated(Model& model, const std::vector<int32_t>& prompt,
-                                      const SamplingParams& sp, int n, int64_t top_from) {
+                                      const SamplingParams& sp, int n, int64_t top_from,
+                                      int ahead = 0) {
   StateOptions so;
   so.context = int64_t(prompt.size()) + n + 1;
   auto state = model.new_state(so);
@@ -48,6 +49,7 @@ inline std::vector<int32_t> generated(Model& model, const std::vector<int32_t>& 
   req.max_tokens = n;
   req.sampling = sp;
   req.top_k_rows_from = top_from;
+  req.decode_ahead = ahead;
   return generate(model, *state, req, nullptr).tokens;
 }
 
@@ -75,25 +77,33 @@ inline std::vector<SamplingParams> sampling_settings() {
 }
 
 // generate() against the plain loop for every setting, on a fixed prompt,
-// its sampled steps bringing back their logits and then their candidates.
+// its sampled steps bringing back their logits, then their candidates, then
+// decoding ahead (each pick drawn by the model, where the setting allows).
 inline void expect_generate_equals_sampling_logits(Model& model, const std::string& label) {
   const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
   const int n = 24;
   for (const SamplingParams& sp : sampling_settings()) {
     const std::vector<int32_t> want = sampled_from_logits(model, prompt, sp, n);
+    const auto setting = [&] {
+      return label + " temperature " + std::to_string(sp.temperature) + " top-k " +
+             std::to_string(sp.top_k) + " penalty " + std::to_string(sp.repeat_penalty) +
+             " seed " + std::to_string(sp.seed);
+    };
     for (int64_t top_from : {int64_t(0), int64_t(1)})
       EXPECT_EQ(generated(model, prompt, sp, n, top_from), want)
-          << label << " temperature " << sp.temperature << " top-k " << sp.top_k << " penalty "
-          << sp.repeat_penalty << " seed " << sp.seed << " candidates from " << top_from;
+          << setting() << " candidates from " << top_from;
+    EXPECT_EQ(generated(model, prompt, sp, n, 0, /*ahead=*/1), want) << setting() << " ahead";
   }
 }
 
-// Greedy decoding ahead (GenerateRequest::decode_ahead) against each step
-// waited for: the same tokens, the same stop, the state at the same
-// position, and a next turn on that state the same, when generation runs
-// to its length, meets a stop token (the step launched for it undone), is
-// cancelled by the caller, and fills the context.
-inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string& label) {
+// Decoding ahead (GenerateRequest::decode_ahead), greedy and sampled (the
+// model drawing each pick), against each step waited for: the same tokens,
+// the same stop, the state at the same position, and a next turn on that
+// state the same, when generation runs to its length, meets a stop token
+// (the step launched for it undone), is cancelled by the caller, and fills
+// the context.
+inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string& label,
+                                                 const SamplingParams& sampling) {
   const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
   const int n = 24;
   struct Run {
@@ -106,11 +116,11 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
     so.context = context;
     return model.new_state(so);
   };
-  const auto greedy = [&](int ahead) {
+  const auto request = [&](int ahead) {
     GenerateRequest req;
     req.prompt = prompt;
     req.max_tokens = n;
-    req.sampling.temperature = 0.0f;
+    req.sampling = sampling;
     req.decode_ahead = ahead;
     return req;
   };
@@ -118,7 +128,7 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
   const auto run = [&](int ahead, int64_t context, const std::vector<int32_t>& stop_ids,
                        int cancel_at) {
     auto state = fresh_state(context);
-    GenerateRequest req = greedy(ahead);
+    GenerateRequest req = request(ahead);
     req.stop_ids = stop_ids;
     int seen = 0;
     const GenerateResult r =
@@ -128,7 +138,7 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
       GenerateRequest turn;
       turn.prompt = {3};
       turn.max_tokens = 4;
-      turn.sampling.temperature = 0.0f;
+      turn.sampling = sampling;
       turn.decode_ahead = ahead;
       out.next_turn = generate(model, *state, turn, nullptr).tokens;
     }
@@ -160,7 +170,7 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
   {
     auto state = fresh_state(roomy);
     int seen = 0;
-    EXPECT_THROW(generate(model, *state, greedy(1),
+    EXPECT_THROW(generate(model, *state, request(1),
                           [&](int32_t) -> bool {
                             if (++seen == 7) throw std::runtime_error("caller's error");
                             return true;

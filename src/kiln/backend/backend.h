@@ -11,8 +11,9 @@
 #include <string>
 #include <utility>
 
-#include "kiln/core/tensor.h"
+#include "kiln/core/draw.h"
 #include "kiln/core/rope_style.h"
+#include "kiln/core/tensor.h"
 #include "kiln/core/top_k.h"
 
 namespace kiln {
@@ -107,24 +108,35 @@ class Backend {
   // The fewest rows for which top_k_rows beats bringing the logits to the
   // host and choosing there; 0: never (logits already in host memory).
   virtual int64_t top_k_rows_from() const { return 0; }
+  // *outs[j] = the token drawn for row j of src (device) with draws[j]
+  // (kiln/core/draw.h: the row's first top_k candidates, filtered, one drawn
+  // by weight), the token Sampler::sample() gives for those logits with the
+  // same settings at the same draw; 0 for a row of NaN only. So a sampled
+  // step, like a greedy one, brings back 4 bytes a sequence, and its pick
+  // can feed a step launched ahead (step_ahead, embed_last_pick) as
+  // argmax_rows' does. Ends a step as argmax_rows does; a step has either.
+  // The default copies each row to the host and draws there.
+  virtual void draw_rows(const float* src, int64_t rows, int64_t cols, const DrawSpec* draws,
+                         int32_t* const* outs);
 
-  // Decoding ahead (greedy, one sequence): a step that ends in argmax_rows
-  // is launched without waiting for it, and the next step, fed that pick
-  // where it was made (embed_last_pick), is recorded and launched while it
-  // runs. The host's share of a step (running the model's code, recording
+  // Decoding ahead (one sequence): a step that ends in argmax_rows or
+  // draw_rows is launched without waiting for it, and the next step, fed
+  // that pick where it was made (embed_last_pick), is recorded and launched
+  // while it runs. The host's share of a step (running the model's code, recording
   // and launching its ops) then overlaps the device's work instead of
   // adding to it. Whether doing so gains anything here: a GPU; the CPU runs
   // each op as it is called, and the calls below then only keep the order.
   virtual bool decodes_ahead() const { return false; }
-  // The next step to end in argmax_rows returns without waiting for it: its
-  // picks land at await_step(). Two such steps may be in flight; a third
-  // waits for the first.
+  // The next step to end in argmax_rows or draw_rows returns without
+  // waiting for it: its picks land at await_step(). Two such steps may be
+  // in flight; a third waits for the first.
   virtual void step_ahead() {}
   // Waits for the oldest step launched ahead and puts its picks in place
   // (nothing to do where every step has completed).
   virtual void await_step() {}
-  // embed() of the one token the last argmax_rows picked for its first row,
-  // read where it was made: on a GPU the pick of a step still in flight.
+  // embed() of the one token the last argmax_rows or draw_rows picked for
+  // its first row, read where it was made: on a GPU the pick of a step
+  // still in flight.
   virtual void embed_last_pick(const Weight& table, float* out);
   virtual void fill_zero(void* dst, size_t bytes) = 0;
   // Host memory that copies from the device land in directly (pinned on a
@@ -282,8 +294,8 @@ class Backend {
   virtual void synchronize() {}
 
  protected:
-  // argmax_rows' pick for its first row, where the picks are made on the
-  // host (embed_last_pick's default reads it).
+  // argmax_rows' or draw_rows' pick for its first row, where the picks are
+  // made on the host (embed_last_pick's default reads it).
   int32_t last_pick_ = 0;
 };
 

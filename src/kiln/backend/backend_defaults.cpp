@@ -68,6 +68,16 @@ void Backend::top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k
   }
 }
 
+void Backend::draw_rows(const float* src, int64_t rows, int64_t cols, const DrawSpec* draws,
+                        int32_t* const* outs) {
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t j = 0; j < rows; ++j) {
+    to_host(row.data(), src + j * cols, row.size() * sizeof(float));
+    *outs[j] = draw_from_logits(row.data(), cols, draws[j]);
+    if (j == 0) last_pick_ = *outs[0];
+  }
+}
+
 void Backend::attention_decode_batch(const float* q, const float* k, const float* v,
                                      const KvLayer* caches, const int64_t* starts, int64_t n,
                                      int64_t n_heads, float scale, float* out) {

@@ -254,6 +254,7 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
                      bool all_logits, float* h_buf, float* logits_buf) const {
   std::vector<void*> dest;        // where logits row j goes
   std::vector<int32_t*> picks;    // where the pick of row logit_rows + j goes
+  std::vector<DrawSpec> draws;    // how it is drawn (sampled picks; none: argmax)
   std::vector<Candidate*> tops;   // where the candidates of row pick_end + j go
   int64_t top_k = 0;              // the most any request asked for
   int64_t rows = 0;
@@ -285,7 +286,10 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
     if (r.logits || !r.argmax || r.n <= 0) continue;
     norm_rows(r.row + r.n - 1, 1);
     picks.push_back(r.argmax);
+    if (r.draw) draws.push_back(*r.draw);
   }
+  KILN_CHECK(draws.empty() || draws.size() == picks.size(),
+             "a step's picks are all drawn or all greedy");
   const int64_t pick_end = rows;
   auto wants_top = [](const HeadRequest& r) {
     return !r.logits && !r.argmax && r.top && r.n > 0;
@@ -321,9 +325,13 @@ void OutputHead::run(Backend& b, const float* x, const HeadRequest* reqs, int64_
     if (n > top_from)
       b.top_k_rows(logits_buf + top_from * vocab, n - top_from, vocab, top_k,
                    tops.data() + (r + top_from - pick_end));
-    if (top_from > with_logits)
+    if (top_from > with_logits && draws.empty())
       b.argmax_rows(logits_buf + with_logits * vocab, top_from - with_logits, vocab,
                     picks.data() + (r + with_logits - logit_rows));
+    else if (top_from > with_logits)
+      b.draw_rows(logits_buf + with_logits * vocab, top_from - with_logits, vocab,
+                  draws.data() + (r + with_logits - logit_rows),
+                  picks.data() + (r + with_logits - logit_rows));
   }
   if (!tops.empty()) b.synchronize();
   size_t w = 0;

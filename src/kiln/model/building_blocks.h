@@ -122,13 +122,20 @@ struct HeadRequest {
   int32_t* argmax = nullptr;  // without logits: where its last row's pick goes, or null
   Candidate* top = nullptr;   // without either: where its last row's top_k candidates go
   int64_t top_k = 0;
+  const DrawSpec* draw = nullptr;  // with argmax: the pick drawn with these settings instead
 };
+
+// A step's item (StepItem) as the output head sees it, its rows from `row` on.
+template <class Item>
+HeadRequest head_request(const Item& it, int64_t row) {
+  return HeadRequest{row, it.n, it.logits, it.argmax, it.top, it.top_k, it.draw};
+}
 
 // The final norm and output projection of a step, only for the rows that are
 // wanted: with all_logits (a single request) every row, else each request's
 // last. Rows whose logits go to the host come first, then those that bring
-// back only their argmax, then those that bring back their top-k
-// candidates (a sampled step), at most head_rows rows per product so that
+// back only their pick (argmax, or drawn where the logits are), then those
+// that bring back their top-k candidates (a sampled step drawn on the host), at most head_rows rows per product so that
 // logits_buf [head_rows, vocab] stays small next to a large vocabulary.
 // x [T, hidden]; h_buf holds a row per wanted row.
 struct OutputHead {

@@ -409,8 +409,7 @@ class Hybrid final : public SteppedModel<Hybrid, HybridState, Item, Workspace> {
 
     std::vector<HeadRequest> wanted(static_cast<size_t>(n_items));
     for (int64_t i = 0; i < n_items; ++i)
-      wanted[size_t(i)] = HeadRequest{items[i].row, items[i].n, items[i].logits, items[i].argmax,
-                                      items[i].top, items[i].top_k};
+      wanted[size_t(i)] = head_request(items[i], items[i].row);
     const OutputHead head{&output_, output_norm_.f32(), s.norm_eps, H, s.vocab_size, kHeadRows};
     head.run(b, x, wanted.data(), n_items, all_logits, ws.h.f32(), ws.logits.f32());
   }

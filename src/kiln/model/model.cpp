@@ -73,7 +73,8 @@ void Model::forward_batch(const std::vector<BatchItem>& items) {
     row.resize(size_t(spec_.vocab_size));
     forward(*it.state, it.tokens, it.n, row.data(), false);
     if (it.argmax) {
-      *it.argmax = argmax(row.data(), spec_.vocab_size);
+      *it.argmax = it.draw ? draw_from_logits(row.data(), spec_.vocab_size, *it.draw)
+                           : argmax(row.data(), spec_.vocab_size);
     } else {
       top_k_candidates(row.data(), spec_.vocab_size, size_t(it.top_k), top);
       write_candidates(top, size_t(it.top_k), it.top);

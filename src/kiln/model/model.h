@@ -94,6 +94,10 @@ struct BatchItem {
   // Without logits: where the index of the last token's largest logit goes
   // (a greedy step; the logits stay on the device), or null.
   int32_t* argmax = nullptr;
+  // With argmax: the pick is drawn with these settings instead, where the
+  // logits are (a sampled step; Backend::draw_rows). Not in a step with
+  // greedy picks.
+  const DrawSpec* draw = nullptr;
   // Without logits or argmax: where the last token's top_k candidates go
   // (a sampled step; Backend::top_k_rows: top_k entries in any order), or
   // null.
@@ -169,8 +173,8 @@ class Model {
   }
   static void set_capacity(SequenceState& s, int64_t c) { s.capacity_ = c; }
   // forward_batch's items that carry tokens, as the model's Item {state,
-  // tokens, n, logits, inputs, argmax (only without logits), top and top_k
-  // (only without either)}, each state
+  // tokens, n, logits, inputs, argmax and draw (only without logits), top
+  // and top_k (only without either)}, each state
   // checked and prepared (prepare_tokens) and none twice; total: their tokens.
   template <class State, class Item>
   std::vector<Item> batch_items(const std::vector<BatchItem>& items, int64_t& total) const {
@@ -185,7 +189,8 @@ class Model {
         KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
       const bool picks = it.logits || it.argmax;
       run.push_back(Item{st, it.tokens, it.n, it.logits, nullptr, it.logits ? nullptr : it.argmax,
-                         picks ? nullptr : it.top, picks ? 0 : it.top_k});
+                         picks ? nullptr : it.top, picks ? 0 : it.top_k,
+                         it.logits ? nullptr : it.draw});
       total += it.n;
     }
     return run;

@@ -51,6 +51,7 @@ struct StepItem {
   int32_t* argmax = nullptr;  // the last token's largest logit's index, not the logits
   Candidate* top = nullptr;   // or its top_k candidates (BatchItem::top)
   int64_t top_k = 0;
+  const DrawSpec* draw = nullptr;  // with argmax: drawn instead (BatchItem::draw)
 };
 
 template <class Derived, class State, class Item, class Workspace>

@@ -190,8 +190,7 @@ class Transformer final : public SteppedModel<Transformer, TransformerState, Ite
 
     std::vector<HeadRequest> wanted(static_cast<size_t>(n_items));
     for (int64_t i = 0, row = 0; i < n_items; row += items[i].n, ++i)
-      wanted[size_t(i)] = HeadRequest{row, items[i].n, items[i].logits, items[i].argmax,
-                                        items[i].top, items[i].top_k};
+      wanted[size_t(i)] = head_request(items[i], row);
     head().run(b, x, wanted.data(), n_items, all_logits, ws.h.f32(), ws.logits.f32());
   }
 

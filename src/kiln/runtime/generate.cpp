@@ -91,22 +91,29 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
     step.n = 1;
     return step;
   };
-  const bool ahead = pick_on_model && !req.force &&
+  const bool ahead = (pick_on_model || model_k > 0) && !req.force &&
                      (req.decode_ahead >= 0 ? req.decode_ahead == 1 : backend.decodes_ahead()) &&
                      state.position() > 0 && state.can_truncate(state.position() - 1);
 
-  // Greedy decoding ahead, from `first` (emitted, not yet fed): the step
-  // fed each pick is launched before that pick reaches the host, while the
-  // step that makes it is still running, wherever it would be needed unless
-  // the pick ends generation (a stop token, the caller cancelling); such a
-  // step is then waited for and undone. So the same tokens come out, and
-  // the state ends where it would have, as when each step waits.
+  // Decoding ahead, from `first` (emitted, not yet fed): the step fed each
+  // pick is launched before that pick reaches the host, while the step that
+  // makes it is still running, wherever it would be needed unless the pick
+  // ends generation (a stop token, the caller cancelling); such a step is
+  // then waited for and undone. So the same tokens come out, and the state
+  // ends where it would have, as when each step waits. A sampled pick is
+  // drawn by the model with the sampler's next draw: the token sample()
+  // would draw from the same logits (an undone step's draw is never used).
   auto decode_ahead = [&](int32_t first) {
     int32_t picks[2] = {0, 0};
     int slot = 0;
     auto launch = [&](const int32_t* token, int32_t* pick) {
       BatchItem step = one_token_step(token);
       step.argmax = pick;
+      DrawSpec draw;
+      if (!pick_on_model) {
+        draw = sampler.next_draw();
+        step.draw = &draw;
+      }
       backend.step_ahead();
       model.forward_batch({step});
     };

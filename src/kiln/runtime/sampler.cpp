@@ -6,9 +6,7 @@
 
 namespace kiln {
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
-
-double Sampler::uniform() { return double(rng_() >> 11) * 0x1.0p-53; }
+Sampler::Sampler(const SamplingParams& params) : params_(params) {}
 
 int32_t Sampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>& history) {
   const SamplingParams& p = params_;
@@ -56,47 +54,19 @@ int32_t Sampler::sample_candidates(std::vector<Candidate>& given) {
   return draw(given);
 }
 
+DrawSpec Sampler::next_draw() {
+  DrawSpec d;
+  d.temperature = params_.temperature;
+  d.top_p = params_.top_p;
+  d.min_p = params_.min_p;
+  d.top_k = params_.top_k;
+  d.seed = params_.seed;
+  d.index = draws_++;
+  return d;
+}
+
 int32_t Sampler::draw(const std::vector<Candidate>& c) {
-  const SamplingParams& p = params_;
-  size_t keep = c.size();
-
-  // Probabilities at temperature 1 for the filters (as top-p and min-p are defined).
-  std::vector<double> probs(keep);
-  const double max_logit = c[0].first;
-  double total = 0;
-  for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp(double(c[i].first) - max_logit);
-  for (double& q : probs) q /= total;
-
-  if (p.top_p < 1.0f) {
-    double cumulative = 0;
-    size_t cut = keep;
-    for (size_t i = 0; i < keep; ++i) {
-      cumulative += probs[i];
-      if (cumulative >= p.top_p) {
-        cut = i + 1;
-        break;
-      }
-    }
-    keep = cut;
-  }
-  if (p.min_p > 0.0f) {
-    const double floor = probs[0] * p.min_p;
-    size_t cut = 1;
-    while (cut < keep && probs[cut] >= floor) ++cut;
-    keep = cut;
-  }
-
-  // Temperature, then a draw.
-  std::vector<double> weights(keep);
-  double sum = 0;
-  for (size_t i = 0; i < keep; ++i)
-    sum += weights[i] = std::exp((double(c[i].first) - max_logit) / p.temperature);
-  double r = uniform() * sum;
-  for (size_t i = 0; i < keep; ++i) {
-    r -= weights[i];
-    if (r < 0) return c[i].second;
-  }
-  return c[keep - 1].second;
+  return draw_candidates(c.data(), c.size(), next_draw());
 }
 
 }  // namespace kiln

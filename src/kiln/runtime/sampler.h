@@ -4,10 +4,10 @@
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "kiln/core/argmax.h"
+#include "kiln/core/draw.h"
 #include "kiln/core/top_k.h"
 
 namespace kiln {
@@ -39,7 +39,7 @@ class Sampler {
   const SamplingParams& params() const { return params_; }
 
   // The most candidates a model step is asked for (Backend::top_k_rows).
-  static constexpr int64_t kMaxModelTopK = 1024;
+  static constexpr int64_t kMaxModelTopK = kDrawMaxTopK;
   // k when sample() depends only on the top-k candidates of the logits as
   // they come (sampled, no penalties, 0 < top-k < vocab, at most
   // kMaxModelTopK), so that the model can hand over those instead of the
@@ -49,13 +49,16 @@ class Sampler {
   // any order, at least model_top_k() of them (NaN logits where the row had
   // fewer), as Backend::top_k_rows hands them over. Reorders `given`.
   int32_t sample_candidates(std::vector<Candidate>& given);
+  // The next draw, for a backend to make where the logits are
+  // (Backend::draw_rows, when model_top_k() > 0): the token sample() would
+  // give for the same logits. Counts it, as sample() counts its own.
+  DrawSpec next_draw();
 
  private:
   // The filters and the draw, from candidates in by_logit's order.
   int32_t draw(const std::vector<Candidate>& candidates);
-  double uniform();  // [0, 1), the same sequence on every platform
   SamplingParams params_;
-  std::mt19937_64 rng_;
+  uint64_t draws_ = 0;  // draws made, this sequence's (each its own random number)
   std::vector<Candidate> candidates_;
 };
 

@@ -84,9 +84,9 @@ inline uint64_t host_ticks() {
 enum class Op : uint8_t {
   Matmul, Embed, Rmsnorm, Rope, StoreKv, Attention, SiluMul, Add, FillZero, Gather, ScatterAdd,
   ToHost, Conv1dSilu, DeltaGates, DeltaRule, RmsnormGated, SigmoidMul, TernaryMatmul, Relu2Mul,
-  LayerNorm, AddBias, Gelu, AttentionSegments, AttentionBatch, ArgmaxRows, TopKRows
+  LayerNorm, AddBias, Gelu, AttentionSegments, AttentionBatch, ArgmaxRows, TopKRows, DrawRows
 };
-constexpr size_t kOpCount = size_t(Op::TopKRows) + 1;  // the last op's, plus one
+constexpr size_t kOpCount = size_t(Op::DrawRows) + 1;  // the last op's, plus one
 
 // One recorded op. Compared bytewise, so always built from a zeroed value.
 struct Rec {
@@ -127,7 +127,8 @@ const char* op_name(Op op) {
       "matmul", "embed", "rmsnorm", "rope", "store_kv", "attention", "silu_mul", "add",
       "fill_zero", "gather", "scatter_add", "to_host", "conv1d_silu", "delta_gates",
       "delta_rule", "rmsnorm_gated", "sigmoid_mul", "ternary_matmul", "relu2_mul",
-      "layer_norm", "add_bias", "gelu", "attention_segments", "attention_batch", "argmax_rows", "top_k_rows"};
+      "layer_norm", "add_bias", "gelu", "attention_segments", "attention_batch", "argmax_rows",
+      "top_k_rows", "draw_rows"};
   static_assert(sizeof names / sizeof names[0] == kOpCount);
   return names[size_t(op)];
 }
@@ -449,9 +450,31 @@ class CudaBackend final : public Backend {
     r.n[0] = rows;
     r.n[1] = cols;
     submit(r);
-    // The indices come back with the step, one 4-byte row per sequence, and
-    // end it (a greedy step's last op): at await_step() for a step launched
-    // ahead.
+    end_with_picks(rows, outs);
+  }
+  void draw_rows(const float* src, int64_t rows, int64_t cols, const DrawSpec* draws,
+                 int32_t* const* outs) override {
+    if (rows <= 0) return;
+    int64_t k = 0;  // each row's top_k are the first of the most any row asks for
+    for (int64_t j = 0; j < rows; ++j) k = std::max<int64_t>(k, draws[j].top_k);
+    KILN_CHECK(k > 0 && k <= cols && k <= kDrawMaxTopK, "draw_rows: ", k,
+               " candidates of rows of ", cols);
+    grow_scratch(argmax_dev_, argmax_bytes_, size_t(rows) * sizeof(int32_t), "argmax indices",
+                 64 * sizeof(int32_t));
+    submit_top_k(src, rows, cols, k);
+    Rec r = blank(Op::DrawRows);
+    r.p[0] = top_dev_;
+    r.p[1] = argmax_dev_;
+    r.n[0] = rows;
+    r.n[1] = k;
+    r.arg = push_args(draws, size_t(rows) * sizeof(DrawSpec));
+    submit(r);
+    end_with_picks(rows, outs);
+  }
+  // After argmax_rows' or draw_rows' op: the picks come back with the step,
+  // one 4-byte row per sequence, and end it (a step's last op): at
+  // await_step() for a step launched ahead.
+  void end_with_picks(int64_t rows, int32_t* const* outs) {
     if (rows_with_step(argmax_dev_, rows, 1, outs)) flush("to_host", /*may_run_on=*/true);
     ahead_next_ = false;  // (a step that was not recorded ran as called)
   }
@@ -497,12 +520,18 @@ class CudaBackend final : public Backend {
   int64_t top_k_rows_from() const override { return 1; }
   void top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k,
                   Candidate* const* outs) override {
-    static_assert(sizeof(Candidate) == sizeof(cuda::LogitId));
     if (rows <= 0 || k <= 0) return;
+    submit_top_k(src, rows, cols, k);
+    // They come back with the step (the caller's synchronize() or the
+    // argmax after them ends it).
+    rows_with_step(top_dev_, rows, k, outs);
+  }
+  // The op making each row's k candidates at top_dev_ (k a row, in no order).
+  void submit_top_k(const float* src, int64_t rows, int64_t cols, int64_t k) {
+    static_assert(sizeof(Candidate) == sizeof(cuda::LogitId));
     KILN_CHECK(k <= cols && k <= cuda::kTopKMax, "top_k_rows: ", k, " candidates of rows of ",
                cols);
-    const size_t row_bytes = size_t(k) * sizeof(Candidate);
-    const size_t bytes = size_t(rows) * row_bytes;
+    const size_t bytes = size_t(rows) * size_t(k) * sizeof(Candidate);
     // The candidates, then the first stage's per chunk (long rows).
     const size_t scratch = cuda::top_k_rows_scratch(rows, cols, k) * sizeof(Candidate);
     grow_scratch(top_dev_, top_bytes_, bytes + scratch, "top-k candidates",
@@ -515,9 +544,6 @@ class CudaBackend final : public Backend {
     r.n[1] = cols;
     r.n[2] = k;
     submit(r);
-    // They come back with the step (the caller's synchronize() or the
-    // argmax after them ends it).
-    rows_with_step(top_dev_, rows, k, outs);
   }
   void fill_zero(void* dst, size_t bytes) override {
     Rec r = blank(Op::FillZero);
@@ -1617,6 +1643,11 @@ class CudaBackend final : public Backend {
         cuda::top_k_rows(static_cast<const float*>(r.p[0]), r.n[0], r.n[1], r.n[2],
                          static_cast<cuda::LogitId*>(const_cast<void*>(r.p[1])),
                          static_cast<cuda::LogitId*>(const_cast<void*>(r.p[2])), s);
+        break;
+      case Op::DrawRows:
+        cuda::draw_rows(static_cast<const cuda::LogitId*>(r.p[0]), r.n[0], r.n[1],
+                        reinterpret_cast<const DrawSpec*>(arg_ptr(r.arg)),
+                        static_cast<int32_t*>(const_cast<void*>(r.p[1])), s);
         break;
       case Op::AttentionBatch:
         cuda::attention_decode_batch(

@@ -14,6 +14,10 @@
 #include "kiln/core/error.h"
 #include "kiln/core/rope_style.h"
 
+namespace kiln {
+struct DrawSpec;  // kiln/core/draw.h
+}
+
 namespace kiln::cuda {
 
 [[noreturn]] void fail_cuda(cudaError_t e, const char* what);
@@ -260,6 +264,11 @@ constexpr int64_t kTopKMax = 2048;
 size_t top_k_rows_scratch(int64_t rows, int64_t cols, int64_t k);
 void top_k_rows(const float* x, int64_t rows, int64_t cols, int64_t k, LogitId* out,
                 LogitId* scratch, cudaStream_t s);
+// out[j] = the token drawn for row j from its k candidates (top_k_rows'
+// out) with specs[j] (device memory; kiln/core/draw.h), the token the host's
+// draw_candidates gives for them; 0 for a row of NaN only. k <= 1024.
+void draw_rows(const LogitId* candidates, int64_t rows, int64_t k, const DrawSpec* specs,
+               int32_t* out, cudaStream_t s);
 void add(float* x, const float* y, int64_t n, cudaStream_t s);
 void gather_rows(const float* x, const int32_t* rows_dev, int64_t n, int64_t dim, float* out,
                  cudaStream_t s);
