@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "kiln/core/draw.h"
+#include "kiln/core/error.h"
 #include "kiln/core/top_k.h"
 #include "kiln/runtime/engine.h"
 #include "support/sampled_generation.h"
@@ -87,6 +89,54 @@ TEST_P(GenerateOnTheModel, StepCandidatesAreTheHeadOfItsLogits) {
       EXPECT_EQ((*got)[i].first, want[i].first) << GetParam() << " rank " << i;
     }
   }
+}
+
+// One decode step of four sequences fed alike, one bringing back its logits
+// and three their picks drawn by the model, each with its own draw (seed,
+// index, top-k): each pick must be the token drawn from those logits. A
+// step mixing drawn and greedy picks is refused.
+TEST_P(GenerateOnTheModel, StepDrawsAreTheDrawsFromItsLogits) {
+  auto engine = load_on_cpu(GetParam());
+  Model& model = engine->model();
+  const int64_t vocab = model.spec().vocab_size;
+  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
+  StateOptions so;
+  so.context = 16;
+  std::vector<std::unique_ptr<SequenceState>> states;
+  for (int i = 0; i < 4; ++i) {
+    states.push_back(model.new_state(so));
+    model.forward(*states.back(), prompt.data(), int64_t(prompt.size()), nullptr, false);
+  }
+  const int32_t token = 3;
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  int32_t picks[3] = {-1, -1, -1};
+  DrawSpec draws[3];
+  draws[0].seed = 1;
+  draws[1].seed = 2, draws[1].index = 5, draws[1].top_k = 3, draws[1].temperature = 2.0f;
+  draws[2].seed = 3, draws[2].index = 9, draws[2].top_p = 1.0f, draws[2].min_p = 0.0f;
+  std::vector<BatchItem> items(4);
+  for (int i = 0; i < 4; ++i) {
+    items[size_t(i)].state = states[size_t(i)].get();
+    items[size_t(i)].tokens = &token;
+    items[size_t(i)].n = 1;
+  }
+  items[0].logits = logits.data();
+  for (int i = 0; i < 3; ++i) {
+    items[size_t(i) + 1].argmax = &picks[i];
+    items[size_t(i) + 1].draw = &draws[i];
+  }
+  model.forward_batch(items);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(picks[i], draw_from_logits(logits.data(), vocab, draws[i])) << GetParam() << " " << i;
+
+  auto mixed = model.new_state(so);
+  model.forward(*mixed, prompt.data(), int64_t(prompt.size()), nullptr, false);
+  int32_t greedy_pick = -1;
+  BatchItem greedy = items[1];
+  greedy.state = mixed.get();
+  greedy.argmax = &greedy_pick;
+  greedy.draw = nullptr;
+  EXPECT_THROW(model.forward_batch({items[1], greedy}), Error) << GetParam();
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, GenerateOnTheModel,
