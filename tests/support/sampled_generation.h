@@ -100,8 +100,8 @@ inline void expect_generate_equals_sampling_logits(Model& model, const std::stri
 // model drawing each pick), against each step waited for: the same tokens,
 // the same stop, the state at the same position, and a next turn on that
 // state the same, when generation runs to its length, meets a stop token
-// (the step launched for it undone), is cancelled by the caller, and fills
-// the context.
+// (the step launched for it undone), is cancelled by the caller, fills the
+// context, and has tokens forced into it (the pick in flight dropped).
 inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string& label,
                                                  const SamplingParams& sampling) {
   const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
@@ -125,11 +125,19 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
     return req;
   };
   // One generation, then a second turn of four tokens on the same state.
+  // forced: two tokens forced after the fourth, one after the ninth (as a
+  // thinking budget closes a thought).
   const auto run = [&](int ahead, int64_t context, const std::vector<int32_t>& stop_ids,
-                       int cancel_at) {
+                       int cancel_at, bool forced = false) {
     auto state = fresh_state(context);
     GenerateRequest req = request(ahead);
     req.stop_ids = stop_ids;
+    if (forced)
+      req.force = [](const std::vector<int32_t>& g) -> std::vector<int32_t> {
+        if (g.size() == 4) return {11, 12};
+        if (g.size() == 9) return {13};
+        return {};
+      };
     int seen = 0;
     const GenerateResult r =
         generate(model, *state, req, [&](int32_t) { return ++seen != cancel_at; });
@@ -153,12 +161,16 @@ inline void expect_decoding_ahead_equals_waiting(Model& model, const std::string
     int64_t context;
     std::vector<int32_t> stop_ids;
     int cancel_at;
+    bool forced;
   };
-  for (const Case& c : {Case{"length", roomy, {}, 0}, Case{"stop token", roomy, {stop_id}, 0},
-                        Case{"cancelled", roomy, {}, 7},
-                        Case{"context full", int64_t(prompt.size()) + 10, {}, 0}}) {
-    const Run want = run(0, c.context, c.stop_ids, c.cancel_at);
-    const Run got = run(1, c.context, c.stop_ids, c.cancel_at);
+  for (const Case& c :
+       {Case{"length", roomy, {}, 0, false}, Case{"stop token", roomy, {stop_id}, 0, false},
+        Case{"cancelled", roomy, {}, 7, false},
+        Case{"context full", int64_t(prompt.size()) + 10, {}, 0, false},
+        Case{"forced tokens", roomy, {}, 0, true},
+        Case{"forced tokens, context full", int64_t(prompt.size()) + 10, {}, 0, true}}) {
+    const Run want = run(0, c.context, c.stop_ids, c.cancel_at, c.forced);
+    const Run got = run(1, c.context, c.stop_ids, c.cancel_at, c.forced);
     EXPECT_EQ(got.tokens, want.tokens) << label << ", " << c.name;
     EXPECT_EQ(int(got.stop), int(want.stop)) << label << ", " << c.name;
     EXPECT_EQ(got.position, want.position) << label << ", " << c.name;

@@ -91,7 +91,7 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
     step.n = 1;
     return step;
   };
-  const bool ahead = (pick_on_model || model_k > 0) && !req.force &&
+  const bool ahead = (pick_on_model || model_k > 0) &&
                      (req.decode_ahead >= 0 ? req.decode_ahead == 1 : backend.decodes_ahead()) &&
                      state.position() > 0 && state.can_truncate(state.position() - 1);
 
@@ -103,7 +103,12 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
   // ends where it would have, as when each step waits. A sampled pick is
   // drawn by the model with the sampler's next draw: the token sample()
   // would draw from the same logits (an undone step's draw is never used).
-  auto decode_ahead = [&](int32_t first) {
+  // Where the caller forces tokens (req.force, asked before each token as
+  // when waiting), the pick of the step in flight gives way to them: that
+  // step was fed the last token, as it would have been, and only its pick
+  // and its draw are dropped. Returns those forced tokens, for the caller
+  // to feed before decoding ahead again; none when generation has ended.
+  auto decode_ahead = [&](int32_t first) -> std::vector<int32_t> {
     int32_t picks[2] = {0, 0};
     int slot = 0;
     auto launch = [&](const int32_t* token, int32_t* pick) {
@@ -133,6 +138,15 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
     } await_on_unwind{backend};
     launch(&first, &picks[0]);
     for (;;) {
+      // One step is in flight here: the one fed the last token emitted.
+      if (req.force) {
+        std::vector<int32_t> forced = req.force(result.tokens);
+        if (!forced.empty()) {
+          backend.await_step();
+          if (!pick_on_model) sampler.unwind_draws(1);
+          return forced;
+        }
+      }
       const bool more = int64_t(result.tokens.size()) + 1 < req.max_tokens &&
                         state.position() < state.capacity();
       if (more) launch(nullptr, &picks[slot ^ 1]);
@@ -151,15 +165,19 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
         state.truncate(fed);
         KILN_CHECK(state.position() == fed, "a step decoded ahead could not be undone");
       }
-      return;
+      return {};
     }
   };
   std::vector<Candidate> top;
   bool picked = false, topped = false;
   int32_t pick = 0;
+  std::vector<int32_t> forced_ahead;  // asked for while decoding ahead, not yet fed
   while (int64_t(result.tokens.size()) < req.max_tokens) {
     std::vector<int32_t> forced;
-    if (req.force) forced = req.force(result.tokens);
+    if (!forced_ahead.empty())
+      forced.swap(forced_ahead);
+    else if (req.force)
+      forced = req.force(result.tokens);
     int32_t next;
     if (!forced.empty()) {
       // Every forced token but the last is fed here; the last like a sampled one.
@@ -181,8 +199,9 @@ GenerateResult generate(Model& model, SequenceState& state, const GenerateReques
     }
     if (!emit(next, state.position())) break;
     if (ahead) {
-      decode_ahead(next);
-      break;
+      forced_ahead = decode_ahead(next);
+      if (forced_ahead.empty()) break;
+      continue;
     }
     if (pick_on_model || top_on_model) {
       BatchItem step = one_token_step(&next);

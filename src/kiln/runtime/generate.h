@@ -29,14 +29,15 @@ struct GenerateRequest {
   // than its logits when this is 1 (Sampler::model_top_k); 0: never; -1:
   // when the backend says a lone row's are worth it (Backend::top_k_rows_from).
   int64_t top_k_rows_from = -1;
-  // Decoding with no penalties and nothing forced, greedy or sampled with a
-  // top-k the model can draw from (Sampler::model_top_k), launches each step
-  // before the pick of the one in flight is known on the host, fed that
-  // pick where it was made (Backend::step_ahead; a sampled pick drawn there,
+  // Decoding with no penalties, greedy or sampled with a top-k the model
+  // can draw from (Sampler::model_top_k), launches each step before the
+  // pick of the one in flight is known on the host, fed that pick where it
+  // was made (Backend::step_ahead; a sampled pick drawn there,
   // Backend::draw_rows), when this is 1; 0: never; -1: where the backend
   // gains by it (Backend::decodes_ahead). Models whose state cannot drop
   // its last position (the hybrids' recurrent state) never do: a step
-  // launched past a stop token is undone.
+  // launched past a stop token is undone. Forced tokens (force) drop the
+  // pick of the step in flight.
   int decode_ahead = -1;
 };
 

@@ -53,6 +53,10 @@ class Sampler {
   // (Backend::draw_rows, when model_top_k() > 0): the token sample() would
   // give for the same logits. Counts it, as sample() counts its own.
   DrawSpec next_draw();
+  // Takes back the last n draws of next_draw() when their picks went
+  // unused (a step launched ahead whose pick gave way to forced tokens), so
+  // that the next draw is the one sample() would make.
+  void unwind_draws(uint64_t n) { draws_ -= n; }
 
  private:
   // The filters and the draw, from candidates in by_logit's order.
