@@ -27,6 +27,30 @@ std::unique_ptr<Engine> load_on_cpu(const std::string& model) {
   return Engine::load(kData + "/" + model, lo);
 }
 
+// n sequences fed the same prompt, and one decode step's items feeding each
+// the same token: rows of one step with the same inputs have the same
+// logits, so what each item brings back can be checked against one row's.
+struct FedAlike {
+  std::vector<std::unique_ptr<SequenceState>> states;
+  std::vector<BatchItem> items;
+  const int32_t token = 3;
+
+  FedAlike(Model& model, int n) {  // (items point at token: not copied)
+    const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
+    StateOptions so;
+    so.context = 16;
+    for (int i = 0; i < n; ++i) {
+      states.push_back(model.new_state(so));
+      model.forward(*states.back(), prompt.data(), int64_t(prompt.size()), nullptr, false);
+      BatchItem it;
+      it.state = states.back().get();
+      it.tokens = &token;
+      it.n = 1;
+      items.push_back(it);
+    }
+  }
+};
+
 class GenerateOnTheModel : public testing::TestWithParam<std::string> {};
 
 TEST_P(GenerateOnTheModel, DrawsEqualDrawsFromTheLogits) {
@@ -44,33 +68,19 @@ TEST_P(GenerateOnTheModel, DecodingAheadEqualsWaitingForEachStep) {
   test::expect_decoding_ahead_equals_waiting(engine->model(), GetParam() + ", sampled", sampled);
 }
 
-// One decode step of four sequences fed alike (the same prompt, the same
-// token): one brings back its logits, one its pick, two their top-k
-// candidates (40 and a narrower 5, which the step widens to 40 and cuts
-// back). Rows of one step with the same inputs have the same logits, so
-// each answer must be what those logits give.
+// One decode step of four sequences fed alike: one brings back its logits,
+// one its pick, two their top-k candidates (40 and a narrower 5, which the
+// step widens to 40 and cuts back); each answer must be what those logits
+// give.
 TEST_P(GenerateOnTheModel, StepCandidatesAreTheHeadOfItsLogits) {
   auto engine = load_on_cpu(GetParam());
   Model& model = engine->model();
   const int64_t vocab = model.spec().vocab_size;
-  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
-  StateOptions so;
-  so.context = 16;
-  std::vector<std::unique_ptr<SequenceState>> states;
-  for (int i = 0; i < 4; ++i) {
-    states.push_back(model.new_state(so));
-    model.forward(*states.back(), prompt.data(), int64_t(prompt.size()), nullptr, false);
-  }
-  const int32_t token = 3;
+  FedAlike step(model, 4);
+  std::vector<BatchItem>& items = step.items;
   std::vector<float> logits(static_cast<size_t>(vocab));
   int32_t pick = -1;
   std::vector<Candidate> top40(40), top5(5);
-  std::vector<BatchItem> items(4);
-  for (int i = 0; i < 4; ++i) {
-    items[size_t(i)].state = states[size_t(i)].get();
-    items[size_t(i)].tokens = &token;
-    items[size_t(i)].n = 1;
-  }
   items[0].logits = logits.data();
   items[1].argmax = &pick;
   items[2].top = top40.data();
@@ -99,43 +109,27 @@ TEST_P(GenerateOnTheModel, StepDrawsAreTheDrawsFromItsLogits) {
   auto engine = load_on_cpu(GetParam());
   Model& model = engine->model();
   const int64_t vocab = model.spec().vocab_size;
-  const std::vector<int32_t> prompt = {1, 5, 9, 13, 2, 7};
-  StateOptions so;
-  so.context = 16;
-  std::vector<std::unique_ptr<SequenceState>> states;
-  for (int i = 0; i < 4; ++i) {
-    states.push_back(model.new_state(so));
-    model.forward(*states.back(), prompt.data(), int64_t(prompt.size()), nullptr, false);
-  }
-  const int32_t token = 3;
+  FedAlike step(model, 5);
+  std::vector<BatchItem>& items = step.items;
   std::vector<float> logits(static_cast<size_t>(vocab));
   int32_t picks[3] = {-1, -1, -1};
   DrawSpec draws[3];
   draws[0].seed = 1;
   draws[1].seed = 2, draws[1].index = 5, draws[1].top_k = 3, draws[1].temperature = 2.0f;
   draws[2].seed = 3, draws[2].index = 9, draws[2].top_p = 1.0f, draws[2].min_p = 0.0f;
-  std::vector<BatchItem> items(4);
-  for (int i = 0; i < 4; ++i) {
-    items[size_t(i)].state = states[size_t(i)].get();
-    items[size_t(i)].tokens = &token;
-    items[size_t(i)].n = 1;
-  }
   items[0].logits = logits.data();
   for (int i = 0; i < 3; ++i) {
     items[size_t(i) + 1].argmax = &picks[i];
     items[size_t(i) + 1].draw = &draws[i];
   }
+  BatchItem greedy = items[4];  // for the mixed step below
+  items.pop_back();
   model.forward_batch(items);
   for (int i = 0; i < 3; ++i)
     EXPECT_EQ(picks[i], draw_from_logits(logits.data(), vocab, draws[i])) << GetParam() << " " << i;
 
-  auto mixed = model.new_state(so);
-  model.forward(*mixed, prompt.data(), int64_t(prompt.size()), nullptr, false);
   int32_t greedy_pick = -1;
-  BatchItem greedy = items[1];
-  greedy.state = mixed.get();
   greedy.argmax = &greedy_pick;
-  greedy.draw = nullptr;
   EXPECT_THROW(model.forward_batch({items[1], greedy}), Error) << GetParam();
 }
 
