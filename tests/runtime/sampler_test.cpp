@@ -181,6 +181,48 @@ TEST(Sampler, TopPAndMinPCutTheTail) {
   }
 }
 
+// Top-k off with top-p or min-p on takes the sorted head only as far as the
+// filters reach (sample_head): the same tokens as a draw from the whole row
+// sorted, over rows whose nucleus is a few candidates and thousands (the
+// head grown many times), with NaN among them.
+TEST(Sampler, TopKOffDrawsAsFromTheWholeSortedRow) {
+  std::mt19937 rng(11);
+  const int64_t vocab = 5000;
+  struct Setting {
+    float spread, top_p, min_p, temperature;
+  };
+  for (const Setting& set : {Setting{5.0f, 0.95f, 0.05f, 0.8f}, Setting{0.5f, 0.95f, 0.0f, 1.0f},
+                             Setting{0.5f, 1.0f, 0.3f, 1.5f}, Setting{2.0f, 0.5f, 0.0f, 0.7f}}) {
+    std::normal_distribution<float> d(0.0f, set.spread);
+    SamplingParams p;
+    p.top_k = 0;
+    p.top_p = set.top_p;
+    p.min_p = set.min_p;
+    p.temperature = set.temperature;
+    p.seed = 5;
+    Sampler s(p);
+    for (uint64_t draw = 0; draw < 60; ++draw) {
+      std::vector<float> l(static_cast<size_t>(vocab));
+      for (auto& x : l) x = d(rng);
+      for (int64_t i = 0; i < vocab; i += 97) l[size_t(i)] = std::nanf("");
+      std::vector<Candidate> all;
+      for (int64_t i = 0; i < vocab; ++i)
+        if (!std::isnan(l[size_t(i)])) all.push_back({l[size_t(i)], int32_t(i)});
+      std::sort(all.begin(), all.end(), by_logit);
+      DrawSpec spec;
+      spec.temperature = p.temperature;
+      spec.top_p = p.top_p;
+      spec.min_p = p.min_p;
+      spec.seed = p.seed;
+      spec.index = draw;
+      const int32_t want = draw_candidates(all.data(), all.size(), spec);
+      EXPECT_EQ(s.sample(l.data(), vocab, {}), want)
+          << "spread " << set.spread << " top-p " << set.top_p << " min-p " << set.min_p
+          << " draw " << draw;
+    }
+  }
+}
+
 TEST(Sampler, PenaltiesPushRecentTokensDown) {
   SamplingParams p;
   p.temperature = 0;

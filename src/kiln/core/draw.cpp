@@ -16,6 +16,19 @@ int32_t draw_candidates(const Candidate* c, size_t n, const DrawSpec& spec) {
   return c[draw_pick(w.data(), keep, draw_uniform(spec.seed, spec.index))].second;
 }
 
+int32_t draw_head_candidates(const Candidate* c, size_t n, double total, const DrawSpec& spec) {
+  std::vector<double> e(n);
+  const float l0 = c[0].first;
+  for (size_t i = 0; i < n; ++i) e[i] = draw_weight_t1(c[i].first, l0);
+  bool decided;
+  const int64_t keep =
+      draw_keep_of_total(e.data(), int64_t(n), total, spec.top_p, spec.min_p, &decided);
+  if (!decided) return -1;
+  std::vector<double>& w = e;  // the weights of the kept candidates, in place
+  for (int64_t i = 0; i < keep; ++i) w[size_t(i)] = draw_weight(c[i].first, l0, spec.temperature);
+  return c[draw_pick(w.data(), keep, draw_uniform(spec.seed, spec.index))].second;
+}
+
 int32_t draw_from_logits(const float* logits, int64_t vocab, const DrawSpec& spec) {
   std::vector<Candidate> top;
   top_k_candidates(logits, vocab, size_t(spec.top_k), top);

@@ -125,19 +125,22 @@ KILN_HD static inline double draw_uniform(uint64_t seed, uint64_t index) {
 
 // How many of n >= 1 candidates in by_logit's order the filters keep,
 // given e[i] = draw_exp(logit_i - logit_0) (temperature 1, as top-p and
-// min-p are defined): cut where their probabilities first add up to top_p,
-// then to those of at least min_p times the first's.
-KILN_HD static inline int64_t draw_keep(const double* e, int64_t n, float top_p, float min_p) {
+// min-p are defined) and their total: cut where their probabilities first
+// add up to top_p, then to those of at least min_p times the first's.
+// *decided: whether the cut falls within these n, so that candidates after
+// them (of a longer list whose total this is) could change nothing.
+KILN_HD static inline int64_t draw_keep_of_total(const double* e, int64_t n, double total,
+                                                 float top_p, float min_p, bool* decided) {
   using namespace draw_detail;
-  double total = 0;
-  for (int64_t i = 0; i < n; ++i) total = add(total, e[i]);
   int64_t keep = n;
+  *decided = false;
   if (top_p < 1.0f) {
     double cumulative = 0;
     for (int64_t i = 0; i < n; ++i) {
       cumulative = add(cumulative, div(e[i], total));
       if (cumulative >= double(top_p)) {
         keep = i + 1;
+        *decided = true;
         break;
       }
     }
@@ -146,9 +149,19 @@ KILN_HD static inline int64_t draw_keep(const double* e, int64_t n, float top_p,
     const double floor_p = mul(div(e[0], total), double(min_p));
     int64_t cut = 1;
     while (cut < keep && div(e[cut], total) >= floor_p) ++cut;
+    if (cut < n) *decided = true;
     keep = cut;
   }
   return keep;
+}
+
+// draw_keep_of_total for all of a row's candidates: their total summed in
+// order.
+KILN_HD static inline int64_t draw_keep(const double* e, int64_t n, float top_p, float min_p) {
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) total = draw_detail::add(total, e[i]);
+  bool decided;
+  return draw_keep_of_total(e, n, total, top_p, min_p, &decided);
 }
 
 // Which of the kept candidates is drawn, given their weights w[i] =
@@ -176,6 +189,13 @@ KILN_HD static inline double draw_weight(float l, float l0, float temperature) {
 // The token drawn from candidates[0, n) in by_logit's order (the first
 // spec.top_k of a row's, no NaN), n >= 1, as a GPU draws it (draw_rows).
 int32_t draw_candidates(const Candidate* candidates, size_t n, const DrawSpec& spec);
+
+// draw_candidates for the first n candidates of a longer list (top-k off:
+// the whole vocabulary), whose temperature-1 total (the sum of draw_exp
+// of each logit less the first) is `total`: the token drawn, or -1 where
+// the filters would keep candidates past these n.
+int32_t draw_head_candidates(const Candidate* candidates, size_t n, double total,
+                             const DrawSpec& spec);
 
 // The token drawn from a row of logits: its first spec.top_k candidates
 // (0 < top_k), drawn from as draw_candidates does; 0 for a row of NaN only.

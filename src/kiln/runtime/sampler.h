@@ -61,9 +61,13 @@ class Sampler {
  private:
   // The filters and the draw, from candidates in by_logit's order.
   int32_t draw(const std::vector<Candidate>& candidates);
+  // sample() with top-k off and top-p or min-p on: the draw from as much of
+  // the sorted head as the filters keep.
+  int32_t sample_head(const float* logits, int64_t vocab);
   SamplingParams params_;
   uint64_t draws_ = 0;  // draws made, this sequence's (each its own random number)
   std::vector<Candidate> candidates_;
+  std::vector<float> scratch_;  // sample_head's exps
 };
 
 }  // namespace kiln
