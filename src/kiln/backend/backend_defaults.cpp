@@ -14,6 +14,17 @@ namespace {
   fail(op, " is not implemented on the ", b.name(), " backend");
 }
 
+// fn(j, row) for each row j of a device matrix [rows, cols], brought to the
+// host in turn: the defaults below that choose from a row of logits there.
+template <class Fn>
+void each_row_on_host(Backend& b, const float* src, int64_t rows, int64_t cols, Fn&& fn) {
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t j = 0; j < rows; ++j) {
+    b.to_host(row.data(), src + j * cols, row.size() * sizeof(float));
+    fn(j, row.data());
+  }
+}
+
 }  // namespace
 
 void Backend::conv1d_silu(const float*, int64_t, int64_t, const float*, int64_t, float*, float*) {
@@ -44,12 +55,9 @@ void Backend::to_host_rows(void* const* hosts, const void* src, size_t row_bytes
 }
 
 void Backend::argmax_rows(const float* src, int64_t rows, int64_t cols, int32_t* const* outs) {
-  std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t j = 0; j < rows; ++j) {
-    to_host(row.data(), src + j * cols, row.size() * sizeof(float));
-    *outs[j] = argmax(row.data(), cols);
-    if (j == 0) last_pick_ = *outs[0];
-  }
+  each_row_on_host(*this, src, rows, cols,
+                   [&](int64_t j, const float* row) { *outs[j] = argmax(row, cols); });
+  if (rows > 0) last_pick_ = *outs[0];
 }
 
 void Backend::embed_last_pick(const Weight& table, float* out) {
@@ -59,23 +67,19 @@ void Backend::embed_last_pick(const Weight& table, float* out) {
 
 void Backend::top_k_rows(const float* src, int64_t rows, int64_t cols, int64_t k,
                          Candidate* const* outs) {
-  std::vector<float> row(static_cast<size_t>(cols));
   std::vector<Candidate> top;
-  for (int64_t j = 0; j < rows; ++j) {
-    to_host(row.data(), src + j * cols, row.size() * sizeof(float));
-    top_k_candidates(row.data(), cols, size_t(k), top);
+  each_row_on_host(*this, src, rows, cols, [&](int64_t j, const float* row) {
+    top_k_candidates(row, cols, size_t(k), top);
     write_candidates(top, size_t(k), outs[j]);
-  }
+  });
 }
 
 void Backend::draw_rows(const float* src, int64_t rows, int64_t cols, const DrawSpec* draws,
                         int32_t* const* outs) {
-  std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t j = 0; j < rows; ++j) {
-    to_host(row.data(), src + j * cols, row.size() * sizeof(float));
-    *outs[j] = draw_from_logits(row.data(), cols, draws[j]);
-    if (j == 0) last_pick_ = *outs[0];
-  }
+  each_row_on_host(*this, src, rows, cols, [&](int64_t j, const float* row) {
+    *outs[j] = draw_from_logits(row, cols, draws[j]);
+  });
+  if (rows > 0) last_pick_ = *outs[0];
 }
 
 void Backend::attention_decode_batch(const float* q, const float* k, const float* v,
