@@ -122,9 +122,9 @@ class Backend {
   // Decoding ahead (one sequence): a step that ends in argmax_rows or
   // draw_rows is launched without waiting for it, and the next step, fed
   // that pick where it was made (embed_last_pick), is recorded and launched
-  // while it runs. The host's share of a step (running the model's code, recording
-  // and launching its ops) then overlaps the device's work instead of
-  // adding to it. Whether doing so gains anything here: a GPU; the CPU runs
+  // while it runs. The host's share of a step (running the model's code,
+  // recording and launching its ops) then overlaps the device's work
+  // instead of adding to it. Whether doing so gains anything here: a GPU; the CPU runs
   // each op as it is called, and the calls below then only keep the order.
   virtual bool decodes_ahead() const { return false; }
   // The next step to end in argmax_rows or draw_rows returns without

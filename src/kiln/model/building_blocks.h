@@ -135,8 +135,9 @@ HeadRequest head_request(const Item& it, int64_t row) {
 // wanted: with all_logits (a single request) every row, else each request's
 // last. Rows whose logits go to the host come first, then those that bring
 // back only their pick (argmax, or drawn where the logits are), then those
-// that bring back their top-k candidates (a sampled step drawn on the host), at most head_rows rows per product so that
-// logits_buf [head_rows, vocab] stays small next to a large vocabulary.
+// that bring back their top-k candidates (a sampled step drawn on the
+// host), at most head_rows rows per product so that logits_buf [head_rows,
+// vocab] stays small next to a large vocabulary.
 // x [T, hidden]; h_buf holds a row per wanted row.
 struct OutputHead {
   const Weight* output = nullptr;

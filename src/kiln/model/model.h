@@ -86,8 +86,8 @@ struct ForwardInputs {
 struct BatchItem {
   SequenceState* state = nullptr;
   // Fed at the state's next positions. Null with n == 1: the token the step
-  // before picked (its argmax), read where it was made (decoding ahead,
-  // Backend::step_ahead); only in a step of this one item.
+  // before picked (its argmax or draw), read where it was made (decoding
+  // ahead, Backend::step_ahead); only in a step of this one item.
   const int32_t* tokens = nullptr;
   int64_t n = 0;
   float* logits = nullptr;  // host [vocab] for the last token, or null
@@ -183,7 +183,8 @@ class Model {
     for (const BatchItem& it : items) {
       if (it.n <= 0) continue;
       auto* st = static_cast<State*>(it.state);
-      KILN_CHECK(it.tokens || items.size() == 1, "only a step of one sequence is fed the last pick");
+      KILN_CHECK(it.tokens || items.size() == 1,
+                 "only a step of one sequence is fed the last pick");
       prepare_tokens(*st, it.tokens, it.n);
       for (const Item& other : run)
         KILN_CHECK(other.state != st, "a sequence appears twice in one batch");
